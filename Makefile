@@ -1,0 +1,59 @@
+# Entry point for everything. Every target installs what it needs first and is idempotent.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+ANNOT := $(VENV)/bin/annot
+PROTOS := $(wildcard protos/annotation/v1/*.proto)
+GEN := gen
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps protos up down status demo test test-unit clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+# The venv is rebuilt when pyproject.toml changes. torch comes from the local CPU wheel first,
+# so nothing later pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	echo "$(CURDIR)/$(GEN)" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/annotation-protos.pth
+	touch $@
+
+setup: $(VENV)/.installed $(GEN)/.stamp  ## create .venv, install pinned packages, generate proto code
+
+system-deps:  ## install redis-server and PostgreSQL from Debian when missing
+	@deploy/local/install-system-deps.sh
+
+# Generated gRPC code is not committed; tests/common/test_protos.py fails when it is stale.
+$(GEN)/.stamp: $(PROTOS) $(VENV)/.installed
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --grpc_python_out=$(GEN) --pyi_out=$(GEN) $(PROTOS)
+	touch $(GEN)/annotation/__init__.py $(GEN)/annotation/v1/__init__.py $@
+
+protos: $(GEN)/.stamp  ## generate Python code from protos/ into gen/
+
+up: setup system-deps  ## start the local platform (supervised) and wait until healthy
+	$(ANNOT) up
+
+down: setup  ## stop exactly what `make up` started
+	$(ANNOT) down
+
+status: setup  ## state and health of every local process
+	$(ANNOT) status
+
+demo: setup system-deps  ## bring the platform up, exercise every service, bring it down
+	$(ANNOT) demo
+
+test: setup system-deps  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup  ## only the in-process tests
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+clean:  ## remove the venv, generated code and runtime state
+	-$(ANNOT) down 2>/dev/null
+	rm -rf $(VENV) $(GEN) var .pytest_cache

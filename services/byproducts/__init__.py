@@ -1,0 +1,1 @@
+"""The byproducts service: logging of annotation byproducts (trajectories, click timing, corrections)."""

@@ -1,0 +1,1 @@
+"""The service kit: what every service of the platform shares."""

@@ -1,0 +1,161 @@
+"""``annot``: the platform's command line (local platform, keys, settings, migrations)."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.common import local_platform
+from services.common.keys import KeyStore, Role
+from services.common.settings import SERVICES, Settings, get_settings
+from services.common.storage import make_engine, make_session_factory, migrate
+
+app = typer.Typer(help="Annotation platform: local processes, API keys, settings.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed; the plaintext is printed once).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+
+GOOD = {"SERVING", "RUNNING"}
+
+
+def _keystore(settings: Settings) -> KeyStore:
+    migrate(settings.resolved_database_url)
+    return KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
+
+
+def admin_key_path(settings: Settings):
+    return settings.var_dir / "admin.key"
+
+
+def ensure_admin_key(settings: Settings) -> str:
+    """Development convenience: one unrestricted admin key, kept at VAR_DIR/admin.key (mode 0600)."""
+    path = admin_key_path(settings)
+    if path.exists():
+        return path.read_text().strip()
+    _, token = _keystore(settings).create("local admin (annot up)", Role.ADMIN, ["*"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
+def _print_health(states: dict[str, str], pids: dict[str, dict]) -> None:
+    table = Table("process", "state", "pid", "uptime")
+    for name, state in states.items():
+        info = pids.get(name) or {}
+        uptime = f"{info['now'] - info['start']}s" if info.get("start") else "-"
+        colour = "green" if state in GOOD else "red"
+        table.add_row(name, f"[{colour}]{state}[/]", str(info.get("pid") or "-"), uptime)
+    console.print(table)
+
+
+@app.command()
+def settings() -> None:
+    """Every setting: its environment variable, current value and meaning."""
+    current = get_settings()
+    table = Table("variable", "value", "meaning")
+    for name, field in Settings.model_fields.items():
+        table.add_row(f"ANNOT_{name.upper()}", str(getattr(current, name)), field.description or "")
+    console.print(table)
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Bring the store's schema to the latest Alembic revision."""
+    url = get_settings().resolved_database_url
+    migrate(url)
+    console.print(f"schema at head: {url.split('@')[-1]}")
+
+
+@app.command()
+def up(timeout: float = typer.Option(120.0, help="Seconds to wait for every process to be healthy.")) -> None:
+    """Start Redis, every service's gRPC server and Celery worker, and the gateway; wait until healthy."""
+    current = get_settings()
+    migrate(current.resolved_database_url)
+    ensure_admin_key(current)
+    start = time.monotonic()
+    try:
+        states = local_platform.up(current, timeout)
+    except TimeoutError as exc:
+        console.print(f"[red]{exc}[/]\nlogs: {current.var_dir / 'log'}")
+        raise typer.Exit(1)
+    _print_health(states, local_platform.process_states(current))
+    console.print(f"healthy in {time.monotonic() - start:.1f} s; admin key in {admin_key_path(current)}; "
+                  f"gateway http://{current.host}:{current.gateway_port}")
+
+
+@app.command()
+def down() -> None:
+    """Stop exactly what `annot up` started."""
+    pids = local_platform.down(get_settings())
+    console.print(f"stopped {len(pids)} processes" if pids else "nothing was running")
+
+
+@app.command()
+def status() -> None:
+    """State and health of every local process; exits 1 unless all are healthy."""
+    current = get_settings()
+    states = local_platform.health(current)
+    _print_health(states, local_platform.process_states(current))
+    if not all(state in GOOD for state in states.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(keep: bool = typer.Option(False, help="Leave the platform running afterwards.")) -> None:
+    """Bring the platform up, prove every queue is consumed through its service, show auth, bring it down."""
+    from annotation.v1 import operations_pb2, operations_pb2_grpc
+
+    up(timeout=120.0)
+    current = get_settings()
+    key = ensure_admin_key(current)
+    table = Table("service", "queue answered by", "round trip", "without a key")
+    try:
+        for service in SERVICES:
+            with grpc.insecure_channel(current.service_address(service)) as channel:
+                stub = operations_pb2_grpc.OperationsStub(channel)
+                reply = stub.ProbeQueue(operations_pb2.ProbeQueueRequest(timeout_ms=10000), timeout=15,
+                                        metadata=[("authorization", f"Bearer {key}")])
+                try:
+                    stub.ProbeQueue(operations_pb2.ProbeQueueRequest(), timeout=5)
+                    refused = "[red]accepted![/]"
+                except grpc.RpcError as exc:
+                    refused = exc.code().name
+            table.add_row(service, f"{reply.worker_hostname} pid {reply.worker_pid}",
+                          f"{reply.round_trip_ms:.1f} ms", refused)
+        console.print(table)
+    finally:
+        if not keep:
+            down()
+
+
+@keys_app.command("create")
+def keys_create(name: str = typer.Option(..., help="Who or what holds the key."),
+                role: str = typer.Option(..., help="annotator, reviewer or admin."),
+                project: list[str] = typer.Option(..., help="Project id the key may act on; '*' for all. Repeatable.")) -> None:
+    """Create a key; its plaintext is printed once and never stored."""
+    principal, token = _keystore(get_settings()).create(name, Role.parse(role), project)
+    console.print(f"id {principal.key_id} role {principal.role.name.lower()} projects {sorted(principal.projects)}")
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key (never its secret)."""
+    table = Table("id", "name", "role", "projects", "created", "revoked")
+    for principal, created, revoked in _keystore(get_settings()).list():
+        table.add_row(principal.key_id, principal.name, principal.role.name.lower(),
+                      ",".join(sorted(principal.projects)), f"{created:%Y-%m-%d %H:%M}",
+                      f"{revoked:%Y-%m-%d %H:%M}" if revoked else "")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id; services notice within ANNOT_AUTH_CACHE_TTL_S."""
+    _keystore(get_settings()).revoke(key_id)
+    console.print(f"revoked {key_id}")

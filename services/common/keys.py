@@ -1,0 +1,132 @@
+"""API keys: roles (annotator < reviewer < admin) scoped to projects, stored as SHA-256 hashes.
+
+A key reads ``ak_<id>.<secret>``; the id finds the row, the secret is compared by hash in constant
+time. Secrets are 256-bit random, so a plain SHA-256 is enough (no password stretching needed),
+and the plaintext exists only in the create() return value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum
+
+from sqlalchemy import JSON, DateTime, Integer, String, select
+from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from services.common.storage import Base
+
+ALL_PROJECTS = "*"
+
+
+class Role(IntEnum):
+    """Same numbers as ``annotation.v1.Role``; a higher role may do what a lower one may."""
+
+    ANNOTATOR = 1
+    REVIEWER = 2
+    ADMIN = 3
+
+    @classmethod
+    def parse(cls, name: str) -> "Role":
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise InvalidArgument("role", f"unknown role {name!r}; one of annotator, reviewer, admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    name: str
+    role: Role
+    projects: frozenset[str]
+
+    def may_access(self, project_id: str) -> bool:
+        return ALL_PROJECTS in self.projects or project_id in self.projects
+
+    def authorize(self, required: Role, project_id: str = "") -> None:
+        if self.role < required:
+            raise PermissionDenied(f"role {self.role.name.lower()} may not do this; needs {required.name.lower()}")
+        if project_id and not self.may_access(project_id):
+            raise PermissionDenied(f"key is not scoped to project {project_id!r}", field="project_id")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[int] = mapped_column(Integer)
+    projects: Mapped[list[str]] = mapped_column(JSON)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    def principal(self) -> Principal:
+        return Principal(self.id, self.name, Role(self.role), frozenset(self.projects))
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class KeyStore:
+    def __init__(self, sessions: sessionmaker, cache_ttl_s: float = 30.0) -> None:
+        self._sessions = sessions
+        self._ttl = cache_ttl_s
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, name: str, role: Role, projects: list[str]) -> tuple[Principal, str]:
+        """Returns the principal and the plaintext key, which is shown once and never stored."""
+        if not name.strip():
+            raise InvalidArgument("name", "must not be empty")
+        if not projects or any(not p.strip() for p in projects):
+            raise InvalidArgument("projects", f"give one or more project ids, or {ALL_PROJECTS!r} for all")
+        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        row = ApiKey(id=key_id, name=name, role=int(role), projects=sorted(set(projects)),
+                     secret_sha256=_sha256(secret), created_at=datetime.now(UTC))
+        with self._sessions.begin() as session:
+            session.add(row)
+        return row.principal(), f"ak_{key_id}.{secret}"
+
+    def verify(self, token: str) -> Principal:
+        now = time.monotonic()
+        digest = _sha256(token)
+        with self._lock:
+            cached = self._cache.get(digest)
+        if cached and cached[0] > now:
+            return cached[1]
+        key_id, _, secret = token.removeprefix("ak_").partition(".")
+        if not token.startswith("ak_") or not key_id or not secret:
+            raise Unauthenticated("malformed API key")
+        with self._sessions() as session:
+            row = session.get(ApiKey, key_id)
+            if row is None or row.revoked_at is not None or not hmac.compare_digest(
+                row.secret_sha256, _sha256(secret)
+            ):
+                raise Unauthenticated("unknown or revoked API key")
+            principal = row.principal()
+        with self._lock:
+            self._cache[digest] = (now + self._ttl, principal)
+        return principal
+
+    def revoke(self, key_id: str) -> None:
+        with self._sessions.begin() as session:
+            row = session.get(ApiKey, key_id)
+            if row is None:
+                raise NotFound(f"no API key {key_id!r}", field="key_id")
+            row.revoked_at = datetime.now(UTC)
+        with self._lock:
+            self._cache.clear()
+
+    def list(self) -> list[tuple[Principal, datetime, datetime | None]]:
+        with self._sessions() as session:
+            rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
+            return [(r.principal(), r.created_at, r.revoked_at) for r in rows]

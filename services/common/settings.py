@@ -1,0 +1,137 @@
+"""Typed settings for every process of the platform.
+
+All values come from environment variables prefixed ``ANNOT_`` (or a ``.env`` file); each field's
+description is its documentation, printed by ``annot settings``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# One service, one gRPC server, one Celery queue of the same name.
+SERVICES: tuple[str, ...] = ("selection", "segmentation", "byproducts", "quality", "dialog")
+
+# Proto service names (package annotation.v1) hosted by each service's server.
+PROTO_SERVICES: dict[str, str] = {
+    "selection": "annotation.v1.Selection",
+    "segmentation": "annotation.v1.Segmentation",
+    "byproducts": "annotation.v1.Byproducts",
+    "quality": "annotation.v1.Quality",
+    "dialog": "annotation.v1.Dialog",
+}
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANNOT_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", description="Deployment environment; production refuses unsafe defaults."
+    )
+    host: str = Field(
+        "127.0.0.1",
+        description="Address every server binds to. Loopback by default; 0.0.0.0 inside containers.",
+    )
+    var_dir: Path = Field(
+        REPO_ROOT / "var", description="Runtime state: SQLite file, Redis AOF, logs, pid files."
+    )
+    log_level: str = Field("INFO", description="Root log level (DEBUG, INFO, WARNING, ERROR).")
+    log_json: bool = Field(True, description="One JSON object per log line; false for plain text.")
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6390/0",
+        description="Redis for the Celery broker, result backend and short-lived session state.",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the store; empty means SQLite at VAR_DIR/annotation.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db.",
+    )
+    triton_grpc_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint (host:port).")
+    triton_http_port: int = Field(8000, description="Triton HTTP port (health: /v2/health/ready).")
+    triton_metrics_port: int = Field(8002, description="Triton Prometheus metrics port.")
+
+    gateway_port: int = Field(8080, description="Gateway REST/HTML port.")
+    selection_port: int = Field(50051, description="Selection service gRPC port.")
+    segmentation_port: int = Field(50052, description="Segmentation service gRPC port.")
+    byproducts_port: int = Field(50053, description="Byproducts service gRPC port.")
+    quality_port: int = Field(50054, description="Quality service gRPC port.")
+    dialog_port: int = Field(50055, description="Dialog service gRPC port.")
+    metrics_port_base: int = Field(
+        9100,
+        description="Prometheus metrics of the gRPC servers listen on BASE+1..BASE+5 in SERVICES "
+        "order (selection, segmentation, byproducts, quality, dialog).",
+    )
+    service_hosts: dict[str, str] = Field(
+        default_factory=dict,
+        description='Where clients reach each service, e.g. {"selection": "selection:50051"} '
+        "(JSON). Missing entries mean HOST:<service>_port.",
+    )
+
+    grpc_max_workers: int = Field(16, ge=1, description="Threads serving gRPC calls per server.")
+    grpc_max_message_mb: int = Field(32, ge=1, description="Largest gRPC message accepted, in MiB.")
+    grpc_grace_s: float = Field(10.0, ge=0, description="SIGTERM: seconds in-flight calls may finish.")
+    default_deadline_s: float = Field(
+        30.0, gt=0, description="Deadline applied to calls whose client set none."
+    )
+    dependency_timeout_s: float = Field(
+        1.0, gt=0, description="Socket timeout of dependency checks (Redis ping), so none hangs."
+    )
+    health_interval_s: float = Field(
+        2.0, gt=0, description="Seconds between dependency checks feeding the gRPC health status."
+    )
+    auth_cache_ttl_s: float = Field(
+        30.0, ge=0, description="Seconds a verified API key stays cached; revocation latency."
+    )
+
+    celery_task_time_limit_s: int = Field(600, gt=0, description="Hard time limit of a task.")
+    celery_task_soft_time_limit_s: int = Field(
+        540, gt=0, description="Soft time limit: the task gets SoftTimeLimitExceeded to clean up."
+    )
+    celery_visibility_timeout_s: int = Field(
+        3600,
+        gt=0,
+        description="Seconds before an unacknowledged task is redelivered (acks_late); "
+        "must exceed the longest task.",
+    )
+    operation_ttl_s: int = Field(
+        7 * 24 * 3600, gt=0, description="Seconds an Operation record stays queryable."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> "Settings":
+        if self.celery_task_soft_time_limit_s >= self.celery_task_time_limit_s:
+            raise ValueError("celery_task_soft_time_limit_s must be below celery_task_time_limit_s")
+        if self.env == "production" and self.resolved_database_url.startswith("sqlite"):
+            raise ValueError("database_url: production needs PostgreSQL, not the SQLite default")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'annotation.db'}"
+
+    @property
+    def redis_port(self) -> int:
+        return urlparse(self.redis_url).port or 6379
+
+    def grpc_port(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def metrics_port(self, service: str) -> int:
+        return self.metrics_port_base + 1 + SERVICES.index(service)
+
+    def service_address(self, service: str) -> str:
+        return self.service_hosts.get(service) or f"{self.host}:{self.grpc_port(service)}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once; tests build ``Settings(...)`` and pass it explicitly."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The dialog service: the policy that picks which question to ask the annotator."""

@@ -1,0 +1,1 @@
+"""The quality service: annotation-quality prediction from click sequences."""

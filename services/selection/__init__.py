@@ -1,0 +1,1 @@
+"""The selection service: active learning: which images, frames, patches or superpixels to annotate."""
