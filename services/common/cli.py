@@ -159,3 +159,7 @@ def keys_revoke(key_id: str) -> None:
     """Revoke a key by id; services notice within ANNOT_AUTH_CACHE_TTL_S."""
     _keystore(get_settings()).revoke(key_id)
     console.print(f"revoked {key_id}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,219 @@
+"""A real service process, its real Celery worker and a real Redis: the kit as clients meet it."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, selection_pb2, selection_pb2_grpc
+from services.common.keys import KeyStore, Role
+from services.common.probes import grpc_health
+from services.common.storage import make_engine, make_session_factory, migrate
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "selection"
+
+
+@pytest.fixture
+def keys(settings):
+    migrate(settings.resolved_database_url)
+    store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
+    return {
+        "admin": store.create("admin", Role.ADMIN, ["*"])[1],
+        "annotator_p1": store.create("annotator", Role.ANNOTATOR, ["p1"])[1],
+        "reviewer_p1": store.create("reviewer", Role.REVIEWER, ["p1"])[1],
+        "store": store,
+    }
+
+
+@pytest.fixture
+def server(settings, keys, spawn):
+    from tests.conftest import PYTHON, wait_until  # noqa: PLC0415
+
+    process = spawn([PYTHON, "-m", f"services.{SERVICE}.server"], settings)
+    address = settings.service_address(SERVICE)
+    try:
+        wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "service SERVING")
+    except TimeoutError:
+        pytest.fail(f"server did not become healthy:\n{process.output()}")
+    return process
+
+
+@pytest.fixture
+def worker(settings, spawn):
+    from tests.conftest import PYTHON  # noqa: PLC0415
+
+    return spawn([PYTHON, "-m", "celery", "-A", f"services.{SERVICE}.worker:app", "worker", "-Q", SERVICE,
+                  "-n", f"{SERVICE}-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"],
+                 settings)
+
+
+@pytest.fixture
+def channel(settings, server):
+    with grpc.insecure_channel(settings.service_address(SERVICE)) as channel:
+        yield channel
+
+
+def bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+def test_probe_runs_a_celery_task_in_the_worker_process(channel, keys, server, worker):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    reply = stub.ProbeQueue(operations_pb2.ProbeQueueRequest(timeout_ms=20000), timeout=30,
+                            metadata=bearer(keys["admin"]))
+    assert reply.queue == SERVICE
+    assert reply.worker_pid not in (0, server.proc.pid)  # answered by another process
+    assert reply.task_id and reply.round_trip_ms > 0
+
+
+def test_probe_without_a_worker_is_unavailable_within_its_timeout(channel, keys):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    start = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ProbeQueue(operations_pb2.ProbeQueueRequest(timeout_ms=500), timeout=10,
+                        metadata=bearer(keys["admin"]))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no worker consumed queue 'selection'" in err.value.details()
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("metadata", [None, [("authorization", "Bearer ak_0000.wrong")],
+                                      [("authorization", "Basic dXNlcjpwYXNz")], [("authorization", "Bearer")]])
+def test_missing_or_wrong_key_is_unauthenticated(channel, metadata):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetOperation(operations_pb2.GetOperationRequest(project_id="p1", operation_id="x"),
+                          metadata=metadata, timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_revoked_key_is_unauthenticated(channel, keys):
+    principal, token = keys["store"].create("temp", Role.ADMIN, ["*"])
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    request = operations_pb2.GetOperationRequest(project_id="p1", operation_id="missing")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetOperation(request, metadata=bearer(token), timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # the key worked
+    keys["store"].revoke(principal.key_id)  # the test settings cache keys for 0 s
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetOperation(request, metadata=bearer(token), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_role_too_low_is_permission_denied(channel, keys):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    with pytest.raises(grpc.RpcError) as err:  # ProbeQueue needs admin
+        stub.ProbeQueue(operations_pb2.ProbeQueueRequest(), metadata=bearer(keys["reviewer_p1"]), timeout=5)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "needs admin" in err.value.details()
+
+
+def test_other_project_is_permission_denied(channel, keys):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetOperation(operations_pb2.GetOperationRequest(project_id="p2", operation_id="x"),
+                          metadata=bearer(keys["annotator_p1"]), timeout=5)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Same key, its own project: passes auth and reaches the handler (which finds nothing).
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetOperation(operations_pb2.GetOperationRequest(project_id="p1", operation_id="x"),
+                          metadata=bearer(keys["annotator_p1"]), timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_empty_project_from_a_scoped_key_is_invalid(channel, keys):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetOperation(operations_pb2.GetOperationRequest(operation_id="x"),
+                          metadata=bearer(keys["annotator_p1"]), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("project_id:")
+
+
+def test_malformed_request_names_the_field(channel, keys):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetOperation(operations_pb2.GetOperationRequest(project_id="p1"), metadata=bearer(keys["admin"]),
+                          timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)
+    detail = common_pb2.ErrorDetail()
+    assert status.details[0].Unpack(detail)
+    assert detail.field == "operation_id"
+
+
+def test_undecodable_bytes_are_invalid_argument_not_internal(channel, keys):
+    call = channel.unary_unary("/annotation.v1.Operations/GetOperation")
+    with pytest.raises(grpc.RpcError) as err:
+        call(b"\xff\xff\xff\xff", metadata=bearer(keys["admin"]), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "annotation.v1.GetOperationRequest" in err.value.details()
+
+
+def test_declared_but_unbuilt_rpc_is_unimplemented_after_auth(channel, keys):
+    stub = selection_pb2_grpc.SelectionStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ListStrategies(selection_pb2.ListStrategiesRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ListStrategies(selection_pb2.ListStrategiesRequest(), metadata=bearer(keys["admin"]), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_health_and_reflection_need_no_key(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(service="annotation.v1.Selection"), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # noqa: PLC0415
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                        timeout=5)
+    names = {s.name for r in replies for s in r.list_services_response.service}
+    assert {"annotation.v1.Selection", "annotation.v1.Operations", "grpc.health.v1.Health"} <= names
+
+
+def test_metrics_count_calls_by_code(channel, keys, settings):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError):
+            stub.GetOperation(operations_pb2.GetOperationRequest(project_id="p1"), timeout=5)
+    body = httpx.get(f"http://127.0.0.1:{settings.metrics_port(SERVICE)}/metrics", timeout=5).text
+    line = ('grpc_server_handled_total{grpc_code="UNAUTHENTICATED",grpc_method="GetOperation",'
+            'grpc_service="annotation.v1.Operations"} 3.0')
+    assert line in body
+    assert "grpc_server_handling_seconds_bucket" in body
+
+
+def test_redis_down_turns_health_not_serving_then_back(channel, redis_server, settings):
+    from tests.conftest import wait_until  # noqa: PLC0415
+
+    health = health_pb2_grpc.HealthStub(channel)
+
+    def status():
+        return health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+
+    redis_server.stop()
+    start = time.monotonic()
+    wait_until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, 10, "NOT_SERVING")
+    assert time.monotonic() - start < 5  # interval 0.3 s + ping timeout 0.5 s, with margin
+    redis_server.start()
+    wait_until(lambda: status() == health_pb2.HealthCheckResponse.SERVING, 10, "SERVING again")
+
+
+def test_sigterm_lets_an_inflight_call_finish_and_exits_cleanly(channel, keys, server, worker):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    future = stub.ProbeQueue.future(operations_pb2.ProbeQueueRequest(timeout_ms=20000), timeout=30,
+                                    metadata=bearer(keys["admin"]))
+    time.sleep(0.05)
+    server.proc.send_signal(signal.SIGTERM)
+    assert future.result().queue == SERVICE
+    assert server.proc.wait(30) == 0

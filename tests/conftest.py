@@ -1,0 +1,193 @@
+"""Fixtures that start real servers on loopback (Redis, PostgreSQL, service processes) and stop them."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.settings import SERVICES, Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(size: int) -> int:
+    """A port p with p+1..p+size free (the metrics ports are BASE+1..BASE+5)."""
+    for _ in range(200):
+        base = free_port()
+        socks = []
+        try:
+            for offset in range(1, size + 1):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free block of ports")
+
+
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not reached within {timeout_s} s")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process read the same settings."""
+    env = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        env[f"ANNOT_{name.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
+    return env
+
+
+class Redis:
+    """A real redis-server with AOF in a temporary folder; ``stop``/``start`` to simulate outages."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port, self.dir = free_port(), workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server missing: run `make system-deps` (make test does)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--save", "", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: _connectable(self.port), 10, "redis listening")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def _connectable(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Redis]:
+    server = Redis(tmp_path / "redis")
+    server.dir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_server: Redis) -> Settings:
+    """Settings for one test: its own var dir, SQLite file, Redis and ports."""
+    ports = {f"{name}_port": free_port() for name in SERVICES}
+    return Settings(
+        _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=redis_server.url,
+        gateway_port=free_port(), metrics_port_base=free_port_block(len(SERVICES)), health_interval_s=0.3,
+        dependency_timeout_s=0.5, triton_http_port=free_port(), auth_cache_ttl_s=0, **ports)
+
+
+class Process:
+    """A child process with the given settings; its output goes to a log file kept on failure."""
+
+    def __init__(self, args: list[str], settings: Settings, log: Path) -> None:
+        self.log = log
+        env = {**os.environ, **settings_env(settings)}
+        self._file = log.open("wb")
+        self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self._file, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._file.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator:
+    """spawn(args, settings) starts a real process; every one is stopped at teardown."""
+    started: list[Process] = []
+
+    def _spawn(args: list[str], settings: Settings) -> Process:
+        process = Process(args, settings, tmp_path / f"proc-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield _spawn
+    for process in started:
+        process.stop()
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server in a temporary cluster (run as the postgres user when we are root)."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.fail("PostgreSQL missing: run `make system-deps` (make test does)")
+    # Not under pytest's tmp dir: that is private to root, and PostgreSQL refuses to run as root.
+    root = Path(tempfile.mkdtemp(prefix="annot-pg-"))
+    data = root / "data"
+    port = free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "annot", "--auth=trust",
+                    "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"),
+                    "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "annot",
+                    "annotation"], check=True)
+    yield f"postgresql+psycopg://annot@127.0.0.1:{port}/annotation"
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                   check=False, stdout=subprocess.DEVNULL)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+PYTHON = sys.executable
