@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -56,6 +57,13 @@ def test_up_status_probe_down(tmp_path):
                 with pytest.raises(grpc.RpcError) as err:
                     stub.ProbeQueue(operations_pb2.ProbeQueueRequest(), timeout=5)
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        listed = annot("call", settings.service_address("dialog"))
+        assert "annotation.v1.Dialog" in listed.stdout.split()
+        called = subprocess.run([PYTHON, "-m", "services.common.cli", "call", settings.service_address("dialog"),
+                                 "annotation.v1.Operations/ProbeQueue", "-d", '{"timeout_ms": 20000}'],
+                                cwd=REPO, env={**env, "ANNOT_API_KEY": key}, text=True, capture_output=True,
+                                timeout=60, check=True)
+        assert json.loads(called.stdout)["queue"] == "dialog"
         pids = [p["pid"] for p in local_platform.process_states(settings).values()]
         assert len(pids) == 2 + 2 * len(SERVICES) and all(pids)
     finally:
