@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps protos up down status demo test test-unit clean help
+.PHONY: setup system-deps protos up down status demo test test-unit bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,9 @@ test: setup system-deps  ## the whole suite: unit, integration (real Redis/Postg
 
 test-unit: setup  ## only the in-process tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+bench: setup system-deps  ## benchmarks, side by side in one run; results and report in bench/results/
+	$(PY) -m bench.kit_overhead --out bench/results
 
 clean:  ## remove the venv, generated code and runtime state
 	-$(ANNOT) down 2>/dev/null

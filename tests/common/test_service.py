@@ -217,3 +217,19 @@ def test_sigterm_lets_an_inflight_call_finish_and_exits_cleanly(channel, keys, s
     server.proc.send_signal(signal.SIGTERM)
     assert future.result().queue == SERVICE
     assert server.proc.wait(30) == 0
+
+
+def test_the_server_stops_waiting_at_the_callers_deadline(channel, keys, settings):
+    """No worker runs, the probe would wait 20 s; the client's 1 s deadline must end the handler too."""
+    from tests.conftest import wait_until  # noqa: PLC0415
+
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ProbeQueue(operations_pb2.ProbeQueueRequest(timeout_ms=20000), timeout=1.0,
+                        metadata=bearer(keys["admin"]))
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    metrics = f"http://127.0.0.1:{settings.metrics_port(SERVICE)}/metrics"
+    finished = 'grpc_server_handled_total{grpc_code="UNAVAILABLE",grpc_method="ProbeQueue"'
+
+    # The handler itself ends (UNAVAILABLE: no worker within the time left), long before 20 s.
+    wait_until(lambda: finished in httpx.get(metrics, timeout=5).text, 5, "handler finished")
