@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
+import kubernetes_validate  # noqa: E402  (pinned in the test extras)
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "annotation-platform"
