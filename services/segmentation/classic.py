@@ -47,10 +47,27 @@ def grabcut_segmenter(image: np.ndarray, iterations: int = 5) -> Segmenter:
 
 
 def refine(image: np.ndarray, prob: np.ndarray, clicks: Sequence[Click], iterations: int = 2,
-           sure: float = 0.95) -> np.ndarray:
-    """GrabCut seeded by the network: confident pixels sure, the rest probable, click disks sure."""
-    labels = np.where(prob > 0.49, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    labels[prob > sure] = cv2.GC_FGD
-    labels[prob < 1 - sure] = cv2.GC_BGD
-    _seed_clicks(labels, clicks, probable=False)
-    return _run(image, labels, iterations)
+           sure: float = 0.95, margin: float = 0.25) -> np.ndarray:
+    """GrabCut seeded by the network: confident pixels sure, the rest probable, click disks sure.
+
+    Runs only in a window around the uncertain-or-object pixels and the clicks (``margin`` of its size
+    added on each side); outside it the network's decision stands.
+    """
+    out = (prob > 0.49).astype(np.float32)
+    ys, xs = np.nonzero(prob > 1 - sure)
+    ys = np.concatenate([ys, [c.y for c in clicks]]).astype(int)
+    xs = np.concatenate([xs, [c.x for c in clicks]]).astype(int)
+    if len(ys) == 0:
+        return out
+    height, width = prob.shape
+    pad_y, pad_x = int(margin * (ys.max() - ys.min() + 1)) + 8, int(margin * (xs.max() - xs.min() + 1)) + 8
+    y0, y1 = max(0, ys.min() - pad_y), min(height, ys.max() + 1 + pad_y)
+    x0, x1 = max(0, xs.min() - pad_x), min(width, xs.max() + 1 + pad_x)
+    window = prob[y0:y1, x0:x1]
+    labels = np.where(window > 0.49, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    labels[window > sure] = cv2.GC_FGD
+    labels[window < 1 - sure] = cv2.GC_BGD
+    inside = [Click(c.x - x0, c.y - y0, c.positive) for c in clicks]
+    _seed_clicks(labels, inside, probable=False)
+    out[y0:y1, x0:x1] = _run(np.ascontiguousarray(image[y0:y1, x0:x1]), labels, iterations)
+    return out

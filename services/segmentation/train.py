@@ -100,7 +100,7 @@ def train_step(model, opt, samples, cfg, rng) -> float:
 
 def validate(model, cfg, val_samples) -> dict:
     model.eval()
-    predictor = Predictor(model, cfg)
+    predictor = Predictor(model, cfg, refine=False)  # select the network itself
     _, summary = evaluate(predictor.segmenter, val_samples, max_clicks=20, stop_at=0.9)
     model.train()
     return summary
