@@ -99,10 +99,17 @@ def train_step(model, opt, samples, cfg, rng) -> float:
 
 
 def validate(model, cfg, val_samples) -> dict:
+    """NoC on the held-out split (network alone, no GrabCut refinement), one image at a time.
+
+    One thread: batch-1 inference with several OpenMP threads crawls when the cores are shared.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model.eval()
     predictor = Predictor(model, cfg, refine=False)  # select the network itself
     _, summary = evaluate(predictor.segmenter, val_samples, max_clicks=20, stop_at=0.9)
     model.train()
+    torch.set_num_threads(threads)
     return summary
 
 
