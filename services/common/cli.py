@@ -153,11 +153,19 @@ def call(address: str = typer.Argument(..., help="host:port of a service, e.g. 1
             return
         service_name, _, method_name = method.partition("/")
         pool = descriptor_pool.DescriptorPool(database)
-        descriptor = pool.FindServiceByName(service_name).FindMethodByName(method_name)
+        try:
+            descriptor = pool.FindServiceByName(service_name).methods_by_name[method_name]
+        except KeyError:
+            console.print(f"[red]no method {method!r} on {address}[/] (give Service/Method; list with no METHOD)")
+            raise typer.Exit(2)
         if descriptor.client_streaming or descriptor.server_streaming:
             console.print(f"[red]{method} streams; use a gRPC client library for it[/]")
             raise typer.Exit(2)
-        request = json_format.Parse(data, message_factory.GetMessageClass(descriptor.input_type)())
+        try:
+            request = json_format.Parse(data, message_factory.GetMessageClass(descriptor.input_type)())
+        except json_format.ParseError as exc:
+            console.print(f"[red]--data is not a valid {descriptor.input_type.full_name}[/]: {exc}")
+            raise typer.Exit(2)
         response_class = message_factory.GetMessageClass(descriptor.output_type)
         rpc = channel.unary_unary(f"/{method}", request_serializer=lambda m: m.SerializeToString(),
                                   response_deserializer=response_class.FromString)

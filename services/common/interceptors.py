@@ -6,6 +6,7 @@ Order on the server: metrics (outermost, sees every final code) -> errors -> aut
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -134,13 +135,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
-        pool = descriptor_pool.Default()
-        service, name = _split(method)
-        try:
-            input_type = pool.FindMethodByName(f"{service}.{name}").input_type.full_name
-        except KeyError:
-            input_type = "request"
-        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer, input_type))
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer,
+                                                                  _input_type(method)))
 
         def fail(context, exc):
             if isinstance(exc, NotImplementedError):  # declared in the proto, behaviour not built yet
@@ -177,6 +173,17 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         return _wrap(handler, around)
 
 
+# grpc calls intercept_service for every RPC: the descriptor lookups below are cached per method.
+@functools.lru_cache(maxsize=1024)
+def _input_type(full_method: str) -> str:
+    service, name = _split(full_method)
+    try:
+        return descriptor_pool.Default().FindMethodByName(f"{service}.{name}").input_type.full_name
+    except KeyError:
+        return "request"
+
+
+@functools.lru_cache(maxsize=1024)
 def required_role(full_method: str) -> Role | None:
     """The role a method's proto declares with ``(annotation.v1.required_role)``; None if public."""
     service, name = _split(full_method)

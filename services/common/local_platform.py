@@ -144,15 +144,15 @@ def down(settings: Settings, timeout_s: float = 60.0) -> list[int]:
     pids = [pid] + [p["pid"] for p in process_states(settings).values() if p["pid"]]
     _rpc(settings).supervisor.shutdown()
     deadline = time.monotonic() + timeout_s
-    while any(_alive(p) for p in pids):
+    while any(is_alive(p) for p in pids):
         if time.monotonic() > deadline:
             raise TimeoutError(f"processes still alive after {timeout_s:.0f} s: "
-                               f"{[p for p in pids if _alive(p)]}")
+                               f"{[p for p in pids if is_alive(p)]}")
         time.sleep(0.2)
     return pids
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

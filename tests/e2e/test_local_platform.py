@@ -64,17 +64,19 @@ def test_up_status_probe_down(tmp_path):
                                 cwd=REPO, env={**env, "ANNOT_API_KEY": key}, text=True, capture_output=True,
                                 timeout=60, check=True)
         assert json.loads(called.stdout)["queue"] == "dialog"
+        wrong = annot("call", settings.service_address("dialog"), "annotation.v1.Dialog/NoSuchMethod", check=False)
+        assert wrong.returncode == 2 and "no method" in wrong.stdout
         pids = [p["pid"] for p in local_platform.process_states(settings).values()]
         assert len(pids) == 2 + 2 * len(SERVICES) and all(pids)
     finally:
         stopped = annot("down", check=False)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert local_platform.supervisor_pid(settings) is None
-    alive = [pid for pid in pids if local_platform._alive(pid)]
+    alive = [pid for pid in pids if local_platform.is_alive(pid)]
     assert not alive, f"still running after down: {alive}"
     # Children too (Celery's pool processes): nothing with this test's settings in its environment.
     marker = f"ANNOT_VAR_DIR={settings.var_dir}".encode()
     leftovers = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _environ_has(p, marker)
-                 and local_platform._alive(int(p.name))]
+                 and local_platform.is_alive(int(p.name))]
     assert not leftovers, f"processes of this platform still running: {leftovers}"
     assert annot("status", check=False).returncode == 1
