@@ -64,8 +64,11 @@ images:  ## build the service and Triton images (needs a Docker engine)
 	docker build -f deploy/docker/Dockerfile -t annotation-platform:dev .
 	docker build -f deploy/docker/triton.Dockerfile -t annotation-platform-triton:dev .
 
+# Each module writes bench/results/<name>.json plus its report and plots.
+BENCHES ?= kit_overhead
+
 bench: setup system-deps  ## benchmarks, side by side in one run; results and report in bench/results/
-	$(PY) -m bench.kit_overhead --out bench/results
+	set -e; for b in $(BENCHES); do $(PY) -m bench.$$b --out bench/results; done
 
 clean:  ## remove the venv, generated code and runtime state
 	-$(ANNOT) down 2>/dev/null

@@ -46,8 +46,9 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Bring the schema at ``url`` to ``revision``; idempotent."""
+def migrate(url: str, revision: str = "heads") -> None:
+    """Bring the schema at ``url`` to ``revision``; idempotent. Each service's tables are their own
+    branch off ``0001`` (so services land independently); "heads" applies every branch."""
     if make_url(url).get_backend_name() == "sqlite" and make_url(url).database:
         Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), revision)
