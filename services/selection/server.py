@@ -1,19 +1,388 @@
-"""gRPC adapter of ``annotation.v1.Selection``: active learning: which images, frames, patches or superpixels to annotate.
+"""gRPC adapter of ``annotation.v1.Selection``: proto messages <-> the selection domain modules.
 
-Every RPC of the proto is served; those whose behaviour has not landed yet answer UNIMPLEMENTED
-through the generated base class.
+Run: ``python -m services.selection.server``.
 """
 
 from __future__ import annotations
 
-import grpc
+import math
+import uuid
 
-from annotation.v1 import selection_pb2_grpc
+import grpc
+import numpy as np
+from google.protobuf import timestamp_pb2
+from pycocotools import mask as mask_utils
+
+from annotation.v1 import common_pb2, selection_pb2, selection_pb2_grpc
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Kit, serve
+from services.selection.batch import select_batch
+from services.selection.heuristics import HEURISTICS
+from services.selection.images import load_image
+from services.selection.pool import Item, PoolInfo, PoolStore
+from services.selection.predictions import build
+from services.selection.propagation import colour_histogram, nearest
+from services.selection.score_store import Label, ScoreStore
+from services.selection.scoring import RegionSpec, make_grid
+from services.selection.strategies import STRATEGIES, get_strategy
+
+MAX_ITEMS = 10000
+GRANULARITY = {common_pb2.GRANULARITY_UNSPECIFIED: "image", common_pb2.GRANULARITY_IMAGE: "image",
+               common_pb2.GRANULARITY_FRAME: "image", common_pb2.GRANULARITY_PATCH: "patch",
+               common_pb2.GRANULARITY_SUPERPIXEL: "superpixel"}
+GRANULARITY_ENUMS = {"image": [common_pb2.GRANULARITY_IMAGE, common_pb2.GRANULARITY_FRAME],
+                     "patch": [common_pb2.GRANULARITY_PATCH], "superpixel": [common_pb2.GRANULARITY_SUPERPIXEL]}
+DTYPE = {selection_pb2.Tensor.FLOAT32: "FLOAT32", selection_pb2.Tensor.FLOAT16: "FLOAT16",
+         selection_pb2.Tensor.UINT8_UNIT: "UINT8_UNIT"}
+TRANSFORM = {selection_pb2.AugmentedPrediction.HORIZONTAL_FLIP: "hflip",
+             selection_pb2.AugmentedPrediction.VERTICAL_FLIP: "vflip", selection_pb2.AugmentedPrediction.SCALE: "scale"}
+
+
+def _stamp(value) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _pool(info: PoolInfo) -> selection_pb2.Pool:
+    return selection_pb2.Pool(pool_id=info.pool_id, project_id=info.project_id, display_name=info.display_name,
+                              class_names=info.class_names, item_count=info.item_count,
+                              labelled_count=info.labelled_count, predicted_count=info.predicted_count,
+                              create_time=_stamp(info.created_at), score_time=_stamp(info.score_time))
+
+
+def _tensor(t: selection_pb2.Tensor) -> tuple:
+    return list(t.shape), DTYPE.get(t.dtype, "UNSPECIFIED"), t.data
+
+
+def _spec(granularity: int, patch: int, superpixels: int, where: str = "") -> RegionSpec:
+    kind = GRANULARITY.get(granularity)
+    if kind == "patch":
+        if patch <= 0:
+            raise InvalidArgument(f"{where}patch_size_px", "must be > 0 for PATCH", reason="REQUIRED")
+        return RegionSpec("patch", patch)
+    if kind == "superpixel":
+        if superpixels <= 0:
+            raise InvalidArgument(f"{where}n_superpixels", "must be > 0 for SUPERPIXEL", reason="REQUIRED")
+        return RegionSpec("superpixel", superpixels)
+    return RegionSpec("image")
+
+
+def _items(request) -> list[Item]:
+    items = []
+    for i, item in enumerate(request.items):
+        labels = list(item.image_labels)
+        if item.kind == selection_pb2.ITEM_KIND_VIDEO:
+            if not item.video_id:
+                raise InvalidArgument(f"items[{i}].video_id", "must be set for VIDEO", reason="REQUIRED")
+            for n, frame in enumerate(item.frames):
+                items.append(Item(f"{item.video_id}/{n}", "frame", frame.image_id or f"{item.video_id}/{n}",
+                                  frame.uri, frame.width, frame.height, item.video_id, n, labels))
+        elif item.kind in (selection_pb2.ITEM_KIND_IMAGE, selection_pb2.ITEM_KIND_FRAME):
+            image = item.image
+            items.append(Item(item.item_id or image.image_id, "image" if item.kind == selection_pb2.ITEM_KIND_IMAGE
+                              else "frame", image.image_id, image.uri, image.width, image.height,
+                              image.video_id if image.HasField("video_id") else None,
+                              image.frame_index if image.HasField("frame_index") else None, labels))
+        else:
+            raise InvalidArgument(f"items[{i}].kind", "must be IMAGE, FRAME or VIDEO", reason="REQUIRED")
+    if len(items) > MAX_ITEMS:
+        raise InvalidArgument("items", f"at most {MAX_ITEMS} items (frames counted) per call")
+    return items
+
+
+def _region(item_id: str, key: str, segment: int, box, image_id: str = "") -> common_pb2.Region:
+    region = common_pb2.Region(image_id=image_id or item_id)
+    kind, _, scale = key.partition(":")
+    if kind == "patch":
+        size = int(scale)
+        region.patch.CopyFrom(common_pb2.Region.Patch(row=int(box[1]) // size, col=int(box[0]) // size, size_px=size))
+    elif kind == "superpixel":
+        region.superpixel.CopyFrom(common_pb2.Region.Superpixel(segment_id=segment, n_segments=int(scale)))
+    else:
+        region.whole_image.SetInParent()
+    return region
+
+
+class SelectionServicer(selection_pb2_grpc.SelectionServicer):
+    def __init__(self, kit: Kit) -> None:
+        self._kit = kit
+        self._pools, self._scores = PoolStore(kit.sessions), ScoreStore(kit.sessions)
+
+    def CreatePool(self, request, context):
+        info = self._pools.create_pool(request.project_id, request.pool_id, request.display_name,
+                                       list(request.class_names))
+        return selection_pb2.CreatePoolResponse(pool=_pool(info))
+
+    def GetPool(self, request, context):
+        return selection_pb2.GetPoolResponse(pool=_pool(self._pools.get_pool(request.project_id, request.pool_id)))
+
+    def RegisterItems(self, request, context):
+        registered, present = self._pools.register_items(request.project_id, request.pool_id, _items(request))
+        return selection_pb2.RegisterItemsResponse(registered=registered, already_present=present)
+
+    def PutPredictions(self, request_iterator, context):
+        stored = replaced = index = 0
+        first = None
+        for message in request_iterator:
+            if first is None:
+                first = (message.project_id, message.pool_id)
+                pool = self._pools.get_pool(*first)
+            elif (message.project_id, message.pool_id) != first:
+                raise InvalidArgument("pool_id", "must be the same on every message of the stream")
+            batch = []
+            for offset, p in enumerate(message.predictions):
+                prediction = build(
+                    f"predictions[{index + offset}]", len(pool.class_names), _tensor(p.probabilities),
+                    [_tensor(m) for m in p.ensemble_members],
+                    [(TRANSFORM.get(a.transform, "UNSPECIFIED"), a.scale, _tensor(a.probabilities), a.inverse_applied)
+                     for a in p.augmented], list(p.embedding), p.model_version, pool.embedding_dim)
+                batch.append((p.item_id, prediction))
+            s, r = self._pools.put_predictions(first[0], first[1], batch, first_index=index)
+            stored, replaced, index = stored + s, replaced + r, index + len(batch)
+            pool = self._pools.get_pool(*first)  # embedding_dim may have been fixed by this message
+        return selection_pb2.PutPredictionsResponse(stored=stored, replaced=replaced)
+
+    def ListStrategies(self, request, context):
+        return selection_pb2.ListStrategiesResponse(strategies=[selection_pb2.Strategy(
+            name=s.name, description=s.description, required_inputs=list(s.required_inputs),
+            granularities=[g for kind in s.granularities for g in GRANULARITY_ENUMS[kind]],
+            parameters=[selection_pb2.StrategyParameter(name=p.name, description=p.description, default_value=p.default,
+                                                        min_value=p.low, max_value=p.high) for p in s.parameters])
+            for s in STRATEGIES.values()])
+
+    def StartScoring(self, request, context):
+        self._pools.get_pool(request.project_id, request.pool_id)
+        specs = []
+        for i, granularity in enumerate(request.granularities or [common_pb2.GRANULARITY_IMAGE]):
+            kind = GRANULARITY.get(granularity)
+            if kind is None:
+                raise InvalidArgument(f"granularities[{i}]", "unknown granularity")
+            sizes = {"image": [0], "patch": request.patch_sizes_px, "superpixel": request.superpixel_counts}[kind]
+            if not sizes:
+                field = "patch_sizes_px" if kind == "patch" else "superpixel_counts"
+                raise InvalidArgument(field, f"needs at least one value for {kind} granularity", reason="REQUIRED")
+            for n, size in enumerate(sizes):
+                if kind != "image" and not 0 < size <= 100000:
+                    field = "patch_sizes_px" if kind == "patch" else "superpixel_counts"
+                    raise InvalidArgument(f"{field}[{n}]", "must be in [1, 100000]", reason="OUT_OF_RANGE")
+                specs.append([kind, int(size)])
+        op_id = uuid.uuid4().hex
+        record = self._kit.operations.create(op_id, "selection.score_pool", request.project_id)
+        self._kit.celery.send_task("selection.score_pool", task_id=op_id, queue="selection",
+                                   args=[request.project_id, request.pool_id, specs, request.force,
+                                         request.triton_model])
+        create = timestamp_pb2.Timestamp()
+        create.FromNanoseconds(int(record.create_time * 1e9))
+        return selection_pb2.StartScoringResponse(operation=common_pb2.Operation(
+            id=op_id, kind=record.kind, project_id=request.project_id, state=common_pb2.Operation.PENDING,
+            message="enqueued", create_time=create, update_time=create))
+
+    def SelectBatch(self, request, context):
+        pool = self._pools.get_pool(request.project_id, request.pool_id)
+        strategy = get_strategy(request.strategy)
+        spec = _spec(request.granularity, request.patch_size_px, request.n_superpixels)
+        if spec.granularity not in strategy.granularities:
+            raise InvalidArgument("granularity", f"strategy {strategy.name!r} does not support {spec.granularity}")
+        candidates = self._scores.candidates(request.project_id, request.pool_id, spec.key, len(pool.class_names))
+        if len(candidates) == 0:
+            raise FailedPrecondition(f"pool {request.pool_id!r} has no scores for {spec.key}; run StartScoring",
+                                     field="granularity")
+        item_filter = None
+        if request.item_ids:
+            wanted = set(request.item_ids)
+            unknown = wanted - set(candidates.item_ids)
+            if unknown:
+                raise InvalidArgument("item_ids", f"not scored items of the pool: {sorted(unknown)[:5]}")
+            item_filter = np.array([i in wanted for i in candidates.item_ids])
+        band = (request.score_band.low, request.score_band.high) if request.HasField("score_band") else None
+        unit = "pixels" if request.budget_unit == selection_pb2.BUDGET_UNIT_PIXELS else "regions"
+        chosen = select_batch(candidates, request.strategy, int(request.budget), unit, dict(request.params),
+                              request.class_balanced, band, item_filter, request.seed or None)
+        masks = self._superpixel_masks(request, spec, candidates, chosen.rows) if spec.granularity == "superpixel" else {}
+        items = {i.item_id: i for i in self._pools.items(request.project_id, request.pool_id,
+                                                         [candidates.item_ids[k] for k in candidates.item_index[chosen.rows]])}
+        regions = []
+        for rank, (row, score, reason, cls) in enumerate(zip(chosen.rows, chosen.scores, chosen.reasons,
+                                                             chosen.class_index), start=1):
+            item_id = candidates.item_ids[candidates.item_index[row]]
+            box = candidates.boxes[row]
+            breakdown = {h: float(candidates.scores[h][row]) for h in HEURISTICS
+                         if not math.isnan(candidates.scores[h][row])}
+            regions.append(selection_pb2.SelectedRegion(
+                rank=rank, item_id=item_id, score=float(score), reason=reason, breakdown=breakdown,
+                region=_region(item_id, spec.key, int(candidates.segment[row]), box, items[item_id].image_id),
+                area_px=int(candidates.area_px[row]), class_index=int(cls), mask=masks.get(int(row)),
+                box=common_pb2.Box(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3]))))
+        selection_id = self._scores.record_batch(
+            request.project_id, request.pool_id, strategy.name,
+            {"granularity": spec.key, "budget": int(request.budget), "unit": unit, "params": dict(request.params),
+             "class_balanced": request.class_balanced, "seed": int(request.seed)},
+            [{"item_id": r.item_id, "segment": int(candidates.segment[row]), "score": r.score}
+             for r, row in zip(regions, chosen.rows)])
+        return selection_pb2.SelectBatchResponse(selection_id=selection_id, regions=regions,
+                                                 budget_used=chosen.budget_used,
+                                                 candidates_considered=chosen.considered)
+
+    def _superpixel_masks(self, request, spec, candidates, rows) -> dict[int, common_pb2.Mask]:
+        """COCO RLE of each selected superpixel, from the same SLIC the scoring ran."""
+        masks = {}
+        by_item: dict[int, list[int]] = {}
+        for row in rows:
+            by_item.setdefault(int(candidates.item_index[row]), []).append(int(row))
+        for index, item_rows in by_item.items():
+            item_id = candidates.item_ids[index]
+            item = self._pools.items(request.project_id, request.pool_id, [item_id])[0]
+            stored = self._pools.prediction(request.project_id, request.pool_id, item_id)
+            if stored is None:
+                continue
+            image = load_image(item.uri)
+            size = (item.height, item.width) if item.height else None
+            grid = make_grid(spec, stored[0], size or stored[0].probabilities.shape[1:], image)
+            for row in item_rows:
+                rle = mask_utils.encode(np.asfortranarray((grid.full_labels == candidates.segment[row]).astype(np.uint8)))
+                masks[row] = common_pb2.Mask(size=list(rle["size"]), counts=rle["counts"].decode("ascii"))
+        return masks
+
+    def ReportLabels(self, request, context):
+        pool = self._pools.get_pool(request.project_id, request.pool_id)
+        if len(request.labels) > MAX_ITEMS:
+            raise InvalidArgument("labels", f"at most {MAX_ITEMS} labels per call")
+        items = {i.item_id: i for i in self._pools.items(request.project_id, request.pool_id,
+                                                         [label.item_id for label in request.labels])}
+        labels = []
+        for i, label in enumerate(request.labels):
+            key = segment = None
+            kind = label.region.WhichOneof("kind") if label.HasField("region") else None
+            if kind == "patch":
+                item = items.get(label.item_id)
+                if item is None or not item.width:
+                    raise InvalidArgument(f"labels[{i}].item_id", "unknown item or item of unknown width")
+                size = label.region.patch.size_px
+                if size <= 0:
+                    raise InvalidArgument(f"labels[{i}].region.patch.size_px", "must be > 0")
+                key, segment = f"patch:{size}", label.region.patch.row * -(-item.width // size) + label.region.patch.col
+            elif kind == "superpixel":
+                sp = label.region.superpixel
+                key, segment = f"superpixel:{sp.n_segments}", sp.segment_id
+            elif kind == "box":
+                key, segment = "box", -1  # recorded; matches no scored region
+            labels.append(Label(label.item_id, key, segment, None if kind in (None, "whole_image", "frame") else
+                                {"kind": kind, "key": key, "segment": segment}, list(label.class_labels),
+                                {"size": list(label.mask.size), "counts": label.mask.counts} if label.HasField("mask") else None,
+                                label.annotator_id, label.label_time.ToDatetime() if label.HasField("label_time") else None))
+        recorded, completed = self._scores.report_labels(request.project_id, request.pool_id, labels,
+                                                         len(pool.class_names))
+        return selection_pb2.ReportLabelsResponse(recorded=recorded, items_completed=completed)
+
+    def FindPropagationCandidates(self, request, context):
+        pool = self._pools.get_pool(request.project_id, request.pool_id)
+        if request.class_index >= len(pool.class_names):
+            raise InvalidArgument("class_index", f"must be in [0, {len(pool.class_names)})")
+        k = request.k or 5
+        if not 1 <= k <= 100:
+            raise InvalidArgument("k", "must be in [1, 100]", reason="OUT_OF_RANGE")
+        if request.feature_weight < 0 or request.max_distance < 0:
+            raise InvalidArgument("feature_weight" if request.feature_weight < 0 else "max_distance", "must be >= 0")
+        rows = self._scores.item_features(request.project_id, request.pool_id)
+        by_id = {r.item_id: r for r in rows}
+        source = by_id.get(request.item_id)
+        if source is None:
+            raise NotFound(f"no item {request.item_id!r} in pool {request.pool_id!r}", field="item_id")
+
+        def histogram(row):
+            if row.histogram is not None:
+                return np.frombuffer(row.histogram, np.float32).astype(np.float64)
+            image = load_image(row.uri)
+            return None if image is None else colour_histogram(image)
+
+        source_hist = histogram(source)
+        if source_hist is None:
+            raise FailedPrecondition("the item's image is not readable and the pool was not scored with it",
+                                     field="item_id")
+        cls = request.class_index
+        pool_rows = [r for r in rows if r.item_id != request.item_id and not r.labelled
+                     and (cls in (r.image_labels or []) or cls in (r.present_classes or []))]
+        hists = [(r, histogram(r)) for r in pool_rows]
+        hists = [(r, h) for r, h in hists if h is not None]
+        emb = lambda r: None if r.embedding is None else np.frombuffer(r.embedding, np.float32)  # noqa: E731
+        embs = None
+        if request.feature_weight > 0 and emb(source) is not None and all(r.embedding for r, _ in hists):
+            embs = np.stack([emb(r) for r, _ in hists]) if hists else None
+        found = nearest(source_hist, np.stack([h for _, h in hists]) if hists else np.zeros((0, 1)), k,
+                        emb(source), embs, request.feature_weight, request.max_distance)
+        return selection_pb2.FindPropagationCandidatesResponse(candidates=[selection_pb2.PropagationCandidate(
+            item_id=hists[n.index][0].item_id, histogram_js_divergence=n.histogram_js, feature_distance=n.feature_distance,
+            distance=n.distance, image=common_pb2.ImageRef(image_id=hists[n.index][0].image_id, uri=hists[n.index][0].uri,
+                                                           width=hists[n.index][0].width, height=hists[n.index][0].height))
+            for n in found])
+
+    def _heuristic(self, name: str) -> str:
+        if name in HEURISTICS:
+            return name
+        return get_strategy(name).heuristic
+
+    def _score_protos(self, rows, only: str | None) -> list[selection_pb2.RegionScore]:
+        out = []
+        for row in rows:
+            breakdown = {h: getattr(row, h) for h in HEURISTICS if getattr(row, h) is not None}
+            for name in ([only] if only else list(breakdown)):
+                heuristic = self._heuristic(name)
+                if heuristic not in breakdown:
+                    continue
+                out.append(selection_pb2.RegionScore(
+                    item_id=row.item_id, region=_region(row.item_id, row.region_key, row.segment,
+                                                        (row.x, row.y, row.width, row.height)),
+                    strategy=name, score=breakdown[heuristic], breakdown=breakdown, model_version=row.model_version,
+                    score_time=_stamp(row.scored_at)))
+        return out
+
+    def GetScore(self, request, context):
+        self._pools.get_pool(request.project_id, request.pool_id)
+        key, segment = "image", 0
+        kind = request.region.WhichOneof("kind") if request.HasField("region") else None
+        if kind == "patch":
+            item = self._pools.items(request.project_id, request.pool_id, [request.item_id])
+            if not item:
+                raise NotFound(f"no item {request.item_id!r}", field="item_id")
+            size = request.region.patch.size_px
+            if size <= 0:
+                raise InvalidArgument("region.patch.size_px", "must be > 0")
+            key = f"patch:{size}"
+            segment = request.region.patch.row * -(-item[0].width // size) + request.region.patch.col
+        elif kind == "superpixel":
+            key, segment = f"superpixel:{request.region.superpixel.n_segments}", request.region.superpixel.segment_id
+        elif kind == "box":
+            raise InvalidArgument("region", "scores are stored per whole image, patch or superpixel, not per box")
+        if request.strategy:
+            self._heuristic(request.strategy)
+        rows, _ = self._scores.region_scores(request.project_id, request.pool_id, request.item_id, key, segment)
+        if not rows:
+            raise NotFound(f"no stored score for item {request.item_id!r} region {key}#{segment}", field="item_id")
+        return selection_pb2.GetScoreResponse(scores=self._score_protos(rows, request.strategy or None))
+
+    def ListScores(self, request, context):
+        self._pools.get_pool(request.project_id, request.pool_id)
+        if not request.strategy:
+            raise InvalidArgument("strategy", "required: a heuristic or strategy name", reason="REQUIRED")
+        heuristic = self._heuristic(request.strategy)
+        spec = _spec(request.granularity, request.patch_size_px, request.n_superpixels)
+        size = min(request.page.page_size or 50, 1000)
+        try:
+            offset = int(request.page.page_token or 0)
+        except ValueError:
+            raise InvalidArgument("page.page_token", "not a token returned by this server")
+        rows, total = self._scores.region_scores(request.project_id, request.pool_id, None, spec.key, None, heuristic,
+                                                 request.include_labelled, offset, size)
+        next_token = str(offset + size) if offset + size < total else ""
+        return selection_pb2.ListScoresResponse(scores=self._score_protos(rows, request.strategy),
+                                                page=common_pb2.PageInfo(next_page_token=next_token, total_size=total))
 
 
 def register(server: grpc.Server, kit: Kit) -> None:
-    selection_pb2_grpc.add_SelectionServicer_to_server(selection_pb2_grpc.SelectionServicer(), server)
+    selection_pb2_grpc.add_SelectionServicer_to_server(SelectionServicer(kit), server)
 
 
 if __name__ == "__main__":

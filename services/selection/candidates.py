@@ -1,0 +1,66 @@
+"""The columnar table of scored regions that strategies select from (one row per region)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.selection.heuristics import HEURISTICS
+from services.selection.scoring import RegionScores
+
+
+@dataclass
+class Candidates:
+    item_index: np.ndarray  # [n] index into item_ids
+    item_ids: list[str]
+    segment: np.ndarray  # [n]
+    boxes: np.ndarray  # [n, 4] x, y, width, height
+    area_px: np.ndarray  # [n]
+    majority_class: np.ndarray  # [n]
+    confidence: np.ndarray  # [n]
+    scores: dict[str, np.ndarray]  # heuristic -> [n] in [0, 1] or NaN
+    labelled: np.ndarray  # [n] bool: already labelled by a human
+    item_labels: np.ndarray | None = None  # [n_items, K] bool image-level labels (None: none known)
+    embeddings: np.ndarray | None = None  # [n_items, D] item embeddings (None: none stored)
+    image_sizes: np.ndarray | None = None  # [n_items, 2] height, width
+
+    def __len__(self) -> int:
+        return len(self.segment)
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """Features of ``rows`` for clustering: the item's embedding (standardised) when stored, plus
+        the region's normalised box centre and confidence; the heuristic scores when no embedding."""
+        items = self.item_index[rows]
+        parts = []
+        if self.embeddings is not None:
+            emb = self.embeddings[items].astype(np.float32)
+            parts.append((emb - emb.mean(axis=0)) / (emb.std(axis=0) + 1e-6))
+        else:
+            parts.append(np.stack([np.nan_to_num(self.scores[h][rows]) for h in HEURISTICS], axis=1))
+        if self.image_sizes is not None:
+            size = self.image_sizes[items].astype(np.float32)
+            centre = self.boxes[rows, :2] + self.boxes[rows, 2:] / 2
+            parts.append(centre[:, ::-1] / np.maximum(size, 1))
+        parts.append(self.confidence[rows, None])
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    @classmethod
+    def from_scores(cls, item_ids: list[str], per_item: list[RegionScores], classes: int,
+                    item_labels: list[list[int]] | None = None, embeddings: np.ndarray | None = None,
+                    labelled: np.ndarray | None = None) -> "Candidates":
+        """Concatenation of per-item scores (in memory, for the benchmark and tests)."""
+        lengths = np.array([len(s) for s in per_item])
+        labels = None
+        if item_labels is not None and any(item_labels):
+            labels = np.zeros((len(item_ids), classes), bool)
+            for i, present in enumerate(item_labels):
+                labels[i, list(present)] = True
+        cat = lambda get: np.concatenate([get(s) for s in per_item])  # noqa: E731
+        sizes = np.array([[(s.boxes[:, 1] + s.boxes[:, 3]).max(), (s.boxes[:, 0] + s.boxes[:, 2]).max()]
+                          if len(s) else [0, 0] for s in per_item]).reshape(-1, 2)
+        n = int(lengths.sum())
+        return cls(np.repeat(np.arange(len(item_ids)), lengths), list(item_ids), cat(lambda s: s.segment),
+                   cat(lambda s: s.boxes), cat(lambda s: s.area_px), cat(lambda s: s.majority_class),
+                   cat(lambda s: s.confidence), {h: cat(lambda s, h=h: s.scores[h]) for h in HEURISTICS},
+                   np.zeros(n, bool) if labelled is None else labelled, labels, embeddings, sizes)

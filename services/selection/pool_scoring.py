@@ -1,0 +1,63 @@
+"""Scoring a pool: every item's stored (or predicted) prediction scored per region, in batches.
+
+Called by the ``selection.score_pool`` Celery task; plain code with a progress callback so it runs
+and is tested without Celery. Idempotent: an item whose scores come from the same prediction
+(same digest) is skipped unless ``force``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from services.selection.images import load_image
+from services.selection.pool import PoolStore
+from services.selection.predictions import digest
+from services.selection.predictor import Predictor
+from services.selection.propagation import colour_histogram
+from services.selection.score_store import ScoreStore
+from services.selection.scoring import RegionSpec, present_classes, score_prediction
+
+
+def score_pool(pools: PoolStore, scores: ScoreStore, project_id: str, pool_id: str, specs: list[RegionSpec],
+               force: bool = False, predictor: Predictor | None = None, batch_size: int = 32,
+               progress: Callable[[int, int, str], None] = lambda done, total, message: None) -> dict:
+    start = time.perf_counter()
+    pools.get_pool(project_id, pool_id)  # NOT_FOUND early
+    items = pools.items(project_id, pool_id)
+    predicted = set(pools.predicted_item_ids(project_id, pool_id))
+    if predictor is None:
+        items = [i for i in items if i.item_id in predicted]
+    done_digests = {spec.key: scores.scored_digests(project_id, pool_id, spec.key) for spec in specs}
+    scored_items = regions = skipped = 0
+    for begin in range(0, len(items), batch_size):
+        for item in items[begin: begin + batch_size]:
+            image = load_image(item.uri)
+            stored = pools.prediction(project_id, pool_id, item.item_id) if item.item_id in predicted else None
+            if stored is None:
+                if image is None:
+                    skipped += 1  # nothing to predict from
+                    continue
+                prediction = predictor.predict(image)
+                blob = prediction.to_bytes()
+                pools.put_predictions(project_id, pool_id, [(item.item_id, prediction)])
+                stored = (prediction, digest(blob))
+            prediction, prediction_digest = stored
+            todo = [s for s in specs if force or done_digests[s.key].get(item.item_id) != prediction_digest]
+            if not todo:
+                continue
+            size = (item.height, item.width) if item.height and item.width else None
+            if image is not None:
+                size = image.shape[:2]
+                if (item.height, item.width) != size:
+                    pools.set_image_size(project_id, pool_id, item.item_id, *size)
+            results = score_prediction(prediction, todo, size, image)
+            regions += scores.store_item_scores(
+                project_id, pool_id, item.item_id, results, prediction_digest, prediction.model_version,
+                present_classes(prediction), None if image is None else colour_histogram(image), prediction.embedding)
+            scored_items += 1
+        done = min(begin + batch_size, len(items))
+        progress(done, len(items), f"scored {done} / {len(items)} items ({regions} regions)")
+    scores.mark_scored(project_id, pool_id)
+    return {"pool_id": pool_id, "items_scored": scored_items, "regions_scored": regions,
+            "items_skipped": skipped, "seconds": round(time.perf_counter() - start, 3)}

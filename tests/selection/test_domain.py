@@ -1,0 +1,201 @@
+"""The selection domain: heuristics, regions, strategies, diversity, propagation, wire validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.selection import heuristics
+from services.selection.batch import interleave_classes, select_batch
+from services.selection.candidates import Candidates
+from services.selection.predictions import Prediction, build
+from services.selection.propagation import colour_histogram, js_divergence, nearest
+from services.selection.regions import patch_grid, region_means, superpixel_grid
+from services.selection.scoring import RegionSpec, score_prediction
+from services.selection.strategies import STRATEGIES
+from services.selection.transforms import apply, invert
+
+pytestmark = pytest.mark.unit
+
+
+def probs(rng, k=2, h=32, w=48):
+    logits = rng.normal(size=(k, h, w)) * 3
+    e = np.exp(logits)
+    return (e / e.sum(axis=0)).astype(np.float32)
+
+
+def wire(a, dtype="FLOAT32"):
+    np_dtype = {"FLOAT32": "<f4", "FLOAT16": "<f2"}[dtype]
+    return list(a.shape), dtype, a.astype(np_dtype).tobytes()
+
+
+def test_entropy_is_zero_when_certain_and_one_when_uniform():
+    certain = np.zeros((3, 2, 2)); certain[1] = 1
+    uniform = np.full((3, 2, 2), 1 / 3)
+    assert np.allclose(heuristics.max_entropy(certain), 0)
+    assert np.allclose(heuristics.max_entropy(uniform), 1)
+
+
+def test_ensemble_measures_are_zero_for_agreeing_members_and_high_for_disagreeing():
+    a = np.zeros((2, 1, 1)); a[0] = 1
+    b = np.zeros((2, 1, 1)); b[1] = 1
+    agree, disagree = np.stack([a, a]), np.stack([a, b])
+    for measure in (heuristics.vote_entropy, heuristics.js_divergence, heuristics.ensemble_l2):
+        assert np.allclose(measure(agree), 0)
+        assert measure(disagree).item() > 0.49
+    assert np.isclose(heuristics.js_divergence(disagree).item(), 1.0)  # ln 2 / ln 2
+    assert np.isclose(heuristics.vote_entropy(disagree).item(), 1.0)
+
+
+def test_self_consistency_of_a_flip_equivariant_prediction_is_zero(rng=np.random.default_rng(0)):
+    p = probs(rng)
+    symmetric = (p + p[:, :, ::-1]) / 2
+    flipped = apply(symmetric, "hflip")  # what a perfectly equivariant model predicts on the flipped input
+    back = invert(flipped, "hflip", symmetric.shape[1:])
+    assert np.allclose(heuristics.self_consistency(symmetric, back[None]), 0, atol=1e-6)
+    assert heuristics.self_consistency(p, p[:, :, ::-1][None]).mean() > 0.1
+
+
+def test_scale_inverse_restores_the_frame_and_stays_normalised(rng=np.random.default_rng(1)):
+    p = probs(rng, 3, 40, 60)
+    small = apply(p, "scale", 0.5)
+    assert small.shape == (3, 20, 30)
+    back = invert(small, "scale", (40, 60))
+    assert back.shape == p.shape and np.allclose(back.sum(axis=0), 1, atol=1e-5)
+
+
+def test_patch_grid_and_region_means_match_a_direct_computation(rng=np.random.default_rng(2)):
+    values = rng.random((32, 48))
+    grid = patch_grid((32, 48), (32, 48), 16)
+    assert grid.count == 6 and grid.area_px.sum() == 32 * 48
+    means = region_means(grid, values)
+    assert np.isclose(means[4], values[16:32, 16:32].mean())
+    # a coarser map than the image: 64x96 image, 32x48 map, 16 px patches = 8 px of map each
+    coarse = patch_grid((32, 48), (64, 96), 16)
+    assert coarse.count == 24 and np.isclose(region_means(coarse, values)[0], values[:8, :8].mean())
+    # clipped last row/column
+    clipped = patch_grid((30, 50), (30, 50), 16)
+    assert clipped.boxes[-1].tolist() == [48, 16, 2, 14]
+
+
+def test_superpixels_cover_the_image_with_boxes(rng=np.random.default_rng(3)):
+    image = (rng.random((40, 60, 3)) * 255).astype(np.uint8)
+    grid = superpixel_grid((20, 30), (40, 60), 12, image=image)
+    assert grid.area_px.sum() == 40 * 60 and grid.full_labels.shape == (40, 60)
+    assert (grid.boxes[:, 2] > 0).all() and (grid.boxes[:, 0] + grid.boxes[:, 2] <= 60).all()
+    without_image = superpixel_grid((20, 30), (40, 60), 12, probabilities=probs(rng, 2, 20, 30))
+    assert without_image.count > 1
+
+
+def test_score_prediction_fills_missing_heuristics_with_nan(rng=np.random.default_rng(4)):
+    p = Prediction(probs(rng))
+    image, patches = score_prediction(p, [RegionSpec("image"), RegionSpec("patch", 16)])
+    assert len(image) == 1 and len(patches) == 6
+    assert np.isnan(patches.scores["js_divergence"]).all()
+    assert np.isfinite(patches.scores["entropy"]).all() and np.allclose(patches.scores["entropy"],
+                                                                          patches.scores["combined"])
+
+
+def test_wire_validation_names_the_field(rng=np.random.default_rng(5)):
+    p = probs(rng)
+    good = build("predictions[0]", 2, wire(p, "FLOAT16"), [wire(p), wire(p)],
+                 [("hflip", 0, wire(p[:, :, ::-1].copy()), False)], [1.0, 2.0])
+    assert good.members.shape == (2, 2, 32, 48) and np.allclose(good.augmented[0], p, atol=1e-6)
+    cases = [
+        (dict(probabilities=wire(p * 0.9)), "predictions[0].probabilities"),
+        (dict(probabilities=wire(p[:1] * 0 + 1)), "predictions[0].probabilities.shape"),
+        (dict(probabilities=(list(p.shape), "FLOAT32", b"1234")), "predictions[0].probabilities.data"),
+        (dict(probabilities=wire(p), members=[wire(p[:, :16])]), "predictions[0].ensemble_members[0].shape"),
+        (dict(probabilities=wire(p), augmented=[("scale", 0, wire(p), False)]), "predictions[0].augmented[0].scale"),
+    ]
+    for kwargs, field in cases:
+        with pytest.raises(InvalidArgument) as err:
+            build("predictions[0]", 2, **kwargs)
+        assert err.value.field == field, (field, err.value)
+
+
+def candidates(rng, n_items=20, per_item=6, classes=2, embeddings=True):
+    per = []
+    for _ in range(n_items):
+        per.append(score_prediction(Prediction(probs(rng, classes, 32, 48)), [RegionSpec("patch", 16)])[0])
+    emb = rng.normal(size=(n_items, 8)).astype(np.float32) if embeddings else None
+    return Candidates.from_scores([f"im{i}" for i in range(n_items)], per, classes, embeddings=emb)
+
+
+def test_heuristic_strategy_returns_the_top_scores_and_never_labelled(rng=np.random.default_rng(6)):
+    c = candidates(rng)
+    c.labelled[np.argsort(-c.scores["entropy"])[:3]] = True  # the three best are already labelled
+    chosen = select_batch(c, "entropy", 5, seed=1)
+    expected = np.argsort(-np.where(c.labelled, -1, c.scores["entropy"]))[:5]
+    assert set(chosen.rows) == set(expected) and not c.labelled[chosen.rows].any()
+    assert list(chosen.scores) == sorted(chosen.scores, reverse=True)
+    assert chosen.reasons[0].startswith("entropy 0.")
+
+
+def test_budget_errors_and_unknown_strategy(rng=np.random.default_rng(7)):
+    c = candidates(rng, n_items=2)
+    with pytest.raises(InvalidArgument) as err:
+        select_batch(c, "entropy", 13)
+    assert err.value.field == "budget"
+    with pytest.raises(InvalidArgument) as err:
+        select_batch(c, "nope", 1)
+    assert err.value.field == "strategy"
+    with pytest.raises(InvalidArgument) as err:
+        select_batch(c, "score_band", 1, params={"width": 1})
+    assert err.value.field == "params.width"
+    with pytest.raises(FailedPrecondition):
+        select_batch(c, "js_divergence", 1)  # no ensemble members were scored
+
+
+def test_pixel_budget_counts_area(rng=np.random.default_rng(8)):
+    c = candidates(rng)
+    chosen = select_batch(c, "combined", 16 * 16 * 4 + 10, unit="pixels")
+    assert chosen.budget_used == 16 * 16 * 4 and len(chosen.rows) == 4
+
+
+def test_class_balanced_interleaves_classes():
+    rows = np.arange(6)
+    classes = np.array([0, 0, 0, 1, 1, 2])
+    assert list(interleave_classes(rows, classes)) == [0, 3, 5, 1, 4, 2]
+
+
+def test_score_band_keeps_scores_inside(rng=np.random.default_rng(9)):
+    c = candidates(rng)
+    chosen = select_batch(c, "score_band", 5, params={"low": 0.2, "high": 0.6}, seed=3)
+    values = c.scores["combined"][chosen.rows]
+    assert ((values >= 0.2) & (values <= 0.6)).all() and (chosen.class_index >= 0).all()
+
+
+def test_uniform_bottom_n_samples_only_the_worst_class(rng=np.random.default_rng(10)):
+    c = candidates(rng, classes=3)
+    chosen = select_batch(c, "uniform_bottom_n", 3, params={"bottom_n": 1}, seed=0)
+    assert len(set(c.majority_class[chosen.rows])) == 1
+
+
+def test_uncertainty_diversity_picks_one_per_cluster_among_the_uncertain(rng=np.random.default_rng(11)):
+    c = candidates(rng, n_items=40)
+    chosen = select_batch(c, "uncertainty_diversity", 8, seed=2)
+    median = np.median(c.scores["combined"])
+    assert len(set(chosen.rows)) == 8 and (c.scores["combined"][chosen.rows] >= median - 1e-6).all()
+    assert all("cluster" in r for r in chosen.reasons)
+
+
+def test_every_registered_strategy_runs(rng=np.random.default_rng(12)):
+    c = candidates(rng)
+    for name in STRATEGIES:
+        if name in ("vote_entropy", "js_divergence", "ensemble_l2", "self_consistency"):
+            continue  # need inputs these candidates lack (checked above)
+        assert len(select_batch(c, name, 4, seed=1).rows) == 4, name
+
+
+def test_propagation_ranks_by_histogram_divergence(rng=np.random.default_rng(13)):
+    red = np.zeros((8, 8, 3), np.uint8); red[..., 0] = 250
+    reddish = red.copy(); reddish[:2, :, 1] = 200
+    blue = np.zeros((8, 8, 3), np.uint8); blue[..., 2] = 250
+    h = np.stack([colour_histogram(x) for x in (blue, reddish)])
+    assert np.isclose(js_divergence(colour_histogram(red), h)[0], np.log(2))
+    found = nearest(colour_histogram(red), h, 2)
+    assert [n.index for n in found] == [1, 0]
+    assert nearest(colour_histogram(red), h, 2, max_distance=0.5)[0].index == 1
+    assert len(nearest(colour_histogram(red), h, 2, max_distance=0.5)) == 1
