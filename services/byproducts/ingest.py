@@ -1,0 +1,132 @@
+"""Ingest: admit events against each session's state in Redis, then hand them to the queue in one message.
+
+Order of one ingest step (a RecordBatch, or one chunk of a Record stream):
+
+1. back-pressure: wait while the queue holds more than ``max_queue_messages`` messages, at most
+   ``backpressure_wait_s`` and never past the caller's deadline, then refuse (RESOURCE_EXHAUSTED);
+2. admission (``admit.lua``, atomic): unknown session, project mismatch, seq conflicts, event ids
+   reused at another seq, times going backwards against the neighbouring seqs; duplicates (same
+   event_id at the same seq) are recognised; gaps in seq are tracked;
+3. the admitted events *and the duplicates* go to the queue as one message. Sending duplicates again
+   costs the worker a few rows that ``ON CONFLICT DO NOTHING`` drops, and closes the window where a
+   server died between admission and enqueueing: a retry of an unacknowledged call always reaches
+   the store. The caller is acknowledged only after the message is on the queue (Redis with AOF).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from annotation.v1 import byproducts_pb2 as pb
+from services.byproducts.config import ByproductsSettings
+from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.common.request_context import time_remaining
+
+ADMIT_LUA = (Path(__file__).with_name("admit.lua")).read_text()
+QUEUE = "byproducts"
+
+
+def encode_batch(events: Sequence[pb.Event]) -> str:
+    """One queue message's payload: the events as one serialized EventBatch, base64 (JSON-safe)."""
+    return base64.b64encode(pb.EventBatch(events=events).SerializeToString()).decode()
+
+
+def decode_batch(payload: str) -> list[pb.Event]:
+    return list(pb.EventBatch.FromString(base64.b64decode(payload)).events)
+
+
+@dataclass
+class Admission:
+    """What became of each event of one step; ``errors`` name fields as ``events[i].<field>``."""
+
+    new: list[pb.Event] = field(default_factory=list)
+    duplicates: list[pb.Event] = field(default_factory=list)
+    errors: list[InvalidArgument] = field(default_factory=list)
+    gaps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+class Ingestor:
+    """Admission and enqueueing; ``enqueue(payload, received_ms)`` puts one message on the queue."""
+
+    def __init__(self, redis: Redis, enqueue: Callable[[str, int], None], config: ByproductsSettings) -> None:
+        self._redis = redis
+        self._enqueue = enqueue
+        self._config = config
+        self._admit = redis.register_script(ADMIT_LUA)
+
+    def queue_depth(self) -> int:
+        return int(self._redis.llen(QUEUE))
+
+    def wait_for_room(self) -> None:
+        wait_s = min(self._config.backpressure_wait_s, time_remaining(self._config.backpressure_wait_s))
+        deadline = time.monotonic() + wait_s
+        while True:
+            depth = self._call(self.queue_depth)
+            if depth <= self._config.max_queue_messages:
+                return
+            if time.monotonic() >= deadline:
+                raise ResourceExhausted(
+                    f"byproducts queue holds {depth} messages (limit {self._config.max_queue_messages}); "
+                    "nothing of this request was accepted, retry later", field="events", reason="QUEUE_FULL")
+            time.sleep(0.05)
+
+    def admit(self, events: Sequence[pb.Event], positions: Sequence[int], all_or_nothing: bool) -> Admission:
+        """Check ``events`` (named ``events[positions[k]]``) against the sessions' state and record them.
+
+        ``all_or_nothing``: every problem is reported and nothing is recorded if there is one; the events
+        are checked in (session, seq) order, so a batch may hold a session's start after its other events.
+        Otherwise events are checked in the given order and those before the first problem are recorded.
+        """
+        order = sorted(range(len(events)), key=lambda k: (events[k].session_id, events[k].seq)) \
+            if all_or_nothing else range(len(events))
+        args: list = ["all" if all_or_nothing else "prefix", self._config.session_state_ttl_s]
+        for k in order:
+            e = events[k]
+            args += [e.session_id, e.event_id, e.seq, e.t_ms, e.project_id,
+                     "1" if e.WhichOneof("payload") == "session_start" else "0"]
+        statuses, gaps = self._call(lambda: self._admit(args=args))
+        admission = Admission()
+        for k, status in zip(order, statuses):
+            status = status.decode()
+            if status == "N":
+                admission.new.append(events[k])
+            elif status == "D":
+                admission.duplicates.append(events[k])
+            else:
+                _, suffix, reason, message = status.split("|", 3)
+                admission.errors.append(InvalidArgument(f"events[{positions[k]}].{suffix}", message, reason=reason))
+        admission.errors.sort(key=lambda error: _position(error.field))
+        for i in range(0, len(gaps), 2):
+            ranges = _json_ranges(gaps[i + 1])
+            if ranges:
+                admission.gaps[gaps[i].decode()] = ranges
+        return admission
+
+    def send(self, events: Sequence[pb.Event]) -> None:
+        if events:
+            payload, received_ms = encode_batch(events), int(time.time() * 1000)
+            self._call(lambda: self._enqueue(payload, received_ms))
+
+    @staticmethod
+    def _call(function):
+        try:
+            return function()
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"the byproducts queue (Redis) is unreachable: {exc.__class__.__name__}") from exc
+
+
+def _position(field_name: str) -> int:
+    return int(field_name[len("events["):field_name.index("]")])
+
+
+def _json_ranges(raw: bytes) -> list[tuple[int, int]]:
+    value = json.loads(raw)
+    return [(int(first), int(last)) for first, last in value] if isinstance(value, list) else []

@@ -1,0 +1,203 @@
+"""Ingest through the real server, queue, worker and SQLite: semantics of Record and RecordBatch."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+from sqlalchemy import func, select
+
+from annotation.v1 import byproducts_pb2 as pb
+from annotation.v1 import common_pb2
+from services.byproducts.synthetic import session_events
+from services.byproducts.tables import EventRow
+from tests.byproducts.conftest import bearer
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def stored(engine, session_id: str) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(select(func.count()).select_from(EventRow).where(EventRow.session_id == session_id))
+
+
+def details(error: grpc.RpcError) -> list[common_pb2.ErrorDetail]:
+    out = []
+    for any_detail in rpc_status.from_call(error).details:
+        detail = common_pb2.ErrorDetail()
+        any_detail.Unpack(detail)
+        out.append(detail)
+    return out
+
+
+def test_a_streamed_session_is_stored_once_with_stats_and_signals(stub, worker, keys, engine):
+    events = session_events("s-stream", "p1", 2500)
+    summary = stub.Record(iter(events), metadata=bearer(keys["annotator"]), timeout=60)
+    assert (summary.received, summary.accepted, summary.duplicates) == (2500, 2500, 0)
+    assert not summary.gaps
+    wait_until(lambda: stored(engine, "s-stream") == 2500, 30, "all events stored")
+    again = stub.Record(iter(events), metadata=bearer(keys["annotator"]), timeout=60)  # a replay
+    assert (again.accepted, again.duplicates) == (0, 2500)
+    reply = stub.GetSession(pb.ByproductsGetSessionRequest(project_id="p1", session_id="s-stream"),
+                            metadata=bearer(keys["reviewer"]), timeout=10)
+    assert reply.session.annotator_id == "ann-1" and reply.session.image.image_id == "img-1"
+    assert reply.session.outcome == common_pb2.SESSION_OUTCOME_SUBMITTED
+    assert (reply.stats.event_count, reply.stats.last_seq, len(reply.stats.missing)) == (2500, 2500, 0)
+
+    def signals():
+        try:
+            return stub.GetSignals(pb.GetSignalsRequest(project_id="p1", session_id="s-stream"),
+                                   metadata=bearer(keys["reviewer"]), timeout=10).signals
+        except grpc.RpcError:
+            return None
+    found = wait_until(lambda: (s := signals()) is not None and s.complete and s, 30, "signals stored")
+    assert found.click_count == sum(e.HasField("click") for e in events)
+    assert found.time_to_first_click_ms == next(e.t_ms for e in events if e.HasField("click"))
+    assert found.mouse_path_length > 0 and found.total_time_ms == events[-1].t_ms
+    page = stub.ListEvents(pb.ListEventsRequest(project_id="p1", session_id="s-stream", from_seq=10,
+                                                kinds=[pb.EVENT_KIND_CLICK], page=common_pb2.PageRequest(page_size=7)),
+                           metadata=bearer(keys["reviewer"]), timeout=10)
+    assert len(page.events) == 7 and all(e.HasField("click") for e in page.events)
+    assert [e.seq for e in page.events] == sorted(e.seq for e in page.events) and page.events[0].seq >= 10
+    following = stub.ListEvents(pb.ListEventsRequest(
+        project_id="p1", session_id="s-stream", from_seq=10, kinds=[pb.EVENT_KIND_CLICK],
+        page=common_pb2.PageRequest(page_size=7, page_token=page.page.next_page_token)),
+        metadata=bearer(keys["reviewer"]), timeout=10)
+    assert following.events[0].seq > page.events[-1].seq
+    assert following.events[0] == events[following.events[0].seq - 1]  # stored losslessly
+
+
+def test_batch_with_invalid_events_is_refused_whole_naming_each_field(stub, worker, keys, engine):
+    events = session_events("s-batch", "p1", 50)
+    events[3].mouse.points[1].x = 1.5
+    events[7].event_id = ""
+    events[9].ClearField(events[9].WhichOneof("payload"))
+    events[12].session_id = ""
+    with pytest.raises(grpc.RpcError) as err:
+        stub.RecordBatch(pb.EventBatch(project_id="p1", events=events), metadata=bearer(keys["annotator"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [d.field for d in details(err.value)]
+    assert fields == ["events[3].mouse.points[1].x", "events[7].event_id", "events[9].payload",
+                      "events[12].session_id"]
+    assert "nothing of this batch was accepted" in err.value.details()
+    good = session_events("s-batch", "p1", 50)
+    summary = stub.RecordBatch(pb.EventBatch(project_id="p1", events=good), metadata=bearer(keys["annotator"]),
+                               timeout=10)
+    assert summary.accepted == 50  # nothing of the refused batch had been recorded
+    wait_until(lambda: stored(engine, "s-batch") == 50, 20, "stored")
+
+
+def test_batch_checks_that_need_session_state(stub, worker, keys):
+    events = session_events("s-state", "p1", 30)
+    stub.RecordBatch(pb.EventBatch(project_id="p1", events=events[:20]), metadata=bearer(keys["annotator"]), timeout=10)
+    unknown = session_events("s-nostart", "p1", 5)[1:]
+    conflict = pb.Event()
+    conflict.CopyFrom(events[5])
+    conflict.event_id = "another-id"
+    backwards = pb.Event()
+    backwards.CopyFrom(events[20])
+    backwards.t_ms = events[19].t_ms - 1
+    if backwards.HasField("mouse"):
+        backwards.mouse.points[-1].t_ms = backwards.t_ms
+        for point in backwards.mouse.points:
+            point.t_ms = min(point.t_ms, backwards.t_ms)
+    batch = [unknown[0], conflict, backwards, events[21]]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.RecordBatch(pb.EventBatch(project_id="p1", events=batch), metadata=bearer(keys["annotator"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = {(d.field, d.reason) for d in details(err.value)}
+    assert found == {("events[0].session_id", "UNKNOWN_SESSION"), ("events[1].seq", "SEQ_CONFLICT"),
+                     ("events[2].t_ms", "TIME_BACKWARDS")}
+
+
+def test_oversize_and_empty_batches_are_invalid(stub, keys):
+    events = session_events("s-big", "p1", 5001)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.RecordBatch(pb.EventBatch(project_id="p1", events=events), metadata=bearer(keys["annotator"]), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [(d.field, d.reason) for d in details(err.value)] == [("events", "BATCH_TOO_LARGE")]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.RecordBatch(pb.EventBatch(project_id="p1"), metadata=bearer(keys["annotator"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_stream_keeps_the_events_before_the_first_invalid_one(stub, worker, keys, engine):
+    events = session_events("s-partial", "p1", 40)
+    events[25].click.x = -0.1 if events[25].HasField("click") else 0
+    if not events[25].HasField("click"):
+        events[25].mouse.points[0].y = float("nan")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Record(iter(events), metadata=bearer(keys["annotator"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(err.value)[0].field in ("events[25].click.x", "events[25].mouse.points[0].y")
+    assert "the 25 events before it were accepted" in err.value.details()
+    wait_until(lambda: stored(engine, "s-partial") == 25, 20, "the valid prefix stored")
+    fixed = session_events("s-partial", "p1", 40)
+    summary = stub.Record(iter(fixed), metadata=bearer(keys["annotator"]), timeout=10)  # replay whole
+    assert (summary.accepted, summary.duplicates) == (15, 25)
+    wait_until(lambda: stored(engine, "s-partial") == 40, 20, "all stored")
+
+
+def test_gaps_are_reported_then_closed(stub, worker, keys, engine):
+    events = session_events("s-gaps", "p1", 30)
+    first = [e for e in events if e.seq not in (5, 6, 7, 20)]
+    summary = stub.RecordBatch(pb.EventBatch(project_id="p1", events=first), metadata=bearer(keys["annotator"]),
+                               timeout=10)
+    assert [(g.session_id, [(r.first, r.last) for r in g.missing]) for g in summary.gaps] == \
+        [("s-gaps", [(5, 7), (20, 20)])]
+    wait_until(lambda: stored(engine, "s-gaps") == 26, 20, "stored")
+    request = pb.ByproductsGetSessionRequest(project_id="p1", session_id="s-gaps")
+    stats = stub.GetSession(request, metadata=bearer(keys["reviewer"]), timeout=10).stats
+    assert [(r.first, r.last) for r in stats.missing] == [(5, 7), (20, 20)]
+    signals = stub.GetSignals(pb.GetSignalsRequest(project_id="p1", session_id="s-gaps"),
+                              metadata=bearer(keys["reviewer"]), timeout=10).signals
+    assert not signals.complete
+    late = [e for e in events if e.seq in (5, 6, 7, 20)]
+    summary = stub.RecordBatch(pb.EventBatch(project_id="p1", events=late), metadata=bearer(keys["annotator"]),
+                               timeout=10)
+    assert summary.accepted == 4 and not summary.gaps
+    wait_until(lambda: not stub.GetSession(request, metadata=bearer(keys["reviewer"]), timeout=10).stats.missing,
+               20, "gaps closed")
+    wait_until(lambda: stub.GetSignals(pb.GetSignalsRequest(project_id="p1", session_id="s-gaps"),
+                                       metadata=bearer(keys["reviewer"]), timeout=10).signals.complete,
+               20, "signals recomputed as complete")
+
+
+def test_roles_and_projects_are_enforced(stub, keys):
+    request = pb.ByproductsGetSessionRequest(project_id="p1", session_id="x")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetSession(request, metadata=bearer(keys["annotator"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    other = session_events("s-other", "p2", 5)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Record(iter(other), metadata=bearer(keys["annotator"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as err:  # a batch of p1 smuggling events of p2
+        stub.RecordBatch(pb.EventBatch(project_id="p1", events=other), metadata=bearer(keys["annotator"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(err.value)[0].field == "events[0].project_id"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetSession(request, metadata=bearer(keys["reviewer"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_full_queue_refuses_with_resource_exhausted(bp_settings, start_server, keys, monkeypatch):
+    """No worker consumes; the queue limit is 2 messages and the wait 0.3 s."""
+    monkeypatch.setenv("ANNOT_BYPRODUCTS_MAX_QUEUE_MESSAGES", "2")
+    monkeypatch.setenv("ANNOT_BYPRODUCTS_BACKPRESSURE_WAIT_S", "0.3")
+    start_server(bp_settings)
+    with grpc.insecure_channel(bp_settings.service_address("byproducts")) as channel:
+        from annotation.v1 import byproducts_pb2_grpc  # noqa: PLC0415
+
+        stub = byproducts_pb2_grpc.ByproductsStub(channel)
+        for n in range(3):
+            events = session_events(f"s-full-{n}", "p1", 10)
+            stub.RecordBatch(pb.EventBatch(project_id="p1", events=events), metadata=bearer(keys["annotator"]),
+                             timeout=10)
+        events = session_events("s-full-3", "p1", 10)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.RecordBatch(pb.EventBatch(project_id="p1", events=events), metadata=bearer(keys["annotator"]),
+                             timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "queue holds 3 messages" in err.value.details()
