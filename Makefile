@@ -2,13 +2,15 @@
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
+# tritonserver's Python backend runs the model with numpy<2 (nvidia-pytriton's pin): its own venv.
+TRITON_VENV := .venv-triton
 PY := $(VENV)/bin/python
 ANNOT := $(VENV)/bin/annot
 PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps protos up down status demo test test-unit test-helm helm-tools images bench clean help
+.PHONY: setup triton-setup system-deps protos up down status demo test test-unit test-helm helm-tools images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +27,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed $(GEN)/.stamp  ## create .venv, install pinned packages, generate proto code
 
+$(TRITON_VENV)/.installed: deploy/triton/requirements-local.txt
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(TRITON_VENV)/bin/python -m pip install -q -r deploy/triton/requirements-local.txt
+	touch $@
+
+triton-setup: $(TRITON_VENV)/.installed  ## install the real tritonserver (nvidia-pytriton wheel) into .venv-triton
+
 system-deps:  ## install redis-server and PostgreSQL from Debian when missing
 	@deploy/local/install-system-deps.sh
 
@@ -36,7 +47,7 @@ $(GEN)/.stamp: $(PROTOS) $(VENV)/.installed
 
 protos: $(GEN)/.stamp  ## generate Python code from protos/ into gen/
 
-up: setup system-deps  ## start the local platform (supervised) and wait until healthy
+up: setup triton-setup system-deps  ## start the local platform (supervised) and wait until healthy
 	$(ANNOT) up
 
 down: setup  ## stop exactly what `make up` started
@@ -45,10 +56,10 @@ down: setup  ## stop exactly what `make up` started
 status: setup  ## state and health of every local process
 	$(ANNOT) status
 
-demo: setup system-deps  ## bring the platform up, exercise every service, bring it down
+demo: setup triton-setup system-deps  ## bring the platform up, exercise every service, bring it down
 	$(ANNOT) demo
 
-test: setup system-deps helm-tools  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e, chart
+test: setup triton-setup system-deps helm-tools  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e, chart
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## only the in-process tests
@@ -67,9 +78,9 @@ images:  ## build the service and Triton images (needs a Docker engine)
 # Each module writes bench/results/<name>.json plus its report and plots.
 BENCHES ?= kit_overhead
 
-bench: setup system-deps  ## benchmarks, side by side in one run; results and report in bench/results/
+bench: setup triton-setup system-deps  ## benchmarks, side by side in one run; results and report in bench/results/
 	set -e; for b in $(BENCHES); do $(PY) -m bench.$$b --out bench/results; done
 
 clean:  ## remove the venv, generated code and runtime state
 	-$(ANNOT) down 2>/dev/null
-	rm -rf $(VENV) $(GEN) var .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) $(GEN) var .pytest_cache

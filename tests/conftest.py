@@ -99,6 +99,62 @@ def _connectable(port: int) -> bool:
         return False
 
 
+class Triton:
+    """The real tritonserver (deploy/local/tritonserver.sh) on deploy/triton/models, CPU, free ports."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        self.proc: subprocess.Popen | None = None
+        self.log = workdir / "triton.log"
+
+    def start(self, timeout_s: float = 120) -> None:
+        launcher = REPO / "deploy" / "local" / "tritonserver.sh"
+        if not (REPO / ".venv-triton" / "bin" / "python").exists():
+            pytest.fail("tritonserver missing: run `make triton-setup` (make test does)")
+        env = {**os.environ, "ANNOT_TRITON_GRPC_PORT": str(self.grpc_port),
+               "ANNOT_TRITON_HTTP_PORT": str(self.http_port),
+               "ANNOT_TRITON_METRICS_PORT": str(self.metrics_port),
+               "TRITON_HOME": str(REPO / "var" / "triton" / "server")}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([str(launcher), "--exit-timeout-secs", "2"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until(self.ready, timeout_s, "triton ready", interval_s=0.25)
+        except TimeoutError:
+            self.stop()
+            pytest.fail(f"tritonserver did not become ready:\n{self.log.read_text(errors='replace')[-4000:]}")
+
+    def ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"tritonserver exited:\n{self.log.read_text(errors='replace')[-4000:]}")
+        try:
+            import httpx  # noqa: PLC0415
+
+            return httpx.get(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout=0.5).status_code == 200
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory) -> Iterator[Triton]:
+    """One tritonserver for the session (loading the model takes seconds); tests may stop/start it."""
+    server = Triton(tmp_path_factory.mktemp("triton"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[Redis]:
     server = Redis(tmp_path / "redis")
@@ -115,7 +171,8 @@ def settings(tmp_path: Path, redis_server: Redis) -> Settings:
     return Settings(
         _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=redis_server.url,
         gateway_port=free_port(), metrics_port_base=free_port_block(len(SERVICES)), health_interval_s=0.3,
-        dependency_timeout_s=0.5, triton_http_port=free_port(), auth_cache_ttl_s=0, **ports)
+        dependency_timeout_s=0.5, triton_http_port=free_port(), triton_grpc_url=f"127.0.0.1:{free_port()}",
+        triton_metrics_port=free_port(), auth_cache_ttl_s=0, **ports)
 
 
 class Process:

@@ -25,11 +25,25 @@ from services.common.settings import REPO_ROOT, SERVICES, Settings
 TRITON_REPOSITORY = REPO_ROOT / "deploy" / "triton" / "models"
 
 
+TRITON_LAUNCHER = REPO_ROOT / "deploy" / "local" / "tritonserver.sh"
+
+
 @dataclass(frozen=True)
 class Program:
     name: str
     command: str
     priority: int
+    environment: tuple[tuple[str, str], ...] = ()
+
+
+def triton_program(settings: Settings) -> Program:
+    """The real tritonserver of the nvidia-pytriton wheel (.venv-triton) on deploy/triton/models."""
+    grpc_port = settings.triton_grpc_url.rsplit(":", 1)[-1]
+    env = (("ANNOT_TRITON_GRPC_PORT", grpc_port), ("ANNOT_TRITON_HTTP_PORT", str(settings.triton_http_port)),
+           ("ANNOT_TRITON_METRICS_PORT", str(settings.triton_metrics_port)),
+           ("TRITON_HOME", str(settings.var_dir / "triton" / "server")),
+           ("TRITON_MODEL_REPOSITORY", str(TRITON_REPOSITORY)))
+    return Program("triton", f"{TRITON_LAUNCHER} --exit-timeout-secs 5", 15, env)
 
 
 def programs(settings: Settings) -> list[Program]:
@@ -39,6 +53,8 @@ def programs(settings: Settings) -> list[Program]:
         f"{shutil.which('redis-server') or 'redis-server'} --port {settings.redis_port} "
         f"--bind 127.0.0.1 --protected-mode yes --dir {shlex.quote(str(redis_dir))} "
         "--appendonly yes --appendfsync everysec --save '' --daemonize no"), 10)]
+    if settings.triton_local:
+        progs.append(triton_program(settings))
     for service in SERVICES:
         progs.append(Program(f"{service}-server", f"{python} -m services.{service}.server", 20))
         progs.append(Program(f"{service}-worker", (
@@ -65,6 +81,8 @@ def render_config(settings: Settings) -> str:
     for prog in programs(settings):
         lines += [
             f"[program:{prog.name}]", f"command={prog.command}", f"priority={prog.priority}",
+            *([f"environment={','.join(f'{k}={shlex.quote(v)}' for k, v in prog.environment)}"]
+              if prog.environment else []),
             "autostart=true", "autorestart=true", "startsecs=1", "startretries=5",
             "stopsignal=TERM", "stopwaitsecs=20", "stopasgroup=true", "killasgroup=true",
             f"stdout_logfile={paths['log'] / (prog.name + '.log')}", "redirect_stderr=true",
@@ -106,6 +124,9 @@ def health(settings: Settings) -> dict[str, str]:
             result[prog.name] = redis_ping(settings.redis_url, timeout)
         elif prog.name.endswith("-server"):
             result[prog.name] = grpc_health(settings.service_address(prog.name[:-7]), timeout)
+        elif prog.name == "triton":
+            host = settings.triton_grpc_url.rsplit(":", 1)[0]
+            result[prog.name] = http_ready(f"http://{host}:{settings.triton_http_port}/v2/health/ready", timeout)
         elif prog.name == "gateway":
             result[prog.name] = http_ready(f"http://{settings.host}:{settings.gateway_port}/healthz", timeout)
         else:  # a worker: supervisord's RUNNING; `annot demo` proves it consumes through a probe

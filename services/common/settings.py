@@ -57,6 +57,32 @@ class Settings(BaseSettings):
     triton_grpc_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint (host:port).")
     triton_http_port: int = Field(8000, description="Triton HTTP port (health: /v2/health/ready).")
     triton_metrics_port: int = Field(8002, description="Triton Prometheus metrics port.")
+    triton_local: bool = Field(
+        True, description="`annot up` starts tritonserver (from .venv-triton) with the platform; "
+        "false when Triton runs elsewhere (Kubernetes, a container)."
+    )
+    triton_model_name: str = Field("clickseg", description="Segmentation model in the repository.")
+    triton_model_version: str = Field("", description="Model version to call; empty: Triton's policy.")
+
+    segmentation_max_image_pixels: int = Field(
+        4096 * 4096, gt=0, description="Largest image accepted (width x height), checked before decoding."
+    )
+    segmentation_max_image_bytes: int = Field(
+        20 * 1024 * 1024, gt=0, description="Largest encoded image accepted, in bytes."
+    )
+    segmentation_max_clicks: int = Field(100, gt=0, description="Most clicks in one session or request.")
+    segmentation_session_ttl_s: int = Field(
+        3600, gt=0, description="Seconds an idle interactive session is kept in Redis."
+    )
+    segmentation_finished_ttl_s: int = Field(
+        7 * 24 * 3600, gt=0, description="Seconds a finished session stays readable in Redis."
+    )
+    segmentation_refine: bool = Field(
+        True, description="GrabCut refinement of the network's probability (see predictor.py)."
+    )
+    segmentation_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Default probability threshold of the binary mask."
+    )
 
     gateway_port: int = Field(8080, description="Gateway REST/HTML port.")
     selection_port: int = Field(50051, description="Selection service gRPC port.")

@@ -1,41 +1,92 @@
-"""Local (in-process) inference with a trained checkpoint: for training-time validation and offline
-evaluation. The deployed service does the same steps with the network in Triton instead:
-``encoding.prepare`` -> network -> sigmoid -> ``encoding.restore`` -> ``classic.refine`` (GrabCut seeded
-by the network's probability; on by default because it measurably helps, see the training figures)."""
+"""Clicks -> probability map: ``encoding.prepare`` -> network -> ``encoding.restore`` -> optional
+``classic.refine`` (GrabCut seeded by the network's probability; on by default because it measurably
+helps, see the training figures).
+
+The network is a callable on a batch of encoded crops. The deployed service passes one that calls
+Triton (``triton_client.TritonNetwork``); training-time validation and offline evaluation pass the
+local PyTorch module (``torch_network``). Both run exactly this code around it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from services.segmentation import classic, encoding
-from services.segmentation.model import ClickSegNet, load
 from services.simulation.clicker import Click
 from services.simulation.protocol import Segmenter
 
+# (N, C, S, S) float32 click encodings -> (N, 1, S, S) float32 object probabilities.
+Network = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EncodingConfig:
+    """How clicks are encoded for one trained network (stored with its weights)."""
+
+    size: int = encoding.INPUT_SIZE
+    radius: float = encoding.RADIUS
+    with_prior: bool = True
+
+    @property
+    def in_channels(self) -> int:
+        return 7 if self.with_prior else 6
+
+
+def torch_network(model) -> Network:
+    """In-process network for training and offline tools (never used by the service)."""
+    import torch
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.sigmoid(model(torch.from_numpy(batch))).numpy()
+
+    return run
+
 
 class Predictor:
-    def __init__(self, model: ClickSegNet, config: dict, refine: bool = True) -> None:
-        self.model = model.eval()
+    def __init__(self, network: Network, config: EncodingConfig, refine: bool = True) -> None:
+        self.network = network
+        self.config = config
         self.refine = refine
-        self.size = config.get("size", encoding.INPUT_SIZE)
-        self.radius = config.get("radius", encoding.RADIUS)
-        self.with_prior = model.in_channels == 7
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, refine: bool = True) -> "Predictor":
-        return cls(*load(checkpoint), refine=refine)
+        from services.segmentation.model import load
 
-    @torch.no_grad()
+        model, config = load(checkpoint)
+        return cls.from_model(model, config, refine)
+
+    @classmethod
+    def from_model(cls, model, config: dict, refine: bool = True) -> "Predictor":
+        encoding_config = EncodingConfig(
+            size=config.get("size", encoding.INPUT_SIZE),
+            radius=config.get("radius", encoding.RADIUS),
+            with_prior=model.in_channels == 7,
+        )
+        return cls(torch_network(model.eval()), encoding_config, refine)
+
     def predict(
-        self, image: np.ndarray, clicks: Sequence[Click], prev_prob: np.ndarray | None
+        self,
+        image: np.ndarray,
+        clicks: Sequence[Click],
+        prev_prob: np.ndarray | None,
+        timings: dict | None = None,
     ) -> np.ndarray:
-        """Object probability (H, W) for an RGB uint8 image, its clicks and the previous probability."""
-        x, crop = encoding.prepare(image, clicks, prev_prob, self.size, self.radius, self.with_prior)
-        prob = torch.sigmoid(self.model(torch.from_numpy(x)[None]))[0, 0].numpy()
+        """Object probability (H, W) for an RGB uint8 image, its clicks and the previous probability.
+
+        ``timings``, when given, receives ``model_ms``: the time of the network call alone.
+        """
+        c = self.config
+        x, crop = encoding.prepare(image, clicks, prev_prob, c.size, c.radius, c.with_prior)
+        start = time.perf_counter()
+        prob = self.network(x[None])[0, 0]
+        if timings is not None:
+            timings["model_ms"] = (time.perf_counter() - start) * 1000
         prob = encoding.restore(prob, crop, image.shape[:2], prev_prob)
         return classic.refine(image, prob, clicks) if self.refine else prob
 

@@ -1,20 +1,216 @@
-"""gRPC adapter of ``annotation.v1.Segmentation``: click-based interactive segmentation, the network served by Triton.
+"""gRPC adapter of ``annotation.v1.Segmentation``: proto <-> sessions / predictor, network in Triton.
 
-Every RPC of the proto is served; those whose behaviour has not landed yet answer UNIMPLEMENTED
-through the generated base class.
+Video propagation RPCs (StartPropagation, GetPropagation, StreamPropagationMasks) have not landed
+yet and answer UNIMPLEMENTED through the generated base class.
 """
 
 from __future__ import annotations
 
-import grpc
+import time
 
-from annotation.v1 import segmentation_pb2_grpc
-from services.common.grpc_server import Kit, serve
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from services.common.errors import InvalidArgument
+from services.common.grpc_server import Kit, redis_check, serve
+from services.segmentation import sessions as sess
+from services.segmentation.images import decode_image
+from services.segmentation.masks import decode_rle, encode_rle, iou, probability_stats
+from services.segmentation.predictor import Predictor
+from services.segmentation.triton_client import TritonNetwork
+
+OUTCOMES = {
+    common_pb2.SESSION_OUTCOME_UNSPECIFIED: "SUBMITTED",
+    common_pb2.SESSION_OUTCOME_SUBMITTED: "SUBMITTED",
+    common_pb2.SESSION_OUTCOME_SKIPPED: "SKIPPED",
+    common_pb2.SESSION_OUTCOME_ABANDONED: "ABANDONED",
+}
+# Celery tasks a finished session is handed to (by name: services never import each other).
+FINISHED_TASKS = {"byproducts": "byproducts.segmentation_session_finished",
+                  "quality": "quality.score_session"}
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _mask_pb(mask) -> common_pb2.Mask:
+    size, counts = encode_rle(mask)
+    return common_pb2.Mask(size=size, counts=counts)
+
+
+def _click_pb(click: dict) -> common_pb2.Click:
+    return common_pb2.Click(x=click["x"], y=click["y"], positive=click["positive"],
+                            t_ms=click.get("t_ms", 0), index=click.get("index", 0))
+
+
+class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
+    def __init__(self, kit: Kit, network: TritonNetwork) -> None:
+        self.kit = kit
+        self.settings = s = kit.settings
+        self.network = network
+        self.store = sess.SessionStore(kit.redis, self._predictor, s.segmentation_session_ttl_s,
+                                       s.segmentation_finished_ttl_s, s.segmentation_threshold,
+                                       s.segmentation_max_clicks)
+
+    def _predictor(self) -> Predictor:
+        return Predictor(self.network, self.network.encoding(), refine=self.settings.segmentation_refine)
+
+    def _image(self, request) -> "object":
+        if not request.image_data:
+            raise InvalidArgument("image_data", "required: this deployment takes the image bytes in the "
+                                  "request (loading by image.uri or image.image_id is not supported)")
+        return decode_image(request.image_data, self.settings.segmentation_max_image_bytes,
+                            self.settings.segmentation_max_image_pixels)
+
+    def _image_ref(self, meta_or_request, height: int, width: int) -> common_pb2.ImageRef:
+        ref = common_pb2.ImageRef()
+        if hasattr(meta_or_request, "image"):
+            ref.CopyFrom(meta_or_request.image)
+        else:
+            ref.image_id, ref.uri = meta_or_request["image_id"], meta_or_request["uri"]
+        ref.width, ref.height = width, height
+        return ref
+
+    def _session_pb(self, session: sess.Session) -> segmentation_pb2.SegmentationSession:
+        m = session.meta
+        ttl = self.settings.segmentation_session_ttl_s if m["state"] == sess.ACTIVE \
+            else self.settings.segmentation_finished_ttl_s
+        return segmentation_pb2.SegmentationSession(
+            session_id=m["session_id"], project_id=m["project_id"],
+            image=self._image_ref(m, m["height"], m["width"]), annotator_id=m["annotator_id"],
+            task_id=m["task_id"], label=m.get("label", ""),
+            state=segmentation_pb2.SEGMENTATION_SESSION_STATE_ACTIVE if m["state"] == sess.ACTIVE
+            else segmentation_pb2.SEGMENTATION_SESSION_STATE_FINISHED,
+            clicks=[_click_pb(s.click) for s in session.steps], mask=_mask_pb(session.current_mask()),
+            redo_depth=session.redo_depth,
+            outcome=common_pb2.SessionOutcome.Value(f"SESSION_OUTCOME_{m['outcome']}") if m["outcome"]
+            else common_pb2.SESSION_OUTCOME_UNSPECIFIED,
+            create_time=_timestamp(m["create_time"]), update_time=_timestamp(m["update_time"]),
+            expire_time=_timestamp(m["update_time"] + ttl),
+        )
+
+    def _update_pb(self, update: sess.Update, started: float) -> segmentation_pb2.MaskUpdate:
+        return segmentation_pb2.MaskUpdate(
+            mask=_mask_pb(update.mask), stats=segmentation_pb2.ProbabilityStats(**update.stats),
+            iou_with_previous=update.iou_with_previous, model_latency_ms=update.model_latency_ms,
+            service_latency_ms=(time.perf_counter() - started) * 1000,
+            click_count=len(update.session.steps), redo_depth=update.session.redo_depth,
+        )
+
+    # --- RPCs --------------------------------------------------------------------------------------
+    def Predict(self, request, context):
+        started = time.perf_counter()
+        image = self._image(request)
+        height, width = image.shape[:2]
+        clicks = sess.validate_clicks(request.clicks, width, height, self.settings.segmentation_max_clicks)
+        previous = None
+        if request.HasField("previous_mask"):
+            previous = decode_rle(request.previous_mask.size, request.previous_mask.counts,
+                                  (height, width), "previous_mask").astype("float32")
+        threshold = request.threshold or self.settings.segmentation_threshold
+        if not 0 < threshold < 1:
+            raise InvalidArgument("threshold", f"{threshold} is not in (0, 1)")
+        timings: dict = {}
+        prob = self._predictor().predict(image, clicks, previous, timings)
+        mask = prob > threshold
+        version = f"{self.network.model}:{self.network.version or 'latest'}"
+        return segmentation_pb2.PredictResponse(
+            mask=_mask_pb(mask), stats=segmentation_pb2.ProbabilityStats(
+                **probability_stats(prob, threshold, clicks[-1])),
+            model_latency_ms=timings.get("model_ms", 0.0),
+            service_latency_ms=(time.perf_counter() - started) * 1000, model_version=version,
+            image=self._image_ref(request, height, width),
+        )
+
+    def StartSession(self, request, context):
+        image = self._image(request)
+        height, width = image.shape[:2]
+        initial = None
+        if request.HasField("initial_mask"):
+            decode_rle(request.initial_mask.size, request.initial_mask.counts, (height, width),
+                       "initial_mask")
+            initial = {"size": list(request.initial_mask.size), "counts": request.initial_mask.counts}
+        session = self.store.start(
+            request.project_id, image, session_id=request.session_id, image_id=request.image.image_id,
+            uri=request.image.uri, annotator_id=request.annotator_id, task_id=request.task_id,
+            label=request.label, initial_mask=initial)
+        return segmentation_pb2.StartSessionResponse(session=self._session_pb(session))
+
+    def AddClick(self, request, context):
+        started = time.perf_counter()
+        if not request.HasField("click"):
+            raise InvalidArgument("click", "required")
+        c = request.click
+        update = self.store.add_click(request.project_id, request.session_id, c.x, c.y, c.positive, c.t_ms)
+        return segmentation_pb2.AddClickResponse(click=_click_pb(update.click),
+                                                 update=self._update_pb(update, started))
+
+    def Undo(self, request, context):
+        started = time.perf_counter()
+        update = self.store.undo(request.project_id, request.session_id)
+        return segmentation_pb2.UndoResponse(undone_click=_click_pb(update.click),
+                                             update=self._update_pb(update, started))
+
+    def Redo(self, request, context):
+        started = time.perf_counter()
+        update = self.store.redo(request.project_id, request.session_id)
+        return segmentation_pb2.RedoResponse(redone_click=_click_pb(update.click),
+                                             update=self._update_pb(update, started))
+
+    def FinishSession(self, request, context):
+        outcome = OUTCOMES.get(request.outcome)
+        if outcome is None:
+            raise InvalidArgument("outcome", f"unknown outcome {request.outcome}")
+        session, finished_now = self.store.finish(request.project_id, request.session_id, outcome,
+                                                  request.label)
+        if finished_now:
+            payload = sess.session_summary(session)
+            byproducts = self.kit.celery.send_task(FINISHED_TASKS["byproducts"], args=[payload],
+                                                   queue="byproducts")
+            session.meta["byproducts_operation_id"] = byproducts.id
+            if outcome == "SUBMITTED":
+                quality = self.kit.celery.send_task(FINISHED_TASKS["quality"], args=[payload],
+                                                    queue="quality")
+                session.meta["quality_operation_id"] = quality.id
+            self.store.save_meta(session, ttl=self.settings.segmentation_finished_ttl_s)
+        return segmentation_pb2.FinishSessionResponse(
+            session=self._session_pb(session),
+            quality_operation_id=session.meta.get("quality_operation_id", ""),
+            byproducts_operation_id=session.meta.get("byproducts_operation_id", ""),
+        )
+
+    def GetSession(self, request, context):
+        session = self.store.load(request.project_id, request.session_id)
+        return segmentation_pb2.SegmentationGetSessionResponse(session=self._session_pb(session))
+
+    def GetModelInfo(self, request, context):
+        status = self.network.status()
+        s = self.settings
+        response = segmentation_pb2.SegmentationGetModelInfoResponse(
+            model_name=self.network.model, model_version=self.network.version,
+            triton=segmentation_pb2.TritonStatus(**status), max_image_pixels=s.segmentation_max_image_pixels,
+            max_image_bytes=s.segmentation_max_image_bytes, default_threshold=s.segmentation_threshold,
+            session_ttl_s=s.segmentation_session_ttl_s,
+        )
+        if status["model_ready"]:
+            encoding = self.network.encoding()
+            response.click_radius_px = int(encoding.radius)
+            response.input_long_side_px = encoding.size
+        return response
 
 
 def register(server: grpc.Server, kit: Kit) -> None:
-    segmentation_pb2_grpc.add_SegmentationServicer_to_server(segmentation_pb2_grpc.SegmentationServicer(), server)
+    s = kit.settings
+    network = TritonNetwork(s.triton_grpc_url, s.triton_model_name, s.triton_model_version,
+                            s.default_deadline_s)
+    segmentation_pb2_grpc.add_SegmentationServicer_to_server(SegmentationServicer(kit, network), server)
 
 
 if __name__ == "__main__":
-    serve("segmentation", register)
+    # Readiness follows Redis only: with Triton down the service still answers (GetSession, Undo,
+    # GetModelInfo) and clicks fail fast with UNAVAILABLE instead of the pod leaving the Service.
+    serve("segmentation", register, checks=(redis_check,))

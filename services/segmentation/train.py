@@ -106,7 +106,7 @@ def validate(model, cfg, val_samples) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model.eval()
-    predictor = Predictor(model, cfg, refine=False)  # select the network itself
+    predictor = Predictor.from_model(model, cfg, refine=False)  # select the network itself
     _, summary = evaluate(predictor.segmenter, val_samples, max_clicks=20, stop_at=0.9)
     model.train()
     torch.set_num_threads(threads)

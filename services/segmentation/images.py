@@ -1,0 +1,51 @@
+"""Decoding of images that come from outside: bytes -> RGB uint8 array, or a clear refusal.
+
+The pixel limit is checked on the header, before any pixel is decoded, so a decompression bomb
+(a small file that expands to gigabytes) is refused without being expanded.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from services.common.errors import InvalidArgument
+
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int, field: str = "image_data") -> np.ndarray:
+    """(H, W, 3) uint8 RGB, EXIF orientation applied. Raises InvalidArgument naming ``field``."""
+    if not data:
+        raise InvalidArgument(field, "the image bytes are empty")
+    if len(data) > max_bytes:
+        raise InvalidArgument(field, f"{len(data)} bytes is over the limit of {max_bytes} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InvalidArgument(
+                    field, f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels}"
+                )
+            if width < 1 or height < 1:
+                raise InvalidArgument(field, f"image has no pixels ({width}x{height})")
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            array = np.asarray(image, dtype=np.uint8)
+    except InvalidArgument:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidArgument(field, f"not a decodable image ({', '.join(FORMATS)}): {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
+        raise InvalidArgument(field, f"corrupt or truncated image: {exc}") from None
+    return np.ascontiguousarray(array)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()

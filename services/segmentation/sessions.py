@@ -1,0 +1,332 @@
+"""Interactive segmentation sessions: the image decoded once, its clicks and masks, in Redis.
+
+Keys of session ``S`` (all with the session's time-to-live, renewed by every call):
+  ``seg:S``        hash: ``meta`` (JSON) and ``image`` (raw RGB bytes, decoded once)
+  ``seg:S:steps``  list: one record per applied click (the click, its stats, the probability map)
+  ``seg:S:redo``   list: undone steps, most recent last
+A step record is a 4-byte header length, a JSON header, then the probability map as zlib'd uint8.
+Calls on one session are serialised by a Redis lock; a refused call changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from redis import Redis
+from redis.exceptions import LockError, RedisError
+
+from services.common.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from services.common.request_context import time_remaining
+from services.segmentation.masks import decode_rle, encode_rle, iou, probability_stats
+from services.segmentation.predictor import Predictor
+from services.simulation.clicker import Click
+
+ACTIVE, FINISHED = "ACTIVE", "FINISHED"
+
+
+def check_click(x: float, y: float, width: int, height: int, field_name: str) -> Click:
+    """A click in image pixels -> the pixel it falls on; refuses NaN and points outside the image."""
+    if not math.isfinite(x) or not 0 <= x < width:
+        raise InvalidArgument(f"{field_name}.x", f"x={x} is outside the image columns [0, {width})")
+    if not math.isfinite(y) or not 0 <= y < height:
+        raise InvalidArgument(f"{field_name}.y", f"y={y} is outside the image rows [0, {height})")
+    return Click(int(x), int(y), True)
+
+
+@dataclass
+class Step:
+    """One applied click and the model's answer to it."""
+
+    click: dict  # x, y (floats as given), positive, t_ms, index
+    prob: np.ndarray  # (H, W) float32
+    stats: dict
+    iou_with_previous: float
+    model_latency_ms: float
+
+    def to_bytes(self) -> bytes:
+        header = json.dumps({"click": self.click, "stats": self.stats, "iou": self.iou_with_previous,
+                             "model_ms": self.model_latency_ms, "shape": list(self.prob.shape)}).encode()
+        quantised = np.clip(np.rint(self.prob * 255), 0, 255).astype(np.uint8)
+        return struct.pack(">I", len(header)) + header + zlib.compress(quantised.tobytes(), 1)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "Step":
+        (length,) = struct.unpack(">I", blob[:4])
+        header = json.loads(blob[4:4 + length])
+        prob = np.frombuffer(zlib.decompress(blob[4 + length:]), np.uint8).reshape(header["shape"])
+        return cls(header["click"], prob.astype(np.float32) / 255.0, header["stats"], header["iou"],
+                   header["model_ms"])
+
+
+@dataclass
+class Session:
+    meta: dict
+    image: np.ndarray | None = None
+    steps: list[Step] = field(default_factory=list)
+    redo_depth: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.meta["height"], self.meta["width"]
+
+    def initial_prob(self) -> np.ndarray | None:
+        initial = self.meta.get("initial_mask")
+        if initial is None:
+            return None
+        return decode_rle(initial["size"], initial["counts"], self.shape, "initial_mask").astype(np.float32)
+
+    def current_prob(self) -> np.ndarray | None:
+        return self.steps[-1].prob if self.steps else self.initial_prob()
+
+    def current_mask(self) -> np.ndarray:
+        prob = self.current_prob()
+        return np.zeros(self.shape, bool) if prob is None else prob > self.meta["threshold"]
+
+    def clicks(self) -> list[Click]:
+        return [Click(int(s.click["x"]), int(s.click["y"]), s.click["positive"]) for s in self.steps]
+
+
+@dataclass
+class Update:
+    """What a click, an undo or a redo returns."""
+
+    session: Session
+    click: dict
+    mask: np.ndarray
+    stats: dict
+    iou_with_previous: float
+    model_latency_ms: float
+
+
+class SessionStore:
+    def __init__(self, redis: Redis, predictor_factory, ttl_s: int, finished_ttl_s: int,
+                 threshold: float, max_clicks: int) -> None:
+        self.redis = redis
+        self.predictor_factory = predictor_factory  # () -> Predictor, resolved lazily (Triton may be down)
+        self.ttl_s, self.finished_ttl_s = ttl_s, finished_ttl_s
+        self.threshold, self.max_clicks = threshold, max_clicks
+
+    # --- keys and low-level access -------------------------------------------------------------
+    @staticmethod
+    def _keys(session_id: str) -> tuple[str, str, str]:
+        base = f"seg:{session_id}"
+        return base, f"{base}:steps", f"{base}:redo"
+
+    def _touch(self, pipe, session_id: str, ttl: int) -> None:
+        for key in self._keys(session_id):
+            pipe.expire(key, ttl)
+
+    def _lock(self, session_id: str):
+        return self.redis.lock(f"seg:{session_id}:lock", timeout=60,
+                               blocking_timeout=max(0.01, time_remaining(30.0)))
+
+    def load(self, project_id: str, session_id: str, with_image: bool = False,
+             with_steps: bool = True) -> Session:
+        if not session_id:
+            raise InvalidArgument("session_id", "required")
+        base, steps_key, redo_key = self._keys(session_id)
+        pipe = self.redis.pipeline()
+        pipe.hget(base, "meta")
+        pipe.hget(base, "image") if with_image else pipe.exists(base)
+        pipe.lrange(steps_key, 0, -1) if with_steps else pipe.llen(steps_key)
+        pipe.llen(redo_key)
+        meta, image, steps, redo_depth = pipe.execute()
+        if meta is None:
+            raise NotFound(f"no session {session_id!r} (unknown, or expired after "
+                           f"{self.ttl_s} s without activity)")
+        meta = json.loads(meta)
+        if meta["project_id"] != project_id:
+            raise NotFound(f"no session {session_id!r} in project {project_id!r}")
+        session = Session(meta, redo_depth=redo_depth)
+        if with_image and image is not None:  # a finished session no longer holds its pixels
+            session.image = np.frombuffer(image, np.uint8).reshape(meta["height"], meta["width"], 3)
+        if with_steps:
+            session.steps = [Step.from_bytes(blob) for blob in steps]
+        return session
+
+    # --- operations --------------------------------------------------------------------------------
+    def start(self, project_id: str, image: np.ndarray, *, session_id: str = "", image_id: str = "",
+              uri: str = "", annotator_id: str = "", task_id: str = "", label: str = "",
+              initial_mask: dict | None = None) -> Session:
+        session_id = session_id or uuid.uuid4().hex
+        if len(session_id) > 128 or not all(c.isalnum() or c in "-_." for c in session_id):
+            raise InvalidArgument("session_id", "at most 128 characters of [A-Za-z0-9-_.]")
+        now = time.time()
+        height, width = image.shape[:2]
+        meta = {"session_id": session_id, "project_id": project_id, "image_id": image_id, "uri": uri,
+                "width": width, "height": height, "annotator_id": annotator_id, "task_id": task_id,
+                "label": label, "state": ACTIVE, "outcome": "", "create_time": now, "update_time": now,
+                "threshold": self.threshold, "initial_mask": initial_mask}
+        base, *_ = self._keys(session_id)
+        try:
+            if not self.redis.hsetnx(base, "meta", json.dumps(meta)):
+                raise AlreadyExists(f"session {session_id!r} exists", field="session_id")
+            pipe = self.redis.pipeline()
+            pipe.hset(base, "image", np.ascontiguousarray(image).tobytes())
+            pipe.expire(base, self.ttl_s)
+            pipe.execute()
+        except RedisError as exc:
+            raise Unavailable(f"session store (Redis): {exc}") from None
+        return Session(meta, image)
+
+    def add_click(self, project_id: str, session_id: str, x: float, y: float, positive: bool,
+                  t_ms: int = 0) -> Update:
+        with self._locked(session_id):
+            session = self.load(project_id, session_id, with_image=True)
+            self._require_active(session)
+            if len(session.steps) >= self.max_clicks:
+                raise FailedPrecondition(f"the session has the maximum of {self.max_clicks} clicks")
+            height, width = session.shape
+            pixel = check_click(x, y, width, height, "click")
+            clicks = [*session.clicks(), Click(pixel.x, pixel.y, positive)]
+            previous = session.current_prob()
+            timings: dict = {}
+            predictor: Predictor = self.predictor_factory()
+            prob = predictor.predict(session.image, clicks, previous, timings)
+            before = session.current_mask()
+            mask = prob > session.meta["threshold"]
+            click = {"x": float(x), "y": float(y), "positive": bool(positive), "t_ms": int(t_ms),
+                     "index": len(session.steps)}
+            step = Step(click, prob, probability_stats(prob, session.meta["threshold"], clicks[-1]),
+                        iou(mask, before), timings.get("model_ms", 0.0))
+            base, steps_key, redo_key = self._keys(session_id)
+            session.meta["update_time"] = time.time()
+            pipe = self.redis.pipeline()
+            pipe.rpush(steps_key, step.to_bytes())
+            pipe.delete(redo_key)
+            pipe.hset(base, "meta", json.dumps(session.meta))
+            self._touch(pipe, session_id, self.ttl_s)
+            pipe.execute()
+            session.steps.append(step)
+            session.redo_depth = 0
+            return Update(session, click, mask, step.stats, step.iou_with_previous, step.model_latency_ms)
+
+    def undo(self, project_id: str, session_id: str) -> Update:
+        return self._move(project_id, session_id, undo=True)
+
+    def redo(self, project_id: str, session_id: str) -> Update:
+        return self._move(project_id, session_id, undo=False)
+
+    def _move(self, project_id: str, session_id: str, undo: bool) -> Update:
+        with self._locked(session_id):
+            session = self.load(project_id, session_id)
+            self._require_active(session)
+            base, steps_key, redo_key = self._keys(session_id)
+            before = session.current_mask()
+            pipe = self.redis.pipeline()
+            if undo:
+                if not session.steps:
+                    raise FailedPrecondition("there is no click to undo")
+                moved = session.steps.pop()
+                pipe.rpop(steps_key)
+                pipe.rpush(redo_key, moved.to_bytes())
+                session.redo_depth += 1
+            else:
+                if session.redo_depth == 0:
+                    raise FailedPrecondition("there is no undone click to redo")
+                moved = Step.from_bytes(self.redis.lindex(redo_key, -1))
+                pipe.rpop(redo_key)
+                pipe.rpush(steps_key, moved.to_bytes())
+                session.steps.append(moved)
+                session.redo_depth -= 1
+            session.meta["update_time"] = time.time()
+            pipe.hset(base, "meta", json.dumps(session.meta))
+            self._touch(pipe, session_id, self.ttl_s)
+            pipe.execute()
+            mask = session.current_mask()
+            stats = session.steps[-1].stats if session.steps else probability_stats(
+                np.zeros(session.shape, np.float32) if session.current_prob() is None
+                else session.current_prob(), session.meta["threshold"], None)
+            return Update(session, moved.click, mask, stats, iou(mask, before), 0.0)
+
+    def finish(self, project_id: str, session_id: str, outcome: str, label: str = "") -> tuple[Session, bool]:
+        """Marks the session finished; returns it and whether this call finished it (idempotent)."""
+        with self._locked(session_id):
+            session = self.load(project_id, session_id)
+            if session.meta["state"] == FINISHED:
+                return session, False
+            session.meta.update(state=FINISHED, outcome=outcome, update_time=time.time(),
+                                finish_time=time.time())
+            if label:
+                session.meta["label"] = label
+            self.save_meta(session, ttl=self.finished_ttl_s)
+            return session, True
+
+    def save_meta(self, session: Session, ttl: int | None = None) -> None:
+        base, *_ = self._keys(session.meta["session_id"])
+        pipe = self.redis.pipeline()
+        pipe.hset(base, "meta", json.dumps(session.meta))
+        if session.meta["state"] == FINISHED:
+            pipe.hdel(base, "image")  # the finished record keeps clicks and masks, not the pixels
+        self._touch(pipe, session.meta["session_id"], ttl or self.ttl_s)
+        pipe.execute()
+
+    @staticmethod
+    def _require_active(session: Session) -> None:
+        if session.meta["state"] != ACTIVE:
+            raise FailedPrecondition(f"session {session.meta['session_id']!r} is finished")
+
+    def _locked(self, session_id: str):
+        return _SessionLock(self._lock(session_id), session_id)
+
+
+class _SessionLock:
+    """Serialises calls on one session; Redis down -> Unavailable, lock not had in time -> deadline."""
+
+    def __init__(self, lock, session_id: str) -> None:
+        self.lock, self.session_id = lock, session_id
+
+    def __enter__(self):
+        try:
+            acquired = self.lock.acquire()
+        except RedisError as exc:
+            raise Unavailable(f"session store (Redis): {exc}") from None
+        if not acquired:
+            raise DeadlineExceeded(f"session {self.session_id!r} is busy with another call")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.lock.release()
+        except (LockError, RedisError):
+            pass  # expired or Redis gone: the lock times out by itself
+
+
+def session_summary(session: Session) -> dict:
+    """What FinishSession hands to the byproducts and quality queues (JSON-serialisable)."""
+    size, counts = encode_rle(session.current_mask())
+    return {
+        "session": {k: v for k, v in session.meta.items() if k != "initial_mask"},
+        "clicks": [s.click for s in session.steps],
+        "steps": [{"stats": s.stats, "iou_with_previous": s.iou_with_previous,
+                   "model_latency_ms": s.model_latency_ms} for s in session.steps],
+        "mask": {"size": size, "counts": counts},
+    }
+
+
+def validate_clicks(clicks: Sequence, width: int, height: int, max_clicks: int) -> list[Click]:
+    """The clicks of a stateless request, in order, each inside the image."""
+    if not clicks:
+        raise InvalidArgument("clicks", "at least one click is needed")
+    if len(clicks) > max_clicks:
+        raise InvalidArgument("clicks", f"{len(clicks)} clicks is over the limit of {max_clicks}")
+    out = []
+    for i, c in enumerate(clicks):
+        pixel = check_click(c.x, c.y, width, height, f"clicks[{i}]")
+        out.append(Click(pixel.x, pixel.y, bool(c.positive)))
+    return out

@@ -1,0 +1,110 @@
+"""The segmentation network as Triton serves it: a ``Network`` callable over tritonclient gRPC.
+
+Failures become domain errors: Triton unreachable, not ready or past the deadline -> Unavailable
+(the caller's deadline bounds every call). The gRPC channel reconnects by itself with a short
+backoff, so the service recovers without a restart when Triton comes back.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
+
+from services.common.errors import DomainError, Unavailable
+from services.common.request_context import time_remaining
+from services.segmentation.predictor import EncodingConfig
+
+# A restarted Triton is found within about a second, not after gRPC's default backoff of minutes.
+CHANNEL_ARGS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+UNAVAILABLE_STATUSES = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
+
+
+def _unavailable(exc: InferenceServerException) -> bool:
+    status = str(exc.status() or "")
+    message = str(exc.message() or "").lower()
+    return status in UNAVAILABLE_STATUSES or "unavailable" in message or "not ready" in message or (
+        "deadline" in message
+    )
+
+
+class TritonNetwork:
+    """Calls the model with the remaining request deadline; thread-safe (one channel, many calls)."""
+
+    def __init__(self, url: str, model: str, version: str = "", default_timeout_s: float = 10.0) -> None:
+        self.url, self.model, self.version = url, model, version
+        self.default_timeout_s = default_timeout_s
+        self.client = triton.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
+        self._encoding: EncodingConfig | None = None
+        self._lock = threading.Lock()
+
+    def _timeout(self) -> float:
+        return max(0.05, time_remaining(self.default_timeout_s) - 0.05)
+
+    def _error(self, exc: InferenceServerException, what: str) -> Exception:
+        if _unavailable(exc):
+            return Unavailable(f"Triton at {self.url} cannot {what}: {exc.message()}")
+        return DomainError(f"Triton refused to {what}: {exc.message()}")
+
+    def encoding(self) -> EncodingConfig:
+        """The click encoding the deployed model expects, read once from its config's parameters."""
+        with self._lock:
+            if self._encoding is None:
+                try:
+                    config = self.client.get_model_config(
+                        self.model, self.version, as_json=True, client_timeout=self._timeout()
+                    )["config"]
+                except InferenceServerException as exc:
+                    raise self._error(exc, f"describe model {self.model!r}") from None
+                params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+                self._encoding = EncodingConfig(
+                    size=int(params.get("input_size", 192)),
+                    radius=float(params.get("click_radius", 5)),
+                    with_prior=params.get("colour_prior", "true").lower() == "true",
+                )
+            return self._encoding
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        tensor = triton.InferInput("INPUT", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        try:
+            result = self.client.infer(
+                self.model, [tensor], model_version=self.version,
+                outputs=[triton.InferRequestedOutput("PROB")], client_timeout=self._timeout(),
+            )
+        except InferenceServerException as exc:
+            raise self._error(exc, "run the model") from None
+        return result.as_numpy("PROB")
+
+    def status(self) -> dict:
+        """What GetModelInfo reports; never raises (ready = false and the error instead)."""
+        status = {"url": self.url, "server_live": False, "server_ready": False, "model_ready": False,
+                  "server_version": "", "ready_versions": [], "error": ""}
+        timeout = min(2.0, self._timeout())
+        try:
+            status["server_live"] = self.client.is_server_live(client_timeout=timeout)
+            status["server_ready"] = self.client.is_server_ready(client_timeout=timeout)
+            status["server_version"] = self.client.get_server_metadata(
+                as_json=True, client_timeout=timeout).get("version", "")
+            status["model_ready"] = self.client.is_model_ready(
+                self.model, self.version, client_timeout=timeout)
+            index = self.client.get_model_repository_index(as_json=True, client_timeout=timeout)
+            status["ready_versions"] = sorted(
+                m.get("version", "") for m in index.get("models", [])
+                if m.get("name") == self.model and m.get("state") == "READY"
+            )
+        except InferenceServerException as exc:
+            status["error"] = str(exc.message())
+        return status
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,251 @@
+"""The segmentation service as clients meet it: a real server process, real Redis, the real
+tritonserver running the shipped model repository on CPU."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_status import rpc_status
+from PIL import Image
+from redis import Redis
+
+from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from services.common.keys import KeyStore, Role
+from services.common.probes import grpc_health
+from services.common.storage import make_engine, make_session_factory, migrate
+from services.segmentation.export import MODEL_DIR
+from services.segmentation.masks import decode_rle, iou
+from services.segmentation.predictor import EncodingConfig, Predictor
+from services.simulation.clicker import Click
+from tests.conftest import PYTHON, SHARED_DATA, wait_until
+
+pytestmark = pytest.mark.integration
+
+IMAGE = SHARED_DATA / "grabcut" / "images" / "124080.jpg"
+
+
+def bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+def jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def seg_settings(settings, triton_server):
+    return settings.model_copy(update={
+        "triton_grpc_url": triton_server.grpc_url, "triton_http_port": triton_server.http_port,
+        "segmentation_max_image_pixels": 1_000_000, "segmentation_session_ttl_s": 600})
+
+
+@pytest.fixture
+def token(seg_settings):
+    migrate(seg_settings.resolved_database_url)
+    store = KeyStore(make_session_factory(make_engine(seg_settings.resolved_database_url)), 0)
+    return store.create("annotator", Role.ANNOTATOR, ["p1"])[1]
+
+
+@pytest.fixture
+def stub(seg_settings, token, spawn):
+    process = spawn([PYTHON, "-m", "services.segmentation.server"], seg_settings)
+    address = seg_settings.service_address("segmentation")
+    try:
+        wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "segmentation SERVING")
+    except TimeoutError:
+        pytest.fail(f"server did not become healthy:\n{process.output()}")
+    with grpc.insecure_channel(address) as channel:
+        yield segmentation_pb2_grpc.SegmentationStub(channel)
+
+
+@pytest.fixture
+def call(stub, token):
+    def _call(method: str, request, timeout: float = 30):
+        return getattr(stub, method)(request, metadata=bearer(token), timeout=timeout)
+    return _call
+
+
+def error_of(excinfo) -> tuple[grpc.StatusCode, str, list]:
+    err = excinfo.value
+    status = rpc_status.from_call(err)
+    fields = []
+    if status is not None:
+        for detail in status.details:
+            info = common_pb2.ErrorDetail()
+            if detail.Unpack(info):
+                fields.append(info.field)
+    return err.code(), err.details(), fields
+
+
+def image_bytes() -> tuple[bytes, np.ndarray]:
+    data = IMAGE.read_bytes()
+    return data, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_predict_runs_the_shipped_network_in_triton(call):
+    data, image = image_bytes()
+    clicks = [Click(230, 200, True), Click(60, 40, False)]
+    reply = call("Predict", segmentation_pb2.PredictRequest(
+        project_id="p1", image_data=data,
+        clicks=[common_pb2.Click(x=c.x, y=c.y, positive=c.positive) for c in clicks]))
+    mask = decode_rle(reply.mask.size, reply.mask.counts, image.shape[:2], "mask")
+    # The same steps with the same TorchScript file in-process give the same mask: the service
+    # really runs the shipped network (through Triton), not something else.
+    import torch
+
+    net = torch.jit.load(str(MODEL_DIR / "1" / "model.pt")).eval()
+    config = json.loads((MODEL_DIR / "1" / "training.json").read_text())["config"]
+
+    def network(batch):
+        with torch.inference_mode():
+            return torch.sigmoid(net(torch.from_numpy(batch))).numpy()
+
+    encoding = EncodingConfig(config["size"], config["radius"], config["in_channels"] == 7)
+    expected = Predictor(network, encoding, refine=True).predict(image, clicks, None) > 0.5
+    assert iou(mask, expected) > 0.99
+    assert reply.model_latency_ms > 0 and reply.service_latency_ms >= reply.model_latency_ms
+    assert reply.model_version.startswith("clickseg")
+    assert (reply.image.width, reply.image.height) == (image.shape[1], image.shape[0])
+    assert reply.stats.area_px == int(mask.sum())
+
+
+def test_session_clicks_undo_redo_and_finish(call, seg_settings):
+    data, image = image_bytes()
+    start = call("StartSession", segmentation_pb2.StartSessionRequest(
+        project_id="p1", image_data=data, annotator_id="ann-1", task_id="t-1")).session
+    sid = start.session_id
+    assert start.state == segmentation_pb2.SEGMENTATION_SESSION_STATE_ACTIVE
+    assert (start.image.width, start.image.height) == (image.shape[1], image.shape[0])
+    masks = []
+    for i, (x, y, positive) in enumerate([(230, 200, True), (60, 40, False), (300, 250, True)]):
+        reply = call("AddClick", segmentation_pb2.AddClickRequest(
+            project_id="p1", session_id=sid, click=common_pb2.Click(x=x, y=y, positive=positive, t_ms=900 * i)))
+        assert reply.click.index == i and reply.update.click_count == i + 1
+        assert reply.update.model_latency_ms > 0
+        masks.append(reply.update.mask)
+    undo = call("Undo", segmentation_pb2.UndoRequest(project_id="p1", session_id=sid))
+    assert undo.undone_click.x == 300 and undo.update.mask == masks[1] and undo.update.redo_depth == 1
+    assert undo.update.model_latency_ms == 0  # restored, no model call
+    redo = call("Redo", segmentation_pb2.RedoRequest(project_id="p1", session_id=sid))
+    assert redo.update.mask == masks[2] and redo.update.click_count == 3 and redo.update.redo_depth == 0
+    got = call("GetSession", segmentation_pb2.SegmentationGetSessionRequest(project_id="p1", session_id=sid))
+    assert [c.x for c in got.session.clicks] == [230, 60, 300] and got.session.mask == masks[2]
+
+    finished = call("FinishSession", segmentation_pb2.FinishSessionRequest(project_id="p1", session_id=sid))
+    assert finished.session.state == segmentation_pb2.SEGMENTATION_SESSION_STATE_FINISHED
+    assert finished.session.outcome == common_pb2.SESSION_OUTCOME_SUBMITTED
+    assert finished.quality_operation_id and finished.byproducts_operation_id
+    again = call("FinishSession", segmentation_pb2.FinishSessionRequest(project_id="p1", session_id=sid))
+    assert again.quality_operation_id == finished.quality_operation_id  # idempotent, nothing re-sent
+    redis = Redis.from_url(seg_settings.redis_url)
+    assert redis.llen("byproducts") == 1 and redis.llen("quality") == 1  # Celery's queues
+    with pytest.raises(grpc.RpcError) as exc:
+        call("AddClick", segmentation_pb2.AddClickRequest(
+            project_id="p1", session_id=sid, click=common_pb2.Click(x=1, y=1, positive=True)))
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_bad_input_is_refused_and_changes_nothing(call):
+    data, image = image_bytes()
+    height, width = image.shape[:2]
+    with pytest.raises(grpc.RpcError) as exc:
+        call("StartSession", segmentation_pb2.StartSessionRequest(project_id="p1", image_data=b"GIF89a junk"))
+    code, _, fields = error_of(exc)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["image_data"]
+
+    big = jpeg(np.zeros((1100, 1000, 3), np.uint8))  # 1.1 Mpx, the test limit is 1 Mpx
+    with pytest.raises(grpc.RpcError) as exc:
+        call("Predict", segmentation_pb2.PredictRequest(project_id="p1", image_data=big,
+                                                        clicks=[common_pb2.Click(x=5, y=5, positive=True)]))
+    code, details, fields = error_of(exc)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["image_data"] and "limit" in details
+
+    with pytest.raises(grpc.RpcError) as exc:
+        call("Predict", segmentation_pb2.PredictRequest(
+            project_id="p1", image_data=data, clicks=[common_pb2.Click(x=5, y=5, positive=True),
+                                                      common_pb2.Click(x=width, y=5, positive=False)]))
+    assert error_of(exc)[0] == grpc.StatusCode.INVALID_ARGUMENT and error_of(exc)[2] == ["clicks[1].x"]
+
+    with pytest.raises(grpc.RpcError) as exc:
+        call("Predict", segmentation_pb2.PredictRequest(
+            project_id="p1", image_data=data, clicks=[common_pb2.Click(x=5, y=5, positive=True)],
+            previous_mask=common_pb2.Mask(size=[height, width], counts="0123~~")))
+    assert error_of(exc)[2] == ["previous_mask.counts"]
+
+    sid = call("StartSession", segmentation_pb2.StartSessionRequest(project_id="p1", image_data=data)).session.session_id
+    for x, y, field in [(-1, 10, "click.x"), (10, height + 3, "click.y"), (float("nan"), 10, "click.x")]:
+        with pytest.raises(grpc.RpcError) as exc:
+            call("AddClick", segmentation_pb2.AddClickRequest(
+                project_id="p1", session_id=sid, click=common_pb2.Click(x=x, y=y, positive=True)))
+        assert error_of(exc)[0] == grpc.StatusCode.INVALID_ARGUMENT and error_of(exc)[2] == [field]
+    got = call("GetSession", segmentation_pb2.SegmentationGetSessionRequest(project_id="p1", session_id=sid))
+    assert len(got.session.clicks) == 0  # refused calls changed nothing
+
+    for request in (segmentation_pb2.AddClickRequest(project_id="p1", session_id="nope",
+                                                     click=common_pb2.Click(x=1, y=1, positive=True)),):
+        with pytest.raises(grpc.RpcError) as exc:
+            call("AddClick", request)
+        assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as exc:
+        call("Undo", segmentation_pb2.UndoRequest(project_id="p1", session_id=sid))
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_an_expired_session_is_not_found(seg_settings, token, spawn, triton_server):
+    settings = seg_settings.model_copy(update={"segmentation_session_ttl_s": 1})
+    spawn([PYTHON, "-m", "services.segmentation.server"], settings)
+    address = settings.service_address("segmentation")
+    wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "segmentation SERVING")
+    with grpc.insecure_channel(address) as channel:
+        stub = segmentation_pb2_grpc.SegmentationStub(channel)
+        data, _ = image_bytes()
+        sid = stub.StartSession(segmentation_pb2.StartSessionRequest(project_id="p1", image_data=data),
+                                metadata=bearer(token), timeout=30).session.session_id
+        time.sleep(2.2)
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.AddClick(segmentation_pb2.AddClickRequest(
+                project_id="p1", session_id=sid, click=common_pb2.Click(x=3, y=3, positive=True)),
+                metadata=bearer(token), timeout=30)
+        assert exc.value.code() == grpc.StatusCode.NOT_FOUND and "expired" in exc.value.details()
+
+
+def test_triton_down_is_unavailable_within_the_deadline_and_recovers(call, triton_server):
+    data, _ = image_bytes()
+    sid = call("StartSession", segmentation_pb2.StartSessionRequest(project_id="p1", image_data=data)).session.session_id
+    click = segmentation_pb2.AddClickRequest(project_id="p1", session_id=sid,
+                                             click=common_pb2.Click(x=230, y=200, positive=True))
+    call("AddClick", click)  # warm: the encoding is known, the channel connected
+    triton_server.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as exc:
+            call("AddClick", click, timeout=3)
+        elapsed = time.monotonic() - started
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, exc.value.details()
+        assert "Triton" in exc.value.details()
+        assert elapsed < 3.5  # answered within the caller's deadline, not hung
+        got = call("GetSession", segmentation_pb2.SegmentationGetSessionRequest(project_id="p1", session_id=sid))
+        assert len(got.session.clicks) == 1  # the failed click left the session as it was
+        info = call("GetModelInfo", segmentation_pb2.SegmentationGetModelInfoRequest())
+        assert not info.triton.model_ready and info.triton.error
+    finally:
+        triton_server.start()
+
+    def clicked():
+        try:
+            return call("AddClick", click, timeout=5)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
+            return None
+
+    reply = wait_until(clicked, 30, "service recovered after Triton restart", interval_s=0.5)
+    assert reply.update.click_count == 2  # same server process, no restart
+    info = call("GetModelInfo", segmentation_pb2.SegmentationGetModelInfoRequest())
+    assert info.triton.model_ready and info.input_long_side_px == 192 and info.click_radius_px == 5
