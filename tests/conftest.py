@@ -59,12 +59,7 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process read the same settings."""
-    env = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        env[f"ANNOT_{name.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
-    return env
+    return settings.to_env()
 
 
 class Redis:

@@ -6,6 +6,8 @@ description is its documentation, printed by ``annot settings``.
 
 from __future__ import annotations
 
+import json
+
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -152,6 +154,11 @@ class Settings(BaseSettings):
 
     def metrics_port(self, service: str) -> int:
         return self.metrics_port_base + 1 + SERVICES.index(service)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes a child process read these same settings."""
+        return {f"ANNOT_{name.upper()}": json.dumps(value) if isinstance(value, dict) else str(value)
+                for name, value in ((n, getattr(self, n)) for n in type(self).model_fields)}
 
     def service_address(self, service: str) -> str:
         return self.service_hosts.get(service) or f"{self.host}:{self.grpc_port(service)}"

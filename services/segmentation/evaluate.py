@@ -1,0 +1,194 @@
+"""NoC evaluation of the deployed segmentation (the real service and Triton) against a classic
+click-seeded baseline, with the standard clicker, in one run on the same images.
+
+    python -m services.segmentation.evaluate --data ../shared/data/grabcut --out var/eval/grabcut.json
+
+DIR holds ``images/`` and ``masks/`` with matching stems (0 background, 255 object, 128 ignore).
+Methods: ``model`` (the service as deployed: network in Triton + GrabCut refinement), ``model-raw``
+(the network alone, refinement off), ``grabcut`` (OpenCV GrabCut seeded from the clicks, in-process:
+the baseline is not a service). Without ``--address`` a private stack (Redis, tritonserver, the
+segmentation server) is started for the run and stopped after it.
+Writes FILE.json (per-image IoU-per-click curves, mIoU@1..20, NoC@85/90, images never reaching 90%,
+per-click latency) and FILE.png (mIoU against clicks).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import typer
+from tqdm import tqdm
+
+from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from services.segmentation.classic import grabcut_segmenter
+from services.segmentation.dataset import Sample, load_folder
+from services.segmentation.images import encode_png
+from services.segmentation.masks import decode_rle
+from services.simulation.clicker import Click
+from services.simulation.protocol import Segmenter, iou_curve, summarize
+
+METHODS = ("model", "model-raw", "grabcut")
+app = typer.Typer(add_completion=False)
+
+
+class ServiceSegmenter:
+    """One interactive session per image through the gRPC API; each new click is one AddClick."""
+
+    def __init__(self, stub, metadata, project: str = "eval", timeout_s: float = 30.0) -> None:
+        self.stub, self.metadata, self.project, self.timeout_s = stub, metadata, project, timeout_s
+        self.latencies_ms: list[float] = []
+        self.model_ms: list[float] = []
+
+    def __call__(self, image: np.ndarray) -> Segmenter:
+        session = self.stub.StartSession(segmentation_pb2.StartSessionRequest(
+            project_id=self.project, image_data=encode_png(image), annotator_id="simulated-clicker"),
+            metadata=self.metadata, timeout=self.timeout_s).session
+        shape = image.shape[:2]
+        sent = 0
+
+        def segment(clicks: Sequence[Click], _previous) -> np.ndarray:
+            nonlocal sent
+            mask = None
+            for click in clicks[sent:]:
+                started = time.perf_counter()
+                reply = self.stub.AddClick(segmentation_pb2.AddClickRequest(
+                    project_id=self.project, session_id=session.session_id,
+                    click=common_pb2.Click(x=click.x, y=click.y, positive=click.positive)),
+                    metadata=self.metadata, timeout=self.timeout_s)
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+                self.model_ms.append(reply.update.model_latency_ms)
+                mask = reply.update.mask
+            sent = len(clicks)
+            return decode_rle(mask.size, mask.counts, shape, "mask").astype(np.float32)
+
+        return segment
+
+
+def _latency(values: list[float]) -> dict:
+    if not values:
+        return {}
+    a = np.asarray(values)
+    return {"clicks": len(a), "p50_ms": round(float(np.percentile(a, 50)), 1),
+            "p95_ms": round(float(np.percentile(a, 95)), 1), "mean_ms": round(float(a.mean()), 1)}
+
+
+def run_method(name: str, make_segmenter, samples: Sequence[Sample], max_clicks: int,
+               stop_at: float | None = None) -> dict:
+    curves = {}
+    for sample in tqdm(samples, desc=name, unit="img"):
+        curves[sample.stem] = [round(v, 4) for v in iou_curve(make_segmenter(sample.image),
+                                                               sample.annotation, max_clicks, stop_at)]
+    return {"summary": summarize(list(curves.values()), max_clicks), "curves": curves}
+
+
+def plot(results: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, result in results.items():
+        s = result["summary"]
+        ax.plot(range(1, len(s["miou_at"]) + 1), s["miou_at"], marker="o", ms=3,
+                label=f"{name}: NoC@85 {s['noc85']:.2f}, NoC@90 {s['noc90']:.2f}")
+    ax.axhline(0.85, color="grey", lw=0.6, ls=":")
+    ax.axhline(0.90, color="grey", lw=0.6, ls="--")
+    ax.set(xlabel="clicks", ylabel="mIoU", title=title, ylim=(0, 1), xticks=range(0, 21, 2))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def evaluate(data: Path, out: Path, methods: Sequence[str], max_clicks: int = 20, limit: int = 0,
+             address: str = "", token: str = "", stop_at: float | None = None) -> dict:
+    samples = load_folder(data)
+    if limit:
+        samples = samples[:limit]
+    if not samples:
+        raise typer.BadParameter(f"no image/mask pairs under {data}", param_hint="--data")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise typer.BadParameter(f"unknown method(s) {sorted(unknown)}; choose from {METHODS}",
+                                 param_hint="--method")
+    results: dict = {}
+    latency: dict = {}
+    service_methods = [m for m in methods if m != "grabcut"]
+    stack = None
+    if service_methods and not address:
+        from services.simulation.stack import LocalStack
+
+        overrides = {"segmentation-raw": {"segmentation_refine": False}} if "model-raw" in methods else {}
+        stack = LocalStack(["segmentation"] if "model" in methods else [], overrides=overrides).__enter__()
+    try:
+        for method in methods:
+            started = time.perf_counter()
+            if method == "grabcut":
+                results[method] = run_method(method, grabcut_segmenter, samples, max_clicks, stop_at)
+            else:
+                if stack is not None:
+                    target = stack.addresses["segmentation" if method == "model" else "segmentation-raw"]
+                    metadata = stack.auth
+                else:
+                    target, metadata = address, [("authorization", f"Bearer {token}")]
+                with grpc.insecure_channel(target) as channel:
+                    segmenter = ServiceSegmenter(segmentation_pb2_grpc.SegmentationStub(channel), metadata)
+                    results[method] = run_method(method, segmenter, samples, max_clicks, stop_at)
+                latency[method] = {"service": _latency(segmenter.latencies_ms),
+                                   "model": _latency(segmenter.model_ms)}
+            results[method]["seconds"] = round(time.perf_counter() - started, 1)
+    finally:
+        if stack is not None:
+            stack.__exit__(None, None, None)
+    report = {
+        "data": str(data), "images": len(samples), "max_clicks": max_clicks, "stop_at": stop_at,
+        "image_sizes": sorted({f"{s.image.shape[1]}x{s.image.shape[0]}" for s in samples})[:10],
+        "methods": list(methods),
+        "summary": {m: r["summary"] for m, r in results.items()},
+        "latency": latency,
+        "seconds": {m: r["seconds"] for m, r in results.items()},
+        "curves": {m: r["curves"] for m, r in results.items()},
+    }
+    if "grabcut" in results:
+        base = results["grabcut"]["summary"]
+        report["noc90_ratio_vs_grabcut"] = {
+            m: round(base["noc90"] / r["summary"]["noc90"], 3) for m, r in results.items() if m != "grabcut"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    plot(results, out.with_suffix(".png"), f"{data.name}: {len(samples)} images")
+    return report
+
+
+@app.command()
+def main(
+    data: Path = typer.Option(..., exists=True, file_okay=False, help="folder with images/ and masks/"),
+    out: Path = typer.Option(..., help="results JSON; the plot goes beside it as .png"),
+    method: list[str] = typer.Option(list(METHODS), help=f"any of {', '.join(METHODS)}; repeatable"),
+    max_clicks: int = typer.Option(20, min=1, max=100),
+    limit: int = typer.Option(0, min=0, help="only the first N images (0: all)"),
+    address: str = typer.Option("", help="segmentation service host:port of a running platform"),
+    token: str = typer.Option("", envvar="ANNOT_TOKEN", help="API key for --address"),
+    stop_at: float = typer.Option(0.0, min=0.0, max=1.0, help="end an image's run at this IoU and "
+                                  "carry it forward (exact NoC up to it, faster); 0: all clicks"),
+) -> None:
+    report = evaluate(data, out, method, max_clicks, limit, address, token, stop_at or None)
+    for name, s in report["summary"].items():
+        typer.echo(f"{name:10s} NoC@85 {s['noc85']:6.2f}  NoC@90 {s['noc90']:6.2f}  "
+                   f"failed@90 {s['failed90']:3d}/{s['images']}  mIoU@1/3/5 "
+                   f"{s['miou_at'][0]:.3f}/{s['miou_at'][min(2, max_clicks - 1)]:.3f}/"
+                   f"{s['miou_at'][min(4, max_clicks - 1)]:.3f}")
+    for name, lat in report["latency"].items():
+        typer.echo(f"{name:10s} per click: service p50 {lat['service'].get('p50_ms')} ms, "
+                   f"p95 {lat['service'].get('p95_ms')} ms; Triton p50 {lat['model'].get('p50_ms')} ms")
+    typer.echo(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,147 @@
+"""A private stack of real processes for simulations and benchmarks: redis-server, the real
+tritonserver, and service servers, on free loopback ports in a temporary folder, with an admin key.
+
+    with LocalStack(["segmentation"]) as stack:
+        channel = stack.channel("segmentation")    # metadata=stack.auth
+
+Simulations reach the services only through their gRPC APIs (DESIGN.md); this starts them. Pass
+``address``/``token`` to the tools instead to drive a platform that is already running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import httpx
+
+from services.common.keys import KeyStore, Role
+from services.common.probes import grpc_health
+from services.common.settings import REPO_ROOT, SERVICES, Settings
+from services.common.storage import make_engine, make_session_factory, migrate
+
+TRITON_LAUNCHER = REPO_ROOT / "deploy" / "local" / "tritonserver.sh"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(predicate, timeout_s: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"{what} not ready within {timeout_s:.0f} s\n{tail}")
+
+
+class LocalStack:
+    def __init__(self, services: Sequence[str], triton: bool = True,
+                 overrides: dict[str, dict] | None = None, keep: bool = False) -> None:
+        """``overrides``: per extra server name -> settings changes, e.g. a second segmentation
+        server without refinement: ``{"segmentation-raw": {"segmentation_refine": False}}``."""
+        self.services = list(services)
+        self.triton = triton
+        self.overrides = overrides or {}
+        self.keep = keep
+        self.dir = Path(tempfile.mkdtemp(prefix="annot-stack-"))
+        self.procs: list[subprocess.Popen] = []
+        self.addresses: dict[str, str] = {}
+        self.token = ""
+
+    @property
+    def auth(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.token}")]
+
+    def _start(self, args: list[str], name: str, env: dict[str, str] | None = None) -> Path:
+        log = self.dir / f"{name}.log"
+        with log.open("wb") as out:
+            self.procs.append(subprocess.Popen(
+                args, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True))
+        return log
+
+    def __enter__(self) -> "LocalStack":
+        try:
+            self._up()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _up(self) -> None:
+        redis_port = free_port()
+        (self.dir / "redis").mkdir()
+        redis_log = self._start([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
+                                 "--bind", "127.0.0.1", "--dir", str(self.dir / "redis"), "--save", "",
+                                 "--appendonly", "no"], "redis")
+        ports = {f"{s}_port": free_port() for s in SERVICES}
+        triton_grpc, triton_http = free_port(), free_port()
+        self.settings = Settings(
+            _env_file=None, env="test", var_dir=self.dir / "var", redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            triton_grpc_url=f"127.0.0.1:{triton_grpc}", triton_http_port=triton_http,
+            triton_metrics_port=free_port(), metrics_port_base=free_port() + 1000, log_json=True, **ports)
+        _wait(lambda: _connectable(redis_port), 10, "redis", redis_log)
+        if self.triton:
+            log = self._start([str(TRITON_LAUNCHER), "--exit-timeout-secs", "2"], "triton", {
+                "ANNOT_TRITON_GRPC_PORT": str(triton_grpc), "ANNOT_TRITON_HTTP_PORT": str(triton_http),
+                "ANNOT_TRITON_METRICS_PORT": str(self.settings.triton_metrics_port),
+                "TRITON_HOME": str(REPO_ROOT / "var" / "triton" / "server")})
+            _wait(lambda: _http_ok(f"http://127.0.0.1:{triton_http}/v2/health/ready"), 180, "tritonserver", log)
+        migrate(self.settings.resolved_database_url)
+        keys = KeyStore(make_session_factory(make_engine(self.settings.resolved_database_url)), 0)
+        self.token = keys.create("simulation", Role.ADMIN, ["*"])[1]
+        servers = [(s, s, {}) for s in self.services] + [
+            (name, name.split("-")[0], changes) for name, changes in self.overrides.items()]
+        for name, service, changes in servers:
+            port = free_port()
+            settings = self.settings.model_copy(update={f"{service}_port": port,
+                                                        "metrics_port_base": free_port() + 2000, **changes})
+            log = self._start([sys.executable, "-m", f"services.{service}.server"], name, settings.to_env())
+            self.addresses[name] = f"127.0.0.1:{port}"
+            _wait(lambda a=self.addresses[name]: grpc_health(a, 0.5) == "SERVING", 60, name, log)
+
+    def channel(self, name: str) -> grpc.Channel:
+        return grpc.insecure_channel(self.addresses[name], options=[
+            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _connectable(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
