@@ -15,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.selection.predictions import Prediction, digest
-from services.selection.tables import ItemRow, PoolRow, PredictionRow, ScoreRow
+from services.selection.tables import ItemRow, PoolRow, PredictionRow
 
 POOL_ID = re.compile(r"^[a-z0-9_-]{1,63}$")
 
@@ -175,8 +175,3 @@ class PoolStore:
             return list(session.scalars(select(PredictionRow.item_id).where(
                 PredictionRow.project_id == project_id, PredictionRow.pool_id == pool_id)
                 .order_by(PredictionRow.item_id)))
-
-    def scored_digests(self, project_id: str, pool_id: str, region_key: str) -> dict[str, str]:
-        with self._sessions() as session:
-            return dict(session.execute(select(ScoreRow.item_id, ScoreRow.digest).distinct().where(
-                ScoreRow.project_id == project_id, ScoreRow.pool_id == pool_id, ScoreRow.region_key == region_key)).all())

@@ -72,6 +72,11 @@ class ScoreStore:
                                                   ItemRow.item_id == item_id).values(**values))
         return rows
 
+    def scored_digests(self, project_id: str, pool_id: str, region_key: str) -> dict[str, str]:
+        with self._sessions() as session:
+            return dict(session.execute(select(ScoreRow.item_id, ScoreRow.digest).distinct().where(
+                ScoreRow.project_id == project_id, ScoreRow.pool_id == pool_id, ScoreRow.region_key == region_key)).all())
+
     def mark_scored(self, project_id: str, pool_id: str) -> None:
         with self._sessions.begin() as session:
             session.execute(update(PoolRow).where(PoolRow.project_id == project_id, PoolRow.pool_id == pool_id)

@@ -50,13 +50,18 @@ def make_grid(spec: RegionSpec, prediction: Prediction, image_size: tuple[int, i
 
 
 def score_prediction(prediction: Prediction, specs: list[RegionSpec], image_size: tuple[int, int] | None = None,
-                     image: np.ndarray | None = None) -> list[RegionScores]:
-    """Scores of ``prediction`` per region, for each spec. ``image_size`` defaults to the map size."""
+                     image: np.ndarray | None = None, grids: dict | None = None) -> list[RegionScores]:
+    """Scores of ``prediction`` per region, for each spec. ``image_size`` defaults to the map size;
+    ``grids`` caches region grids by spec (the same image always gets the same superpixels)."""
     image_size = tuple(image_size or prediction.probabilities.shape[1:])
     maps = pixel_maps(prediction.probabilities, prediction.members, prediction.augmented)
     results = []
     for spec in specs:
-        grid = make_grid(spec, prediction, image_size, image)
+        grid = grids.get(spec) if grids is not None else None
+        if grid is None:
+            grid = make_grid(spec, prediction, image_size, image)
+            if grids is not None:
+                grids[spec] = grid
         means = region_class_means(grid, prediction.probabilities)
         nan = np.full(grid.count, np.nan)
         scores = {name: (region_means(grid, m) if m is not None else nan).astype(np.float32)
