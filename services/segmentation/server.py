@@ -85,7 +85,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
             task_id=m["task_id"], label=m.get("label", ""),
             state=segmentation_pb2.SEGMENTATION_SESSION_STATE_ACTIVE if m["state"] == sess.ACTIVE
             else segmentation_pb2.SEGMENTATION_SESSION_STATE_FINISHED,
-            clicks=[_click_pb(s.click) for s in session.steps], mask=_mask_pb(session.current_mask()),
+            clicks=[_click_pb(s["click"]) for s in session.steps], mask=_mask_pb(session.current_mask()),
             redo_depth=session.redo_depth,
             outcome=common_pb2.SessionOutcome.Value(f"SESSION_OUTCOME_{m['outcome']}") if m["outcome"]
             else common_pb2.SESSION_OUTCOME_UNSPECIFIED,

@@ -1,10 +1,11 @@
 """Interactive segmentation sessions: the image decoded once, its clicks and masks, in Redis.
 
 Keys of session ``S`` (all with the session's time-to-live, renewed by every call):
-  ``seg:S``        hash: ``meta`` (JSON) and ``image`` (raw RGB bytes, decoded once)
-  ``seg:S:steps``  list: one record per applied click (the click, its stats, the probability map)
-  ``seg:S:redo``   list: undone steps, most recent last
-A step record is a 4-byte header length, a JSON header, then the probability map as zlib'd uint8.
+  ``seg:S``        hash: ``meta`` (JSON: the session, its applied steps and its redo stack, without
+                   pixels) and ``image`` (raw RGB bytes, decoded once)
+  ``seg:S:probs``  list: the probability map after each applied step (zlib'd uint8), oldest first
+  ``seg:S:redo``   list: the maps of undone steps, most recent last
+A click reads the meta, the image and only the last map, whatever the session's length.
 Calls on one session are serialised by a Redis lock; a refused call changes nothing.
 """
 
@@ -12,12 +13,11 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import time
 import uuid
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from redis import Redis
@@ -48,41 +48,34 @@ def check_click(x: float, y: float, width: int, height: int, field_name: str) ->
     return Click(int(x), int(y), True)
 
 
-@dataclass
-class Step:
-    """One applied click and the model's answer to it."""
+def pack_prob(prob: np.ndarray) -> bytes:
+    return zlib.compress(np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8).tobytes(), 1)
 
-    click: dict  # x, y (floats as given), positive, t_ms, index
-    prob: np.ndarray  # (H, W) float32
-    stats: dict
-    iou_with_previous: float
-    model_latency_ms: float
 
-    def to_bytes(self) -> bytes:
-        header = json.dumps({"click": self.click, "stats": self.stats, "iou": self.iou_with_previous,
-                             "model_ms": self.model_latency_ms, "shape": list(self.prob.shape)}).encode()
-        quantised = np.clip(np.rint(self.prob * 255), 0, 255).astype(np.uint8)
-        return struct.pack(">I", len(header)) + header + zlib.compress(quantised.tobytes(), 1)
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> "Step":
-        (length,) = struct.unpack(">I", blob[:4])
-        header = json.loads(blob[4:4 + length])
-        prob = np.frombuffer(zlib.decompress(blob[4 + length:]), np.uint8).reshape(header["shape"])
-        return cls(header["click"], prob.astype(np.float32) / 255.0, header["stats"], header["iou"],
-                   header["model_ms"])
+def unpack_prob(blob: bytes, shape: tuple[int, int]) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(blob), np.uint8).reshape(shape).astype(np.float32) / 255.0
 
 
 @dataclass
 class Session:
+    """``meta["steps"]``: one dict per applied click (click, stats, iou, model_ms); ``meta["redo"]``:
+    undone steps, most recent last. ``last_prob``: the map of the last applied step."""
+
     meta: dict
     image: np.ndarray | None = None
-    steps: list[Step] = field(default_factory=list)
-    redo_depth: int = 0
+    last_prob: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.meta["height"], self.meta["width"]
+
+    @property
+    def steps(self) -> list[dict]:
+        return self.meta["steps"]
+
+    @property
+    def redo_depth(self) -> int:
+        return len(self.meta["redo"])
 
     def initial_prob(self) -> np.ndarray | None:
         initial = self.meta.get("initial_mask")
@@ -91,14 +84,14 @@ class Session:
         return decode_rle(initial["size"], initial["counts"], self.shape, "initial_mask").astype(np.float32)
 
     def current_prob(self) -> np.ndarray | None:
-        return self.steps[-1].prob if self.steps else self.initial_prob()
+        return self.last_prob if self.steps else self.initial_prob()
 
     def current_mask(self) -> np.ndarray:
         prob = self.current_prob()
         return np.zeros(self.shape, bool) if prob is None else prob > self.meta["threshold"]
 
     def clicks(self) -> list[Click]:
-        return [Click(int(s.click["x"]), int(s.click["y"]), s.click["positive"]) for s in self.steps]
+        return [Click(int(s["click"]["x"]), int(s["click"]["y"]), s["click"]["positive"]) for s in self.steps]
 
 
 @dataclass
@@ -125,7 +118,7 @@ class SessionStore:
     @staticmethod
     def _keys(session_id: str) -> tuple[str, str, str]:
         base = f"seg:{session_id}"
-        return base, f"{base}:steps", f"{base}:redo"
+        return base, f"{base}:probs", f"{base}:redo"
 
     def _touch(self, pipe, session_id: str, ttl: int) -> None:
         for key in self._keys(session_id):
@@ -135,28 +128,29 @@ class SessionStore:
         return self.redis.lock(f"seg:{session_id}:lock", timeout=60,
                                blocking_timeout=max(0.01, time_remaining(30.0)))
 
-    def load(self, project_id: str, session_id: str, with_image: bool = False,
-             with_steps: bool = True) -> Session:
+    def load(self, project_id: str, session_id: str, with_image: bool = False) -> Session:
         if not session_id:
             raise InvalidArgument("session_id", "required")
-        base, steps_key, redo_key = self._keys(session_id)
-        pipe = self.redis.pipeline()
-        pipe.hget(base, "meta")
-        pipe.hget(base, "image") if with_image else pipe.exists(base)
-        pipe.lrange(steps_key, 0, -1) if with_steps else pipe.llen(steps_key)
-        pipe.llen(redo_key)
-        meta, image, steps, redo_depth = pipe.execute()
+        base, probs_key, _ = self._keys(session_id)
+        try:
+            pipe = self.redis.pipeline()
+            pipe.hget(base, "meta")
+            pipe.hget(base, "image") if with_image else pipe.exists(base)
+            pipe.lindex(probs_key, -1)
+            meta, image, last = pipe.execute()
+        except RedisError as exc:
+            raise Unavailable(f"session store (Redis): {exc}") from None
         if meta is None:
             raise NotFound(f"no session {session_id!r} (unknown, or expired after "
                            f"{self.ttl_s} s without activity)")
         meta = json.loads(meta)
         if meta["project_id"] != project_id:
             raise NotFound(f"no session {session_id!r} in project {project_id!r}")
-        session = Session(meta, redo_depth=redo_depth)
+        session = Session(meta)
         if with_image and image is not None:  # a finished session no longer holds its pixels
             session.image = np.frombuffer(image, np.uint8).reshape(meta["height"], meta["width"], 3)
-        if with_steps:
-            session.steps = [Step.from_bytes(blob) for blob in steps]
+        if last is not None and session.steps:
+            session.last_prob = unpack_prob(last, session.shape)
         return session
 
     # --- operations --------------------------------------------------------------------------------
@@ -171,7 +165,7 @@ class SessionStore:
         meta = {"session_id": session_id, "project_id": project_id, "image_id": image_id, "uri": uri,
                 "width": width, "height": height, "annotator_id": annotator_id, "task_id": task_id,
                 "label": label, "state": ACTIVE, "outcome": "", "create_time": now, "update_time": now,
-                "threshold": self.threshold, "initial_mask": initial_mask}
+                "threshold": self.threshold, "initial_mask": initial_mask, "steps": [], "redo": []}
         base, *_ = self._keys(session_id)
         try:
             if not self.redis.hsetnx(base, "meta", json.dumps(meta)):
@@ -202,19 +196,20 @@ class SessionStore:
             mask = prob > session.meta["threshold"]
             click = {"x": float(x), "y": float(y), "positive": bool(positive), "t_ms": int(t_ms),
                      "index": len(session.steps)}
-            step = Step(click, prob, probability_stats(prob, session.meta["threshold"], clicks[-1]),
-                        iou(mask, before), timings.get("model_ms", 0.0))
-            base, steps_key, redo_key = self._keys(session_id)
+            step = {"click": click, "stats": probability_stats(prob, session.meta["threshold"], clicks[-1]),
+                    "iou": iou(mask, before), "model_ms": timings.get("model_ms", 0.0)}
+            base, probs_key, redo_key = self._keys(session_id)
+            session.meta["steps"].append(step)
+            session.meta["redo"] = []
             session.meta["update_time"] = time.time()
             pipe = self.redis.pipeline()
-            pipe.rpush(steps_key, step.to_bytes())
+            pipe.rpush(probs_key, pack_prob(prob))
             pipe.delete(redo_key)
             pipe.hset(base, "meta", json.dumps(session.meta))
             self._touch(pipe, session_id, self.ttl_s)
             pipe.execute()
-            session.steps.append(step)
-            session.redo_depth = 0
-            return Update(session, click, mask, step.stats, step.iou_with_previous, step.model_latency_ms)
+            session.last_prob = prob
+            return Update(session, click, mask, step["stats"], step["iou"], step["model_ms"])
 
     def undo(self, project_id: str, session_id: str) -> Update:
         return self._move(project_id, session_id, undo=True)
@@ -223,36 +218,31 @@ class SessionStore:
         return self._move(project_id, session_id, undo=False)
 
     def _move(self, project_id: str, session_id: str, undo: bool) -> Update:
+        """Undo: the last step and its map go to the redo stack; redo: back. No model call."""
         with self._locked(session_id):
             session = self.load(project_id, session_id)
             self._require_active(session)
-            base, steps_key, redo_key = self._keys(session_id)
+            base, probs_key, redo_key = self._keys(session_id)
+            source, target = (session.meta["steps"], session.meta["redo"]) if undo else \
+                (session.meta["redo"], session.meta["steps"])
+            if not source:
+                raise FailedPrecondition("there is no click to undo" if undo else "there is no undone click to redo")
             before = session.current_mask()
-            pipe = self.redis.pipeline()
-            if undo:
-                if not session.steps:
-                    raise FailedPrecondition("there is no click to undo")
-                moved = session.steps.pop()
-                pipe.rpop(steps_key)
-                pipe.rpush(redo_key, moved.to_bytes())
-                session.redo_depth += 1
-            else:
-                if session.redo_depth == 0:
-                    raise FailedPrecondition("there is no undone click to redo")
-                moved = Step.from_bytes(self.redis.lindex(redo_key, -1))
-                pipe.rpop(redo_key)
-                pipe.rpush(steps_key, moved.to_bytes())
-                session.steps.append(moved)
-                session.redo_depth -= 1
+            moved = source.pop()
+            target.append(moved)
             session.meta["update_time"] = time.time()
+            pipe = self.redis.pipeline()
+            pipe.lmove(probs_key, redo_key, "RIGHT", "RIGHT") if undo else pipe.lmove(redo_key, probs_key, "RIGHT", "RIGHT")
             pipe.hset(base, "meta", json.dumps(session.meta))
             self._touch(pipe, session_id, self.ttl_s)
-            pipe.execute()
+            pipe.lindex(probs_key, -1)
+            last = pipe.execute()[-1]
+            session.last_prob = unpack_prob(last, session.shape) if last is not None and session.steps else None
             mask = session.current_mask()
-            stats = session.steps[-1].stats if session.steps else probability_stats(
-                np.zeros(session.shape, np.float32) if session.current_prob() is None
-                else session.current_prob(), session.meta["threshold"], None)
-            return Update(session, moved.click, mask, stats, iou(mask, before), 0.0)
+            prob = session.current_prob()
+            stats = session.steps[-1]["stats"] if session.steps else probability_stats(
+                np.zeros(session.shape, np.float32) if prob is None else prob, session.meta["threshold"], None)
+            return Update(session, moved["click"], mask, stats, iou(mask, before), 0.0)
 
     def finish(self, project_id: str, session_id: str, outcome: str, label: str = "") -> tuple[Session, bool]:
         """Marks the session finished; returns it and whether this call finished it (idempotent)."""
@@ -311,10 +301,10 @@ def session_summary(session: Session) -> dict:
     """What FinishSession hands to the byproducts and quality queues (JSON-serialisable)."""
     size, counts = encode_rle(session.current_mask())
     return {
-        "session": {k: v for k, v in session.meta.items() if k != "initial_mask"},
-        "clicks": [s.click for s in session.steps],
-        "steps": [{"stats": s.stats, "iou_with_previous": s.iou_with_previous,
-                   "model_latency_ms": s.model_latency_ms} for s in session.steps],
+        "session": {k: v for k, v in session.meta.items() if k not in ("initial_mask", "steps", "redo")},
+        "clicks": [s["click"] for s in session.steps],
+        "steps": [{"stats": s["stats"], "iou_with_previous": s["iou"], "model_latency_ms": s["model_ms"]}
+                  for s in session.steps],
         "mask": {"size": size, "counts": counts},
     }
 

@@ -50,13 +50,15 @@ def _wait(predicate, timeout_s: float, what: str, log: Path | None = None) -> No
 
 class LocalStack:
     def __init__(self, services: Sequence[str], triton: bool = True,
-                 overrides: dict[str, dict] | None = None, keep: bool = False) -> None:
+                 overrides: dict[str, dict] | None = None, keep: bool = False,
+                 triton_repository: Path | None = None) -> None:
         """``overrides``: per extra server name -> settings changes, e.g. a second segmentation
         server without refinement: ``{"segmentation-raw": {"segmentation_refine": False}}``."""
         self.services = list(services)
         self.triton = triton
         self.overrides = overrides or {}
         self.keep = keep
+        self.triton_repository = triton_repository
         self.dir = Path(tempfile.mkdtemp(prefix="annot-stack-"))
         self.procs: list[subprocess.Popen] = []
         self.addresses: dict[str, str] = {}
@@ -99,7 +101,8 @@ class LocalStack:
             log = self._start([str(TRITON_LAUNCHER), "--exit-timeout-secs", "2"], "triton", {
                 "ANNOT_TRITON_GRPC_PORT": str(triton_grpc), "ANNOT_TRITON_HTTP_PORT": str(triton_http),
                 "ANNOT_TRITON_METRICS_PORT": str(self.settings.triton_metrics_port),
-                "TRITON_HOME": str(REPO_ROOT / "var" / "triton" / "server")})
+                "TRITON_HOME": str(REPO_ROOT / "var" / "triton" / "server"),
+                **({"TRITON_MODEL_REPOSITORY": str(self.triton_repository)} if self.triton_repository else {})})
             _wait(lambda: _http_ok(f"http://127.0.0.1:{triton_http}/v2/health/ready"), 180, "tritonserver", log)
         migrate(self.settings.resolved_database_url)
         keys = KeyStore(make_session_factory(make_engine(self.settings.resolved_database_url)), 0)
