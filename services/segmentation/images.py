@@ -38,7 +38,9 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, field: str = "ima
             array = np.asarray(image, dtype=np.uint8)
     except InvalidArgument:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidArgument(field, f"image is over the limit of {max_pixels} pixels: {exc}") from None
+    except UnidentifiedImageError as exc:
         raise InvalidArgument(field, f"not a decodable image ({', '.join(FORMATS)}): {exc}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
         raise InvalidArgument(field, f"corrupt or truncated image: {exc}") from None
