@@ -9,10 +9,11 @@ ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.01-py3
 # ---- deps: the model's Python packages installed into one folder (pip caches and wheels stay here)
 FROM ${TRITON_IMAGE} AS deps
 ARG TORCH_VERSION=2.13.0
-ARG NUMPY_VERSION=2.4.6
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python3 -m pip install --break-system-packages --target=/opt/model-deps \
-      "torch==${TORCH_VERSION}" "numpy==${NUMPY_VERSION}"
+# numpy is deliberately not installed here: the Python backend's stub is built against the image's own
+# numpy, which must stay the one imported (a numpy 2 beside a numpy-1 stub returns empty tensors).
+RUN python3 -m pip install --break-system-packages --target=/opt/model-deps "torch==${TORCH_VERSION}" \
+ && rm -rf /opt/model-deps/numpy /opt/model-deps/numpy-*
 
 # ---- final
 FROM ${TRITON_IMAGE}
@@ -20,7 +21,8 @@ COPY --from=deps /opt/model-deps /opt/model-deps
 # Python backend models import from here (python3.12 in 25.01; resolved at build time).
 RUN site="$(python3 -c 'import site; print(site.getsitepackages()[0])')" \
  && mkdir -p "$site" && echo /opt/model-deps > "$site/model-deps.pth"
-# The model repository is created by the segmentation/quality issues; this image carries it read-only.
+# The model repository (clickseg: config.pbtxt for CPU, configs/gpu.pbtxt picked by the chart's
+# --model-config-name=gpu); this image carries it read-only.
 COPY --chown=root:root deploy/triton/models /models
 ENV HOME=/tmp
 # triton-server (uid 1000) is the non-root user of NVIDIA's image.

@@ -137,6 +137,7 @@ def test_gpu_limits_placement_and_metrics_in_production(production, default):
     triton = by_kind(production, "Deployment")["rel-annotation-platform-triton"]
     spec = triton["spec"]["template"]["spec"]
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--model-config-name=gpu" in spec["containers"][0]["args"]  # deploy/triton: configs/gpu.pbtxt
     assert spec["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
     assert triton["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "8002"
     assert "replicas" not in triton["spec"]   # the HPA owns it
