@@ -32,6 +32,7 @@ def test_up_status_probe_down(tmp_path):
     settings = Settings(
         _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=f"redis://127.0.0.1:{free_port()}/0",
         gateway_port=free_port(), metrics_port_base=free_port_block(len(SERVICES)), triton_http_port=free_port(),
+        triton_grpc_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port(),
         **{f"{name}_port": free_port() for name in SERVICES})
     env = {**os.environ, **settings_env(settings)}
 
@@ -43,7 +44,7 @@ def test_up_status_probe_down(tmp_path):
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         states = local_platform.health(settings)
-        assert set(states) == {"redis", "gateway", *(f"{s}-{kind}" for s in SERVICES for kind in ("server", "worker"))}
+        assert set(states) == {"redis", "triton", "gateway", *(f"{s}-{kind}" for s in SERVICES for kind in ("server", "worker"))}
         assert annot("status").returncode == 0
         assert httpx.get(f"http://127.0.0.1:{settings.gateway_port}/healthz", timeout=5).json()["status"] == "ok"
         key = (settings.var_dir / "admin.key").read_text().strip()
@@ -67,7 +68,7 @@ def test_up_status_probe_down(tmp_path):
         wrong = annot("call", settings.service_address("dialog"), "annotation.v1.Dialog/NoSuchMethod", check=False)
         assert wrong.returncode == 2 and "no method" in wrong.stdout
         pids = [p["pid"] for p in local_platform.process_states(settings).values()]
-        assert len(pids) == 2 + 2 * len(SERVICES) and all(pids)
+        assert len(pids) == 3 + 2 * len(SERVICES) and all(pids)
     finally:
         stopped = annot("down", check=False)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
