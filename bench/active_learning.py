@@ -8,7 +8,7 @@ the strategy picks the next batch from the pool through the service's own domain
 heuristics, region scoring, strategies). Budgets: whole images (frame granularity), or annotated pixels
 (patch / superpixel granularity, same pixel cost per round as the image runs). Reported: mIoU-vs-budget
 curves, their normalised area (trapezoid area / (100 (n - 1)), as Belharbi et al. WACV 2021), and the
-labels each strategy needs to reach 95% of random's final mIoU, all as ratios to random.
+labels each strategy needs to reach the final mIoU of random (its whole budget), all as ratios to random.
 
 Second part, scale: score and select b = 1000 from synthetic pools of 10k, 100k and 1M regions; time and
 peak memory (tracemalloc) per size.
@@ -65,7 +65,7 @@ QUICK = ("random", "entropy", "combined", "combined+propagation", "combined/patc
 
 
 class TinySegNet(nn.Module):
-    """A 3-level encoder-decoder (~30k parameters) with spatial dropout for MC-dropout members."""
+    """A 3-level encoder-decoder (~6k parameters at width 8) with spatial dropout for MC-dropout members."""
 
     def __init__(self, width: int = 8) -> None:
         super().__init__()
@@ -324,7 +324,7 @@ def main(out: Path = typer.Option(Path("bench/results"), help="folder for the JS
             print(f"seed {seed} {config.name:24s} " + " ".join(f"{v:5.1f}" for v in curve)
                   + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     base = results["random"]
-    target = 0.95 * float(np.mean([c[-1] for c in base["curves"]]))
+    target = float(np.mean([c[-1] for c in base["curves"]]))
     base_auc = float(np.mean([normalised_auc(c) for c in base["curves"]]))
     base_reach = float(np.mean([labels_to_reach(c, b, target) for c, b in zip(base["curves"], base["budgets"])]))
     summary = {}
@@ -353,10 +353,10 @@ def report(payload: dict) -> str:
     s = payload["settings"]
     lines = [
         "# Active learning: does it help?", "",
-        f"COCO-MVal object crops at {s['size']} px: pool {s['pool']}, test {s['test']}; a ~30k-parameter "
+        f"COCO-MVal object crops at {s['size']} px: pool {s['pool']}, test {s['test']}; a ~6k-parameter "
         f"encoder-decoder trained from scratch each round ({s['steps']} steps); {s['per_round']} images (or their "
         f"pixels) per round, {s['rounds']} rounds after a random start; {s['seeds']} seeds; mean over seeds.",
-        f"Target for \"labels needed\": 95% of random's final mIoU = {s['target_miou']:.1f}. Ratios < 1 for labels "
+        f"Target for \"labels needed\": random's final mIoU = {s['target_miou']:.1f}. Ratios < 1 for labels "
         "and > 1 for area are better than random.", "",
         "| strategy | normalised AUC (%) | AUC / random | final mIoU | pixels to target / random |",
         "| --- | --- | --- | --- | --- |"]

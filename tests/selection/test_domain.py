@@ -199,3 +199,24 @@ def test_propagation_ranks_by_histogram_divergence(rng=np.random.default_rng(13)
     assert [n.index for n in found] == [1, 0]
     assert nearest(colour_histogram(red), h, 2, max_distance=0.5)[0].index == 1
     assert len(nearest(colour_histogram(red), h, 2, max_distance=0.5)) == 1
+
+
+def test_torch_predictor_gives_members_and_aligned_tta_predictions():
+    import torch  # noqa: PLC0415
+
+    from services.selection.predictor import TorchPredictor  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Dropout2d(0.5),
+                                torch.nn.Conv2d(8, 2, 1))
+    image = (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8)
+    p = TorchPredictor(model, mc_samples=4, tta=(("hflip", 1.0), ("scale", 0.5))).predict(image)
+    assert p.probabilities.shape == (2, 24, 32) and p.members.shape == (4, 2, 24, 32)
+    assert p.augmented.shape == (2, 2, 24, 32) and p.augment_names == ["hflip", "scale0.5"]
+    assert not np.allclose(p.members[0], p.members[1])  # dropout active in the members only
+    # a flip-equivariant-by-construction check: the hflip member is the flipped prediction of the flipped image
+    flipped = TorchPredictor(model, tta=()).predict(image[:, ::-1].copy()).probabilities[:, :, ::-1]
+    assert np.allclose(p.augmented[0], flipped, atol=1e-5)
+    restored = Prediction.from_bytes(p.to_bytes())
+    assert np.allclose(restored.members, p.members, atol=2e-3) and restored.augment_names == p.augment_names
