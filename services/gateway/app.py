@@ -1,12 +1,16 @@
-"""FastAPI application of the gateway: health, auth, API-key management; later issues add routes."""
+"""FastAPI application of the gateway: health, auth, API-key management, the REST API of the loop
+(projects, images, tasks, questions, sessions, review, exports) and the web annotator (static/)."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from services.common.errors import DomainError
@@ -14,7 +18,15 @@ from services.common.keys import KeyStore, Principal, Role
 from services.common.probes import platform_health
 from services.common.settings import Settings, get_settings
 from services.common.storage import make_engine, make_session_factory
+from services.gateway import routes_projects, routes_review, routes_sessions
 from services.gateway.auth import CurrentPrincipal, require
+from services.gateway.catalog import Catalog
+from services.gateway.config import GatewaySettings
+from services.gateway.limits import BodySizeLimit, RateLimited, RateLimiter
+from services.gateway.upstream import Upstream
+from services.gateway.work import WorkStore
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 READY_PARTS = ("redis", "selection", "segmentation", "byproducts", "quality", "dialog")
 
@@ -37,20 +49,60 @@ def _key_out(principal: Principal) -> KeyOut:
                   projects=sorted(principal.projects))
 
 
+def _byproducts_ingest_path(app: FastAPI) -> str | None:
+    """The POST route of the byproducts REST ingest (services/gateway/byproducts_routes.py), if included."""
+    for route in app.routes:
+        path, methods = getattr(route, "path", ""), getattr(route, "methods", set()) or set()
+        if "POST" in methods and "byproducts" in path and path.rstrip("/").endswith("events"):
+            return path
+    return None
+
+
 def _error(status: int, code: str, message: str, field: str = "") -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "field": field, "message": message}})
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    app.state.upstream.close()
+
+
+def create_app(settings: Settings | None = None, gateway: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="Annotation platform gateway", version="0.1.0")
+    gateway = gateway or GatewaySettings()
+    app = FastAPI(title="Annotation platform gateway", version="0.1.0", lifespan=_lifespan)
     app.state.settings = settings
-    app.state.keys = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)),
-                              settings.auth_cache_ttl_s)
+    app.state.gateway = gateway
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    app.state.keys = KeyStore(sessions, settings.auth_cache_ttl_s)
+    app.state.limiter = RateLimiter(gateway.rate_per_s, gateway.rate_burst)
+    app.state.catalog = Catalog(sessions, settings.var_dir / "images", gateway.max_upload_bytes,
+                                gateway.max_image_pixels)
+    app.state.work = WorkStore(sessions)
+    app.state.upstream = Upstream(settings, gateway.grpc_timeout_s)
+    app.add_middleware(BodySizeLimit, max_bytes=gateway.max_request_bytes,
+                       max_upload_bytes=gateway.max_upload_bytes, upload_suffix="/images")
+    app.include_router(routes_projects.router)
+    app.include_router(routes_sessions.router)
+    app.include_router(routes_review.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(DomainError)
     def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        return _error(exc.http_status, exc.code, exc.message, exc.field)
+        response = _error(exc.http_status, exc.code, exc.message, exc.field)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def annotator_page() -> FileResponse:
+        """The web annotator (the key is entered once and kept in the browser's localStorage)."""
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/review", include_in_schema=False)
+    def review_page() -> FileResponse:
+        return FileResponse(STATIC / "review.html", headers={"Cache-Control": "no-cache"})
 
     @app.exception_handler(RequestValidationError)
     def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -65,6 +117,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ready = all(parts[name] == "SERVING" for name in READY_PARTS)
         return JSONResponse(status_code=200 if ready else 503,
                             content={"status": "ok" if ready else "degraded", "parts": parts})
+
+    @app.get("/v1/config", tags=["health"])
+    def client_config() -> dict:
+        """What the web annotator needs to know about this gateway: where byproducts go (the
+        byproducts ingest route, when the gateway has one; null otherwise) and the upload limits."""
+        return {"byproducts_ingest": _byproducts_ingest_path(app), "max_upload_bytes": gateway.max_upload_bytes,
+                "max_image_pixels": gateway.max_image_pixels}
 
     @app.get("/v1/whoami", tags=["auth"])
     def whoami(principal: CurrentPrincipal) -> KeyOut:

@@ -1,0 +1,28 @@
+"""Settings of the gateway (environment variables ``ANNOT_GATEWAY_*``).
+
+Kept beside the gateway rather than in the shared Settings (as the byproducts service does), so its
+knobs land with it; ``annot settings`` does not list them yet.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANNOT_GATEWAY_", env_file=".env", extra="ignore")
+
+    rate_per_s: float = Field(
+        50.0, gt=0, description="Requests per second one API key may make on average (token bucket).")
+    rate_burst: int = Field(200, ge=1, description="Requests one API key may make in a burst.")
+    max_request_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest request body outside image uploads, in bytes (413 above).")
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest image upload request, in bytes (413 above).")
+    max_image_pixels: int = Field(
+        4096 * 4096, gt=0, description="Largest image accepted at upload (width x height), checked "
+        "from the header before decoding.")
+    grpc_timeout_s: float = Field(30.0, gt=0, description="Deadline of a call to a service.")
+    fallback_timeout_s: float = Field(
+        2.0, gt=0, description="Deadline of calls whose failure has a fallback (the dialog policy).")

@@ -1,0 +1,147 @@
+"""REST routes: projects, image upload and download, tasks. Thin: wire format <-> Catalog/WorkStore.
+
+Selection is told about projects (a pool ``default``), images (items) as they arrive, best effort:
+the gateway works without the selection service, and says so in the response.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from annotation.v1 import common_pb2, selection_pb2
+from services.common.errors import DomainError
+from services.common.keys import Role
+from services.gateway.auth import Admin, Annotator, CurrentCaller, require
+from services.gateway.tables import Image, Project, Task
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/projects")
+POOL = "default"
+
+
+class ProjectIn(BaseModel):
+    project_id: str = Field(min_length=1, max_length=64, description="[A-Za-z0-9_.-], unique.")
+    name: str = Field("", max_length=200)
+    labels: list[str] = Field(default_factory=lambda: ["object"], max_length=1000)
+
+
+def project_out(row: Project) -> dict:
+    return {"project_id": row.project_id, "name": row.name, "labels": row.labels,
+            "created_at": row.created_at.isoformat()}
+
+
+def image_out(row: Image) -> dict:
+    return {"image_id": row.image_id, "filename": row.filename, "width": row.width, "height": row.height,
+            "content_type": row.content_type, "size_bytes": row.size_bytes, "position": row.position,
+            "url": f"/v1/projects/{row.project_id}/images/{row.image_id}/content"}
+
+
+def task_out(row: Task) -> dict:
+    return {"task_id": row.task_id, "image_id": row.image_id, "question_type": row.question_type,
+            "question_id": row.question_id, "policy": row.policy, "reason": row.reason, "prompt": row.prompt,
+            "assignee": row.assignee, "state": row.state.lower(), "session_id": row.session_id,
+            "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat()}
+
+
+def _selection(request: Request, method: str, message, key: str) -> str:
+    """Best-effort call to the selection service; returns 'ok' or why it did not happen."""
+    try:
+        request.app.state.upstream.call("selection", method, message, key,
+                                        request.app.state.gateway.fallback_timeout_s)
+        return "ok"
+    except DomainError as exc:
+        if exc.code == "ALREADY_EXISTS":
+            return "ok"
+        log.warning("selection %s failed: %s", method, exc)
+        return f"{exc.code}: {exc.message}"
+
+
+@router.post("", tags=["projects"], status_code=201, dependencies=[require(Role.ADMIN)])
+def create_project(request: Request, body: ProjectIn, who: CurrentCaller) -> dict:
+    who.principal.authorize(Role.ADMIN, body.project_id)
+    row = request.app.state.catalog.create_project(body.project_id, body.name, body.labels, who.annotator_id)
+    selection = _selection(request, "CreatePool", selection_pb2.CreatePoolRequest(
+        project_id=row.project_id, pool_id=POOL, display_name=row.name, class_names=row.labels), who.key)
+    return {**project_out(row), "selection": selection}
+
+
+@router.get("", tags=["projects"])
+def list_projects(request: Request, who: CurrentCaller) -> list[dict]:
+    """The projects this key may see: annotators and reviewers only those they are scoped to."""
+    return [project_out(p) for p in request.app.state.catalog.projects(who.principal)]
+
+
+@router.get("/{project_id}", tags=["projects"])
+def get_project(request: Request, project_id: str, who: Annotator) -> dict:
+    catalog = request.app.state.catalog
+    _, total = catalog.images(project_id, 0, 0)
+    work = request.app.state.work
+    return {**project_out(catalog.project(project_id)), "images": total,
+            "annotations": len(work.annotations(project_id))}
+
+
+@router.post("/{project_id}/images", tags=["images"], status_code=201)
+def upload_images(request: Request, project_id: str, who: Admin,
+                  files: Annotated[list[UploadFile], File(description="One or more image files.")]) -> dict:
+    """Multipart upload of JPEG, PNG, WebP, BMP or TIFF images, within the byte and pixel limits
+    (the pixel count is read from the header before decoding). Re-uploading the same bytes returns
+    the stored image (``duplicate``: true)."""
+    catalog = request.app.state.catalog
+    uploaded, items = [], []
+    for index, upload in enumerate(files):
+        try:
+            result = catalog.add_image(project_id, upload.file.read(), upload.filename or "")
+        except DomainError as exc:
+            if exc.field == "file":
+                exc.field = f"files[{index}]"
+            raise
+        uploaded.append({**image_out(result.image), "duplicate": result.duplicate})
+        row = result.image
+        items.append(selection_pb2.PoolItem(item_id=row.image_id, kind=selection_pb2.ITEM_KIND_IMAGE,
+                                            image=common_pb2.ImageRef(
+                                                image_id=row.image_id, width=row.width, height=row.height,
+                                                uri=(catalog.image_dir / row.stored_name).resolve().as_uri())))
+    selection = _selection(request, "RegisterItems", selection_pb2.RegisterItemsRequest(
+        project_id=project_id, pool_id=POOL, items=items), who.key)
+    return {"images": uploaded, "selection": selection}
+
+
+@router.get("/{project_id}/images", tags=["images"])
+def list_images(request: Request, project_id: str, who: Annotator,
+                offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    request.app.state.catalog.project(project_id)
+    rows, total = request.app.state.catalog.images(project_id, offset, limit)
+    return {"images": [image_out(r) for r in rows], "total": total}
+
+
+@router.get("/{project_id}/images/{image_id}", tags=["images"])
+def get_image(request: Request, project_id: str, image_id: str, who: Annotator) -> dict:
+    return image_out(request.app.state.catalog.image(project_id, image_id))
+
+
+@router.get("/{project_id}/images/{image_id}/content", tags=["images"], response_class=FileResponse)
+def image_content(request: Request, project_id: str, image_id: str, who: Annotator) -> FileResponse:
+    catalog = request.app.state.catalog
+    row = catalog.image(project_id, image_id)
+    return FileResponse(catalog.image_dir / row.stored_name, media_type=row.content_type,
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/{project_id}/tasks", tags=["tasks"])
+def list_tasks(request: Request, project_id: str, who: Annotator,
+               state: Annotated[str, Query(pattern="^(|open|submitted|skipped)$")] = "",
+               offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    tasks = request.app.state.work.tasks(project_id, state, offset, limit)
+    if who.principal.role < Role.REVIEWER:  # annotators see their own tasks
+        tasks = [t for t in tasks if t.assignee == who.annotator_id]
+    return {"tasks": [task_out(t) for t in tasks]}
+
+
+@router.get("/{project_id}/tasks/{task_id}", tags=["tasks"])
+def get_task(request: Request, project_id: str, task_id: str, who: Annotator) -> dict:
+    return task_out(request.app.state.work.task(project_id, task_id))

@@ -1,0 +1,86 @@
+"""REST routes for reviewers: the review queue (quality service, worst first) and exports (COCO JSON
+of the masks from the gateway's store; JSON Lines of byproducts streamed from the byproducts service).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from annotation.v1 import byproducts_pb2, common_pb2, quality_pb2
+from services.common.errors import Unavailable
+from services.gateway.auth import Reviewer
+from services.gateway.coco import coco_export
+from services.gateway.routes_sessions import mask_out
+
+router = APIRouter(prefix="/v1/projects/{project_id}")
+
+
+def _review_item(item: quality_pb2.ReviewItem) -> dict:
+    score = item.score
+    return {"session_id": item.session_id, "annotator_id": item.annotator_id, "task_id": item.task_id,
+            "image_id": item.image.image_id, "mask": mask_out(item.mask), "label": item.label,
+            "click_count": item.click_count, "predicted_iou": score.predicted_iou,
+            "probability_below_threshold": score.probability_below_threshold, "threshold": score.threshold,
+            "reasons": [{"feature": r.feature, "value": r.value, "contribution": r.contribution,
+                         "description": r.description} for r in score.top_reasons],
+            "model_version": score.model_version,
+            "verdict": quality_pb2.ReviewVerdict.Name(item.verdict).removeprefix("REVIEW_VERDICT_").lower()}
+
+
+@router.get("/review", tags=["review"])
+def review_queue(request: Request, project_id: str, who: Reviewer,
+                 page_size: Annotated[int, Query(ge=1, le=1000)] = 50, page_token: str = "",
+                 annotator_id: str = "", include_reviewed: bool = False) -> dict:
+    """Finished masks worst first by predicted quality. 503 while the quality service is unavailable."""
+    request.app.state.catalog.project(project_id)
+    try:
+        reply = request.app.state.upstream.call("quality", "ListReviewQueue", quality_pb2.ListReviewQueueRequest(
+            project_id=project_id, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token),
+            annotator_id=annotator_id, include_reviewed=include_reviewed), who.key)
+    except Unavailable as exc:
+        raise Unavailable(f"the review queue needs the quality service, which is unavailable: {exc.message}") from None
+    return {"items": [_review_item(i) for i in reply.items], "next_page_token": reply.page.next_page_token,
+            "total": reply.page.total_size}
+
+
+@router.get("/annotations/{session_id}", tags=["review"])
+def get_annotation(request: Request, project_id: str, session_id: str, who: Reviewer) -> dict:
+    row = request.app.state.work.annotation(project_id, session_id)
+    return {"session_id": row.session_id, "image_id": row.image_id, "task_id": row.task_id,
+            "annotator_id": row.annotator_id, "outcome": row.outcome.lower(), "label": row.label,
+            "mask": {"size": [row.mask_height, row.mask_width], "counts": row.mask_counts},
+            "area_px": row.area_px, "click_count": row.click_count, "seconds": row.seconds,
+            "quality_operation_id": row.quality_operation_id,
+            "byproducts_operation_id": row.byproducts_operation_id, "created_at": row.created_at.isoformat()}
+
+
+@router.get("/exports/coco", tags=["exports"])
+def export_coco(request: Request, project_id: str, who: Reviewer) -> dict:
+    """COCO JSON of every submitted mask (RLE segmentation, bbox, area, category)."""
+    catalog = request.app.state.catalog
+    project = catalog.project(project_id)
+    images, _ = catalog.images(project_id, 0, 1_000_000)
+    return coco_export(project, images, request.app.state.work.annotations(project_id))
+
+
+@router.get("/exports/byproducts.jsonl", tags=["exports"], response_class=StreamingResponse)
+def export_byproducts(request: Request, project_id: str, who: Reviewer, include_signals: bool = True,
+                      session_id: str = "") -> StreamingResponse:
+    """The project's byproducts (sessions and events) as JSON Lines, from the byproducts service."""
+    request.app.state.catalog.project(project_id)
+    chunks = request.app.state.upstream.stream("byproducts", "ExportJsonl", byproducts_pb2.ExportJsonlRequest(
+        project_id=project_id, include_signals=include_signals,
+        filter=byproducts_pb2.SessionFilter(session_id=session_id)), who.key, 600)
+    first = next(chunks, None)  # before answering: an unavailable service is a 503, not a broken stream
+
+    def body():
+        if first is not None:
+            yield first.data
+        for chunk in chunks:
+            yield chunk.data
+
+    return StreamingResponse(body(), media_type="application/x-ndjson",
+                             headers={"Content-Disposition": f'attachment; filename="{project_id}-byproducts.jsonl"'})

@@ -1,0 +1,228 @@
+"""REST routes of the annotation loop: the next question, then an interactive segmentation session
+(start, click, undo, redo, finish) served by the segmentation service over gRPC.
+
+The next question comes from the dialog service's policy; while that is unavailable (not landed,
+down, or without candidates) the fallback asks to segment the next unannotated image, and the
+``reason`` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Request
+from pydantic import BaseModel, Field
+
+from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2, selection_pb2
+from services.common.errors import DomainError, InvalidArgument
+from services.gateway.auth import Annotator, Caller
+from services.gateway.routes_projects import POOL, image_out, task_out
+from services.gateway.tables import Annotation
+from services.gateway.work import OPEN, Question
+from services.segmentation.masks import decode_rle
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/projects/{project_id}")
+QUESTION_TYPES = {v: k.removeprefix("QUESTION_TYPE_") for k, v in dialog_pb2.QuestionType.items()}
+
+
+class StartIn(BaseModel):
+    task_id: str = Field("", description="The task (from next question) the session serves.")
+    image_id: str = Field("", description="Or an image directly (external tools); a task is issued.")
+    label: str = Field("", max_length=200)
+
+
+class ClickIn(BaseModel):
+    x: float = Field(description="Column in image pixels, in [0, width).")
+    y: float = Field(description="Row in image pixels, in [0, height).")
+    positive: bool = True
+    t_ms: int = Field(0, ge=0, le=2**32 - 1, description="Milliseconds since the session started.")
+
+
+class FinishIn(BaseModel):
+    outcome: Literal["submitted", "skipped", "abandoned"] = "submitted"
+    label: str = Field("", max_length=200)
+
+
+def mask_out(mask: common_pb2.Mask) -> dict:
+    return {"size": list(mask.size), "counts": mask.counts}
+
+
+def update_out(update: segmentation_pb2.MaskUpdate) -> dict:
+    s = update.stats
+    return {"mask": mask_out(update.mask), "iou_with_previous": update.iou_with_previous,
+            "model_latency_ms": update.model_latency_ms, "service_latency_ms": update.service_latency_ms,
+            "click_count": update.click_count, "redo_depth": update.redo_depth,
+            "stats": {"area_px": s.area_px, "mean_confidence": s.mean_confidence,
+                      "click_confidence": s.click_confidence, "uncertain_fraction": s.uncertain_fraction}}
+
+
+def click_out(click: common_pb2.Click) -> dict:
+    return {"x": click.x, "y": click.y, "positive": click.positive, "t_ms": click.t_ms, "index": click.index}
+
+
+def session_out(session: segmentation_pb2.SegmentationSession) -> dict:
+    return {"session_id": session.session_id, "task_id": session.task_id, "image_id": session.image.image_id,
+            "width": session.image.width, "height": session.image.height, "label": session.label,
+            "state": segmentation_pb2.SegmentationSessionState.Name(session.state).rsplit("_", 1)[-1].lower(),
+            "outcome": common_pb2.SessionOutcome.Name(session.outcome).rsplit("_", 1)[-1].lower(),
+            "clicks": [click_out(c) for c in session.clicks], "mask": mask_out(session.mask),
+            "redo_depth": session.redo_depth}
+
+
+def _dialog_question(request: Request, project_id: str, who: Caller) -> Question | None | str:
+    """The dialog policy's question, None when it says nothing is left, or why it could not answer."""
+    upstream, timeout = request.app.state.upstream, request.app.state.gateway.fallback_timeout_s
+    try:
+        reply = upstream.call("dialog", "NextQuestion", dialog_pb2.NextQuestionRequest(
+            project_id=project_id, annotator_id=who.annotator_id,
+            pool=dialog_pb2.PoolReference(pool_id=POOL),
+            allowed_types=[dialog_pb2.QUESTION_TYPE_SEGMENT]), who.key, timeout)
+    except DomainError as exc:
+        return f"{exc.code}: {exc.message}"
+    if reply.exhausted or not reply.HasField("question"):
+        return None
+    q = reply.question
+    if q.type != dialog_pb2.QUESTION_TYPE_SEGMENT:
+        return f"it asked a {QUESTION_TYPES[q.type]} question, which this client does not show"
+    return Question(image_id=q.image.image_id or q.region.image_id, question_type="SEGMENT",
+                    question_id=q.question_id, policy=q.policy or "dialog", reason=q.reason,
+                    prompt=q.prompt or Question.prompt)
+
+
+@router.post("/questions/next", tags=["loop"])
+def next_question(request: Request, project_id: str, who: Annotator) -> dict:
+    """The next question for this annotator (their open task first). ``exhausted`` when none is left."""
+    catalog, work = request.app.state.catalog, request.app.state.work
+    catalog.project(project_id)
+    task = work.open_task(project_id, who.annotator_id)
+    if task is None:
+        asked = _dialog_question(request, project_id, who)
+        if isinstance(asked, Question):
+            try:
+                catalog.image(project_id, asked.image_id)
+                task = work.issue(project_id, who.annotator_id, asked)
+            except DomainError as exc:
+                asked = f"its question names an unknown image ({exc.message})"
+        if task is None and asked is not None:
+            image_id = work.next_image(project_id, who.annotator_id)
+            if image_id is not None:
+                task = work.issue(project_id, who.annotator_id, Question(
+                    image_id=image_id, reason=f"dialog policy unavailable ({asked}); "
+                    "fallback: segment the next unannotated image of the project"))
+    if task is None:
+        return {"exhausted": True, "task": None, "image": None}
+    return {"exhausted": False, "task": task_out(task), "image": image_out(catalog.image(project_id, task.image_id))}
+
+
+@router.post("/sessions", tags=["loop"], status_code=201)
+def start_session(request: Request, project_id: str, who: Annotator, body: Annotated[StartIn, Body()]) -> dict:
+    catalog, work = request.app.state.catalog, request.app.state.work
+    if body.task_id:
+        task = work.task(project_id, body.task_id)
+    elif body.image_id:
+        catalog.image(project_id, body.image_id)
+        task = work.issue(project_id, who.annotator_id, Question(image_id=body.image_id, policy="client",
+                                                                 reason="image chosen by the client"))
+    else:
+        raise InvalidArgument("task_id", "give task_id (from questions/next) or image_id")
+    if task.state != OPEN:
+        raise InvalidArgument("task_id", f"task {task.task_id!r} is already {task.state.lower()}")
+    image = catalog.image(project_id, task.image_id)
+    session_id = uuid.uuid4().hex
+    reply = request.app.state.upstream.call("segmentation", "StartSession", segmentation_pb2.StartSessionRequest(
+        project_id=project_id, image=common_pb2.ImageRef(image_id=image.image_id),
+        image_data=catalog.image_bytes(image), session_id=session_id, annotator_id=who.annotator_id,
+        task_id=task.task_id, label=body.label), who.key)
+    work.attach_session(task, session_id)
+    return {**session_out(reply.session), "image": image_out(image)}
+
+
+@router.get("/sessions/{session_id}", tags=["loop"])
+def get_session(request: Request, project_id: str, session_id: str, who: Annotator) -> dict:
+    reply = request.app.state.upstream.call("segmentation", "GetSession", segmentation_pb2.SegmentationGetSessionRequest(
+        project_id=project_id, session_id=session_id), who.key)
+    return session_out(reply.session)
+
+
+@router.post("/sessions/{session_id}/clicks", tags=["loop"])
+def add_click(request: Request, project_id: str, session_id: str, who: Annotator,
+              body: Annotated[ClickIn, Body()]) -> dict:
+    """One click -> the new mask (COCO RLE), its statistics and latencies."""
+    reply = request.app.state.upstream.call("segmentation", "AddClick", segmentation_pb2.AddClickRequest(
+        project_id=project_id, session_id=session_id,
+        click=common_pb2.Click(x=body.x, y=body.y, positive=body.positive, t_ms=body.t_ms)), who.key)
+    return {"click": click_out(reply.click), **update_out(reply.update)}
+
+
+@router.post("/sessions/{session_id}/undo", tags=["loop"])
+def undo(request: Request, project_id: str, session_id: str, who: Annotator) -> dict:
+    reply = request.app.state.upstream.call("segmentation", "Undo", segmentation_pb2.UndoRequest(
+        project_id=project_id, session_id=session_id), who.key)
+    return {"click": click_out(reply.undone_click), **update_out(reply.update)}
+
+
+@router.post("/sessions/{session_id}/redo", tags=["loop"])
+def redo(request: Request, project_id: str, session_id: str, who: Annotator) -> dict:
+    reply = request.app.state.upstream.call("segmentation", "Redo", segmentation_pb2.RedoRequest(
+        project_id=project_id, session_id=session_id), who.key)
+    return {"click": click_out(reply.redone_click), **update_out(reply.update)}
+
+
+@router.post("/sessions/{session_id}/finish", tags=["loop"])
+def finish(request: Request, project_id: str, session_id: str, who: Annotator,
+           body: Annotated[FinishIn, Body()]) -> dict:
+    """Submit or skip: the final mask is stored, the session goes to the byproducts and quality
+    queues (by the segmentation service), and the dialog and selection services hear the answer."""
+    outcome = body.outcome.upper()
+    reply = request.app.state.upstream.call("segmentation", "FinishSession", segmentation_pb2.FinishSessionRequest(
+        project_id=project_id, session_id=session_id, label=body.label,
+        outcome=common_pb2.SessionOutcome.Value(f"SESSION_OUTCOME_{outcome}")), who.key)
+    s = reply.session
+    seconds = max(0.0, s.update_time.ToNanoseconds() - s.create_time.ToNanoseconds()) / 1e9
+    area = int(decode_rle(list(s.mask.size), s.mask.counts, tuple(s.mask.size), "mask").sum()) if s.mask.counts else 0
+    annotation = request.app.state.work.record(Annotation(
+        session_id=s.session_id, project_id=project_id, image_id=s.image.image_id, task_id=s.task_id,
+        annotator_id=s.annotator_id or who.annotator_id, outcome=outcome, label=s.label or body.label,
+        mask_height=s.mask.size[0], mask_width=s.mask.size[1], mask_counts=s.mask.counts, area_px=area,
+        click_count=len(s.clicks), seconds=seconds, quality_operation_id=reply.quality_operation_id,
+        byproducts_operation_id=reply.byproducts_operation_id, created_at=datetime.now(UTC)))
+    told = _tell_services(request, project_id, who, annotation, seconds)
+    return {"session": session_out(s), "quality_operation_id": reply.quality_operation_id,
+            "byproducts_operation_id": reply.byproducts_operation_id, "seconds": seconds, "services": told}
+
+
+def _tell_services(request: Request, project_id: str, who: Caller, annotation: Annotation,
+                   seconds: float) -> dict[str, str]:
+    """Best effort: the dialog's RecordAnswer (its question only) and selection's ReportLabels."""
+    upstream, timeout = request.app.state.upstream, request.app.state.gateway.fallback_timeout_s
+    told: dict[str, str] = {}
+    mask = common_pb2.Mask(size=[annotation.mask_height, annotation.mask_width], counts=annotation.mask_counts)
+    task = request.app.state.work.task(project_id, annotation.task_id)
+    calls = []
+    if task.question_id:
+        answer = dialog_pb2.RecordAnswerRequest(
+            project_id=project_id, question_id=task.question_id, annotator_id=who.annotator_id,
+            seconds_taken=max(seconds, 0.001), byproducts_session_id=annotation.session_id)
+        if annotation.outcome == "SUBMITTED":
+            answer.segment.CopyFrom(dialog_pb2.SegmentAnswer(
+                mask=mask, label=annotation.label, click_count=annotation.click_count,
+                segmentation_session_id=annotation.session_id))
+        else:
+            answer.skip.CopyFrom(dialog_pb2.SkipAnswer(reason=annotation.outcome.lower()))
+        calls.append(("dialog", "RecordAnswer", answer))
+    if annotation.outcome == "SUBMITTED":
+        calls.append(("selection", "ReportLabels", selection_pb2.ReportLabelsRequest(
+            project_id=project_id, pool_id=POOL, labels=[selection_pb2.LabelledItem(
+                item_id=annotation.image_id, mask=mask, annotator_id=who.annotator_id)])))
+    for service, method, message in calls:
+        try:
+            upstream.call(service, method, message, who.key, timeout)
+            told[service] = "ok"
+        except DomainError as exc:
+            log.info("%s %s not recorded: %s", service, method, exc)
+            told[service] = f"{exc.code}: {exc.message}"
+    return told
