@@ -41,15 +41,32 @@ def event_row(event: pb.Event, received_ms: int) -> dict:
             "client_time_ms": _ms(event.time), "received_ms": received_ms, "data": event.SerializeToString()}
 
 
+COLUMNS = ("session_id", "seq", "event_id", "project_id", "kind", "t_ms", "client_time_ms", "received_ms", "data")
+# PostgreSQL: one statement per chunk, the rows as arrays (constant SQL, 9 parameters); row by row
+# executemany is ~5x slower there. SQLite's executemany is fast already.
+_PG_UNNEST = (
+    f"INSERT INTO byproduct_events ({', '.join(COLUMNS)}) SELECT * FROM unnest("
+    "%(session_id)s::varchar[], %(seq)s::bigint[], %(event_id)s::varchar[], %(project_id)s::varchar[], "
+    "%(kind)s::smallint[], %(t_ms)s::bigint[], %(client_time_ms)s::bigint[], %(received_ms)s::bigint[], "
+    "%(data)s::bytea[]) ON CONFLICT DO NOTHING")
+
+
+def insert_events(connection, rows: list[dict]) -> None:
+    """Insert event rows; rows already stored (same session and seq, or same event id) are skipped."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(_PG_UNNEST, {name: [row[name] for row in rows] for name in COLUMNS})
+    else:
+        connection.execute(sqlite.insert(EventRow.__table__).on_conflict_do_nothing(), rows)
+
+
 def persist(engine: Engine, events: Sequence[pb.Event], received_ms: int, idle_threshold_ms: int) -> dict:
     """Store ``events`` (one queue message); returns counts for the task's log."""
     rows = [event_row(event, received_ms) for event in events]
     lifecycle = {row["session_id"] for row in rows if row["kind"] in LIFECYCLE}
     touched = {row["session_id"] for row in rows}
-    statement = _insert(engine, EventRow.__table__).on_conflict_do_nothing()
     with engine.begin() as connection:
         for first in range(0, len(rows), INSERT_CHUNK):
-            connection.execute(statement, rows[first:first + INSERT_CHUNK])
+            insert_events(connection, rows[first:first + INSERT_CHUNK])
     for session_id in sorted(lifecycle):
         refresh_session(engine, session_id)
     with engine.connect() as connection:
