@@ -8,19 +8,24 @@ idempotent: with acks_late a message redelivered after the worker died stores no
 
 from __future__ import annotations
 
+import logging
+import time
 from functools import lru_cache
 
+from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from services.byproducts.config import ByproductsSettings
-from services.byproducts.ingest import decode_batch
+from services.byproducts.ingest import Ingestor, decode_batch
 from services.byproducts.persist import persist
+from services.byproducts.segmentation_summary import events_from_summary
 from services.common.celery_app import make_celery
 from services.common.settings import get_settings
 from services.common.storage import make_engine
 
 app = make_celery("byproducts")
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -38,3 +43,26 @@ def _config() -> ByproductsSettings:
 def persist_events(payload: str, received_ms: int) -> dict:
     """Store one chunk of admitted events; retried with backoff while the store is unreachable."""
     return persist(_engine(), decode_batch(payload), received_ms, _config().idle_threshold_ms)
+
+
+@lru_cache(maxsize=1)
+def _ingestor() -> Ingestor:
+    return Ingestor(Redis.from_url(get_settings().redis_url), _no_enqueue, _config())
+
+
+def _no_enqueue(payload: str, received_ms: int) -> None:
+    raise RuntimeError("the worker persists admitted summaries itself")
+
+
+@app.task(name="byproducts.segmentation_session_finished", ignore_result=True, autoretry_for=(OperationalError,),
+          retry_backoff=True, retry_backoff_max=60, max_retries=20)
+def segmentation_session_finished(summary: dict) -> dict:
+    """A finished segmentation session (clicks, masks) kept as byproducts, unless the client recorded it."""
+    events = events_from_summary(summary)
+    admission = _ingestor().admit(events, list(range(len(events))), all_or_nothing=True)
+    if admission.errors:
+        log.info("segmentation summary not kept: %s", admission.errors[0],
+                 extra={"session_id": events[0].session_id})
+        return {"events": 0, "refused": str(admission.errors[0])}
+    return persist(_engine(), admission.new + admission.duplicates, int(time.time() * 1000),
+                   _config().idle_threshold_ms)

@@ -18,7 +18,7 @@ from services.common.keys import KeyStore, Principal, Role
 from services.common.probes import platform_health
 from services.common.settings import Settings, get_settings
 from services.common.storage import make_engine, make_session_factory
-from services.gateway import routes_projects, routes_review, routes_sessions
+from services.gateway import byproducts_routes, routes_projects, routes_review, routes_sessions
 from services.gateway.auth import CurrentPrincipal, require
 from services.gateway.catalog import Catalog
 from services.gateway.config import GatewaySettings
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     app.include_router(routes_projects.router)
     app.include_router(routes_sessions.router)
     app.include_router(routes_review.router)
+    app.include_router(byproducts_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(DomainError)

@@ -1,0 +1,183 @@
+"""REST for the byproducts service (web annotator ingest, queries, exports), calling its gRPC API.
+
+The caller's ``Authorization: Bearer`` key is checked here and forwarded, so the service applies the
+same roles and project scopes as to gRPC clients. Bodies and answers use the proto3 JSON mapping of
+the messages (field names as in the proto, snake_case; camelCase is accepted on input). gRPC status
+codes become HTTP ones (INVALID_ARGUMENT 422 with every ErrorDetail, NOT_FOUND 404, RESOURCE_EXHAUSTED
+429, UNAVAILABLE 503, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import grpc
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from grpc_status import rpc_status
+from pydantic import BaseModel, Field
+
+from annotation.v1 import byproducts_pb2 as pb
+from annotation.v1 import byproducts_pb2_grpc, common_pb2
+from services.gateway.auth import authenticated
+
+router = APIRouter(prefix="/v1/byproducts", tags=["byproducts"], dependencies=[Depends(authenticated)])
+
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 422, grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+TIMEOUT_S = 30.0
+
+
+class EventBatchIn(BaseModel):
+    project_id: str = Field(min_length=1)
+    events: list[dict[str, Any]] = Field(description="Events in the proto3 JSON mapping of annotation.v1.Event.")
+
+
+class RpcFailed(Exception):
+    def __init__(self, error: grpc.RpcError) -> None:
+        self.error = error
+
+
+def rpc_error_response(error: grpc.RpcError) -> JSONResponse:
+    code = error.code()
+    details = []
+    status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+    for packed in status.details if status else ():
+        detail = common_pb2.ErrorDetail()
+        if packed.Unpack(detail):
+            details.append({"field": detail.field, "reason": detail.reason, "message": detail.message})
+    field = details[0]["field"] if details else ""
+    body = {"error": {"code": code.name, "field": field, "message": error.details() or code.name, "details": details}}
+    return JSONResponse(status_code=HTTP_STATUS.get(code, 500), content=body)
+
+
+def _stub(request: Request) -> byproducts_pb2_grpc.ByproductsStub:
+    state = request.app.state
+    if getattr(state, "byproducts_stub", None) is None:
+        channel = grpc.insecure_channel(state.settings.service_address("byproducts"))
+        state.byproducts_stub = byproducts_pb2_grpc.ByproductsStub(channel)
+    return state.byproducts_stub
+
+
+def _metadata(request: Request) -> list[tuple[str, str]]:
+    return [("authorization", request.headers.get("authorization", ""))]
+
+
+def _json(message) -> dict:
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def _unary(request: Request, method: str, message) -> JSONResponse:
+    try:
+        reply = getattr(_stub(request), method)(message, metadata=_metadata(request), timeout=TIMEOUT_S)
+    except grpc.RpcError as error:
+        return rpc_error_response(error)
+    return JSONResponse(_json(reply))
+
+
+def _stream(request: Request, method: str, message, filename: str):
+    """Stream an export's chunks; the first chunk is fetched before answering, so errors get their status."""
+    replies = getattr(_stub(request), method)(message, metadata=_metadata(request), timeout=3600)
+    try:
+        first = next(replies)
+    except grpc.RpcError as error:
+        return rpc_error_response(error)
+
+    def body() -> Iterator[bytes]:
+        yield first.data
+        for reply in replies:
+            yield reply.data
+
+    return StreamingResponse(body(), media_type="application/x-ndjson",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _timestamp(value: datetime | None, into) -> None:
+    if value is not None:
+        into.FromDatetime(value)
+
+
+def session_filter(session_id: str = "", task_id: str = "", annotator_id: str = "",
+                   outcome: Annotated[int, Query(ge=0, le=3)] = 0,
+                   question_type: Annotated[int, Query(ge=0)] = 0,
+                   start: Annotated[datetime | None, Query(description="start_time >= (ISO 8601)")] = None,
+                   end: Annotated[datetime | None, Query(description="start_time < (ISO 8601)")] = None
+                   ) -> pb.SessionFilter:
+    where = pb.SessionFilter(session_id=session_id, task_id=task_id, annotator_id=annotator_id, outcome=outcome,
+                             question_type=question_type)
+    _timestamp(start, where.time_range.start)
+    _timestamp(end, where.time_range.end)
+    return where
+
+
+Filter = Annotated[pb.SessionFilter, Depends(session_filter)]
+PageSize = Annotated[int, Query(ge=0, le=1000)]
+
+
+@router.post("/events")
+def record_events(request: Request, body: Annotated[EventBatchIn, Body()]):
+    """RecordBatch: all or nothing, at most 5000 events; accepted = durably queued."""
+    try:
+        batch = ParseDict({"project_id": body.project_id, "events": body.events}, pb.EventBatch())
+    except ParseError as exc:
+        return JSONResponse(status_code=422, content={"error": {
+            "code": "INVALID_ARGUMENT", "field": "events", "message": str(exc), "details": []}})
+    return _unary(request, "RecordBatch", batch)
+
+
+@router.get("/sessions")
+def list_sessions(request: Request, where: Filter, project_id: str = "", page_size: PageSize = 0,
+                  page_token: str = ""):
+    return _unary(request, "ListSessions", pb.ListSessionsRequest(
+        project_id=project_id, filter=where, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token)))
+
+
+@router.get("/sessions/{session_id}")
+def get_session(request: Request, session_id: str, project_id: str = ""):
+    return _unary(request, "GetSession", pb.ByproductsGetSessionRequest(project_id=project_id, session_id=session_id))
+
+
+@router.get("/sessions/{session_id}/events")
+def list_events(request: Request, session_id: str, project_id: str = "", from_seq: Annotated[int, Query(ge=0)] = 0,
+                to_seq: Annotated[int, Query(ge=0)] = 0, kinds: Annotated[list[int] | None, Query()] = None,
+                page_size: PageSize = 0, page_token: str = ""):
+    return _unary(request, "ListEvents", pb.ListEventsRequest(
+        project_id=project_id, session_id=session_id, from_seq=from_seq, to_seq=to_seq, kinds=kinds or [],
+        page=common_pb2.PageRequest(page_size=page_size, page_token=page_token)))
+
+
+@router.get("/sessions/{session_id}/signals")
+def get_signals(request: Request, session_id: str, project_id: str = ""):
+    return _unary(request, "GetSignals", pb.GetSignalsRequest(project_id=project_id, session_id=session_id))
+
+
+@router.get("/signals")
+def list_signals(request: Request, where: Filter, project_id: str = "", page_size: PageSize = 0,
+                 page_token: str = ""):
+    return _unary(request, "ListSignals", pb.ListSignalsRequest(
+        project_id=project_id, filter=where, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token)))
+
+
+@router.get("/export.jsonl")
+def export_jsonl(request: Request, where: Filter, project_id: str = "",
+                 kinds: Annotated[list[int] | None, Query()] = None, include_signals: bool = False):
+    return _stream(request, "ExportJsonl", pb.ExportJsonlRequest(
+        project_id=project_id, filter=where, kinds=kinds or [], include_signals=include_signals),
+        "byproducts.jsonl")
+
+
+@router.get("/luab.jsonl")
+def export_luab(request: Request, where: Filter, project_id: str = "",
+                heatmap_size: Annotated[int, Query(ge=0, le=512)] = 0,
+                heatmap_sigma: Annotated[float, Query(ge=0)] = 0.0,
+                mouse_weight: Annotated[float, Query(ge=0, le=1)] = 0.0):
+    return _stream(request, "ExportLuab", pb.ExportLuabRequest(
+        project_id=project_id, filter=where, heatmap_size=heatmap_size, heatmap_sigma=heatmap_sigma,
+        mouse_weight=mouse_weight), "luab.jsonl")
