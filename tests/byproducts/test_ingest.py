@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from grpc_status import rpc_status
@@ -201,3 +203,35 @@ def test_a_full_queue_refuses_with_resource_exhausted(bp_settings, start_server,
                              timeout=10)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "queue holds 3 messages" in err.value.details()
+
+
+SUMMARY = {
+    "session": {"session_id": "seg-1", "project_id": "p1", "image_id": "img-9", "uri": "", "width": 200,
+                "height": 100, "annotator_id": "ann-9", "task_id": "t-9", "label": "cat", "state": "FINISHED",
+                "outcome": "SUBMITTED", "create_time": 1_760_000_000.0, "update_time": 1_760_000_004.5,
+                "threshold": 0.5},
+    "clicks": [{"x": 50.0, "y": 25.0, "positive": True, "t_ms": 900, "index": 0},
+               {"x": 150.0, "y": 75.0, "positive": False, "t_ms": 0, "index": 1}],
+    "steps": [{"stats": {}, "iou_with_previous": 0.0, "model_latency_ms": 3.0},
+              {"stats": {}, "iou_with_previous": 0.9, "model_latency_ms": 3.0}],
+    "mask": {"size": [100, 200], "counts": "0"},
+}
+
+
+def test_a_finished_segmentation_session_is_kept_once(bp_settings, stub, worker, keys, engine):
+    from services.common.celery_app import make_celery  # noqa: PLC0415
+
+    celery = make_celery("byproducts", bp_settings)
+    for _ in range(2):  # a redelivered or repeated message stores nothing twice
+        celery.send_task("byproducts.segmentation_session_finished", args=[SUMMARY], queue="byproducts")
+    wait_until(lambda: stored(engine, "seg-1") == 5, 30, "summary stored")
+    reply = stub.GetSession(pb.ByproductsGetSessionRequest(project_id="p1", session_id="seg-1"),
+                            metadata=bearer(keys["reviewer"]), timeout=10)
+    assert reply.session.outcome == common_pb2.SESSION_OUTCOME_SUBMITTED and reply.session.annotator_id == "ann-9"
+    clicks = stub.ListEvents(pb.ListEventsRequest(project_id="p1", session_id="seg-1", kinds=[pb.EVENT_KIND_CLICK]),
+                             metadata=bearer(keys["reviewer"]), timeout=10).events
+    assert [(c.click.x, c.click.y, c.click.positive, c.t_ms) for c in clicks] == [(0.25, 0.25, True, 900),
+                                                                                  (0.75, 0.75, False, 900)]
+    assert clicks[1].click.iou_change == pytest.approx(0.1)
+    time.sleep(1.0)
+    assert stored(engine, "seg-1") == 5
