@@ -41,7 +41,7 @@ def export(checkpoint: Path, model_dir: Path = MODEL_DIR, version: int = 1) -> P
     card = {
         "checkpoint": Path(checkpoint).name,
         "config": config,
-        "iterations": state.get("iteration"),
+        "iterations": figures.get("iterations", state.get("iteration")),
         "train_command": figures.get("command"),
         "wall_time_s": figures.get("wall_time_s"),
         "validation": figures.get("best"),
