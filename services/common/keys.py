@@ -96,6 +96,26 @@ class KeyStore:
             session.add(row)
         return row.principal(), f"ak_{key_id}.{secret}"
 
+    def import_key(self, token: str, name: str, role: Role, projects: list[str]) -> Principal:
+        """Store a key made elsewhere (a Kubernetes Secret seeding the first admin). Idempotent; a new
+        secret for the same key id replaces the old one (rotation)."""
+        key_id, _, secret = token.removeprefix("ak_").partition(".")
+        if not token.startswith("ak_") or not key_id or len(secret) < 32 or not key_id.isalnum():
+            raise InvalidArgument("token", "expected ak_<id>.<secret> with a secret of 32+ characters")
+        if not projects or any(not p.strip() for p in projects):
+            raise InvalidArgument("projects", f"give one or more project ids, or {ALL_PROJECTS!r} for all")
+        with self._sessions.begin() as session:
+            row = session.get(ApiKey, key_id)
+            if row is None:
+                row = ApiKey(id=key_id, created_at=datetime.now(UTC))
+                session.add(row)
+            row.name, row.role, row.projects = name, int(role), sorted(set(projects))
+            row.secret_sha256, row.revoked_at = _sha256(secret), None
+            principal = row.principal()
+        with self._lock:
+            self._cache.clear()
+        return principal
+
     def verify(self, token: str) -> Principal:
         now = time.monotonic()
         digest = _sha256(token)

@@ -76,3 +76,19 @@ def test_creation_validates_its_input(engine):
     with pytest.raises(InvalidArgument) as err:
         Role.parse("superuser")
     assert err.value.field == "role"
+
+
+def test_an_imported_key_verifies_and_rotates(engine):
+    store = KeyStore(make_session_factory(engine), 0)
+    token = "ak_0123abcd4567ef89." + "s" * 40
+    principal = store.import_key(token, "admin", Role.ADMIN, ["*"])
+    assert store.verify(token) == principal and principal.role is Role.ADMIN
+    assert store.import_key(token, "admin", Role.ADMIN, ["*"]) == principal  # idempotent
+    rotated = "ak_0123abcd4567ef89." + "t" * 40
+    store.import_key(rotated, "admin", Role.ADMIN, ["*"])
+    assert store.verify(rotated).key_id == principal.key_id
+    with pytest.raises(Unauthenticated):
+        store.verify(token)
+    for bad in ("ak_x.short", "nope", "ak_.", "ak_ab/cd." + "s" * 40):
+        with pytest.raises(InvalidArgument):
+            store.import_key(bad, "admin", Role.ADMIN, ["*"])
