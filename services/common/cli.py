@@ -1,8 +1,11 @@
-"""``annot``: the platform's command line (local platform, keys, settings, migrations)."""
+"""``annot``: the platform's command line (local platform, demo, keys, settings, migrations, and
+REST commands for external tools: projects, images, export, review)."""
 
 from __future__ import annotations
 
+import signal
 import time
+from pathlib import Path
 
 import grpc
 import typer
@@ -11,12 +14,16 @@ from rich.table import Table
 
 from services.common import local_platform
 from services.common.keys import KeyStore, Role
-from services.common.settings import SERVICES, Settings, get_settings
+from services.common.settings import Settings, get_settings
 from services.common.storage import make_engine, make_session_factory, migrate
 
 app = typer.Typer(help="Annotation platform: local processes, API keys, settings.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed; the plaintext is printed once).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+projects_app = typer.Typer(help="Projects, through the gateway's REST API.", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+images_app = typer.Typer(help="Images of a project, through the gateway's REST API.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
 console = Console()
 
 GOOD = {"SERVING", "RUNNING"}
@@ -106,31 +113,142 @@ def status() -> None:
 
 
 @app.command()
-def demo(keep: bool = typer.Option(False, help="Leave the platform running afterwards.")) -> None:
-    """Bring the platform up, prove every queue is consumed through its service, show auth, bring it down."""
-    from annotation.v1 import operations_pb2, operations_pb2_grpc
+def demo(wait: bool = typer.Option(True, "--wait/--no-wait",
+                                   help="Keep the web annotator up until Ctrl-C (--no-wait: stop at once)."),
+         keep: bool = typer.Option(False, help="Leave the platform running afterwards.")) -> None:
+    """Start the platform, walk one annotation session through the loop (question -> clicks -> mask ->
+    byproducts -> quality score) with timings, leave the web annotator up until Ctrl-C, stop."""
+    from services.gateway.client import GatewayClient  # noqa: PLC0415
+    from services.gateway.demo import PROJECT, walk  # noqa: PLC0415
 
-    up(timeout=120.0)
     current = get_settings()
-    key = ensure_admin_key(current)
-    table = Table("service", "queue answered by", "round trip", "without a key")
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops what the demo started, as Ctrl-C does
     try:
-        for service in SERVICES:
-            with grpc.insecure_channel(current.service_address(service)) as channel:
-                stub = operations_pb2_grpc.OperationsStub(channel)
-                reply = stub.ProbeQueue(operations_pb2.ProbeQueueRequest(timeout_ms=10000), timeout=15,
-                                        metadata=[("authorization", f"Bearer {key}")])
-                try:
-                    stub.ProbeQueue(operations_pb2.ProbeQueueRequest(), timeout=5)
-                    refused = "[red]accepted![/]"
-                except grpc.RpcError as exc:
-                    refused = exc.code().name
-            table.add_row(service, f"{reply.worker_hostname} pid {reply.worker_pid}",
-                          f"{reply.round_trip_ms:.1f} ms", refused)
-        console.print(table)
+        up(timeout=180.0)
+        key = ensure_admin_key(current)
+        url = f"http://{current.host}:{current.gateway_port}"
+        console.rule("one session through the loop")
+        with GatewayClient(url, key) as client:
+            result = walk(client, lambda line: console.print(line, highlight=False))
+        console.rule()
+        console.print(f"loop walked in {time.monotonic() - started:.1f} s from start "
+                      f"(clicks: {', '.join(f'{ms:.0f} ms' for ms in result['click_ms'])})")
+        console.print(f"web annotator: [bold]{url}/?project={PROJECT}[/]   review queue: {url}/review"
+                      f"\nAPI key (paste it once in the page): {key}\nOpenAPI: {url}/docs")
+        if wait:
+            console.print("Ctrl-C stops everything.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                console.print("stopping")
     finally:
         if not keep:
             down()
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _gateway_client(url: str, key: str):
+    from services.gateway.client import GatewayClient  # noqa: PLC0415
+
+    current = get_settings()
+    if not key and admin_key_path(current).exists():
+        key = admin_key_path(current).read_text().strip()
+    if not key:
+        console.print("[red]no API key[/]: pass --key or set ANNOT_API_KEY")
+        raise typer.Exit(2)
+    return GatewayClient(url or f"http://{current.host}:{current.gateway_port}", key)
+
+
+URL_OPTION = typer.Option("", envvar="ANNOT_GATEWAY_URL", help="Gateway URL (default: the local one).")
+KEY_OPTION = typer.Option("", envvar="ANNOT_API_KEY", help="API key (default: $ANNOT_API_KEY, else var/admin.key).")
+
+
+def _rest(action):
+    from services.gateway.client import GatewayError  # noqa: PLC0415
+
+    try:
+        return action()
+    except GatewayError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1)
+    except OSError as exc:  # httpx.ConnectError and friends
+        console.print(f"[red]gateway unreachable[/]: {exc}")
+        raise typer.Exit(1)
+
+
+@projects_app.command("create")
+def projects_create(project_id: str, name: str = typer.Option("", help="Display name."),
+                    label: list[str] = typer.Option(["object"], help="Class label; repeatable."),
+                    url: str = URL_OPTION, key: str = KEY_OPTION) -> None:
+    """Create a project (admin key)."""
+    with _gateway_client(url, key) as client:
+        project = _rest(lambda: client.create_project(project_id, name, label))
+    console.print(f"created {project['project_id']} labels {project['labels']}")
+
+
+@projects_app.command("list")
+def projects_list(url: str = URL_OPTION, key: str = KEY_OPTION) -> None:
+    """The projects the key may see."""
+    with _gateway_client(url, key) as client:
+        projects = _rest(lambda: client.request("GET", "/v1/projects"))
+    table = Table("project", "name", "labels", "created")
+    for p in projects:
+        table.add_row(p["project_id"], p["name"], ", ".join(p["labels"]), p["created_at"][:19])
+    console.print(table)
+
+
+@images_app.command("upload")
+def images_upload(folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder of images."),
+                  project: str = typer.Option(..., help="Project id."),
+                  url: str = URL_OPTION, key: str = KEY_OPTION) -> None:
+    """Upload every image of a folder (JPEG, PNG, WebP, BMP, TIFF) to a project (admin key)."""
+    with _gateway_client(url, key) as client:
+        images = _rest(lambda: client.upload_dir(project, folder))
+    new = [i for i in images if not i["duplicate"]]
+    console.print(f"uploaded {len(new)} images ({len(images) - len(new)} already there) to {project}")
+
+
+@app.command("export")
+def export_cmd(project: str = typer.Option(..., help="Project id."),
+               kind: str = typer.Option("coco", "--format", help="coco (masks, COCO JSON) or byproducts (JSON Lines)."),
+               out: Path = typer.Option(..., help="File to write."),
+               url: str = URL_OPTION, key: str = KEY_OPTION) -> None:
+    """Pull an export of a project (reviewer key): COCO JSON masks or JSON Lines byproducts."""
+    import json  # noqa: PLC0415
+
+    if kind not in ("coco", "byproducts"):
+        console.print("[red]--format[/] is coco or byproducts")
+        raise typer.Exit(2)
+    with _gateway_client(url, key) as client:
+        if kind == "coco":
+            coco = _rest(lambda: client.export_coco(project))
+            out.write_text(json.dumps(coco))
+            console.print(f"{out}: {len(coco['images'])} images, {len(coco['annotations'])} annotations")
+        else:
+            data = _rest(lambda: client.export_byproducts(project))
+            out.write_bytes(data)
+            lines = data.count(b"\n")
+            console.print(f"{out}: {lines} lines")
+
+
+@app.command("review")
+def review_cmd(project: str = typer.Option(..., help="Project id."),
+               limit: int = typer.Option(20, help="How many items."),
+               url: str = URL_OPTION, key: str = KEY_OPTION) -> None:
+    """The review queue of a project, worst predicted quality first (reviewer key)."""
+    with _gateway_client(url, key) as client:
+        page = _rest(lambda: client.review(project, limit))
+    table = Table("session", "image", "annotator", "clicks", "predicted IoU", "P(bad)", "top reason")
+    for item in page["items"]:
+        reason = item["reasons"][0]["description"] if item["reasons"] else ""
+        table.add_row(item["session_id"], item["image_id"], item["annotator_id"], str(item["click_count"]),
+                      f"{item['predicted_iou']:.3f}", f"{item['probability_below_threshold']:.2f}", reason)
+    console.print(table)
 
 
 @app.command()

@@ -1,5 +1,5 @@
-"""REST routes for reviewers: the review queue (quality service, worst first) and exports (COCO JSON
-of the masks from the gateway's store; JSON Lines of byproducts streamed from the byproducts service).
+"""REST routes for reviewers: the review queue (quality service, worst first), stored annotations and
+the COCO JSON export of the masks. (Byproducts export as JSON Lines: byproducts_routes.py.)
 """
 
 from __future__ import annotations
@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
 
-from annotation.v1 import byproducts_pb2, common_pb2, quality_pb2
+from annotation.v1 import common_pb2, quality_pb2
 from services.common.errors import Unavailable
 from services.gateway.auth import Reviewer
 from services.gateway.coco import coco_export
@@ -65,22 +64,3 @@ def export_coco(request: Request, project_id: str, who: Reviewer) -> dict:
     images, _ = catalog.images(project_id, 0, 1_000_000)
     return coco_export(project, images, request.app.state.work.annotations(project_id))
 
-
-@router.get("/exports/byproducts.jsonl", tags=["exports"], response_class=StreamingResponse)
-def export_byproducts(request: Request, project_id: str, who: Reviewer, include_signals: bool = True,
-                      session_id: str = "") -> StreamingResponse:
-    """The project's byproducts (sessions and events) as JSON Lines, from the byproducts service."""
-    request.app.state.catalog.project(project_id)
-    chunks = request.app.state.upstream.stream("byproducts", "ExportJsonl", byproducts_pb2.ExportJsonlRequest(
-        project_id=project_id, include_signals=include_signals,
-        filter=byproducts_pb2.SessionFilter(session_id=session_id)), who.key, 600)
-    first = next(chunks, None)  # before answering: an unavailable service is a 503, not a broken stream
-
-    def body():
-        if first is not None:
-            yield first.data
-        for chunk in chunks:
-            yield chunk.data
-
-    return StreamingResponse(body(), media_type="application/x-ndjson",
-                             headers={"Content-Disposition": f'attachment; filename="{project_id}-byproducts.jsonl"'})

@@ -166,8 +166,6 @@ def test_coco_export_of_stored_masks(client, keys, project, settings):
     assert ann["area"] == 5000 and ann["bbox"] == [60.0, 50.0, 100.0, 50.0] and ann["category_id"] == 1
     decoded = mask_utils.decode({"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()})
     assert (decoded == mask).all()
-    reply = client.get("/v1/projects/p1/exports/byproducts.jsonl", headers=keys["reviewer"])
-    assert reply.status_code == 503 and "byproducts" in reply.json()["error"]["message"]
 
 
 def test_rate_limit_per_key(settings):
@@ -185,6 +183,7 @@ def test_rate_limit_per_key(settings):
 def test_pages_and_openapi_are_served(client):
     assert "canvas" in client.get("/").text and "Review queue" in client.get("/review").text
     assert client.get("/static/annotator.js").status_code == 200
+    assert client.get("/v1/config").json()["byproducts_ingest"] == "/v1/byproducts/events"
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/projects", "/v1/projects/{project_id}/images", "/v1/projects/{project_id}/questions/next",
                  "/v1/projects/{project_id}/sessions/{session_id}/clicks", "/v1/projects/{project_id}/review",

@@ -2,8 +2,8 @@
 // response times and mask change, undo/redo, key presses, label changes, submit/skip, end) as
 // annotation.v1.Event objects in proto JSON, with a client-made event_id and a per-session seq
 // (session_start is seq 1). Coordinates are normalised to the image ([0, 1]).
-// Batches go to the gateway's byproducts ingest route when the gateway has one (GET /v1/config);
-// otherwise they are kept in this tab and the status line says so.
+// Batches go to the gateway's byproducts ingest route (POST /v1/byproducts/events, found through
+// GET /v1/config); a gateway without one keeps them in this tab and the status line says so.
 "use strict";
 class Recorder {
   constructor(ingestPath, sampleMs = 50, flushMs = 2000) {
@@ -30,12 +30,12 @@ class Recorder {
   tMs() { return this.session ? Math.max(0, Math.round(performance.now() - this.session.t0)) : 0; }
   norm(x, y) { return { x: Math.min(1, Math.max(0, x / this.session.width)), y: Math.min(1, Math.max(0, y / this.session.height)) }; }
 
-  emit(kind, payload) {
+  emit(kind, payload, tMs = this.tMs()) {
     if (!this.session) return;
     const s = this.session;
     s.seq += 1;
     this.pending.push({ project_id: s.projectId, session_id: s.sessionId, event_id: `${s.sessionId}-${s.seq}`,
-      seq: s.seq, t_ms: this.tMs(), time: new Date().toISOString(), [kind]: payload });
+      seq: s.seq, t_ms: tMs, time: new Date(performance.timeOrigin + s.t0 + tMs).toISOString(), [kind]: payload });
   }
 
   mouse(x, y) {  // image pixels; sampled at most every sampleMs, sent as trajectory chunks
@@ -50,7 +50,7 @@ class Recorder {
   flushTrajectory() {
     if (!this.trajectory.length) return;
     const points = this.trajectory; this.trajectory = [];
-    this.emit("mouse", { points, sample_interval_ms: this.sampleMs });
+    this.emit("mouse", { points, sample_interval_ms: this.sampleMs }, points[points.length - 1].t_ms);
   }
 
   click(x, y, positive, index, iouChange, responseMs) {
