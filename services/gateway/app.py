@@ -50,10 +50,9 @@ def _key_out(principal: Principal) -> KeyOut:
 
 
 def _byproducts_ingest_path(app: FastAPI) -> str | None:
-    """The POST route of the byproducts REST ingest (services/gateway/byproducts_routes.py), if included."""
-    for route in app.routes:
-        path, methods = getattr(route, "path", ""), getattr(route, "methods", set()) or set()
-        if "POST" in methods and "byproducts" in path and path.rstrip("/").endswith("events"):
+    """The POST route of the byproducts REST ingest (byproducts_routes.py), if the app has one."""
+    for path, operations in app.openapi().get("paths", {}).items():
+        if "post" in operations and path.startswith("/v1/byproducts") and path.rstrip("/").endswith("/events"):
             return path
     return None
 
