@@ -1,19 +1,246 @@
-"""gRPC adapter of ``annotation.v1.Dialog``: the policy that picks which question to ask the annotator.
+"""gRPC adapter of ``annotation.v1.Dialog``: proto messages <-> the dialog domain modules.
 
-Every RPC of the proto is served; those whose behaviour has not landed yet answer UNIMPLEMENTED
-through the generated base class.
+SimulatePolicy is not served yet (UNIMPLEMENTED through the generated base class): the simulation is
+the command ``python -m services.dialog.simulate``.
+
+Run: ``python -m services.dialog.server``.
 """
 
 from __future__ import annotations
 
-import grpc
+import hashlib
 
-from annotation.v1 import dialog_pb2_grpc
+import grpc
+import numpy as np
+from google.protobuf import timestamp_pb2
+from pycocotools import mask as mask_utils
+
+from annotation.v1 import common_pb2, dialog_pb2, dialog_pb2_grpc, selection_pb2, selection_pb2_grpc
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.grpc_server import Kit, serve
+from services.dialog import cost_model
+from services.dialog.features import mask_features
+from services.dialog.learning import FIT_MODELS, load_acceptance, load_estimates
+from services.dialog.policy import DEFAULT, registry
+from services.dialog.questioner import Questioner
+from services.dialog.questions import LABEL_REGION, SEGMENT, SKIP, VERIFY, Candidate, Step, prompt
+from services.dialog.store import DialogStore
+
+TYPES = {VERIFY: dialog_pb2.QUESTION_TYPE_VERIFY, LABEL_REGION: dialog_pb2.QUESTION_TYPE_LABEL_REGION,
+         SEGMENT: dialog_pb2.QUESTION_TYPE_SEGMENT, SKIP: dialog_pb2.QUESTION_TYPE_SKIP}
+TYPE_NAMES = {v: k for k, v in TYPES.items()}
+KINDS = {"greedy": dialog_pb2.Policy.GREEDY, "fixed": dialog_pb2.Policy.FIXED, "learned": dialog_pb2.Policy.LEARNED}
+MAX_CANDIDATES = 1000
+
+
+def _stamp(value) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _unit(value: float, field: str) -> float:
+    if not 0.0 <= value <= 1.0 or value != value:
+        raise InvalidArgument(field, f"{value} is not in [0, 1]")
+    return float(value)
+
+
+def candidate_from_pb(c: dialog_pb2.Candidate, field: str) -> Candidate:
+    image_id = c.region.image_id or c.image.image_id
+    if not image_id:
+        raise InvalidArgument(f"{field}.region.image_id", "the candidate's image must be named", reason="REQUIRED")
+    features = {}
+    for name, value in c.features.items():
+        if not np.isfinite(value):
+            raise InvalidArgument(f"{field}.features[{name}]", "must be finite")
+        features[name] = float(value)
+    proposal_features = {}
+    if c.HasField("proposal_mask"):
+        size, counts = list(c.proposal_mask.size), c.proposal_mask.counts
+        if len(size) != 2 or min(size) <= 0 or not counts:
+            raise InvalidArgument(f"{field}.proposal_mask", "needs size [height, width] and RLE counts")
+        try:
+            mask = mask_utils.decode({"size": size, "counts": counts.encode("ascii")}).astype(bool)
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is bad input
+            raise InvalidArgument(f"{field}.proposal_mask.counts", f"not a COCO RLE: {exc}") from None
+        proposal_features = mask_features(mask)
+    elif c.HasField("proposal_box") and c.image.width and c.image.height:
+        proposal_features = {"relative_size": c.proposal_box.width * c.proposal_box.height
+                             / (c.image.width * c.image.height)}
+    key = f"{image_id}:{hashlib.sha1(c.region.SerializeToString(deterministic=True)).hexdigest()[:16]}"
+    proposals = []
+    if c.HasField("proposal_mask") or c.HasField("proposal_box"):
+        proposals.append({"features": {**proposal_features, **features},
+                          "score": _unit(c.proposal_score, f"{field}.proposal_score")})
+    return Candidate(key, image_id, _unit(c.selection_score, f"{field}.selection_score"),
+                     {**proposal_features, **features}, proposals, c.proposed_label)
+
+
+class DialogServicer(dialog_pb2_grpc.DialogServicer):
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        self.store = DialogStore(kit.sessions)
+        self.questioner = Questioner(self.store)
+
+    # --- conversions -----------------------------------------------------------------------------
+    def _question_pb(self, row) -> dialog_pb2.Question:
+        candidate = dialog_pb2.Candidate.FromString(row.candidate)
+        step = Step(row.type, row.proposal)
+        question = dialog_pb2.Question(
+            question_id=row.question_id, type=TYPES[row.type], region=candidate.region,
+            image=candidate.image, proposed_label=candidate.proposed_label,
+            expected_seconds=row.expected_seconds, expected_gain=row.expected_gain,
+            acceptance_probability=row.acceptance_probability,
+            gain_per_second=row.expected_gain / max(row.expected_seconds, 1e-6), reason=row.reason,
+            plan=[TYPES[t] for t, _ in row.plan[row.step:]], policy=row.policy,
+            prompt=prompt(step, candidate.proposed_label), create_time=_stamp(row.created_at))
+        if row.proposal is not None:
+            if candidate.HasField("proposal_mask"):
+                question.proposal_mask.CopyFrom(candidate.proposal_mask)
+            elif candidate.HasField("proposal_box"):
+                question.proposal_box.CopyFrom(candidate.proposal_box)
+        return question
+
+    def _pool_candidates(self, request, context) -> list[dialog_pb2.Candidate]:
+        pool = request.pool
+        if not pool.pool_id:
+            raise InvalidArgument("pool.pool_id", "must be set", reason="REQUIRED")
+        metadata = [(k, v) for k, v in context.invocation_metadata() if k == "authorization"]
+        try:
+            with grpc.insecure_channel(self.kit.settings.service_address("selection")) as channel:
+                reply = selection_pb2_grpc.SelectionStub(channel).SelectBatch(selection_pb2.SelectBatchRequest(
+                    project_id=request.project_id, pool_id=pool.pool_id, strategy=pool.strategy,
+                    granularity=pool.granularity, patch_size_px=pool.patch_size_px,
+                    budget=pool.candidate_count or 50), metadata=metadata,
+                    timeout=self.kit.settings.default_deadline_s)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"selection: {exc.details()}", field="pool.pool_id") from None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(f"selection service unavailable: {exc.details()}") from None
+            raise FailedPrecondition(f"selection refused the pool's candidates ({code.name}): {exc.details()}",
+                                     field="pool") from None
+        scores = [r.score for r in reply.regions]
+        top = max(scores, default=1.0) or 1.0
+        return [dialog_pb2.Candidate(
+            region=r.region, image=common_pb2.ImageRef(image_id=r.region.image_id or r.item_id),
+            selection_score=float(min(1.0, max(0.0, r.score / top))),
+            features={**dict(r.breakdown), "area_px": float(r.area_px)}) for r in reply.regions]
+
+    # --- RPCs ----------------------------------------------------------------------------------
+    def NextQuestion(self, request, context):
+        source = request.WhichOneof("source")
+        if source == "candidates":
+            wire = list(request.candidates.candidates)
+            if not 1 <= len(wire) <= MAX_CANDIDATES:
+                raise InvalidArgument("candidates.candidates", f"give 1 to {MAX_CANDIDATES} candidates")
+        elif source == "pool":
+            wire = self._pool_candidates(request, context)
+        else:
+            raise InvalidArgument("source", "give candidates or a pool", reason="REQUIRED")
+        candidates = [candidate_from_pb(c, f"candidates.candidates[{i}]") for i, c in enumerate(wire)]
+        allowed = None
+        if request.allowed_types:
+            unknown = [t for t in request.allowed_types if t not in TYPE_NAMES]
+            if unknown:
+                raise InvalidArgument("allowed_types", f"unknown question type(s) {unknown}")
+            allowed = frozenset(TYPE_NAMES[t] for t in request.allowed_types)
+        blobs = {c.key: w.SerializeToString(deterministic=True) for c, w in zip(candidates, wire)}
+        row = self.questioner.next_question(request.project_id, request.annotator_id, candidates, blobs,
+                                            request.policy, allowed)
+        if row is None:
+            return dialog_pb2.NextQuestionResponse(exhausted=True)
+        return dialog_pb2.NextQuestionResponse(question=self._question_pb(row))
+
+    def RecordAnswer(self, request, context):
+        if not request.question_id:
+            raise InvalidArgument("question_id", "must be set", reason="REQUIRED")
+        kind = request.WhichOneof("answer")
+        if kind is None:
+            raise InvalidArgument("answer", "exactly one answer must be set", reason="REQUIRED")
+        if kind == "verify":
+            answer = {"accepted": request.verify.accepted}
+        elif kind == "labels":
+            answer = {"labels": [{"label": x.label, "box": [x.box.x, x.box.y, x.box.width, x.box.height]}
+                                 for x in request.labels.labels]}
+        elif kind == "segment":
+            s = request.segment
+            answer = {"mask": {"size": list(s.mask.size), "counts": s.mask.counts}, "label": s.label,
+                      "click_count": s.click_count, "segmentation_session_id": s.segmentation_session_id}
+        else:
+            answer = {"reason": request.skip.reason}
+        answer["byproducts_session_id"] = request.byproducts_session_id
+        question = self.store.get(request.project_id, request.question_id)
+        candidate = candidate_from_pb(dialog_pb2.Candidate.FromString(question.candidate), "candidate")
+        recorded = self.questioner.record(request.project_id, request.question_id, request.annotator_id, kind,
+                                          answer, request.seconds_taken, candidate)
+        self.kit.celery.send_task(FIT_MODELS, args=[request.project_id,
+                                                    request.annotator_id or recorded.question.annotator_id],
+                                  queue="dialog")
+        reply = dialog_pb2.RecordAnswerResponse()
+        if recorded.follow_up is not None:
+            reply.follow_up.CopyFrom(self._question_pb(recorded.follow_up))
+        return reply
+
+    def ListPolicies(self, request, context):
+        return dialog_pb2.ListPoliciesResponse(policies=[
+            dialog_pb2.Policy(name=p.name, description=p.description, kind=KINDS[p.kind],
+                              parameters=p.parameters, is_default=p.name == DEFAULT)
+            for p in registry().values()])
+
+    def GetCostModel(self, request, context):
+        project = load_estimates(self.store, request.project_id, "")
+        annotator = load_estimates(self.store, request.project_id, request.annotator_id) \
+            if request.annotator_id else None
+        model = cost_model.CostModel(project, annotator)
+        reply = dialog_pb2.GetCostModelResponse(seconds_per_click=model.seconds_per_click)
+        for qtype in (VERIFY, LABEL_REGION, SEGMENT):
+            prior = cost_model.PRIORS[qtype]
+            entry = dialog_pb2.QuestionTypeCost(
+                type=TYPES[qtype], prior=dialog_pb2.CostPrior(seconds=prior.seconds, source=prior.source,
+                                                              formula=prior.formula),
+                effective_seconds=model.seconds(qtype, {}))
+            for scope, target in ((project, entry.project_estimate), (annotator, entry.annotator_estimate)):
+                estimate = _estimate(scope, qtype, model) if scope is not None else None
+                if estimate is not None:
+                    target.CopyFrom(estimate)
+            reply.costs.append(entry)
+        row = self.store.model(request.project_id, "", "acceptance")
+        acceptance = load_acceptance(self.store, request.project_id, request.annotator_id)
+        if acceptance.fitted:
+            m = acceptance.model
+            reply.acceptance.CopyFrom(dialog_pb2.AcceptanceModel(
+                observations=m.observations, coefficients=m.coefficients, acceptance_rate=m.mean,
+                fit_time=_stamp(row.fit_time) if row is not None else None))
+        elif row is not None:
+            reply.acceptance.CopyFrom(dialog_pb2.AcceptanceModel(observations=row.observations,
+                                                                 acceptance_rate=row.params.get("mean", 0.0)))
+        return reply
+
+
+def _estimate(estimates, qtype: str, model: cost_model.CostModel):
+    key = "clicks:scratch" if qtype == SEGMENT else f"seconds:{qtype}"
+    fitted = estimates.models.get(key)
+    if fitted is None or fitted.observations == 0:
+        return None
+    coefficients = dict(fitted.coefficients)
+    if qtype == SEGMENT:  # clicks -> seconds: first click, then seconds per click
+        per_click = model.seconds_per_click
+        coefficients = {k: v * per_click for k, v in coefficients.items()}
+        coefficients["intercept"] += cost_model.FIRST_CLICK_S - per_click
+        mean = cost_model.FIRST_CLICK_S + max(0.0, fitted.mean - 1) * per_click
+        std = fitted.std * per_click
+    else:
+        mean, std = fitted.mean, fitted.std
+    return dialog_pb2.CostEstimate(mean_seconds=mean, std_seconds=std, observations=fitted.observations,
+                                   coefficients=coefficients)
 
 
 def register(server: grpc.Server, kit: Kit) -> None:
-    dialog_pb2_grpc.add_DialogServicer_to_server(dialog_pb2_grpc.DialogServicer(), server)
+    dialog_pb2_grpc.add_DialogServicer_to_server(DialogServicer(kit), server)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,154 @@
+"""What each action would cost on one image with ground truth, measured through the real segmentation
+service once and cached, so every policy of a simulation replays the same outcomes.
+
+Per image: the model's automatic proposals (no human input: one positive click at the image centre,
+and the same with four negative clicks near the corners; Predict, stateless) with their
+ProbabilityStats and true IoU; the standard clicker's run from scratch until the IoU target; and its
+run correcting each proposal (a session started with the proposal as ``initial_mask``).
+Clicks are kept (positions matter to the timing model's pointer movements).
+
+    outcome = measure(stub, metadata, sample, iou_target=0.85, max_clicks=20)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from annotation.v1 import common_pb2, segmentation_pb2
+from services.dialog.features import mask_features
+from services.segmentation.images import encode_png
+from services.segmentation.masks import decode_rle, encode_rle
+from services.simulation.clicker import Click, Clicker, iou
+
+PROPOSAL_SEEDS = ("centre", "centre_corners")
+
+
+@dataclass
+class Run:
+    """The standard clicker's run: clicks ``[x, y, positive]`` and the IoU after each."""
+
+    clicks: list[list] = field(default_factory=list)
+    ious: list[float] = field(default_factory=list)
+    start_iou: float = 0.0
+
+    def clicks_to(self, target: float, max_clicks: int) -> int | None:
+        """Clicks needed to reach ``target`` (0 when the start already does); None when never."""
+        if self.start_iou >= target:
+            return 0
+        for n, value in enumerate(self.ious[:max_clicks], 1):
+            if value >= target:
+                return n
+        return None
+
+
+@dataclass
+class Proposal:
+    seed: str
+    iou: float
+    features: dict
+    correction: Run
+
+
+@dataclass
+class Outcome:
+    stem: str
+    height: int
+    width: int
+    proposals: list[Proposal]
+    scratch: Run
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Outcome":
+        proposals = [Proposal(p["seed"], p["iou"], p["features"], Run(**p["correction"]))
+                     for p in data["proposals"]]
+        return cls(data["stem"], data["height"], data["width"], proposals, Run(**data["scratch"]))
+
+
+def _seed_clicks(seed: str, height: int, width: int) -> list[common_pb2.Click]:
+    centre = [common_pb2.Click(x=width // 2, y=height // 2, positive=True)]
+    if seed == "centre":
+        return centre
+    dx, dy = max(1, width // 20), max(1, height // 20)
+    corners = [(dx, dy), (width - 1 - dx, dy), (dx, height - 1 - dy), (width - 1 - dx, height - 1 - dy)]
+    return centre + [common_pb2.Click(x=x, y=y, positive=False) for x, y in corners]
+
+
+def _mask_pb(mask: np.ndarray) -> common_pb2.Mask:
+    size, counts = encode_rle(mask)
+    return common_pb2.Mask(size=size, counts=counts)
+
+
+def clicker_run(stub, metadata, image_png: bytes, annotation: np.ndarray, start: np.ndarray | None,
+                iou_target: float, max_clicks: int, project: str, timeout_s: float = 60.0) -> Run:
+    """The standard clicker through one segmentation session until ``iou_target`` or ``max_clicks``."""
+    clicker = Clicker(annotation)
+    shape = clicker.gt.shape
+    mask = np.zeros(shape, bool) if start is None else start
+    run = Run(start_iou=round(iou(mask, clicker.gt, clicker.ignore), 4) if start is not None else 0.0)
+    if run.start_iou >= iou_target:
+        return run
+    request = segmentation_pb2.StartSessionRequest(project_id=project, image_data=image_png,
+                                                   annotator_id="dialog-simulation")
+    if start is not None:
+        request.initial_mask.CopyFrom(_mask_pb(start))
+    session = stub.StartSession(request, metadata=metadata, timeout=timeout_s).session
+    try:
+        for _ in range(max_clicks):
+            click = clicker.next_click(mask if start is not None or run.clicks else None)
+            if click is None:
+                break
+            reply = stub.AddClick(segmentation_pb2.AddClickRequest(
+                project_id=project, session_id=session.session_id,
+                click=common_pb2.Click(x=click.x, y=click.y, positive=click.positive)),
+                metadata=metadata, timeout=timeout_s)
+            m = reply.update.mask
+            mask = decode_rle(m.size, m.counts, shape, "mask")
+            run.clicks.append([click.x, click.y, click.positive])
+            run.ious.append(round(iou(mask, clicker.gt, clicker.ignore), 4))
+            if run.ious[-1] >= iou_target:
+                break
+    finally:
+        stub.FinishSession(segmentation_pb2.FinishSessionRequest(
+            project_id=project, session_id=session.session_id), metadata=metadata, timeout=timeout_s)
+    return run
+
+
+def measure(stub, metadata, sample, iou_target: float = 0.85, max_clicks: int = 20,
+            project: str = "dialog-simulation") -> Outcome:
+    height, width = sample.annotation.shape
+    png = encode_png(sample.image)
+    gt = Clicker(sample.annotation)
+    proposals = []
+    for seed in PROPOSAL_SEEDS:
+        reply = stub.Predict(segmentation_pb2.PredictRequest(
+            project_id=project, image_data=png, clicks=_seed_clicks(seed, height, width)),
+            metadata=metadata, timeout=60.0)
+        mask = decode_rle(reply.mask.size, reply.mask.counts, (height, width), "mask")
+        s = reply.stats
+        features = {"mean_foreground_probability": s.mean_foreground_probability,
+                    "mean_confidence": s.mean_confidence, "uncertain_fraction": s.uncertain_fraction,
+                    "click_confidence": s.click_confidence, **mask_features(mask)}
+        correction = clicker_run(stub, metadata, png, sample.annotation, mask, iou_target, max_clicks, project)
+        proposals.append(Proposal(seed, round(iou(mask, gt.gt, gt.ignore), 4),
+                                  {k: round(float(v), 5) for k, v in features.items()}, correction))
+    scratch = clicker_run(stub, metadata, png, sample.annotation, None, iou_target, max_clicks, project)
+    return Outcome(sample.stem, height, width, proposals, scratch)
+
+
+def load_cached(path: Path) -> Outcome | None:
+    return Outcome.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def save(outcome: Outcome, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(outcome)))
+    tmp.replace(path)
+
+
+def clicks_of(run: Run) -> list[Click]:
+    return [Click(int(x), int(y), bool(p)) for x, y, p in run.clicks]

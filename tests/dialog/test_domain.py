@@ -1,0 +1,171 @@
+"""The dialog domain without servers: timing, cost and acceptance models, policies, store, replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.storage import make_engine, make_session_factory, migrate
+from services.dialog import cost_model
+from services.dialog.acceptance import AcceptanceModel, prior_probability
+from services.dialog.cost_model import Answer, CostModel
+from services.dialog.features import mask_features
+from services.dialog.learning import load_models, refit
+from services.dialog.outcomes import Outcome, Proposal, Run
+from services.dialog.policy import Greedy, Models, get_policy, plan_cost, registry
+from services.dialog.questioner import Questioner
+from services.dialog.questions import SEGMENT, VERIFY, Candidate, Step
+from services.dialog.regression import fit_logistic, fit_ridge
+from services.dialog.replay import replay
+from services.dialog.store import DialogStore
+from services.simulation.clicker import Click
+from services.simulation.timing import VERIFY_S, QuestionTimer, expected_click_s
+
+pytestmark = pytest.mark.unit
+
+
+def test_timing_priors_and_sampled_seconds():
+    first, each = expected_click_s()
+    assert 1.0 < each < 3.0 and first > each
+    timer = QuestionTimer(rng=np.random.default_rng(0))
+    verifies = [timer.verify_s() for _ in range(2000)]
+    assert abs(np.mean(verifies) - VERIFY_S) < 0.05
+    clicks = [Click(50, 50, True), Click(60, 40, False), Click(10, 90, True)]
+    fresh = QuestionTimer(rng=np.random.default_rng(1)).segment_s(clicks, (100, 100))
+    seen = QuestionTimer(rng=np.random.default_rng(1)).segment_s(clicks, (100, 100), object_seen=True)
+    assert 0 < seen < fresh  # same draws for the later clicks; a seen object needs no search
+    assert QuestionTimer().segment_s([], (10, 10)) == 0.0
+
+
+def test_mask_features():
+    mask = np.zeros((100, 100), bool)
+    mask[25:75, 25:75] = True
+    f = mask_features(mask)
+    assert f["relative_size"] == pytest.approx(0.25)
+    assert f["components"] == 1 and f["border_fraction"] == 0
+    assert 1.1 < f["boundary_complexity"] < 1.4  # a square: 4/pi
+    assert mask_features(np.zeros((5, 5), bool))["relative_size"] == 0
+
+
+def test_ridge_recovers_a_slope_and_shrinks_to_the_prior():
+    rng = np.random.default_rng(0)
+    rows = [{"relative_size": float(v)} for v in rng.uniform(0, 1, 200)]
+    y = [2.0 + 6.0 * r["relative_size"] for r in rows]
+    model = fit_ridge(("relative_size",), rows, y, prior_intercept=5.0, strength=0.01)
+    assert model.coefficients["relative_size"] == pytest.approx(6.0, abs=0.1)
+    assert model.predict({"relative_size": 0.5}) == pytest.approx(5.0, abs=0.1)
+    one = fit_ridge(("relative_size",), rows[:1], [100.0], prior_intercept=5.0, strength=4.0)
+    assert 5.0 < one.predict(rows[0]) < 30.0  # one answer moves it only part of the way
+    assert fit_ridge(("relative_size",), [], [], 5.0).predict({}) == 5.0
+
+
+def test_logistic_separates_confident_from_unsure_proposals():
+    rng = np.random.default_rng(0)
+    rows = [{"mean_confidence": float(v)} for v in rng.uniform(0, 1, 300)]
+    y = [r["mean_confidence"] + rng.normal(0, 0.1) > 0.6 for r in rows]
+    model = AcceptanceModel.fit(rows, y)
+    assert model.fitted
+    assert model.probability({"mean_confidence": 0.95}) > 0.8 > 0.2 > model.probability({"mean_confidence": 0.2})
+    assert fit_logistic(("x",), [], [], 0.0).predict({}) == 0.0
+    assert not AcceptanceModel.fit(rows[:3], [True, True, True]).fitted  # too few, one class
+    assert prior_probability({"proposal_score": 0.9}) > prior_probability({"proposal_score": 0.1})
+
+
+def test_cost_model_learns_from_answers_and_prefers_the_annotator():
+    slow = [Answer(VERIFY, {}, 4.0, accepted=True) for _ in range(5)]
+    fast = [Answer(VERIFY, {}, 1.0, accepted=False) for _ in range(5)]
+    project = cost_model.fit(slow + fast)
+    annotator = cost_model.fit(fast)
+    assert CostModel().seconds(VERIFY, {}) == VERIFY_S
+    assert CostModel(project).seconds(VERIFY, {}) == pytest.approx(2.5, abs=0.5)
+    assert CostModel(project, annotator).seconds(VERIFY, {}) < CostModel(project).seconds(VERIFY, {})
+    segs = [Answer(SEGMENT, {"relative_size": s}, 2 + 10 * s, clicks=int(1 + 10 * s)) for s in np.linspace(0, 1, 20)]
+    model = CostModel(cost_model.fit(segs))
+    assert model.segment_seconds({"relative_size": 0.9}, False) > model.segment_seconds({"relative_size": 0.1}, False)
+    assert CostModel().segment_seconds({}, True) < CostModel().segment_seconds({}, False)
+
+
+def _candidate(p_features: list[dict], key="c") -> Candidate:
+    return Candidate(key, "img", 1.0, {}, [{"features": f} for f in p_features])
+
+
+def test_greedy_verifies_a_likely_proposal_and_segments_an_unlikely_one():
+    rows = [{"mean_confidence": float(v)} for v in np.linspace(0, 1, 40)]
+    acceptance = AcceptanceModel.fit(rows, [r["mean_confidence"] > 0.5 for r in rows])
+    models = Models(CostModel(), acceptance)
+    sure = Greedy().plan(_candidate([{"mean_confidence": 0.98}]), models)
+    assert sure.steps[0] == Step(VERIFY, 0) and "p_accept" in sure.reason
+    # with an unlikely proposal and correcting priced like scratch, segmenting directly is cheapest
+    est = cost_model.fit([Answer(SEGMENT, {}, 14.0, clicks=7, from_proposal=True)] * 5)
+    unsure = Greedy().plan(_candidate([{"mean_confidence": 0.02}]), Models(CostModel(est), acceptance))
+    assert unsure.steps == [Step(SEGMENT)]
+    # expected seconds: verify always, segment only after a rejection
+    seconds, probabilities = plan_cost(_candidate([{"mean_confidence": 0.98}]),
+                                       [Step(VERIFY, 0), Step(SEGMENT)], models)
+    assert probabilities[0] > 0.9 and seconds < VERIFY_S + 0.1 * CostModel().segment_seconds({}, False)
+
+
+def test_registry_fixed_plans_and_allowed_types():
+    assert {"greedy", "always_segment", "verify_k_then_segment", "verify_then_correct"} <= set(registry())
+    with pytest.raises(InvalidArgument):
+        get_policy("nope")
+    models = Models(CostModel(), AcceptanceModel())
+    c = _candidate([{}, {}])
+    assert get_policy("verify_2_then_segment").plan(c, models).steps == [Step(VERIFY, 0), Step(VERIFY, 1), Step(SEGMENT)]
+    assert get_policy("verify_then_correct").plan(c, models).steps == [Step(VERIFY, 0), Step(SEGMENT, 0)]
+    assert get_policy("verify_k_then_segment").plan(Candidate("n", "i"), models).steps == [Step(SEGMENT)]
+    only_segment = get_policy("verify_k_then_segment").choose([c], models, frozenset({SEGMENT}))
+    assert [s.type for s in only_segment.steps] == [SEGMENT]
+    assert get_policy("always_segment").choose([c], models, frozenset({VERIFY})) is None
+    assert Greedy(min_gain_per_second=100).choose([c], models) is None
+
+
+@pytest.fixture
+def store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'dialog.db'}"
+    migrate(url)
+    return DialogStore(make_session_factory(make_engine(url)))
+
+
+def test_questioner_plans_records_once_follows_up_and_learns(store):
+    q = Questioner(store)
+    c = _candidate([{"mean_confidence": 0.9}], key="k1")
+    row = q.next_question("p", "ann", [c], {"k1": b"wire"}, "verify_k_then_segment")
+    assert (row.type, row.step, row.plan) == (VERIFY, 0, [[VERIFY, 0], [SEGMENT, None]])
+    assert q.next_question("p", "ann", [c], {"k1": b"wire"}) is None  # asked already
+    with pytest.raises(InvalidArgument):
+        q.record("p", row.question_id, "ann", "segment", {}, 2.0, c)  # does not fit VERIFY
+    with pytest.raises(InvalidArgument):
+        q.record("p", row.question_id, "ann", "verify", {"accepted": False}, 0.0, c)
+    with pytest.raises(NotFound):
+        q.record("other", row.question_id, "ann", "verify", {"accepted": False}, 1.0, c)
+    recorded = q.record("p", row.question_id, "ann", "verify", {"accepted": False}, 2.2, c)
+    assert recorded.follow_up.type == SEGMENT and recorded.follow_up.step == 1
+    with pytest.raises(FailedPrecondition):
+        q.record("p", row.question_id, "ann", "verify", {"accepted": True}, 1.0, c)
+    q.record("p", recorded.follow_up.question_id, "ann", "segment", {"click_count": 5}, 9.0, c)
+    counts = refit(store, "p", "ann")
+    assert counts["project"] == {"answers": 2, "verifications": 1}
+    models = load_models(store, "p", "ann")
+    assert models.cost.scopes and not models.acceptance.fitted  # 1 answer: priors still rule
+
+
+def _outcome(stem: str, proposal_iou: float, confidence: float, scratch_clicks: int, correct_clicks: int) -> Outcome:
+    def run(n, start=0.0):
+        ious = [min(0.99, 0.5 + 0.4 * (i + 1) / n) for i in range(n)]
+        return Run([[10 + i, 10 + i, True] for i in range(n)], ious, start)
+    return Outcome(stem, 100, 100, [Proposal("centre", proposal_iou, {"mean_confidence": confidence},
+                                             run(correct_clicks, proposal_iou))], run(scratch_clicks))
+
+
+def test_replay_greedy_learns_when_to_verify():
+    rng = np.random.default_rng(0)
+    outcomes = []
+    for i in range(60):
+        good = rng.random() < 0.4
+        outcomes.append(_outcome(f"im{i}", 0.9 if good else 0.3, 0.9 if good else 0.3, 6, 0 if good else 7))
+    totals = {name: replay(outcomes, policy, seed=1).total_seconds for name, policy in registry().items()}
+    best_fixed = min(v for k, v in totals.items() if k != "greedy")
+    assert totals["greedy"] < best_fixed
+    assert replay(outcomes, registry()["always_segment"], seed=1).objects_reached == 60
