@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: setup triton-setup system-deps protos up down status demo test test-unit test-helm helm-tools images bench clean help
+.PHONY: setup triton-setup system-deps browser-deps protos up down status demo test test-unit test-helm helm-tools images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,10 +56,16 @@ down: setup  ## stop exactly what `make up` started
 status: setup  ## state and health of every local process
 	$(ANNOT) status
 
-demo: setup triton-setup system-deps  ## bring the platform up, exercise every service, bring it down
-	$(ANNOT) demo
+demo: setup triton-setup system-deps  ## start the platform, walk one session through the loop, serve the web annotator until Ctrl-C, stop
+	$(ANNOT) demo $(DEMO_ARGS)
 
-test: setup triton-setup system-deps helm-tools  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e, chart
+# Headless Chromium and its WebDriver from Debian, for the browser test of the web annotator.
+browser-deps:  ## install chromium and chromium-driver from Debian when missing
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; export DEBIAN_FRONTEND=noninteractive; \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+
+test: setup triton-setup system-deps helm-tools browser-deps  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e, chart
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## only the in-process tests
