@@ -112,7 +112,7 @@ def next_question(request: Request, project_id: str, who: Annotator) -> dict:
             if image_id is not None:
                 task = work.issue(project_id, who.annotator_id, Question(
                     image_id=image_id, reason=f"dialog policy unavailable ({asked}); "
-                    "fallback: segment the next unannotated image of the project"))
+                    "segmenting the next unannotated image of the project instead"))
     if task is None:
         return {"exhausted": True, "task": None, "image": None}
     return {"exhausted": False, "task": task_out(task), "image": image_out(catalog.image(project_id, task.image_id))}
