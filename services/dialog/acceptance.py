@@ -12,7 +12,8 @@ import math
 from services.dialog.regression import Linear, fit_logistic, sigmoid
 
 FEATURES = ("proposal_score", "mean_foreground_probability", "mean_confidence", "uncertain_fraction",
-            "relative_size", "boundary_complexity", "components", "border_fraction")
+            "relative_size", "boundary_complexity", "components", "border_fraction", "refine_agreement",
+            "proposal_agreement")
 MIN_OBSERVATIONS = 6  # and at least one yes and one no
 PRIOR_RATE = 0.4  # shipped network: a first-click proposal reaches IoU 0.85 about this often (README)
 

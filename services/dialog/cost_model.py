@@ -22,7 +22,7 @@ SCRATCH_CLICKS = 4.08
 CORRECTION_CLICKS = 2.0  # a shown proposal is usually partly right
 SECONDS_FEATURES = ("relative_size", "boundary_complexity", "mean_confidence")
 CLICK_FEATURES = ("relative_size", "boundary_complexity", "mean_confidence", "uncertain_fraction",
-                  "components", "border_fraction")
+                  "components", "border_fraction", "refine_agreement", "proposal_agreement")
 MIN_OBSERVATIONS = 3  # fewer answers than this: the estimate is not used
 
 

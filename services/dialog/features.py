@@ -23,6 +23,8 @@ FEATURES: dict[str, float] = {
     "components": 1.0,
     "border_fraction": 0.0,  # share of the image border the proposal touches
     "selection_score": 0.5,
+    "refine_agreement": 0.8,  # IoU of the deployed (refined) mask with the network's own mask
+    "proposal_agreement": 0.8,  # IoU between proposals from different automatic seeds
 }
 
 

@@ -5,7 +5,10 @@ Per image: the model's automatic proposals (no human input: one positive click a
 and the same with four negative clicks near the corners; Predict, stateless) with their
 ProbabilityStats and true IoU; the standard clicker's run from scratch until the IoU target; and its
 run correcting each proposal (a session started with the proposal as ``initial_mask``).
-Clicks are kept (positions matter to the timing model's pointer movements).
+Clicks are kept (positions matter to the timing model's pointer movements). The deployed service's
+masks are binary after its GrabCut refinement, so the model-confidence features (IAD-Prob's score
+statistics) come from the network alone (a server with refinement off, ``raw_stub``), together with
+agreement features: IoU of the two proposals, and of the refined mask with the network's own mask.
 
     outcome = measure(stub, metadata, sample, iou_target=0.85, max_clicks=20)
 """
@@ -117,26 +120,54 @@ def clicker_run(stub, metadata, image_png: bytes, annotation: np.ndarray, start:
     return run
 
 
-def measure(stub, metadata, sample, iou_target: float = 0.85, max_clicks: int = 20,
+def _predict(stub, metadata, png: bytes, seed: str, shape: tuple[int, int], project: str):
+    reply = stub.Predict(segmentation_pb2.PredictRequest(
+        project_id=project, image_data=png, clicks=_seed_clicks(seed, *shape)), metadata=metadata, timeout=60.0)
+    return decode_rle(reply.mask.size, reply.mask.counts, shape, "mask"), reply.stats
+
+
+def proposal_features(stub, raw_stub, metadata, png: bytes, shape: tuple[int, int],
+                      project: str) -> list[tuple[np.ndarray, dict]]:
+    """Each automatic proposal's mask (deployed service) and features (shape, network confidence,
+    agreement)."""
+    found = []
+    for seed in PROPOSAL_SEEDS:
+        mask, _ = _predict(stub, metadata, png, seed, shape, project)
+        raw_mask, s = _predict(raw_stub, metadata, png, seed, shape, project)
+        features = {"mean_foreground_probability": s.mean_foreground_probability,
+                    "mean_confidence": s.mean_confidence, "uncertain_fraction": s.uncertain_fraction,
+                    "click_confidence": s.click_confidence, "refine_agreement": iou(mask, raw_mask),
+                    **mask_features(mask)}
+        found.append((mask, features))
+    agreement = iou(found[0][0], found[1][0])
+    for _, features in found:
+        features["proposal_agreement"] = agreement
+    return [(m, {k: round(float(v), 5) for k, v in f.items()}) for m, f in found]
+
+
+def measure(stub, raw_stub, metadata, sample, iou_target: float = 0.85, max_clicks: int = 20,
             project: str = "dialog-simulation") -> Outcome:
     height, width = sample.annotation.shape
     png = encode_png(sample.image)
     gt = Clicker(sample.annotation)
     proposals = []
-    for seed in PROPOSAL_SEEDS:
-        reply = stub.Predict(segmentation_pb2.PredictRequest(
-            project_id=project, image_data=png, clicks=_seed_clicks(seed, height, width)),
-            metadata=metadata, timeout=60.0)
-        mask = decode_rle(reply.mask.size, reply.mask.counts, (height, width), "mask")
-        s = reply.stats
-        features = {"mean_foreground_probability": s.mean_foreground_probability,
-                    "mean_confidence": s.mean_confidence, "uncertain_fraction": s.uncertain_fraction,
-                    "click_confidence": s.click_confidence, **mask_features(mask)}
+    for seed, (mask, features) in zip(PROPOSAL_SEEDS, proposal_features(
+            stub, raw_stub, metadata, png, (height, width), project)):
         correction = clicker_run(stub, metadata, png, sample.annotation, mask, iou_target, max_clicks, project)
-        proposals.append(Proposal(seed, round(iou(mask, gt.gt, gt.ignore), 4),
-                                  {k: round(float(v), 5) for k, v in features.items()}, correction))
+        proposals.append(Proposal(seed, round(iou(mask, gt.gt, gt.ignore), 4), features, correction))
     scratch = clicker_run(stub, metadata, png, sample.annotation, None, iou_target, max_clicks, project)
     return Outcome(sample.stem, height, width, proposals, scratch)
+
+
+def augment(outcome: Outcome, stub, raw_stub, metadata, sample, project: str = "dialog-simulation") -> bool:
+    """Adds the features of a newer ``proposal_features`` to an outcome cached before it; True when
+    it changed."""
+    if all("proposal_agreement" in p.features for p in outcome.proposals):
+        return False
+    found = proposal_features(stub, raw_stub, metadata, encode_png(sample.image), sample.annotation.shape, project)
+    for proposal, (_, features) in zip(outcome.proposals, found):
+        proposal.features = features
+    return True
 
 
 def load_cached(path: Path) -> Outcome | None:

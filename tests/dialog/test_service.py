@@ -1,0 +1,152 @@
+"""The dialog service as clients meet it: a real server, a real Celery worker, real Redis and SQLite."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_status import rpc_status
+from pycocotools import mask as mask_utils
+
+from annotation.v1 import common_pb2, dialog_pb2, dialog_pb2_grpc
+from services.common.keys import KeyStore, Role
+from services.common.probes import grpc_health
+from services.common.storage import make_engine, make_session_factory, migrate
+from tests.conftest import PYTHON, wait_until
+
+pytestmark = pytest.mark.integration
+P = "p1"
+
+
+@pytest.fixture
+def service(settings, spawn):
+    migrate(settings.resolved_database_url)
+    store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
+    keys = {role: store.create(f"{role.name}-{time.time_ns()}", role, [P])[1]
+            for role in (Role.ANNOTATOR, Role.REVIEWER)}
+    process = spawn([PYTHON, "-m", "services.dialog.server"], settings)
+    spawn([PYTHON, "-m", "celery", "-A", "services.dialog.worker:app", "worker", "-Q", "dialog",
+           "-n", "dialog-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
+    address = settings.service_address("dialog")
+    try:
+        wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "service SERVING")
+    except TimeoutError:
+        pytest.fail(f"server did not become healthy:\n{process.output()}")
+    with grpc.insecure_channel(address) as channel:
+        yield {"stub": dialog_pb2_grpc.DialogStub(channel),
+               "annotator": [("authorization", f"Bearer {keys[Role.ANNOTATOR]}")],
+               "reviewer": [("authorization", f"Bearer {keys[Role.REVIEWER]}")]}
+
+
+def error_of(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    status = rpc_status.from_call(info.value)
+    field = ""
+    if status is not None and status.details:
+        detail = common_pb2.ErrorDetail()
+        status.details[0].Unpack(detail)
+        field = detail.field
+    return info.value.code(), field
+
+
+def proposal_mask() -> common_pb2.Mask:
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 15:45] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    return common_pb2.Mask(size=[40, 60], counts=rle["counts"].decode("ascii"))
+
+
+def candidates() -> dialog_pb2.CandidateList:
+    image = common_pb2.ImageRef(image_id="im1", width=60, height=40)
+    return dialog_pb2.CandidateList(candidates=[
+        dialog_pb2.Candidate(region=common_pb2.Region(image_id="im0", whole_image=common_pb2.Region.WholeImage()),
+                             image=common_pb2.ImageRef(image_id="im0", width=60, height=40), selection_score=0.9),
+        dialog_pb2.Candidate(region=common_pb2.Region(image_id="im1", whole_image=common_pb2.Region.WholeImage()),
+                             image=image, selection_score=0.9, proposal_mask=proposal_mask(), proposal_score=0.95,
+                             proposed_label="cat", features={"mean_confidence": 0.97}),
+    ])
+
+
+def test_question_answer_follow_up_and_learning(service):
+    stub, ann, rev = service["stub"], service["annotator"], service["reviewer"]
+    policies = stub.ListPolicies(dialog_pb2.ListPoliciesRequest(), metadata=ann).policies
+    assert [p.name for p in policies if p.is_default] == ["greedy"]
+    assert {"always_segment", "verify_k_then_segment"} <= {p.name for p in policies}
+
+    first = stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, annotator_id="a1",
+                                                             candidates=candidates()), metadata=ann).question
+    # the confident proposal is cheaper to verify than segmenting the other image from scratch
+    assert first.type == dialog_pb2.QUESTION_TYPE_VERIFY and first.image.image_id == "im1"
+    assert first.proposal_mask.counts and first.proposed_label == "cat" and first.policy == "greedy"
+    assert list(first.plan)[0] == dialog_pb2.QUESTION_TYPE_VERIFY and first.plan[-1] == dialog_pb2.QUESTION_TYPE_SEGMENT
+    assert 0 < first.acceptance_probability < 1 and first.expected_seconds > 0 and "p_accept" in first.reason
+    assert first.gain_per_second == pytest.approx(first.expected_gain / first.expected_seconds)
+
+    second = stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, annotator_id="a1",
+                                                              candidates=candidates()), metadata=ann).question
+    assert second.type == dialog_pb2.QUESTION_TYPE_SEGMENT and second.image.image_id == "im0"
+    assert stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, candidates=candidates()),
+                             metadata=ann).exhausted
+
+    assert error_of(lambda: stub.RecordAnswer(dialog_pb2.RecordAnswerRequest(
+        project_id=P, question_id=first.question_id, annotator_id="a1", seconds_taken=2.0,
+        segment=dialog_pb2.SegmentAnswer(click_count=2)), metadata=ann)) == (grpc.StatusCode.INVALID_ARGUMENT, "answer")
+    reply = stub.RecordAnswer(dialog_pb2.RecordAnswerRequest(
+        project_id=P, question_id=first.question_id, annotator_id="a1", seconds_taken=2.1,
+        verify=dialog_pb2.VerifyAnswer(accepted=False)), metadata=ann)
+    follow = reply.follow_up
+    assert follow.type == dialog_pb2.QUESTION_TYPE_SEGMENT and follow.image.image_id == "im1"
+    assert follow.question_id != first.question_id and "follow-up" in follow.reason
+    assert error_of(lambda: stub.RecordAnswer(dialog_pb2.RecordAnswerRequest(
+        project_id=P, question_id=first.question_id, annotator_id="a1", seconds_taken=1.0,
+        verify=dialog_pb2.VerifyAnswer(accepted=True)), metadata=ann))[0] == grpc.StatusCode.FAILED_PRECONDITION
+    done = stub.RecordAnswer(dialog_pb2.RecordAnswerRequest(
+        project_id=P, question_id=follow.question_id, annotator_id="a1", seconds_taken=7.5,
+        segment=dialog_pb2.SegmentAnswer(mask=proposal_mask(), label="cat", click_count=3)), metadata=ann)
+    assert not done.HasField("follow_up")
+
+    def learned():
+        costs = stub.GetCostModel(dialog_pb2.GetCostModelRequest(project_id=P, annotator_id="a1"), metadata=rev)
+        verify = next(c for c in costs.costs if c.type == dialog_pb2.QUESTION_TYPE_VERIFY)
+        return verify.project_estimate.observations == 1 and verify.annotator_estimate.observations == 1
+    wait_until(learned, 30, "the worker refitted the models")
+    costs = stub.GetCostModel(dialog_pb2.GetCostModelRequest(project_id=P), metadata=rev)
+    verify = next(c for c in costs.costs if c.type == dialog_pb2.QUESTION_TYPE_VERIFY)
+    assert verify.prior.seconds == pytest.approx(1.8) and "Konyushkova" in verify.prior.source
+    assert verify.project_estimate.mean_seconds == pytest.approx(2.1)
+    assert verify.effective_seconds == pytest.approx(1.8)  # one answer is not enough to replace the prior
+    segment = next(c for c in costs.costs if c.type == dialog_pb2.QUESTION_TYPE_SEGMENT)
+    assert "expected_clicks" in segment.prior.formula and costs.seconds_per_click > 0
+
+
+def test_errors_name_the_field(service, settings):
+    stub, ann = service["stub"], service["annotator"]
+    assert error_of(lambda: stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P), metadata=ann)) \
+        == (grpc.StatusCode.INVALID_ARGUMENT, "source")
+    bad = candidates()
+    bad.candidates[0].selection_score = 2.0
+    assert error_of(lambda: stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, candidates=bad),
+                                              metadata=ann)) \
+        == (grpc.StatusCode.INVALID_ARGUMENT, "candidates.candidates[0].selection_score")
+    bad = candidates()
+    bad.candidates[1].proposal_mask.counts = "\x01not rle"
+    assert error_of(lambda: stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, candidates=bad),
+                                              metadata=ann))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_of(lambda: stub.NextQuestion(dialog_pb2.NextQuestionRequest(
+        project_id=P, candidates=candidates(), policy="nope"), metadata=ann)) == (grpc.StatusCode.INVALID_ARGUMENT, "policy")
+    assert error_of(lambda: stub.RecordAnswer(dialog_pb2.RecordAnswerRequest(
+        project_id=P, question_id="missing", seconds_taken=1.0, skip=dialog_pb2.SkipAnswer()), metadata=ann)) \
+        == (grpc.StatusCode.NOT_FOUND, "question_id")
+    assert error_of(lambda: stub.GetCostModel(dialog_pb2.GetCostModelRequest(project_id=P), metadata=ann))[0] \
+        == grpc.StatusCode.PERMISSION_DENIED
+    # candidates from a selection pool: the selection service is not running here
+    assert error_of(lambda: stub.NextQuestion(dialog_pb2.NextQuestionRequest(
+        project_id=P, pool=dialog_pb2.PoolReference(pool_id="pool")), metadata=ann))[0] == grpc.StatusCode.UNAVAILABLE
+    # a client that shows only SEGMENT gets a segment question about the proposal's image too
+    q = stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, candidates=candidates(),
+                                                         allowed_types=[dialog_pb2.QUESTION_TYPE_SEGMENT]),
+                          metadata=ann).question
+    assert q.type == dialog_pb2.QUESTION_TYPE_SEGMENT
