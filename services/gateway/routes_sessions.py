@@ -73,8 +73,9 @@ def session_out(session: segmentation_pb2.SegmentationSession) -> dict:
             "redo_depth": session.redo_depth}
 
 
-def _dialog_question(request: Request, project_id: str, who: Caller) -> Question | None | str:
-    """The dialog policy's question, None when it says nothing is left, or why it could not answer."""
+def _dialog_question(request: Request, project_id: str, who: Caller) -> Question | str:
+    """The dialog policy's question over the project's selection pool, or why there is none (then the
+    fallback asks; a policy with nothing left in the pool does not hide images the pool lacks)."""
     upstream, timeout = request.app.state.upstream, request.app.state.gateway.fallback_timeout_s
     try:
         reply = upstream.call("dialog", "NextQuestion", dialog_pb2.NextQuestionRequest(
@@ -84,7 +85,7 @@ def _dialog_question(request: Request, project_id: str, who: Caller) -> Question
     except DomainError as exc:
         return f"{exc.code}: {exc.message}"
     if reply.exhausted or not reply.HasField("question"):
-        return None
+        return "it has no candidate left in the selection pool"
     q = reply.question
     if q.type != dialog_pb2.QUESTION_TYPE_SEGMENT:
         return f"it asked a {QUESTION_TYPES[q.type]} question, which this client does not show"
@@ -107,11 +108,11 @@ def next_question(request: Request, project_id: str, who: Annotator) -> dict:
                 task = work.issue(project_id, who.annotator_id, asked)
             except DomainError as exc:
                 asked = f"its question names an unknown image ({exc.message})"
-        if task is None and asked is not None:
+        if task is None:
             image_id = work.next_image(project_id, who.annotator_id)
             if image_id is not None:
                 task = work.issue(project_id, who.annotator_id, Question(
-                    image_id=image_id, reason=f"dialog policy unavailable ({asked}); "
+                    image_id=image_id, reason=f"no question from the dialog policy ({asked}); "
                     "segmenting the next unannotated image of the project instead"))
     if task is None:
         return {"exhausted": True, "task": None, "image": None}
