@@ -26,8 +26,8 @@ LIFECYCLE = (KINDS["session_start"], KINDS["submit"], KINDS["skip"], KINDS["sess
 INSERT_CHUNK = 2000
 
 
-def _insert(engine: Engine, table):
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+def _insert(bind, table):
+    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 
 
@@ -64,11 +64,11 @@ def persist(engine: Engine, events: Sequence[pb.Event], received_ms: int, idle_t
     rows = [event_row(event, received_ms) for event in events]
     lifecycle = {row["session_id"] for row in rows if row["kind"] in LIFECYCLE}
     touched = {row["session_id"] for row in rows}
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # events and the session rows they change: visible together
         for first in range(0, len(rows), INSERT_CHUNK):
             insert_events(connection, rows[first:first + INSERT_CHUNK])
-    for session_id in sorted(lifecycle):
-        refresh_session(engine, session_id)
+        for session_id in sorted(lifecycle):
+            refresh_session(connection, session_id)
     with engine.connect() as connection:
         ended = set(connection.scalars(select(SessionRow.session_id).where(
             SessionRow.session_id.in_(touched), SessionRow.end_time.is_not(None)))) if touched else set()
@@ -104,26 +104,26 @@ def build_session(rows: Sequence[tuple[bytes, int]]) -> pb.Session | None:
     return session
 
 
-def refresh_session(engine: Engine, session_id: str) -> None:
-    with engine.begin() as connection:
-        rows = connection.execute(
-            select(EventRow.data, EventRow.received_ms)
-            .where(EventRow.session_id == session_id, EventRow.kind.in_(LIFECYCLE))
-            .order_by(EventRow.seq)).all()
-        session = build_session(rows)
-        if session is None:
-            return
-        ended = session.end_time.seconds or session.end_time.nanos
-        values = {
-            "session_id": session.session_id, "project_id": session.project_id,
-            "annotator_id": session.annotator_id, "task_id": session.task_id,
-            "image_id": session.image.image_id, "question_type": session.question_type,
-            "start_time": session.start_time.ToDatetime(UTC),
-            "end_time": session.end_time.ToDatetime(UTC) if ended else None,
-            "outcome": session.outcome, "data": session.SerializeToString()}
-        statement = _insert(engine, SessionRow.__table__).values(**values)
-        connection.execute(statement.on_conflict_do_update(
-            index_elements=["session_id"], set_={k: v for k, v in values.items() if k != "session_id"}))
+def refresh_session(connection, session_id: str) -> None:
+    """Rebuild the session row from its lifecycle events, inside the caller's transaction."""
+    rows = connection.execute(
+        select(EventRow.data, EventRow.received_ms)
+        .where(EventRow.session_id == session_id, EventRow.kind.in_(LIFECYCLE))
+        .order_by(EventRow.seq)).all()
+    session = build_session(rows)
+    if session is None:
+        return
+    ended = session.end_time.seconds or session.end_time.nanos
+    values = {
+        "session_id": session.session_id, "project_id": session.project_id,
+        "annotator_id": session.annotator_id, "task_id": session.task_id,
+        "image_id": session.image.image_id, "question_type": session.question_type,
+        "start_time": session.start_time.ToDatetime(UTC),
+        "end_time": session.end_time.ToDatetime(UTC) if ended else None,
+        "outcome": session.outcome, "data": session.SerializeToString()}
+    statement = _insert(connection, SessionRow.__table__).values(**values)
+    connection.execute(statement.on_conflict_do_update(
+        index_elements=["session_id"], set_={k: v for k, v in values.items() if k != "session_id"}))
 
 
 def store_signals(engine: Engine, session_id: str, idle_threshold_ms: int) -> None:

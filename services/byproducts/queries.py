@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from annotation.v1 import byproducts_pb2 as pb
 from annotation.v1 import common_pb2
+from services.byproducts import signals as signal_math
 from services.byproducts.tables import EventRow, SessionRow, SignalsRow
 from services.common.errors import InvalidArgument, NotFound
 
@@ -154,8 +155,10 @@ def list_events(engine: Engine, request: pb.ListEventsRequest) -> tuple[list[pb.
     with Session(engine) as connection:
         rows = connection.execute(select(EventRow.seq, EventRow.data).where(*clauses)
                                   .order_by(EventRow.seq).limit(size + 1)).all()
-        if not rows and not after and connection.scalar(select(func.count()).select_from(EventRow).where(
-                EventRow.session_id == request.session_id, *clauses[2:3])) == 0:
+        known = [EventRow.session_id == request.session_id]
+        if request.project_id:
+            known.append(EventRow.project_id == request.project_id)
+        if not rows and not after and connection.scalar(select(func.count()).select_from(EventRow).where(*known)) == 0:
             raise NotFound(f"no events of session {request.session_id!r}", field="session_id")
     more = len(rows) > size
     rows = rows[:size]
@@ -180,8 +183,6 @@ def signals_message(row: SignalsRow, session: pb.Session) -> pb.SessionSignals:
 
 def get_signals(engine: Engine, project_id: str, session_id: str, threshold_ms: int) -> pb.SessionSignals:
     """Stored signals, or (for a session not ended yet) signals computed now and not stored."""
-    from services.byproducts import signals as signal_math  # noqa: PLC0415
-
     if not session_id:
         raise InvalidArgument("session_id", "required")
     with Session(engine) as connection:
