@@ -249,3 +249,13 @@ def test_triton_down_is_unavailable_within_the_deadline_and_recovers(call, trito
     assert reply.update.click_count == 2  # same server process, no restart
     info = call("GetModelInfo", segmentation_pb2.SegmentationGetModelInfoRequest())
     assert info.triton.model_ready and info.input_long_side_px == 192 and info.click_radius_px == 5
+
+
+def test_declared_but_unbuilt_rpc_is_unimplemented_after_auth(stub, token):
+    request = segmentation_pb2.StartPropagationRequest(project_id="p1")  # video: not built yet
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.StartPropagation(request, timeout=5)
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.StartPropagation(request, metadata=bearer(token), timeout=5)
+    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
