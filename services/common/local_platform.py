@@ -26,6 +26,8 @@ TRITON_REPOSITORY = REPO_ROOT / "deploy" / "triton" / "models"
 
 
 TRITON_LAUNCHER = REPO_ROOT / "deploy" / "local" / "tritonserver.sh"
+# Byproduct persistence is the ingest bottleneck (bench/byproducts_ingest.py); the rest idles.
+WORKER_CONCURRENCY = {"byproducts": 2}
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ def programs(settings: Settings) -> list[Program]:
         progs.append(Program(f"{service}-server", f"{python} -m services.{service}.server", 20))
         progs.append(Program(f"{service}-worker", (
             f"{python} -m celery -A services.{service}.worker:app worker -Q {service} "
-            f"-n {service}@%%h --concurrency 1 --without-gossip --without-mingle -l INFO"), 30))
+            f"-n {service}@%%h --concurrency {WORKER_CONCURRENCY.get(service, 1)} "
+            "--without-gossip --without-mingle -l INFO"), 30))
     progs.append(Program("gateway", f"{python} -m services.gateway", 40))
     return progs
 

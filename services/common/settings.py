@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         description="Seconds before an unacknowledged task is redelivered (acks_late); "
         "must exceed the longest task.",
     )
+    celery_visibility_timeout_by_queue: dict[str, int] = Field(
+        default_factory=lambda: {"byproducts": 120},
+        description="Per-queue visibility timeout (JSON map), for queues whose tasks are short: a "
+        "killed byproducts worker's batch is redelivered in 2 minutes, not an hour.",
+    )
     operation_ttl_s: int = Field(
         7 * 24 * 3600, gt=0, description="Seconds an Operation record stays queryable."
     )
