@@ -49,11 +49,14 @@ class Models:
 def plan_cost(candidate: Candidate, steps: list[Step], models: Models) -> tuple[float, list[float]]:
     """Expected seconds of a plan: each step is reached only when every verification before it
     was rejected."""
-    reach, total, probabilities = 1.0, 0.0, []
+    reach, total, probabilities, verified = 1.0, 0.0, [], 0
     for step in steps:
         if step.type == VERIFY:
             features = candidate.proposal_features(step.proposal)
             p = models.acceptance.probability(features)
+            if verified:  # after a rejection, a proposal much like the rejected one is likely bad too
+                p *= 1.0 - min(1.0, max(0.0, features.get("proposal_agreement", 0.0)))
+            verified += 1
             total += reach * models.cost.seconds(VERIFY, features)
             probabilities.append(p)
             reach *= 1 - p

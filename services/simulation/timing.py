@@ -74,5 +74,6 @@ class QuestionTimer:
             first = clicks[0]
             distance = math.hypot(first.x - shape[1] / 2, first.y - shape[0] / 2) * annotator.scale
             movement = (0.1 + 0.15 * math.log2(1 + distance / 12.0)) / self.profile.speed
-            durations[0] = max(0.05, annotator._think_s() + movement)
+            think = 0.35 * math.exp(self.rng.normal(0, 0.35)) + self.profile.look_s * math.exp(self.rng.normal(0, 0.4))
+            durations[0] = max(0.05, think / self.profile.speed + movement)  # no distraction pause here
         return float(sum(durations))
