@@ -96,3 +96,44 @@ def region_means(grid: RegionGrid, values: np.ndarray) -> np.ndarray:
 def region_class_means(grid: RegionGrid, probabilities: np.ndarray) -> np.ndarray:
     """[n, K] mean class probability of each region."""
     return np.stack([region_means(grid, p) for p in probabilities], axis=1)
+
+
+@dataclass
+class StackedGrids:
+    """The grids of a chunk of items whose maps have one shape, as one label space: region r of item j
+    is bin ``offsets[j] + r``, so one ``np.bincount`` aggregates a whole chunk."""
+    labels: np.ndarray  # [N * h * w] offset label of every pixel of the stacked maps
+    offsets: np.ndarray  # [N + 1]
+    counts: np.ndarray  # [offsets[-1]] map pixels per (item, region)
+    empty: np.ndarray  # bins no map pixel falls in
+    empty_at: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (item, row, col) of their box centres
+
+
+def stack_grids(grids: list[RegionGrid], map_size: tuple[int, int]) -> StackedGrids:
+    offsets = np.concatenate([[0], np.cumsum([g.count for g in grids])]).astype(np.int64)
+    if all(g is grids[0] for g in grids):  # one grid (patches, whole images): broadcast, no per-item copy
+        labels = (grids[0].labels[None] + offsets[:-1, None, None]).ravel()
+    else:
+        labels = np.concatenate([g.labels.ravel() + o for g, o in zip(grids, offsets[:-1])])
+    counts = np.bincount(labels, minlength=int(offsets[-1]))
+    empty = np.flatnonzero(counts == 0)
+    empty_at = None
+    if empty.size:
+        item = np.searchsorted(offsets, empty, side="right") - 1
+        local = empty - offsets[item]
+        boxes = np.stack([grids[j].boxes[r] for j, r in zip(item, local)])
+        full = np.array([grids[j].image_size for j in item])
+        rows = ((boxes[:, 1] + boxes[:, 3] / 2) * map_size[0] / full[:, 0]).astype(int)
+        cols = ((boxes[:, 0] + boxes[:, 2] / 2) * map_size[1] / full[:, 1]).astype(int)
+        empty_at = (item, np.minimum(rows, map_size[0] - 1), np.minimum(cols, map_size[1] - 1))
+    return StackedGrids(labels, offsets, counts, empty, empty_at)
+
+
+def stacked_means(stacked: StackedGrids, values: np.ndarray) -> np.ndarray:
+    """``np.concatenate([region_means(grid_j, values[j]) for j])`` for ``values`` [N, h, w]: the same sums
+    in the same order, in one pass."""
+    sums = np.bincount(stacked.labels, weights=values.ravel(), minlength=len(stacked.counts))
+    means = sums / np.maximum(stacked.counts, 1)
+    if stacked.empty_at is not None:
+        means[stacked.empty] = values[stacked.empty_at]
+    return means
