@@ -1,7 +1,8 @@
 """Scoring a pool: every item's stored (or predicted) prediction scored per region, in batches.
 
 Called by the ``selection.score_pool`` Celery task; plain code with a progress callback so it runs
-and is tested without Celery. Idempotent: an item whose scores come from the same prediction
+and is tested without Celery. Each batch is scored with one ``score_predictions`` call (items of equal
+shape stacked), then stored item by item. Idempotent: an item whose scores come from the same prediction
 (same digest) is skipped unless ``force``.
 """
 
@@ -16,7 +17,7 @@ from services.selection.predictions import digest
 from services.selection.predictor import Predictor
 from services.selection.propagation import colour_histogram
 from services.selection.score_store import ScoreStore
-from services.selection.scoring import RegionSpec, present_classes, score_prediction
+from services.selection.scoring import RegionSpec, present_classes, score_predictions
 
 
 def score_pool(pools: PoolStore, scores: ScoreStore, project_id: str, pool_id: str, specs: list[RegionSpec],
@@ -31,6 +32,7 @@ def score_pool(pools: PoolStore, scores: ScoreStore, project_id: str, pool_id: s
     done_digests = {spec.key: scores.scored_digests(project_id, pool_id, spec.key) for spec in specs}
     scored_items = regions = skipped = 0
     for begin in range(0, len(items), batch_size):
+        todo_items = []  # (item, prediction, digest, specs to score, image size, image)
         for item in items[begin: begin + batch_size]:
             image = load_image(item.uri)
             stored = pools.prediction(project_id, pool_id, item.item_id) if item.item_id in predicted else None
@@ -51,9 +53,20 @@ def score_pool(pools: PoolStore, scores: ScoreStore, project_id: str, pool_id: s
                 size = image.shape[:2]
                 if (item.height, item.width) != size:
                     pools.set_image_size(project_id, pool_id, item.item_id, *size)
-            results = score_prediction(prediction, todo, size, image)
+            todo_items.append((item, prediction, prediction_digest, todo, size, image))
+        # One batched scoring call per set of specs to redo (usually one: all of them).
+        by_specs: dict[tuple, list[int]] = {}
+        for n, entry in enumerate(todo_items):
+            by_specs.setdefault(tuple(entry[3]), []).append(n)
+        results: list = [None] * len(todo_items)
+        for todo, members in by_specs.items():
+            scored = score_predictions([todo_items[n][1] for n in members], list(todo),
+                                       [todo_items[n][4] for n in members], [todo_items[n][5] for n in members])
+            for n, result in zip(members, scored):
+                results[n] = result
+        for (item, prediction, prediction_digest, _, _, image), result in zip(todo_items, results):
             regions += scores.store_item_scores(
-                project_id, pool_id, item.item_id, results, prediction_digest, prediction.model_version,
+                project_id, pool_id, item.item_id, result, prediction_digest, prediction.model_version,
                 present_classes(prediction), None if image is None else colour_histogram(image), prediction.embedding)
             scored_items += 1
         done = min(begin + batch_size, len(items))
