@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.selection import heuristics
+from services.selection import diversity, heuristics, scoring
 from services.selection.batch import interleave_classes, select_batch
 from services.selection.candidates import Candidates
 from services.selection.predictions import Prediction, build
 from services.selection.propagation import colour_histogram, js_divergence, nearest
 from services.selection.regions import patch_grid, region_means, superpixel_grid
-from services.selection.scoring import RegionSpec, score_prediction
+from services.selection.scoring import RegionSpec, score_prediction, score_predictions
 from services.selection.strategies import STRATEGIES
 from services.selection.transforms import apply, invert
 
@@ -220,3 +220,127 @@ def test_torch_predictor_gives_members_and_aligned_tta_predictions():
     assert np.allclose(p.augmented[0], flipped, atol=1e-5)
     restored = Prediction.from_bytes(p.to_bytes())
     assert np.allclose(restored.members, p.members, atol=2e-3) and restored.augment_names == p.augment_names
+
+
+def _mixed_predictions(rng, n=24):
+    """Items of several shapes: 2 or 3 classes, two map sizes, with or without members / augmented."""
+    predictions, sizes, images = [], [], []
+    for i in range(n):
+        k, (h, w) = (3 if i % 3 else 2), ((32, 48) if i % 2 else (20, 30))
+        members = np.stack([probs(rng, k, h, w) for _ in range(4)]) if i % 4 else None
+        augmented = np.stack([probs(rng, k, h, w) for _ in range(2)]) if i % 5 else None
+        predictions.append(Prediction(probs(rng, k, h, w), members, augmented))
+        sizes.append((64, 96) if i % 2 else (80, 121))  # maps 2x and 4x coarser than the image
+        images.append((rng.random(sizes[-1] + (3,)) * 255).astype(np.uint8))
+    return predictions, sizes, images
+
+
+def _assert_same_scores(expected, got):
+    assert len(expected) == len(got)
+    for a, b in zip(expected, got):
+        assert a.spec == b.spec
+        for name in ("segment", "boxes", "area_px", "majority_class", "confidence"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert a.scores.keys() == b.scores.keys()
+        for h in a.scores:  # the same sums in the same order: bit-identical, not just close
+            assert b.scores[h].dtype == np.float32 and np.array_equal(a.scores[h], b.scores[h], equal_nan=True), h
+
+
+def test_batched_scoring_is_identical_to_scoring_each_item(rng=np.random.default_rng(14)):
+    predictions, sizes, images = _mixed_predictions(rng)
+    specs = [RegionSpec("image"), RegionSpec("patch", 16), RegionSpec("patch", 3), RegionSpec("superpixel", 12)]
+    caches = [{} for _ in predictions]
+    batched = score_predictions(predictions, specs, sizes, images, caches)
+    empty_patches = 0
+    for p, size, image, cache, got in zip(predictions, sizes, images, caches, batched):
+        _assert_same_scores(score_prediction(p, specs, size, image), got)
+        assert set(cache) == set(specs)  # grids cached per item, as score_prediction does
+        grid = patch_grid(p.probabilities.shape[1:], size, 3)
+        empty_patches += int((np.bincount(grid.labels.ravel(), minlength=grid.count) == 0).sum())
+    assert empty_patches > 0  # 3 px patches on a 4x coarser map: the box-centre fallback was exercised
+    # cached grids are reused (superpixels are not recomputed) and give the same scores again
+    _assert_same_scores([r for item in batched for r in item],
+                        [r for item in score_predictions(predictions, specs, sizes, images, caches) for r in item])
+
+
+def test_batched_scoring_chunks_do_not_change_results(monkeypatch, rng=np.random.default_rng(15)):
+    predictions, sizes, _ = _mixed_predictions(rng, 12)
+    whole = score_predictions(predictions, [RegionSpec("patch", 8)], sizes)
+    monkeypatch.setattr(scoring, "CHUNK_ELEMENTS", 1)  # one item per chunk
+    _assert_same_scores([r[0] for r in whole],
+                        [r[0] for r in score_predictions(predictions, [RegionSpec("patch", 8)], sizes)])
+
+
+def test_heuristics_on_a_stack_equal_each_item(rng=np.random.default_rng(16)):
+    p = np.stack([probs(rng, 3, 8, 10) for _ in range(5)])
+    members = np.stack([np.stack([probs(rng, 3, 8, 10) for _ in range(4)]) for _ in range(5)])
+    members[0, :, :, :2] = members[0, 0, :, :2]  # agreeing members, and ties for the argmax
+    members[1, :, 0, 0, 0] = members[1, :, 1, 0, 0] = 0.5
+    members[1, :, 2, 0, 0] = 0.0
+    augmented = np.stack([np.stack([probs(rng, 3, 8, 10) for _ in range(2)]) for _ in range(5)])
+    assert np.array_equal(heuristics.class_argmax(members), members.argmax(axis=-3))
+    stacked = heuristics.pixel_maps(p, members, augmented)
+    for i in range(5):
+        single = heuristics.pixel_maps(p[i], members[i], augmented[i])
+        for name, value in single.items():
+            assert np.array_equal(stacked[name][i], value), name
+
+
+def _diverse_reference(features, clusters, seed):
+    """The unsampled algorithm: MiniBatchKMeans fitted on every member, nearest member per cluster."""
+    from sklearn.cluster import MiniBatchKMeans  # noqa: PLC0415
+
+    kmeans = MiniBatchKMeans(n_clusters=clusters, random_state=seed, n_init=1, max_iter=20,
+                             batch_size=max(1024, 3 * clusters), max_no_improvement=3)
+    assignment = kmeans.fit_predict(features)
+    distance = np.linalg.norm(features - kmeans.cluster_centers_[assignment], axis=1)
+    order = np.lexsort((distance, assignment))
+    first = np.ones(len(order), bool)
+    first[1:] = assignment[order[1:]] != assignment[order[:-1]]
+    return order[first], assignment[order[first]]
+
+
+def test_diversity_without_subsampling_matches_the_unsampled_algorithm(rng=np.random.default_rng(17)):
+    for n, clusters in ((300, 20), (2000, 100), (150, 150)):
+        features = rng.normal(size=(n, 6)).astype(np.float32)
+        assert diversity.fit_sample_size(n, clusters) == n  # small enough: no subsample
+        got = diversity.nearest_to_centroids(features, clusters, seed=4)
+        if clusters == n:
+            assert np.array_equal(got[0], np.arange(n))
+            continue
+        expected = _diverse_reference(features, clusters, 4)
+        assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+
+
+def test_diversity_fits_on_a_bounded_sample_and_picks_one_nearest_member_per_cluster(
+        monkeypatch, rng=np.random.default_rng(18)):
+    fitted = {}
+
+    class Recording(diversity.MiniBatchKMeans):
+        def fit(self, X, *args, **kwargs):
+            fitted["points"] = len(X)
+            fitted["model"] = self
+            return super().fit(X, *args, **kwargs)
+
+    monkeypatch.setattr(diversity, "MiniBatchKMeans", Recording)
+    features = rng.normal(size=(6000, 5)).astype(np.float32)
+    clusters = 40
+    members, cluster = diversity.nearest_to_centroids(features, clusters, seed=7)
+    assert fitted["points"] == diversity.fit_sample_size(6000, clusters) == 20 * clusters < 6000
+    assert len(set(members.tolist())) == len(members) and len(set(cluster.tolist())) == len(cluster)
+    assert len(members) >= clusters - 2  # a centroid may (rarely) own no member of the whole set
+    centres = fitted["model"].cluster_centers_
+    distances = np.linalg.norm(features[:, None] - centres[None], axis=2)
+    assignment = distances.argmin(axis=1)  # every member, not only the fitted sample
+    for m, k in zip(members, cluster):
+        assert assignment[m] == k
+        assert distances[m, k] <= distances[assignment == k, k].min() + 1e-5
+    again = diversity.nearest_to_centroids(features, clusters, seed=7)  # seeded: reproducible
+    assert np.array_equal(again[0], members)
+    # through the strategy: b distinct regions from the uncertain half, one per cluster
+    c = candidates(rng, n_items=400)  # 2400 regions, b = 50: 1200 uncertain > 20 b, so sampled
+    chosen = select_batch(c, "uncertainty_diversity", 50, seed=2)
+    median = np.median(c.scores["combined"])
+    clusters_named = [r.split("cluster ")[1] for r in chosen.reasons]
+    assert len(set(chosen.rows)) == 50 and (c.scores["combined"][chosen.rows] >= median - 1e-6).all()
+    assert len(set(clusters_named)) == len(clusters_named) >= 48
