@@ -15,11 +15,13 @@ peak memory (tracemalloc) per size.
 
     python -m bench.active_learning --out bench/results            # ~10-15 min on 2 cores
     python -m bench.active_learning --out /tmp/al --quick          # smoke run, ~2 min
+    python -m bench.active_learning --out /tmp/al --scale-only     # scale part only, before/after side by side
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -38,7 +40,8 @@ from services.selection.candidates import Candidates
 from services.selection.predictions import Prediction
 from services.selection.predictor import TorchPredictor
 from services.selection.propagation import colour_histogram, nearest
-from services.selection.scoring import RegionSpec, score_prediction
+from services.selection import diversity
+from services.selection.scoring import RegionSpec, score_prediction, score_predictions
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "coco_mval"
 IGNORE = 255
@@ -234,36 +237,124 @@ def labels_to_reach(curve: list[float], budgets: list[int], target: float) -> fl
     return float("inf")
 
 
-def scale_bench(sizes: list[int], budget: int = 1000) -> list[dict]:
+def _scale_pool(n_regions: int, batched: bool, maps: np.ndarray, spec: RegionSpec) -> Candidates:
+    """Score a synthetic pool: ``batched`` with ``score_predictions`` (stacked items), else one
+    ``score_prediction`` call per item (the per-item path this benchmark measured before batching)."""
+    items = -(-n_regions // 256)
+    predictions = [Prediction(maps[i % 16, 0], maps[i % 16, 1:5], maps[i % 16, 5:6]) for i in range(items)]
+    if batched:
+        per_item = [r[0] for r in score_predictions(predictions, [spec], [(256, 256)] * items)]
+    else:
+        grids: dict = {}
+        per_item = [score_prediction(p, [spec], (256, 256), grids=grids)[0] for p in predictions]
+    embeddings = np.random.default_rng(items).normal(size=(items, 16)).astype(np.float32)
+    return Candidates.from_scores([f"i{i}" for i in range(items)], per_item, 2, embeddings=embeddings)
+
+
+def scale_bench(sizes: list[int], budget: int = 1000, baseline: bool = True) -> list[dict]:
     """Score synthetic predictions (256 px images, maps at 1/4 resolution, 16 px patches: 256 regions
-    an image, 4 MC members and a flip) and select b from the pool; time and peak traced memory."""
+    an image, 4 MC members and a flip) and select b from the pool; time and peak traced memory.
+
+    With ``baseline``, each size runs twice side by side: "before" = one ``score_prediction`` call per
+    item and k-means fitted on the whole uncertain half with default threads (the sampling cap lifted);
+    "after" = batched ``score_predictions`` and k-means fitted single-threaded on the bounded subsample
+    (``diversity.fit_sample_size``). Both share the heuristics, so "before" already has their per-pixel
+    speed-ups (vote entropy's argmax); the pre-batching code itself is slower still."""
+    print(f"scale: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(16, 6, 2, 64, 64)).astype(np.float32) * 2
     maps = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
-    spec, grids = RegionSpec("patch", 16), {}
+    spec = RegionSpec("patch", 16)
     out = []
+    variants = ("before", "after") if baseline else ("after",)
     for n_regions in sizes:
-        items = -(-n_regions // 256)
-        tracemalloc.start()
-        start = time.perf_counter()
-        per_item = []
-        for i in range(items):
-            m = maps[i % 16]
-            per_item.append(score_prediction(Prediction(m[0], m[1:5], m[5:6]), [spec], (256, 256), grids=grids)[0])
-        candidates = Candidates.from_scores([f"i{i}" for i in range(items)], per_item, 2,
-                                            embeddings=rng.normal(size=(items, 16)).astype(np.float32))
-        scored = time.perf_counter() - start
-        times = {}
-        for strategy in ("uniform", "combined", "score_band", "uncertainty_diversity"):
-            t0 = time.perf_counter()
-            select_batch(candidates, strategy, budget, seed=1)
-            times[strategy] = time.perf_counter() - t0
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        out.append({"regions": len(candidates), "score_s": scored, "select_s": times,
-                    "score_and_select_combined_s": scored + times["combined"], "peak_mib": peak / 2**20})
-        print(f"scale {len(candidates)}: score {scored:.2f} s, select {times}, peak {peak / 2**20:.0f} MiB", flush=True)
+        row = {}
+        for variant in variants:
+            tracemalloc.start()
+            start, cpu0 = time.perf_counter(), time.process_time()
+            candidates = _scale_pool(n_regions, variant == "after", maps, spec)
+            scored, scored_cpu = time.perf_counter() - start, time.process_time() - cpu0
+            times, cpu, chosen = {}, {}, {}
+            cap = (diversity.FIT_POINTS_PER_CLUSTER, diversity.MAX_FIT_POINTS, diversity.FIT_THREADS)
+            if variant == "before":  # fit on every uncertain candidate with default threads, as before
+                diversity.FIT_POINTS_PER_CLUSTER = diversity.MAX_FIT_POINTS = 1 << 62
+                diversity.FIT_THREADS = None
+            try:
+                for strategy in ("uniform", "combined", "score_band", "uncertainty_diversity"):
+                    t0, cpu0 = time.perf_counter(), time.process_time()
+                    chosen[strategy] = select_batch(candidates, strategy, budget, seed=1).rows
+                    times[strategy], cpu[strategy] = time.perf_counter() - t0, time.process_time() - cpu0
+            finally:
+                diversity.FIT_POINTS_PER_CLUSTER, diversity.MAX_FIT_POINTS, diversity.FIT_THREADS = cap
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            row[variant] = {"regions": len(candidates), "score_s": scored, "select_s": times,
+                            "score_cpu_s": scored_cpu, "select_cpu_s": cpu,
+                            "score_and_select_combined_s": scored + times["combined"],
+                            "score_and_select_diversity_s": scored + times["uncertainty_diversity"],
+                            "peak_mib": peak / 2**20, "chosen": chosen}
+            print(f"scale {len(candidates)} {variant}: score {scored:.2f} s (cpu {scored_cpu:.2f}), select "
+                  + ", ".join(f"{k} {v:.2f} s (cpu {cpu[k]:.2f})" for k, v in times.items())
+                  + f", peak {peak / 2**20:.0f} MiB; load {os.getloadavg()[0]:.1f}", flush=True)
+        after = row["after"]
+        result = {k: v for k, v in after.items() if k != "chosen"}
+        if baseline:
+            before = row["before"]
+            result["before"] = {k: v for k, v in before.items() if k != "chosen"}
+            totals = lambda v, s: v["score_cpu_s"] + v["select_cpu_s"][s]  # noqa: E731
+            result["speedup"] = {
+                "score": before["score_s"] / after["score_s"],
+                "select_diversity": before["select_s"]["uncertainty_diversity"]
+                / after["select_s"]["uncertainty_diversity"],
+                "score_and_select_combined": before["score_and_select_combined_s"]
+                / after["score_and_select_combined_s"],
+                "score_and_select_diversity": before["score_and_select_diversity_s"]
+                / after["score_and_select_diversity_s"],
+                "cpu_score": before["score_cpu_s"] / after["score_cpu_s"],
+                "cpu_select_diversity": before["select_cpu_s"]["uncertainty_diversity"]
+                / after["select_cpu_s"]["uncertainty_diversity"],
+                "cpu_score_and_select_combined": totals(before, "combined") / totals(after, "combined"),
+                "cpu_score_and_select_diversity": totals(before, "uncertainty_diversity")
+                / totals(after, "uncertainty_diversity")}
+            result["same_selection"] = {k: bool(np.array_equal(before["chosen"][k], after["chosen"][k]))
+                                        for k in after["chosen"]}
+            print(f"scale {len(candidates)} speed-up (before / after): "
+                  + ", ".join(f"{k} {v:.1f}x" for k, v in result["speedup"].items())
+                  + f"; same selection: {result['same_selection']}", flush=True)
+        out.append(result)
     return out
+
+
+def scale_report(scale: list[dict]) -> list[str]:
+    lines = ["Wall-clock seconds (CPU seconds of the process in brackets: the machine is shared, so wall time "
+             "depends on its load).", "",
+             "| regions | score (s) | select combined (s) | select diversity (s) | score + select combined (s) | "
+             "score + select diversity (s) | peak MiB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    def cpu(v: dict, strategy: str | None = None) -> float:
+        if "score_cpu_s" not in v:  # results from before CPU time was recorded
+            return float("nan")
+        return v["score_cpu_s"] + (v["select_cpu_s"][strategy] if strategy else 0.0)
+
+    for r in scale:
+        for name, v in ((("before", r["before"]),) if "before" in r else ()) + (("after" if "before" in r else "", r),):
+            lines.append(f"| {r['regions']}{' ' + name if name else ''} | {v['score_s']:.2f} ({cpu(v):.2f}) | "
+                         f"{v['select_s']['combined']:.3f} | {v['select_s']['uncertainty_diversity']:.2f} | "
+                         f"{v['score_and_select_combined_s']:.2f} ({cpu(v, 'combined'):.2f}) | "
+                         f"{v.get('score_and_select_diversity_s', float('nan')):.2f} "
+                         f"({cpu(v, 'uncertainty_diversity'):.2f}) | {v['peak_mib']:.0f} |")
+        if "speedup" in r:
+            sp = r["speedup"]
+            lines.append(f"| {r['regions']} before / after | {sp['score']:.1f}x ({sp['cpu_score']:.1f}x) | | "
+                         f"{sp['select_diversity']:.1f}x ({sp['cpu_select_diversity']:.1f}x) | "
+                         f"{sp['score_and_select_combined']:.1f}x ({sp['cpu_score_and_select_combined']:.1f}x) | "
+                         f"{sp['score_and_select_diversity']:.1f}x ({sp['cpu_score_and_select_diversity']:.1f}x) | |")
+    if scale and "before" in scale[0]:
+        lines += ["", "Before: one `score_prediction` call per item, k-means fitted on the whole uncertain half; "
+                  "after: `score_predictions` batched over items, k-means fitted on a bounded subsample "
+                  "(20 x b points), every uncertain candidate assigned. Same selections before / after: "
+                  + "; ".join(f"{r['regions']}: " + ", ".join(k for k, v in r["same_selection"].items() if v)
+                              for r in scale) + "."]
+    return lines
 
 
 def summarise(results: dict) -> tuple[dict, float]:
@@ -320,7 +411,21 @@ def main(out: Path = typer.Option(Path("bench/results"), help="folder for the JS
          rounds: int = typer.Option(6, help="selection rounds after the initial random batch"),
          per_round: int = typer.Option(10, help="images (or their pixels) labelled per round"),
          steps: int = typer.Option(150, help="training steps per round (batch 16)"),
-         report_only: bool = typer.Option(False, help="re-summarise OUT/active_learning.json without running")) -> None:
+         report_only: bool = typer.Option(False, help="re-summarise OUT/active_learning.json without running"),
+         scale_only: bool = typer.Option(False, help="only the scale part (writes OUT/scale.json and OUT/scale.md)"),
+         scale_sizes: str = typer.Option("10000,100000,1000000", help="pool sizes (regions) of the scale part"),
+         scale_baseline: bool = typer.Option(True, help="scale part: also run the per-item / full-fit baseline "
+                                             "side by side and report ratios")) -> None:
+    sizes = [int(v) for v in scale_sizes.split(",") if v]
+    if scale_only:
+        torch.set_num_threads(1)
+        scale = scale_bench(sizes, baseline=scale_baseline)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scale.json").write_text(json.dumps(scale, indent=1, default=float))
+        text = "\n".join(["# Scale: score and select b = 1000", ""] + scale_report(scale)) + "\n"
+        (out / "scale.md").write_text(text)
+        print(text)
+        return
     if report_only:
         payload = json.loads((out / "active_learning.json").read_text())
         payload["summary"], payload["settings"]["target_miou"] = summarise(payload["results"])
@@ -352,7 +457,7 @@ def main(out: Path = typer.Option(Path("bench/results"), help="folder for the JS
             print(f"seed {seed} {config.name:24s} " + " ".join(f"{v:5.1f}" for v in curve)
                   + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     summary, target = summarise(results)
-    scale = scale_bench([10_000, 100_000] if quick else [10_000, 100_000, 1_000_000])
+    scale = scale_bench([s for s in sizes if s <= 100_000] if quick else sizes, baseline=scale_baseline)
     plot(results, out / "active_learning.png")
     payload = {"settings": {"size": size, "seeds": seeds, "rounds": rounds, "per_round": per_round, "steps": steps,
                             "pool": len(pool["images"]), "test": len(test["images"]), "quick": quick,
@@ -379,13 +484,8 @@ def report(payload: dict) -> str:
         lines.append(f"| {name} | {r['normalised_auc']:.2f} ± {r['normalised_auc_std']:.2f} | "
                      f"{r['auc_ratio_vs_random']:.3f} | {r['final_miou']:.1f} | "
                      + (f"{r['label_ratio_vs_random']:.2f} |" if np.isfinite(r["label_ratio_vs_random"]) else "not reached |"))
-    lines += ["", "![learning curves](active_learning.png)", "", "## Scale: score and select b = 1000", "",
-              "| regions | score (s) | select combined (s) | select diversity (s) | score + select (s) | peak MiB |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for r in payload["scale"]:
-        lines.append(f"| {r['regions']} | {r['score_s']:.2f} | {r['select_s']['combined']:.3f} | "
-                     f"{r['select_s']['uncertainty_diversity']:.2f} | {r['score_and_select_combined_s']:.2f} | "
-                     f"{r['peak_mib']:.0f} |")
+    lines += ["", "![learning curves](active_learning.png)", "", "## Scale: score and select b = 1000", ""]
+    lines += scale_report(payload["scale"])
     lines += ["", f"Total run: {payload['seconds'] / 60:.1f} min (times hold for this machine only)."]
     return "\n".join(lines) + "\n"
 
