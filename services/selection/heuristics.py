@@ -4,7 +4,8 @@ All take class-probability arrays with the class axis third from last (``[K, H, 
 ``[M, K, H, W]``) and are vectorised over pixels; any leading axes are a batch of items of equal shape
 (``[N, K, H, W]``, members ``[N, M, K, H, W]``), scored in one pass with the same result per item.
 Normalisation by each measure's maximum makes them comparable: entropy by ln K, vote entropy and
-JS divergence by ln min(M, K), the L2 spread by sqrt(2), and self-consistency is a total-variation distance (already in [0, 1]).
+JS divergence by ln min(M, K), the L2 spread by sqrt(2), and self-consistency is a total-variation
+distance (already in [0, 1]).
 """
 
 from __future__ import annotations
