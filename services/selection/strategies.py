@@ -131,7 +131,9 @@ class UncertaintyDiversity(Strategy):
         chosen, cluster = select_diverse(rows, score, c.features, budget, int(rng.integers(2**31)),
                                          params["uncertain_fraction"])
         notes = {int(r): f"nearest to centroid of cluster {int(k)}" for r, k in zip(chosen, cluster)}
-        rest = np.setdiff1d(rows, chosen)  # after the clusters, by score (pixel budgets may need more)
+        taken = np.zeros(len(score), bool)
+        taken[chosen] = True
+        rest = rows[~taken[rows]]  # after the clusters, by score (pixel budgets may need more); rows is sorted
         return Ranking(np.concatenate([chosen, rest[np.argsort(-score[rest], kind="stable")]]), score, notes)
 
 
