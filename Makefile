@@ -82,7 +82,7 @@ images:  ## build the service and Triton images (needs a Docker engine)
 	docker build -f deploy/docker/triton.Dockerfile -t annotation-platform-triton:dev .
 
 # Each module writes bench/results/<name>.json plus its report and plots.
-BENCHES ?= kit_overhead segmentation_latency byproducts_ingest active_learning
+BENCHES ?= kit_overhead segmentation_latency byproducts_ingest gateway_load active_learning
 
 bench: setup triton-setup system-deps  ## benchmarks, side by side in one run; results and report in bench/results/
 	set -e; for b in $(BENCHES); do $(PY) -m bench.$$b --out bench/results; done
