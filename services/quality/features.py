@@ -37,7 +37,7 @@ SESSION_FEATURES = (
     "compactness",  # 4 pi area / perimeter^2 of the final mask
     "negative_fraction",  # share of negative clicks
     "disagreeing_clicks",  # share of clicks whose label the final mask contradicts
-    "last_iou_change",  # 1 - IoU between the last two masks
+    "last_iou_change",  # 1 - IoU between the last two masks (0 for a single click)
     "final_confidence",  # the model's mean confidence after the last click, rescaled to [0, 1]
 )
 
@@ -116,7 +116,7 @@ def extract(summary: dict, final_mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
         math.log(pixels) - 12.0, math.sqrt(final_area / pixels), math.log1p(previous_t / 1000.0), n / 10.0,
         math.log1p(components), min(4 * math.pi * final_area / max(perimeter, 1.0) ** 2, 2.0) if final_area else 0.0,
         sum(not c["positive"] for c in clicks) / n, disagree / n,
-        1.0 - float(last.get("iou_with_previous", 0.0)) if n > 1 else 1.0,
+        1.0 - float(last.get("iou_with_previous", 0.0)) if n > 1 else 0.0,  # one click: nothing corrected
         _conf(float(last.get("stats", {}).get("mean_confidence", 0.0))),
     ]
     return np.asarray(rows, np.float32), np.asarray(session, np.float32)

@@ -1,5 +1,7 @@
-"""The quality model: a GRU reads the per-click features, a small head adds the session features and
-predicts the final IoU and the probability that it is below each threshold of a fixed grid.
+"""The quality model: a GRU reads the per-click features; its final and mean-pooled states go through a
+small MLP (deep part), added to a linear map of the session features and the last/mean/min/max click
+features (wide part, which keeps the model sound on a few hundred sessions). It predicts the final IoU
+and the probability that it is below each threshold of a fixed grid.
 
 An ensemble of a few such networks (bagged, different seeds) is what ships; its outputs are averaged.
 ``probability_below(t)`` interpolates the grid monotonically, so any threshold in (0, 1) has an answer
@@ -21,15 +23,24 @@ class ClickGRU(nn.Module):
         super().__init__()
         self.embed = nn.Sequential(nn.Linear(step_features, hidden), nn.Tanh())
         self.gru = nn.GRU(hidden, hidden, batch_first=True)
-        self.head = nn.Sequential(nn.Linear(hidden + session_features, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                  nn.Linear(hidden, 1 + len(THRESHOLDS)))
+        outputs = 1 + len(THRESHOLDS)
+        # wide: linear in the session features and the last/mean/min/max click features; deep: the GRU
+        self.wide = nn.Linear(4 * step_features + session_features, outputs)
+        self.deep = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, hidden), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, outputs))
 
     def forward(self, steps: torch.Tensor, lengths: torch.Tensor, session: torch.Tensor) -> torch.Tensor:
         """(B, T, Fs) padded steps, (B,) lengths, (B, Fg) -> (B, 1 + len(THRESHOLDS)) logits: the IoU, then
         P(IoU < t) for each grid threshold."""
         out, _ = self.gru(self.embed(steps))  # padding comes after a sequence, so it never reaches it
         last = out[torch.arange(len(lengths)), lengths - 1]
-        return self.head(torch.cat([last, session], dim=1))
+        valid = (torch.arange(steps.shape[1])[None, :] < lengths[:, None]).unsqueeze(2).float()
+        count = lengths[:, None].float()
+        pooled = (out * valid).sum(1) / count  # the whole sequence, beside its end state
+        big = torch.finfo(steps.dtype).max
+        summary = [steps[torch.arange(len(lengths)), lengths - 1], (steps * valid).sum(1) / count,
+                   torch.where(valid > 0, steps, big).amin(1), torch.where(valid > 0, steps, -big).amax(1)]
+        return self.wide(torch.cat([*summary, session], dim=1)) + self.deep(torch.cat([last, pooled], dim=1))
 
 
 def pad(sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

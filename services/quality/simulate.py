@@ -130,8 +130,10 @@ def simulate(stub, metadata, samples: Sequence[Sample], out: Path, repeats: int 
 
 
 def simulate_folder(data: Path, out: Path, limit: int = 0, repeats: int = 1, seed: int = 0, workers: int = 2,
-                    address: str = "", token: str = "", profile_weights: dict | None = None) -> list[dict]:
-    """Loads DIR (first ``limit`` pairs) and simulates on a private stack, or on ``address``."""
+                    address: str = "", token: str = "", profile_weights: dict | None = None,
+                    missing: bool = True) -> list[dict]:
+    """Records of ``repeats`` sessions on each of ``limit`` images spread over DIR; the ones not cached yet
+    are simulated on a private stack (or on ``address``), or left out when ``missing`` is false."""
     samples = load_folder(data)
     if limit and len(samples) > limit:  # spread over the folder (stems are sorted by class)
         samples = [samples[i] for i in np.linspace(0, len(samples) - 1, limit).round().astype(int)]
@@ -139,8 +141,8 @@ def simulate_folder(data: Path, out: Path, limit: int = 0, repeats: int = 1, see
         raise typer.BadParameter(f"no image/mask pairs under {data}", param_hint="--data")
     cached = {r["key"]: r for r in read_records(out)}
     wanted = [f"{s.stem}:{r}:{seed}" for s in samples for r in range(repeats)]
-    if all(k in cached for k in wanted):  # nothing to simulate: no stack needed
-        return [cached[k] for k in wanted]
+    if not missing or all(k in cached for k in wanted):  # nothing to simulate: no stack needed
+        return [cached[k] for k in wanted if k in cached]
     with _segmentation(address, token) as (channel, metadata):
         return simulate(segmentation_pb2_grpc.SegmentationStub(channel), metadata, samples, out, repeats, seed,
                         workers, profile_weights)

@@ -4,7 +4,7 @@
     python -m services.quality.train --folds 5 --no-save   # cross-validated figures on the training set
 
 Sessions come from ``--sessions`` (the JSONL cache of ``services.quality.simulate``); when it lacks some
-of the ``--limit`` sessions (images spread over ``--data``), those are simulated first through the real
+of the ``--repeats`` sessions on each of ``--limit`` images (spread over ``--data``), those are simulated first through the real
 segmentation service (a private stack). With ``--database-url``, reviewed sessions with a corrected mask
 (true IoU known, see Quality.RecordReview) are added. Writes ``services/quality/weights/click_gru.pt`` and
 its card ``click_gru.json`` (command, data, figures). Retrain whenever the segmentation model changes.
@@ -41,8 +41,8 @@ def featurise(summaries: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
     return items
 
 
-def fit(items: list[tuple[np.ndarray, np.ndarray]], ious: np.ndarray, members: int = 5, epochs: int = 120,
-        hidden: int = 32, seed: int = 0, lr: float = 3e-3, weight_decay: float = 1e-3) -> Ensemble:
+def fit(items: list[tuple[np.ndarray, np.ndarray]], ious: np.ndarray, members: int = 5, epochs: int = 60,
+        hidden: int = 16, seed: int = 0, lr: float = 3e-3, weight_decay: float = 1e-3) -> Ensemble:
     """An ensemble of ``members`` GRUs (different seeds) on features ``items`` with true IoUs ``ious``."""
     torch.set_num_threads(1)
     all_steps = np.concatenate([s for s, _ in items])
@@ -104,17 +104,19 @@ def logged_sessions(database_url: str) -> list[tuple[dict, float]]:
 def main(
     sessions: Path = typer.Option(SESSIONS, help="JSONL cache of simulated sessions"),
     data: Path = typer.Option(TRAIN_DATA, help="training images (simulated when the cache is short)"),
-    limit: int = typer.Option(240, min=1, help="simulated sessions to train on (images spread over --data)"),
+    limit: int = typer.Option(240, min=1, help="images of --data to simulate on (spread over the folder)"),
+    repeats: int = typer.Option(1, min=1, help="simulated sessions per image (different annotators)"),
+    simulate: bool = typer.Option(True, help="simulate the sessions missing from the cache (else skip them)"),
     database_url: str = typer.Option("", help="also train on reviewed sessions with a corrected mask here"),
-    members: int = typer.Option(5, min=1), epochs: int = typer.Option(120, min=1),
-    hidden: int = typer.Option(32, min=4), seed: int = typer.Option(0),
+    members: int = typer.Option(5, min=1), epochs: int = typer.Option(60, min=1),
+    hidden: int = typer.Option(16, min=4), seed: int = typer.Option(0),
     folds: int = typer.Option(0, min=0, help="also report k-fold cross-validated figures (0: skip)"),
     save: bool = typer.Option(True, help="write the weights and card"),
     weights: Path = typer.Option(WEIGHTS, help="where the weights go (the card beside, .json)"),
 ) -> None:
     from services.quality.simulate import simulate_folder
 
-    records = simulate_folder(data, sessions, limit=limit)  # only the sessions missing from the cache run
+    records = simulate_folder(data, sessions, limit=limit, repeats=repeats, missing=simulate)
     pairs = [(r["summary"], r["true_iou"]) for r in records]
     groups = [r["stem"] for r in records]
     if database_url:
