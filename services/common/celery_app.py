@@ -36,8 +36,9 @@ def make_celery(service: str, settings: Settings | None = None) -> Celery:
         task_track_started=True,
         result_extended=True,
         result_expires=settings.operation_ttl_s,
-        broker_transport_options={"visibility_timeout": settings.celery_visibility_timeout_by_queue.get(
-            service, settings.celery_visibility_timeout_s)},
+        broker_transport_options={"visibility_timeout": min(
+            settings.celery_visibility_timeout_s,
+            settings.celery_visibility_timeout_by_queue.get(service, settings.celery_visibility_timeout_s))},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

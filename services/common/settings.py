@@ -131,8 +131,8 @@ class Settings(BaseSettings):
     )
     celery_visibility_timeout_by_queue: dict[str, int] = Field(
         default_factory=lambda: {"byproducts": 120},
-        description="Per-queue visibility timeout (JSON map), for queues whose tasks are short: a "
-        "killed byproducts worker's batch is redelivered in 2 minutes, not an hour.",
+        description="Per-queue cap on the visibility timeout (JSON map), for queues whose tasks are "
+        "short: a killed byproducts worker's batch is redelivered in 2 minutes, not an hour.",
     )
     operation_ttl_s: int = Field(
         7 * 24 * 3600, gt=0, description="Seconds an Operation record stays queryable."
