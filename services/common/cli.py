@@ -3,6 +3,8 @@ REST commands for external tools: projects, images, export, review)."""
 
 from __future__ import annotations
 
+import os
+
 import signal
 import time
 from pathlib import Path
@@ -71,11 +73,19 @@ def settings() -> None:
 
 
 @app.command("migrate")
-def migrate_cmd() -> None:
-    """Bring the store's schema to the latest Alembic revision."""
+def migrate_cmd(admin_key_env: str = typer.Option(
+        "", help="Also import the admin key held in this environment variable (the chart's Secret).")) -> None:
+    """Bring the store's schema to the latest Alembic revision (every service's branch)."""
     url = get_settings().resolved_database_url
     migrate(url)
     console.print(f"schema at head: {url.split('@')[-1]}")
+    if admin_key_env:
+        token = os.environ.get(admin_key_env, "").strip()
+        if not token:  # the chart's own Secret does not exist yet in a pre-install hook: next upgrade
+            console.print(f"[yellow]${admin_key_env} is empty: no admin key imported[/]")
+            return
+        principal = _keystore(get_settings()).import_key(token, "admin (imported)", Role.ADMIN, ["*"])
+        console.print(f"admin key {principal.key_id} imported")
 
 
 @app.command()
@@ -304,6 +314,20 @@ def keys_create(name: str = typer.Option(..., help="Who or what holds the key.")
     principal, token = _keystore(get_settings()).create(name, Role.parse(role), project)
     console.print(f"id {principal.key_id} role {principal.role.name.lower()} projects {sorted(principal.projects)}")
     print(token)
+
+
+@keys_app.command("import")
+def keys_import(name: str = typer.Option(..., help="Who or what holds the key."),
+                role: str = typer.Option(..., help="annotator, reviewer or admin."),
+                project: list[str] = typer.Option(..., help="Project id, '*' for all. Repeatable."),
+                token_env: str = typer.Option("ANNOT_IMPORT_KEY", help="Environment variable holding the key "
+                                              "(never a command-line argument: it would show in ps).")) -> None:
+    """Store a key made elsewhere (ak_<id>.<secret>, e.g. from a Kubernetes Secret); idempotent."""
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise typer.BadParameter(f"${token_env} is empty", param_hint="--token-env")
+    principal = _keystore(get_settings()).import_key(token, name, Role.parse(role), project)
+    console.print(f"imported {principal.key_id} role {principal.role.name.lower()} projects {sorted(principal.projects)}")
 
 
 @keys_app.command("list")

@@ -243,3 +243,15 @@ def test_install_helm_is_idempotent(helm):
     result = subprocess.run([str(REPO / "deploy" / "install-helm.sh"), str(BIN)], capture_output=True, text=True)
     assert result.returncode == 0 and "already installed" in result.stdout
     assert subprocess.run([helm, "version", "--short"], capture_output=True, text=True).stdout.startswith("v4.")
+
+
+def test_the_migration_job_imports_the_admin_key_from_its_secret(helm):
+    docs = render(helm, "--set", "apiKeys.existingSecret=platform-keys")
+    job = by_kind(docs, "Job")["rel-annotation-platform-migrate"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["migrate", "--admin-key-env", "ANNOT_ADMIN_KEY"]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["ANNOT_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "platform-keys" and ref["key"] == "admin-key"
+    plain = by_kind(render(helm), "Job")["rel-annotation-platform-migrate"]
+    assert plain["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]  # no key configured
