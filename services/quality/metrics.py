@@ -18,9 +18,10 @@ def ranking_metrics(quality: np.ndarray, true_iou: np.ndarray, threshold: float 
     k = max(1, int(round(worst * len(quality))))
     order = np.argsort(-badness, kind="stable")  # worst first
     both = bad.any() and not bad.all()
-    return {
-        "spearman": round(float(spearmanr(quality, true_iou).statistic), 4),
-        "roc_auc": round(float(roc_auc_score(bad, badness)), 4) if both else float("nan"),
+    constant = np.ptp(quality) == 0 or np.ptp(true_iou) == 0
+    return {  # None where a figure is undefined (a constant score, one class only)
+        "spearman": None if constant else round(float(spearmanr(quality, true_iou).statistic), 4),
+        "roc_auc": round(float(roc_auc_score(bad, badness)), 4) if both else None,
         "precision_at_worst_10pct": round(float(bad[order[:k]].mean()), 4),
         "sessions": int(len(quality)),
         "bad_fraction": round(float(bad.mean()), 4),

@@ -140,7 +140,9 @@ class QualityServicer(quality_pb2_grpc.QualityServicer):
             default_threshold=DEFAULT_THRESHOLD,
             features=[*(f"step.{n}" for n in features.STEP_FEATURES),
                       *(f"session.{n}" for n in features.SESSION_FEATURES)],
-            metrics={k: float(v) for k, v in evaluation.items() if isinstance(v, (int, float))},
+            metrics={**{k: float(v) for k, v in evaluation.items() if isinstance(v, (int, float))},
+                     **{f"cv_{k}": float(v) for k, v in card.get("cross_validation", {}).items()
+                        if isinstance(v, (int, float))}},
             training_command=card.get("training_command", ""),
             training_sessions=int(card.get("training_sessions", 0)))
         if card.get("train_time"):
