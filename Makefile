@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: setup triton-setup system-deps browser-deps protos up down status demo test test-unit test-helm helm-tools images bench clean help
+.PHONY: quality-train quality-eval setup triton-setup system-deps browser-deps protos up down status demo test test-unit test-helm helm-tools images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -86,6 +86,12 @@ BENCHES ?= kit_overhead segmentation_latency byproducts_ingest gateway_load acti
 
 bench: setup triton-setup system-deps  ## benchmarks, side by side in one run; results and report in bench/results/
 	set -e; for b in $(BENCHES); do $(PY) -m bench.$$b --out bench/results; done
+
+quality-train: setup triton-setup system-deps  ## simulate sessions (cached in var/quality) and train the quality GRU
+	$(PY) -m services.quality.train --limit 240 --repeats 2 --folds 5
+
+quality-eval: setup triton-setup system-deps  ## quality model vs single-feature baselines on GrabCut
+	$(PY) -m services.quality.evaluate --data ../shared/data/grabcut --out var/quality/eval/grabcut.json --update-card
 
 clean:  ## remove the venv, generated code and runtime state
 	-$(ANNOT) down 2>/dev/null
