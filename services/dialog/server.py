@@ -12,12 +12,12 @@ import hashlib
 
 import grpc
 import numpy as np
-from google.protobuf import timestamp_pb2
 from pycocotools import mask as mask_utils
 
 from annotation.v1 import common_pb2, dialog_pb2, dialog_pb2_grpc, selection_pb2, selection_pb2_grpc
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.grpc_server import Kit, serve
+from services.common.proto_time import to_timestamp
 from services.dialog import cost_model
 from services.dialog.features import mask_features
 from services.dialog.learning import FIT_MODELS, load_acceptance, load_estimates
@@ -31,14 +31,6 @@ TYPES = {VERIFY: dialog_pb2.QUESTION_TYPE_VERIFY, LABEL_REGION: dialog_pb2.QUEST
 TYPE_NAMES = {v: k for k, v in TYPES.items()}
 KINDS = {"greedy": dialog_pb2.Policy.GREEDY, "fixed": dialog_pb2.Policy.FIXED, "learned": dialog_pb2.Policy.LEARNED}
 MAX_CANDIDATES = 1000
-
-
-def _stamp(value) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _unit(value: float, field: str) -> float:
@@ -95,7 +87,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
             acceptance_probability=row.acceptance_probability,
             gain_per_second=row.expected_gain / max(row.expected_seconds, 1e-6), reason=row.reason,
             plan=[TYPES[t] for t, _ in row.plan[row.step:]], policy=row.policy,
-            prompt=prompt(step, candidate.proposed_label), create_time=_stamp(row.created_at))
+            prompt=prompt(step, candidate.proposed_label), create_time=to_timestamp(row.created_at))
         if row.proposal is not None:
             if candidate.HasField("proposal_mask"):
                 question.proposal_mask.CopyFrom(candidate.proposal_mask)
@@ -214,7 +206,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
             m = acceptance.model
             reply.acceptance.CopyFrom(dialog_pb2.AcceptanceModel(
                 observations=m.observations, coefficients=m.coefficients, acceptance_rate=m.mean,
-                fit_time=_stamp(row.fit_time) if row is not None else None))
+                fit_time=to_timestamp(row.fit_time) if row is not None else None))
         elif row is not None:
             reply.acceptance.CopyFrom(dialog_pb2.AcceptanceModel(observations=row.observations,
                                                                  acceptance_rate=row.params.get("mean", 0.0)))

@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import Kit, redis_check, serve
+from services.common.proto_time import to_timestamp
 from services.segmentation import sessions as sess
 from services.segmentation.images import decode_image
-from services.segmentation.masks import decode_rle, encode_rle, iou, probability_stats
+from services.segmentation.masks import decode_rle, encode_rle, probability_stats
 from services.segmentation.predictor import Predictor
 from services.segmentation.triton_client import TritonNetwork
 
@@ -29,12 +29,6 @@ OUTCOMES = {
 # Celery tasks a finished session is handed to (by name: services never import each other).
 FINISHED_TASKS = {"byproducts": "byproducts.segmentation_session_finished",
                   "quality": "quality.score_session"}
-
-
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 def _mask_pb(mask) -> common_pb2.Mask:
@@ -89,8 +83,8 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
             redo_depth=session.redo_depth,
             outcome=common_pb2.SessionOutcome.Value(f"SESSION_OUTCOME_{m['outcome']}") if m["outcome"]
             else common_pb2.SESSION_OUTCOME_UNSPECIFIED,
-            create_time=_timestamp(m["create_time"]), update_time=_timestamp(m["update_time"]),
-            expire_time=_timestamp(m["update_time"] + ttl),
+            create_time=to_timestamp(m["create_time"]), update_time=to_timestamp(m["update_time"]),
+            expire_time=to_timestamp(m["update_time"] + ttl),
         )
 
     def _update_pb(self, update: sess.Update, started: float) -> segmentation_pb2.MaskUpdate:

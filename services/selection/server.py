@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 from annotation.v1 import common_pb2, selection_pb2, selection_pb2_grpc
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Kit, serve
+from services.common.proto_time import to_timestamp
 from services.selection.batch import select_batch
 from services.selection.heuristics import HEURISTICS
 from services.selection.images import load_image
@@ -38,19 +39,11 @@ TRANSFORM = {selection_pb2.AugmentedPrediction.HORIZONTAL_FLIP: "hflip",
              selection_pb2.AugmentedPrediction.VERTICAL_FLIP: "vflip", selection_pb2.AugmentedPrediction.SCALE: "scale"}
 
 
-def _stamp(value) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _pool(info: PoolInfo) -> selection_pb2.Pool:
     return selection_pb2.Pool(pool_id=info.pool_id, project_id=info.project_id, display_name=info.display_name,
                               class_names=info.class_names, item_count=info.item_count,
                               labelled_count=info.labelled_count, predicted_count=info.predicted_count,
-                              create_time=_stamp(info.created_at), score_time=_stamp(info.score_time))
+                              create_time=to_timestamp(info.created_at), score_time=to_timestamp(info.score_time))
 
 
 def _tensor(t: selection_pb2.Tensor) -> tuple:
@@ -336,7 +329,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
                     item_id=row.item_id, region=_region(row.item_id, row.region_key, row.segment,
                                                         (row.x, row.y, row.width, row.height)),
                     strategy=name, score=breakdown[heuristic], breakdown=breakdown, model_version=row.model_version,
-                    score_time=_stamp(row.scored_at)))
+                    score_time=to_timestamp(row.scored_at)))
         return out
 
     def GetScore(self, request, context):

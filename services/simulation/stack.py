@@ -96,7 +96,7 @@ class LocalStack:
             _env_file=None, env="test", var_dir=self.dir / "var", redis_url=f"redis://127.0.0.1:{redis_port}/0",
             triton_grpc_url=f"127.0.0.1:{triton_grpc}", triton_http_port=triton_http,
             triton_metrics_port=free_port(), metrics_port_base=free_port() + 1000, log_json=True, **ports)
-        _wait(lambda: _connectable(redis_port), 10, "redis", redis_log)
+        _wait(lambda: connectable(redis_port), 10, "redis", redis_log)
         if self.triton:
             log = self._start([str(TRITON_LAUNCHER), "--exit-timeout-secs", "2"], "triton", {
                 "ANNOT_TRITON_GRPC_PORT": str(triton_grpc), "ANNOT_TRITON_HTTP_PORT": str(triton_http),
@@ -135,7 +135,7 @@ class LocalStack:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _connectable(port: int) -> bool:
+def connectable(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
         return True
