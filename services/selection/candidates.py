@@ -28,6 +28,10 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.segment)
 
+    def breakdown(self, row: int) -> dict[str, float]:
+        """The heuristic scores of one row, NaN (missing inputs) left out."""
+        return {h: float(self.scores[h][row]) for h in HEURISTICS if not np.isnan(self.scores[h][row])}
+
     def features(self, rows: np.ndarray) -> np.ndarray:
         """Features of ``rows`` for clustering: the item's embedding (standardised) when stored, plus
         the region's normalised box centre and confidence; the heuristic scores when no embedding."""

@@ -9,15 +9,17 @@ shape stacked), then stored item by item. Idempotent: an item whose scores come 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from services.segmentation.masks import encode_rle
+from services.selection.candidates import Candidates
 from services.selection.images import load_image
 from services.selection.pool import PoolStore
 from services.selection.predictions import digest
 from services.selection.predictor import Predictor
 from services.selection.propagation import colour_histogram
 from services.selection.score_store import ScoreStore
-from services.selection.scoring import RegionSpec, present_classes, score_predictions
+from services.selection.scoring import RegionSpec, make_grid, present_classes, score_predictions
 
 
 def score_pool(pools: PoolStore, scores: ScoreStore, project_id: str, pool_id: str, specs: list[RegionSpec],
@@ -74,3 +76,26 @@ def score_pool(pools: PoolStore, scores: ScoreStore, project_id: str, pool_id: s
     scores.mark_scored(project_id, pool_id)
     return {"pool_id": pool_id, "items_scored": scored_items, "regions_scored": regions,
             "items_skipped": skipped, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def superpixel_masks(pools: PoolStore, project_id: str, pool_id: str, spec: RegionSpec, candidates: Candidates,
+                     rows: Iterable[int]) -> dict[int, tuple[list[int], str]]:
+    """COCO RLE ``(size, counts)`` of each superpixel row of ``candidates``, from the same SLIC the scoring
+    ran (the item's image when readable, else its stored probability map). Rows of items without a stored
+    prediction are left out."""
+    masks: dict[int, tuple[list[int], str]] = {}
+    by_item: dict[int, list[int]] = {}
+    for row in rows:
+        by_item.setdefault(int(candidates.item_index[row]), []).append(int(row))
+    for index, item_rows in by_item.items():
+        item_id = candidates.item_ids[index]
+        item = pools.items(project_id, pool_id, [item_id])[0]
+        stored = pools.prediction(project_id, pool_id, item_id)
+        if stored is None:
+            continue
+        image = load_image(item.uri)
+        size = (item.height, item.width) if item.height else None
+        grid = make_grid(spec, stored[0], size or stored[0].probabilities.shape[1:], image)
+        for row in item_rows:
+            masks[row] = encode_rle(grid.full_labels == candidates.segment[row])
+    return masks

@@ -8,9 +8,14 @@ Euclidean distance between model embeddings. They are offered as pseudo-label ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from services.common.errors import FailedPrecondition, NotFound
+from services.selection.images import load_image
 
 BINS = 8  # per RGB channel: a joint 8x8x8 = 512-bin histogram
 
@@ -58,3 +63,46 @@ def nearest(source_hist: np.ndarray, hists: np.ndarray, k: int, source_emb: np.n
     if max_distance > 0:
         order = order[distance[order] <= max_distance]
     return [Neighbour(int(i), float(js[i]), float(feat[i]), float(distance[i])) for i in order]
+
+
+def _histogram(row) -> np.ndarray | None:
+    """The item's stored histogram, else the histogram of its image (None: not readable)."""
+    if row.histogram is not None:
+        return np.frombuffer(row.histogram, np.float32).astype(np.float64)
+    image = load_image(row.uri)
+    return None if image is None else colour_histogram(image)
+
+
+def _embedding(row) -> np.ndarray | None:
+    return None if row.embedding is None else np.frombuffer(row.embedding, np.float32)
+
+
+def find_candidates(rows: Sequence[Any], source_item_id: str, class_index: int, k: int,
+                    feature_weight: float = 0.0, max_distance: float = 0.0,
+                    pool_id: str = "") -> list[tuple[Any, Neighbour]]:
+    """Propagation candidates of ``source_item_id`` among ``rows`` (``ScoreStore.item_features``): the
+    unlabelled items other than the source whose image labels or predicted classes contain
+    ``class_index``, nearest first, as (row, neighbour) pairs.
+
+    Raises NotFound when the source is not among ``rows`` and FailedPrecondition when its histogram can
+    be neither read from the store nor computed from its image. Candidates whose histogram cannot be had
+    are left out. Embeddings count only when ``feature_weight`` > 0 and every candidate and the source
+    has one.
+    """
+    source = {r.item_id: r for r in rows}.get(source_item_id)
+    if source is None:
+        raise NotFound(f"no item {source_item_id!r} in pool {pool_id!r}", field="item_id")
+    source_hist = _histogram(source)
+    if source_hist is None:
+        raise FailedPrecondition("the item's image is not readable and the pool was not scored with it",
+                                 field="item_id")
+    pool_rows = [r for r in rows if r.item_id != source_item_id and not r.labelled
+                 and (class_index in (r.image_labels or []) or class_index in (r.present_classes or []))]
+    hists = [(r, _histogram(r)) for r in pool_rows]
+    hists = [(r, h) for r, h in hists if h is not None]
+    embs = None
+    if feature_weight > 0 and _embedding(source) is not None and all(r.embedding for r, _ in hists):
+        embs = np.stack([_embedding(r) for r, _ in hists]) if hists else None
+    found = nearest(source_hist, np.stack([h for _, h in hists]) if hists else np.zeros((0, 1)), k,
+                    _embedding(source), embs, feature_weight, max_distance)
+    return [(hists[n.index][0], n) for n in found]

@@ -5,13 +5,11 @@ Run: ``python -m services.selection.server``.
 
 from __future__ import annotations
 
-import math
 import uuid
 
 import grpc
 import numpy as np
 from google.protobuf import timestamp_pb2
-from pycocotools import mask as mask_utils
 
 from annotation.v1 import common_pb2, selection_pb2, selection_pb2_grpc
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -19,12 +17,13 @@ from services.common.grpc_server import Kit, serve
 from services.common.proto_time import to_timestamp
 from services.selection.batch import select_batch
 from services.selection.heuristics import HEURISTICS
-from services.selection.images import load_image
+from services.selection.labels import LabelRegion, label_key, patch_segment
 from services.selection.pool import Item, PoolInfo, PoolStore
+from services.selection.pool_scoring import superpixel_masks
 from services.selection.predictions import build
-from services.selection.propagation import colour_histogram, nearest
+from services.selection.propagation import find_candidates
 from services.selection.score_store import Label, ScoreStore
-from services.selection.scoring import RegionSpec, make_grid
+from services.selection.scoring import RegionSpec
 from services.selection.strategies import STRATEGIES, get_strategy
 
 MAX_ITEMS = 10000
@@ -97,6 +96,12 @@ def _region(item_id: str, key: str, segment: int, box, image_id: str = "") -> co
     else:
         region.whole_image.SetInParent()
     return region
+
+
+def _label_region(label) -> LabelRegion:
+    kind = label.region.WhichOneof("kind") if label.HasField("region") else None
+    patch, superpixel = label.region.patch, label.region.superpixel
+    return LabelRegion(kind, patch.row, patch.col, patch.size_px, superpixel.n_segments, superpixel.segment_id)
 
 
 class SelectionServicer(selection_pb2_grpc.SelectionServicer):
@@ -194,7 +199,10 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
         unit = "pixels" if request.budget_unit == selection_pb2.BUDGET_UNIT_PIXELS else "regions"
         chosen = select_batch(candidates, request.strategy, int(request.budget), unit, dict(request.params),
                               request.class_balanced, band, item_filter, request.seed or None)
-        masks = self._superpixel_masks(request, spec, candidates, chosen.rows) if spec.granularity == "superpixel" else {}
+        masks = {}
+        if spec.granularity == "superpixel":
+            masks = {row: common_pb2.Mask(size=size, counts=counts) for row, (size, counts) in superpixel_masks(
+                self._pools, request.project_id, request.pool_id, spec, candidates, chosen.rows).items()}
         items = {i.item_id: i for i in self._pools.items(request.project_id, request.pool_id,
                                                          [candidates.item_ids[k] for k in candidates.item_index[chosen.rows]])}
         regions = []
@@ -202,10 +210,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
                                                              chosen.class_index), start=1):
             item_id = candidates.item_ids[candidates.item_index[row]]
             box = candidates.boxes[row]
-            breakdown = {h: float(candidates.scores[h][row]) for h in HEURISTICS
-                         if not math.isnan(candidates.scores[h][row])}
             regions.append(selection_pb2.SelectedRegion(
-                rank=rank, item_id=item_id, score=float(score), reason=reason, breakdown=breakdown,
+                rank=rank, item_id=item_id, score=float(score), reason=reason, breakdown=candidates.breakdown(row),
                 region=_region(item_id, spec.key, int(candidates.segment[row]), box, items[item_id].image_id),
                 area_px=int(candidates.area_px[row]), class_index=int(cls), mask=masks.get(int(row)),
                 box=common_pb2.Box(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3]))))
@@ -219,26 +225,6 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
                                                  budget_used=chosen.budget_used,
                                                  candidates_considered=chosen.considered)
 
-    def _superpixel_masks(self, request, spec, candidates, rows) -> dict[int, common_pb2.Mask]:
-        """COCO RLE of each selected superpixel, from the same SLIC the scoring ran."""
-        masks = {}
-        by_item: dict[int, list[int]] = {}
-        for row in rows:
-            by_item.setdefault(int(candidates.item_index[row]), []).append(int(row))
-        for index, item_rows in by_item.items():
-            item_id = candidates.item_ids[index]
-            item = self._pools.items(request.project_id, request.pool_id, [item_id])[0]
-            stored = self._pools.prediction(request.project_id, request.pool_id, item_id)
-            if stored is None:
-                continue
-            image = load_image(item.uri)
-            size = (item.height, item.width) if item.height else None
-            grid = make_grid(spec, stored[0], size or stored[0].probabilities.shape[1:], image)
-            for row in item_rows:
-                rle = mask_utils.encode(np.asfortranarray((grid.full_labels == candidates.segment[row]).astype(np.uint8)))
-                masks[row] = common_pb2.Mask(size=list(rle["size"]), counts=rle["counts"].decode("ascii"))
-        return masks
-
     def ReportLabels(self, request, context):
         pool = self._pools.get_pool(request.project_id, request.pool_id)
         if len(request.labels) > MAX_ITEMS:
@@ -247,23 +233,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
                                                          [label.item_id for label in request.labels])}
         labels = []
         for i, label in enumerate(request.labels):
-            key = segment = None
-            kind = label.region.WhichOneof("kind") if label.HasField("region") else None
-            if kind == "patch":
-                item = items.get(label.item_id)
-                if item is None or not item.width:
-                    raise InvalidArgument(f"labels[{i}].item_id", "unknown item or item of unknown width")
-                size = label.region.patch.size_px
-                if size <= 0:
-                    raise InvalidArgument(f"labels[{i}].region.patch.size_px", "must be > 0")
-                key, segment = f"patch:{size}", label.region.patch.row * -(-item.width // size) + label.region.patch.col
-            elif kind == "superpixel":
-                sp = label.region.superpixel
-                key, segment = f"superpixel:{sp.n_segments}", sp.segment_id
-            elif kind == "box":
-                key, segment = "box", -1  # recorded; matches no scored region
-            labels.append(Label(label.item_id, key, segment, None if kind in (None, "whole_image", "frame") else
-                                {"kind": kind, "key": key, "segment": segment}, list(label.class_labels),
+            key, segment, region = label_key(_label_region(label), items.get(label.item_id), f"labels[{i}]")
+            labels.append(Label(label.item_id, key, segment, region, list(label.class_labels),
                                 {"size": list(label.mask.size), "counts": label.mask.counts} if label.HasField("mask") else None,
                                 label.annotator_id, label.label_time.ToDatetime() if label.HasField("label_time") else None))
         recorded, completed = self._scores.report_labels(request.project_id, request.pool_id, labels,
@@ -279,38 +250,14 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
             raise InvalidArgument("k", "must be in [1, 100]", reason="OUT_OF_RANGE")
         if request.feature_weight < 0 or request.max_distance < 0:
             raise InvalidArgument("feature_weight" if request.feature_weight < 0 else "max_distance", "must be >= 0")
-        rows = self._scores.item_features(request.project_id, request.pool_id)
-        by_id = {r.item_id: r for r in rows}
-        source = by_id.get(request.item_id)
-        if source is None:
-            raise NotFound(f"no item {request.item_id!r} in pool {request.pool_id!r}", field="item_id")
-
-        def histogram(row):
-            if row.histogram is not None:
-                return np.frombuffer(row.histogram, np.float32).astype(np.float64)
-            image = load_image(row.uri)
-            return None if image is None else colour_histogram(image)
-
-        source_hist = histogram(source)
-        if source_hist is None:
-            raise FailedPrecondition("the item's image is not readable and the pool was not scored with it",
-                                     field="item_id")
-        cls = request.class_index
-        pool_rows = [r for r in rows if r.item_id != request.item_id and not r.labelled
-                     and (cls in (r.image_labels or []) or cls in (r.present_classes or []))]
-        hists = [(r, histogram(r)) for r in pool_rows]
-        hists = [(r, h) for r, h in hists if h is not None]
-        emb = lambda r: None if r.embedding is None else np.frombuffer(r.embedding, np.float32)  # noqa: E731
-        embs = None
-        if request.feature_weight > 0 and emb(source) is not None and all(r.embedding for r, _ in hists):
-            embs = np.stack([emb(r) for r, _ in hists]) if hists else None
-        found = nearest(source_hist, np.stack([h for _, h in hists]) if hists else np.zeros((0, 1)), k,
-                        emb(source), embs, request.feature_weight, request.max_distance)
+        found = find_candidates(self._scores.item_features(request.project_id, request.pool_id), request.item_id,
+                                request.class_index, k, request.feature_weight, request.max_distance,
+                                pool_id=request.pool_id)
         return selection_pb2.FindPropagationCandidatesResponse(candidates=[selection_pb2.PropagationCandidate(
-            item_id=hists[n.index][0].item_id, histogram_js_divergence=n.histogram_js, feature_distance=n.feature_distance,
-            distance=n.distance, image=common_pb2.ImageRef(image_id=hists[n.index][0].image_id, uri=hists[n.index][0].uri,
-                                                           width=hists[n.index][0].width, height=hists[n.index][0].height))
-            for n in found])
+            item_id=row.item_id, histogram_js_divergence=n.histogram_js, feature_distance=n.feature_distance,
+            distance=n.distance, image=common_pb2.ImageRef(image_id=row.image_id, uri=row.uri, width=row.width,
+                                                           height=row.height))
+            for row, n in found])
 
     def _heuristic(self, name: str) -> str:
         if name in HEURISTICS:
@@ -344,7 +291,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
             if size <= 0:
                 raise InvalidArgument("region.patch.size_px", "must be > 0")
             key = f"patch:{size}"
-            segment = request.region.patch.row * -(-item[0].width // size) + request.region.patch.col
+            segment = patch_segment(request.region.patch.row, request.region.patch.col, size, item[0].width)
         elif kind == "superpixel":
             key, segment = f"superpixel:{request.region.superpixel.n_segments}", request.region.superpixel.segment_id
         elif kind == "box":
