@@ -24,8 +24,9 @@ import numpy as np
 from annotation.v1 import common_pb2, segmentation_pb2
 from services.dialog.features import mask_features
 from services.segmentation.images import encode_png
-from services.segmentation.masks import decode_rle, encode_rle
+from services.segmentation.masks import decode_rle
 from services.simulation.clicker import Click, Clicker, iou
+from services.simulation.segmentation_session import SegmentationSession
 
 PROPOSAL_SEEDS = ("centre", "centre_corners")
 
@@ -80,11 +81,6 @@ def _seed_clicks(seed: str, height: int, width: int) -> list[common_pb2.Click]:
     return centre + [common_pb2.Click(x=x, y=y, positive=False) for x, y in corners]
 
 
-def _mask_pb(mask: np.ndarray) -> common_pb2.Mask:
-    size, counts = encode_rle(mask)
-    return common_pb2.Mask(size=size, counts=counts)
-
-
 def clicker_run(stub, metadata, image_png: bytes, annotation: np.ndarray, start: np.ndarray | None,
                 iou_target: float, max_clicks: int, project: str, timeout_s: float = 60.0) -> Run:
     """The standard clicker through one segmentation session until ``iou_target`` or ``max_clicks``."""
@@ -94,29 +90,18 @@ def clicker_run(stub, metadata, image_png: bytes, annotation: np.ndarray, start:
     run = Run(start_iou=round(iou(mask, clicker.gt, clicker.ignore), 4) if start is not None else 0.0)
     if run.start_iou >= iou_target:
         return run
-    request = segmentation_pb2.StartSessionRequest(project_id=project, image_data=image_png,
-                                                   annotator_id="dialog-simulation")
-    if start is not None:
-        request.initial_mask.CopyFrom(_mask_pb(start))
-    session = stub.StartSession(request, metadata=metadata, timeout=timeout_s).session
-    try:
+    with SegmentationSession(stub, metadata, project, image_png, shape, annotator_id="dialog-simulation",
+                             initial_mask=start, timeout_s=timeout_s) as session:
         for _ in range(max_clicks):
             click = clicker.next_click(mask if start is not None or run.clicks else None)
             if click is None:
                 break
-            reply = stub.AddClick(segmentation_pb2.AddClickRequest(
-                project_id=project, session_id=session.session_id,
-                click=common_pb2.Click(x=click.x, y=click.y, positive=click.positive)),
-                metadata=metadata, timeout=timeout_s)
-            m = reply.update.mask
-            mask = decode_rle(m.size, m.counts, shape, "mask")
+            session.click(click.x, click.y, click.positive)
+            mask = session.mask
             run.clicks.append([click.x, click.y, click.positive])
             run.ious.append(round(iou(mask, clicker.gt, clicker.ignore), 4))
             if run.ious[-1] >= iou_target:
                 break
-    finally:
-        stub.FinishSession(segmentation_pb2.FinishSessionRequest(
-            project_id=project, session_id=session.session_id), metadata=metadata, timeout=timeout_s)
     return run
 
 

@@ -24,13 +24,13 @@ import numpy as np
 import typer
 from tqdm import tqdm
 
-from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from annotation.v1 import segmentation_pb2_grpc
 from services.segmentation.dataset import Sample, load_folder
 from services.segmentation.images import encode_png
-from services.segmentation.masks import decode_rle
 from services.simulation.annotator import SimulatedAnnotator, sample_profile
 from services.simulation.clicker import split_annotation
 from services.simulation.clicker import iou as masked_iou
+from services.simulation.segmentation_session import SegmentationSession
 
 STATS = ("mean_foreground_probability", "mean_confidence", "uncertain_fraction", "click_confidence",
          "area_px", "threshold")
@@ -47,36 +47,28 @@ def run_session(stub, metadata, sample: Sample, seed: int, project: str = "quali
     rng = np.random.default_rng(seed)
     profile = sample_profile(rng, profile_weights)
     annotator = SimulatedAnnotator(sample.annotation, profile, rng)
-    call = {"metadata": metadata, "timeout": timeout_s}
-    started = stub.StartSession(segmentation_pb2.StartSessionRequest(
-        project_id=project, image_data=encode_png(sample.image), annotator_id=f"sim-{seed % 50}",
-        task_id=sample.stem, image=common_pb2.ImageRef(image_id=sample.stem)), **call).session
-    sid, shape = started.session_id, sample.image.shape[:2]
+    session = SegmentationSession(stub, metadata, project, encode_png(sample.image), sample.image.shape[:2],
+                                  annotator_id=f"sim-{seed % 50}", task_id=sample.stem, image_id=sample.stem,
+                                  timeout_s=timeout_s)
+    sid, shape = session.session_id, sample.image.shape[:2]
     clicks: list[dict] = []
     steps: list[dict] = []
-    mask = None
-    try:
-        while (action := annotator.next_action(mask)) is not None:
+    with session:
+        while (action := annotator.next_action(session.mask)) is not None:
             if action.kind == "undo":
-                update = stub.Undo(segmentation_pb2.UndoRequest(project_id=project, session_id=sid),
-                                   **call).update
+                session.undo()
                 clicks.pop()
                 steps.pop()
             else:
                 c = action.click
-                reply = stub.AddClick(segmentation_pb2.AddClickRequest(
-                    project_id=project, session_id=sid,
-                    click=common_pb2.Click(x=c.x, y=c.y, positive=c.positive, t_ms=action.t_ms)), **call)
-                update = reply.update
+                update = session.click(c.x, c.y, c.positive, action.t_ms)
                 clicks.append({"x": float(c.x), "y": float(c.y), "positive": c.positive,
                                "t_ms": action.t_ms, "index": len(clicks)})
                 steps.append({"stats": {k: float(getattr(update.stats, k)) for k in STATS},
                               "iou_with_previous": float(update.iou_with_previous),
                               "model_latency_ms": float(update.model_latency_ms)})
-            mask = decode_rle(update.mask.size, update.mask.counts, shape, "mask")
-    finally:
-        finished = stub.FinishSession(segmentation_pb2.FinishSessionRequest(
-            project_id=project, session_id=sid, outcome=common_pb2.SESSION_OUTCOME_SUBMITTED), **call).session
+    finished = session.finish()
+    mask = session.mask
     gt, ignore = split_annotation(sample.annotation)
     final = np.zeros(shape, bool) if mask is None else mask
     session = {"session_id": sid, "project_id": project, "image_id": sample.stem, "uri": "",

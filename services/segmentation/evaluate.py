@@ -24,13 +24,13 @@ import numpy as np
 import typer
 from tqdm import tqdm
 
-from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from annotation.v1 import segmentation_pb2_grpc
 from services.segmentation.classic import grabcut_segmenter
 from services.segmentation.dataset import Sample, load_folder
 from services.segmentation.images import encode_png
-from services.segmentation.masks import decode_rle
 from services.simulation.clicker import Click
 from services.simulation.protocol import Segmenter, iou_curve, summarize
+from services.simulation.segmentation_session import SegmentationSession
 
 METHODS = ("model", "model-raw", "grabcut")
 app = typer.Typer(add_completion=False)
@@ -45,26 +45,19 @@ class ServiceSegmenter:
         self.model_ms: list[float] = []
 
     def __call__(self, image: np.ndarray) -> Segmenter:
-        session = self.stub.StartSession(segmentation_pb2.StartSessionRequest(
-            project_id=self.project, image_data=encode_png(image), annotator_id="simulated-clicker"),
-            metadata=self.metadata, timeout=self.timeout_s).session
-        shape = image.shape[:2]
+        session = SegmentationSession(self.stub, self.metadata, self.project, encode_png(image),
+                                      image.shape[:2], annotator_id="simulated-clicker", timeout_s=self.timeout_s)
         sent = 0
 
         def segment(clicks: Sequence[Click], _previous) -> np.ndarray:
             nonlocal sent
-            mask = None
             for click in clicks[sent:]:
                 started = time.perf_counter()
-                reply = self.stub.AddClick(segmentation_pb2.AddClickRequest(
-                    project_id=self.project, session_id=session.session_id,
-                    click=common_pb2.Click(x=click.x, y=click.y, positive=click.positive)),
-                    metadata=self.metadata, timeout=self.timeout_s)
+                update = session.click(click.x, click.y, click.positive)
                 self.latencies_ms.append((time.perf_counter() - started) * 1000)
-                self.model_ms.append(reply.update.model_latency_ms)
-                mask = reply.update.mask
+                self.model_ms.append(update.model_latency_ms)
             sent = len(clicks)
-            return decode_rle(mask.size, mask.counts, shape, "mask").astype(np.float32)
+            return session.mask.astype(np.float32)
 
         return segment
 

@@ -259,3 +259,40 @@ def test_declared_but_unbuilt_rpc_is_unimplemented_after_auth(stub, token):
     with pytest.raises(grpc.RpcError) as exc:
         stub.StartPropagation(request, metadata=bearer(token), timeout=5)
     assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_simulation_clients_drive_real_sessions(stub, token):
+    """The one session client of the simulations, and its three users, against the real service."""
+    from services.dialog.outcomes import clicker_run
+    from services.quality.simulate import run_session
+    from services.segmentation.dataset import Sample
+    from services.segmentation.evaluate import ServiceSegmenter
+    from services.simulation.clicker import IGNORE
+    from services.simulation.segmentation_session import SegmentationSession
+
+    data, image = image_bytes()
+    annotation = np.zeros(image.shape[:2], np.uint8)
+    annotation[150:260, 170:300] = 255
+    annotation[150:152, 170:300] = IGNORE
+    metadata = bearer(token)
+    with SegmentationSession(stub, metadata, "p1", data, image.shape[:2]) as session:
+        session.click(230, 200, True)
+        first = session.mask.copy()
+        session.click(60, 40, False)
+        session.undo()
+        assert (session.mask == first).all() and first.any()
+    assert session.finished.state == segmentation_pb2.SEGMENTATION_SESSION_STATE_FINISHED
+    assert session.finish() is session.finished  # once only
+
+    segmenter = ServiceSegmenter(stub, metadata, project="p1")
+    segment = segmenter(image)
+    assert segment([Click(230, 200, True)], None).shape == image.shape[:2]
+    assert segment([Click(230, 200, True), Click(60, 40, False)], None).any()
+    assert len(segmenter.latencies_ms) == 2 and all(ms > 0 for ms in segmenter.model_ms)  # one AddClick each
+
+    run = clicker_run(stub, metadata, data, annotation, None, 0.99, 3, "p1")
+    assert 1 <= len(run.clicks) == len(run.ious) <= 3
+    record = run_session(stub, metadata, Sample("img", image, annotation), seed=3, project="p1")
+    summary = record["summary"]
+    assert len(summary["clicks"]) == len(summary["steps"]) >= 1 and 0 <= record["true_iou"] <= 1
+    assert summary["session"]["outcome"] == "SUBMITTED"
