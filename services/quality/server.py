@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from annotation.v1 import common_pb2, quality_pb2, quality_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import Kit, serve
+from services.common.proto_time import to_timestamp
 from services.quality import features
 from services.quality.model import DEFAULT_THRESHOLD
 from services.quality.scorer import Score, Scorer
@@ -21,20 +21,13 @@ from services.segmentation.masks import decode_rle
 MAX_BATCH = 1000
 
 
-def _timestamp(value: datetime | None) -> Timestamp:
-    ts = Timestamp()
-    if value is not None:
-        ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return ts
-
-
 def _score_pb(score: Score, session_id: str = "", when: datetime | None = None) -> quality_pb2.QualityScore:
     return quality_pb2.QualityScore(
         session_id=session_id, predicted_iou=score.predicted_iou,
         probability_below_threshold=score.probability_below_threshold, threshold=score.threshold,
         top_reasons=[quality_pb2.Reason(feature=r.feature, value=r.value, contribution=r.contribution,
                                         description=r.description) for r in score.reasons],
-        model_version=score.model_version, score_time=_timestamp(when or datetime.now(UTC)))
+        model_version=score.model_version, score_time=to_timestamp(when or datetime.now(UTC)))
 
 
 def _sequence_summary(sequence: quality_pb2.ClickSequence, prefix: str) -> dict:
@@ -160,7 +153,7 @@ class QualityServicer(quality_pb2_grpc.QualityServicer):
             session_id=row.session_id, annotator_id=row.annotator_id, task_id=row.task_id,
             image=common_pb2.ImageRef(image_id=row.image_id, uri=row.uri, width=row.width, height=row.height),
             mask=common_pb2.Mask(size=mask["size"], counts=mask["counts"]), label=row.label,
-            click_count=row.click_count, score=score_pb, finish_time=_timestamp(row.finish_time),
+            click_count=row.click_count, score=score_pb, finish_time=to_timestamp(row.finish_time),
             verdict=row.verdict, true_iou=-1.0 if row.true_iou is None else row.true_iou)
 
 
