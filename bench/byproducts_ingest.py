@@ -16,7 +16,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,15 +36,10 @@ from services.byproducts.tables import EventRow
 from services.common.keys import KeyStore, Role
 from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
+from services.simulation.stack import free_port
 
 app = typer.Typer(add_completion=False)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait(predicate, timeout_s: float, what: str) -> None:
@@ -63,7 +57,7 @@ class Postgres:
     def __init__(self, root: Path) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         self.bindir = Path(found[-1]).parent if found else None
-        self.data, self.port = root / "pg", _port()
+        self.data, self.port = root / "pg", free_port()
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.bindir and os.geteuid() == 0:
             shutil.chown(root, "postgres")
@@ -173,7 +167,7 @@ def main(out: Path = Path("bench/results"), events: int = 100_000, sessions: int
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="annot-bench-bp-"))
     os.chmod(workdir, 0o755)
-    redis_port = _port()
+    redis_port = free_port()
     redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind",
                               "127.0.0.1", "--dir", str(workdir), "--appendonly", "yes", "--appendfsync",
                               "everysec", "--save", ""], stdout=subprocess.DEVNULL)
@@ -190,10 +184,10 @@ def main(out: Path = Path("bench/results"), events: int = 100_000, sessions: int
         for name, url in stores.items():
             migrate(url)
             _, token = KeyStore(make_session_factory(make_engine(url)), 0).create("bench", Role.ADMIN, ["*"])
-            port = _port()
+            port = free_port()
             env = {**os.environ, "ANNOT_ENV": "test", "ANNOT_VAR_DIR": str(workdir / "var"),
                    "ANNOT_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ANNOT_DATABASE_URL": url,
-                   "ANNOT_BYPRODUCTS_PORT": str(port), "ANNOT_METRICS_PORT_BASE": str(_port() + 10),
+                   "ANNOT_BYPRODUCTS_PORT": str(port), "ANNOT_METRICS_PORT_BASE": str(free_port() + 10),
                    "ANNOT_LOG_LEVEL": "WARNING"}
             direct_sessions = [session_events(f"direct-{n}", "bench", per_session, seed=n) for n in range(sessions)]
             direct = _direct(url, direct_sessions, 1000)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,14 +29,9 @@ from services.common.keys import Role
 from services.common.operations_server import OperationsServicer
 from services.common.settings import Settings
 from services.common.storage import migrate
+from services.simulation.stack import free_port
 
 app = typer.Typer(add_completion=False)
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _measure(address: str, token: str, concurrency: int, calls: int) -> np.ndarray:
@@ -62,7 +56,7 @@ def main(out: Path = Path("bench/results"), calls: int = 2000,
          concurrency: list[int] = typer.Option([1, 8])) -> None:
     out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="annot-bench-"))
-    redis_port = _port()
+    redis_port = free_port()
     redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
                               "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
                              stdout=subprocess.DEVNULL)
@@ -71,14 +65,14 @@ def main(out: Path = Path("bench/results"), calls: int = 2000,
         settings = Settings(_env_file=None, env="test", var_dir=workdir, redis_url=f"redis://127.0.0.1:{redis_port}/0",
                             log_json=True, log_level="WARNING")
         migrate(settings.resolved_database_url)
-        kit = ServiceServer("selection", lambda server, kit: None, settings, port=_port())
+        kit = ServiceServer("selection", lambda server, kit: None, settings, port=free_port())
         _, token = kit.kit.keys.create("bench", Role.ADMIN, ["*"])
         kit.kit.operations.create("bench-op", "selection.bench", "bench")
         kit.start()
         bare = grpc.server(futures.ThreadPoolExecutor(settings.grpc_max_workers))
         operations_pb2_grpc.add_OperationsServicer_to_server(
             OperationsServicer("selection", kit.kit.operations, kit.kit.celery, kit.kit.redis), bare)
-        bare_port = bare.add_insecure_port(f"127.0.0.1:{_port()}")
+        bare_port = bare.add_insecure_port(f"127.0.0.1:{free_port()}")
         bare.start()
         rows = []
         for conc in tqdm(concurrency, desc="concurrency"):

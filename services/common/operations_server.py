@@ -6,22 +6,17 @@ import time
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 from redis import Redis
 from redis.exceptions import RedisError
 
 from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.operations import OperationRecord, OperationStore, status_from_task
+from services.common.proto_time import to_timestamp
 from services.common.request_context import time_remaining
 
 PROBE_DEFAULT_MS = 5000
-
-
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
 
 
 class OperationsServicer(operations_pb2_grpc.OperationsServicer):
@@ -37,8 +32,8 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         return common_pb2.Operation(
             id=record.id, kind=record.kind, project_id=record.project_id,
             state=common_pb2.Operation.State.Value(status.state), progress=status.progress,
-            message=status.message, create_time=_timestamp(record.create_time),
-            update_time=_timestamp(done), result=result if status.result else None,
+            message=status.message, create_time=to_timestamp(record.create_time),
+            update_time=to_timestamp(done), result=result if status.result else None,
             error=common_pb2.ErrorDetail(reason="TASK_FAILED", message=status.error) if status.error else None,
         )
 
