@@ -20,6 +20,7 @@ import typer
 from tqdm import tqdm
 
 from services.dialog.outcomes import augment, load_cached, measure, save
+from services.simulation.stack import segmentation_fingerprint
 from services.dialog.policy import registry
 from services.dialog.replay import replay
 from services.segmentation.dataset import load_folder
@@ -85,7 +86,8 @@ def plot(report: dict, path: Path) -> None:
 
 def simulate(data: Path, out: Path, cache: Path | None = None, limit: int = 0, iou_target: float = 0.85,
              max_clicks: int = 20, seed: int = 0, policies: list[str] | None = None) -> dict:
-    cache = cache or Path("var/dialog/cache") / f"{data.name}-{iou_target}-{max_clicks}"
+    cache = cache or (Path("var/dialog/cache") / segmentation_fingerprint()
+                      / f"{data.name}-{iou_target}-{max_clicks}")
     started = time.perf_counter()
     outcomes = collect(data, cache, limit, iou_target, max_clicks)
     measured_s = time.perf_counter() - started
@@ -121,7 +123,7 @@ def main(
     iou_target: float = typer.Option(0.85, min=0.05, max=1.0),
     max_clicks: int = typer.Option(20, min=1, max=100),
     seed: int = typer.Option(0, help="seed of the simulated annotator's timing"),
-    cache: Path = typer.Option(None, help="outcome cache (default var/dialog/cache/<data>-<target>-<clicks>)"),
+    cache: Path = typer.Option(None, help="outcome cache (default var/dialog/cache/<model fingerprint>/<data>-<target>-<clicks>)"),
     policy: list[str] = typer.Option([], help="policies to compare (repeatable); default all"),
 ) -> None:
     report = simulate(data, out, cache, limit, iou_target, max_clicks, seed, policy)

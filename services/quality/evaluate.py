@@ -3,7 +3,7 @@
     python -m services.quality.evaluate --data ../shared/data/grabcut --out var/quality/eval/grabcut.json
 
 Seeded sessions (``--repeats`` per image, annotators drawn as in training) are simulated through the real
-segmentation service and Triton (a private stack; cached in ``var/quality/sessions/<DIR name>.jsonl``, so a
+segmentation service and Triton (a private stack; cached in ``var/quality/sessions/<model fingerprint>/<DIR name>.jsonl``, so a
 re-run only scores), then scored with the shipped weights (the code the service runs). Reports, for the
 model and each baseline (number of clicks, total time, final model confidence, last mask change), the
 Spearman correlation with the true IoU, ROC-AUC for flagging IoU < 0.85 and precision at the worst 10%;
@@ -26,6 +26,7 @@ from services.quality.metrics import ranking_metrics
 from services.quality.model import DEFAULT_THRESHOLD
 from services.quality.scorer import WEIGHTS, Scorer
 from services.quality.sessions import score_summaries
+from services.simulation.stack import segmentation_fingerprint
 
 app = typer.Typer(add_completion=False)
 
@@ -99,7 +100,7 @@ def main(
     repeats: int = typer.Option(2, min=1, help="simulated sessions per image"),
     limit: int = typer.Option(0, min=0, help="only N images spread over DIR (0: all)"),
     seed: int = typer.Option(0),
-    sessions: Path = typer.Option(None, help="session cache (default var/quality/sessions/<DIR name>.jsonl)"),
+    sessions: Path = typer.Option(None, help="session cache (default var/quality/sessions/<model fingerprint>/<DIR name>.jsonl)"),
     weights: Path = typer.Option(WEIGHTS, exists=True, dir_okay=False),
     address: str = typer.Option("", help="segmentation service host:port of a running platform"),
     token: str = typer.Option("", envvar="ANNOT_TOKEN", help="API key for --address"),
@@ -107,7 +108,7 @@ def main(
 ) -> None:
     from services.quality.simulate import simulate_folder
 
-    cache = sessions or Path("var/quality/sessions") / f"{data.name}.jsonl"
+    cache = sessions or Path("var/quality/sessions") / segmentation_fingerprint() / f"{data.name}.jsonl"
     records = simulate_folder(data, cache, limit, repeats, seed, address=address, token=token)
     scorer = Scorer.load(weights)
     report = evaluate_records(records, scorer)

@@ -1,7 +1,7 @@
 """Sessions simulated through the real segmentation service, with their true outcome, cached as JSONL.
 
     python -m services.quality.simulate --data ../shared/data/train/coco_mval \
-        --out var/quality/sessions/coco_mval.jsonl --limit 400
+        --out var/quality/sessions/<fingerprint>/coco_mval.jsonl --limit 400
 
 Each record is ``{"key", "stem", "profile", "seed", "true_iou", "undos", "summary"}`` where ``summary`` has
 the shape of the payload FinishSession hands to ``quality.score_session`` (``session``, ``clicks``,

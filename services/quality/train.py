@@ -25,11 +25,12 @@ from torch import nn
 
 from services.quality import features, summary
 from services.quality.metrics import ranking_metrics
-from services.quality.model import DEFAULT_THRESHOLD, THRESHOLDS, ClickGRU, Ensemble, pad
-from services.quality.scorer import CARD, MODEL_NAME, WEIGHTS
+from services.quality.model import DEFAULT_THRESHOLD, THRESHOLDS, ClickGRU, Ensemble
+from services.quality.scorer import MODEL_NAME, WEIGHTS
+from services.simulation.stack import segmentation_fingerprint
 
 TRAIN_DATA = Path("../shared/data/train/coco_mval")
-SESSIONS = Path("var/quality/sessions/coco_mval.jsonl")
+SESSIONS_DIR = Path("var/quality/sessions")
 app = typer.Typer(add_completion=False)
 
 
@@ -102,7 +103,8 @@ def logged_sessions(database_url: str) -> list[tuple[dict, float]]:
 
 @app.command()
 def main(
-    sessions: Path = typer.Option(SESSIONS, help="JSONL cache of simulated sessions"),
+    sessions: Path = typer.Option(None, help="JSONL cache of simulated sessions (default "
+                                  "var/quality/sessions/<model fingerprint>/coco_mval.jsonl)"),
     data: Path = typer.Option(TRAIN_DATA, help="training images (simulated when the cache is short)"),
     limit: int = typer.Option(240, min=1, help="images of --data to simulate on (spread over the folder)"),
     repeats: int = typer.Option(1, min=1, help="simulated sessions per image (different annotators)"),
@@ -116,6 +118,7 @@ def main(
 ) -> None:
     from services.quality.simulate import simulate_folder
 
+    sessions = sessions or SESSIONS_DIR / segmentation_fingerprint() / "coco_mval.jsonl"
     records = simulate_folder(data, sessions, limit=limit, repeats=repeats, missing=simulate)
     pairs = [(r["summary"], r["true_iou"]) for r in records]
     groups = [r["stem"] for r in records]

@@ -148,3 +148,18 @@ def _http_ok(url: str) -> bool:
         return httpx.get(url, timeout=0.5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def segmentation_fingerprint() -> str:
+    """Short digest of what decides the service's masks (the shipped model repository and the
+    refinement code): simulation caches live under it, so a new checkpoint is never read from a
+    cache measured with an old one."""
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha256()
+    model_dir = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
+    for path in [*sorted(model_dir.rglob("*.pt")), *sorted(model_dir.rglob("*.pbtxt")),
+                 REPO_ROOT / "services" / "segmentation" / "classic.py",
+                 REPO_ROOT / "services" / "segmentation" / "encoding.py"]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
