@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -53,13 +52,6 @@ class Predictor:
         self.network = network
         self.config = config
         self.refine = refine
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, refine: bool = True) -> "Predictor":
-        from services.segmentation.model import load
-
-        model, config = load(checkpoint)
-        return cls.from_model(model, config, refine)
 
     @classmethod
     def from_model(cls, model, config: dict, refine: bool = True) -> "Predictor":

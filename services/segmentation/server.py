@@ -60,22 +60,14 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         return decode_image(request.image_data, self.settings.segmentation_max_image_bytes,
                             self.settings.segmentation_max_image_pixels)
 
-    def _image_ref(self, meta_or_request, height: int, width: int) -> common_pb2.ImageRef:
-        ref = common_pb2.ImageRef()
-        if hasattr(meta_or_request, "image"):
-            ref.CopyFrom(meta_or_request.image)
-        else:
-            ref.image_id, ref.uri = meta_or_request["image_id"], meta_or_request["uri"]
-        ref.width, ref.height = width, height
-        return ref
-
     def _session_pb(self, session: sess.Session) -> segmentation_pb2.SegmentationSession:
         m = session.meta
         ttl = self.settings.segmentation_session_ttl_s if m["state"] == sess.ACTIVE \
             else self.settings.segmentation_finished_ttl_s
         return segmentation_pb2.SegmentationSession(
             session_id=m["session_id"], project_id=m["project_id"],
-            image=self._image_ref(m, m["height"], m["width"]), annotator_id=m["annotator_id"],
+            image=common_pb2.ImageRef(image_id=m["image_id"], uri=m["uri"], width=m["width"], height=m["height"]),
+            annotator_id=m["annotator_id"],
             task_id=m["task_id"], label=m.get("label", ""),
             state=segmentation_pb2.SEGMENTATION_SESSION_STATE_ACTIVE if m["state"] == sess.ACTIVE
             else segmentation_pb2.SEGMENTATION_SESSION_STATE_FINISHED,
@@ -112,12 +104,15 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         prob = self._predictor().predict(image, clicks, previous, timings)
         mask = prob > threshold
         version = f"{self.network.model}:{self.network.version or 'latest'}"
+        image_ref = common_pb2.ImageRef()
+        image_ref.CopyFrom(request.image)
+        image_ref.width, image_ref.height = width, height
         return segmentation_pb2.PredictResponse(
             mask=_mask_pb(mask), stats=segmentation_pb2.ProbabilityStats(
                 **probability_stats(prob, threshold, clicks[-1])),
             model_latency_ms=timings.get("model_ms", 0.0),
             service_latency_ms=(time.perf_counter() - started) * 1000, model_version=version,
-            image=self._image_ref(request, height, width),
+            image=image_ref,
         )
 
     def StartSession(self, request, context):
