@@ -36,9 +36,7 @@ def make_celery(service: str, settings: Settings | None = None) -> Celery:
         task_track_started=True,
         result_extended=True,
         result_expires=settings.operation_ttl_s,
-        broker_transport_options={"visibility_timeout": min(
-            settings.celery_visibility_timeout_s,
-            settings.celery_visibility_timeout_by_queue.get(service, settings.celery_visibility_timeout_s))},
+        broker_transport_options=_transport_options(settings, service),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
@@ -54,6 +52,21 @@ def make_celery(service: str, settings: Settings | None = None) -> Celery:
         return {"queue": service, "hostname": socket.gethostname(), "pid": os.getpid()}
 
     return app
+
+
+def _transport_options(settings: Settings, service: str) -> dict:
+    """Redelivery of a dead worker's unacknowledged tasks within about a visibility timeout.
+
+    Kombu sweeps for them only every interval x throttle seconds (100 s by default) and guards the
+    sweep with a mutex that a worker killed mid-sweep holds for 300 s; both are scaled to the
+    visibility timeout, or a short one would not shorten anything.
+    """
+    visibility = min(settings.celery_visibility_timeout_s,
+                     settings.celery_visibility_timeout_by_queue.get(service, settings.celery_visibility_timeout_s))
+    return {"visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(10, visibility // 2)),
+            "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": max(5, min(300, visibility))}
 
 
 def report_progress(task: Task, done: int, total: int, message: str = "") -> None:
