@@ -29,5 +29,9 @@ class ByproductsSettings(BaseSettings):
     session_state_ttl_s: int = Field(
         7 * 24 * 3600, gt=0, description="Seconds the ingest state of a session (dedup index, "
         "times, gaps) stays in Redis after its last event.")
+    redeliver_after_s: float = Field(
+        300.0, gt=0, description="An admitted batch still in the outbox this long after it was queued is "
+        "queued again (its message was lost with a killed worker); keep it above the queue's visibility "
+        "timeout, or slow batches are sent twice (harmless, stored once).")
     idle_threshold_ms: int = Field(5000, gt=0, description="A pause longer than this is an idle gap.")
     export_chunk_bytes: int = Field(1 << 20, ge=1024, description="Largest export chunk (bytes).")

@@ -7,10 +7,11 @@ Order of one ingest step (a RecordBatch, or one chunk of a Record stream):
 2. admission (``admit.lua``, atomic): unknown session, project mismatch, seq conflicts, event ids
    reused at another seq, times going backwards against the neighbouring seqs; duplicates (same
    event_id at the same seq) are recognised; gaps in seq are tracked;
-3. the admitted events *and the duplicates* go to the queue as one message. Sending duplicates again
-   costs the worker a few rows that ``ON CONFLICT DO NOTHING`` drops, and closes the window where a
-   server died between admission and enqueueing: a retry of an unacknowledged call always reaches
-   the store. The caller is acknowledged only after the message is on the queue (Redis with AOF).
+3. the admitted events *and the duplicates* go to the outbox as one batch, and its id to the queue.
+   Sending duplicates again costs the worker a few rows that ``ON CONFLICT DO NOTHING`` drops, and
+   closes the window where a server died between admission and enqueueing: a retry of an
+   unacknowledged call always reaches the store. The caller is acknowledged only after the batch is
+   in the outbox and its id on the queue (Redis with AOF); see ``outbox.py`` for why both.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 
 from annotation.v1 import byproducts_pb2 as pb
 from services.byproducts.config import ByproductsSettings
+from services.byproducts.outbox import Outbox
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.common.request_context import time_remaining
 
@@ -54,13 +56,14 @@ class Admission:
 
 
 class Ingestor:
-    """Admission and enqueueing; ``enqueue(payload, received_ms)`` puts one message on the queue."""
+    """Admission and enqueueing; ``enqueue(batch_id)`` puts one message on the queue."""
 
-    def __init__(self, redis: Redis, enqueue: Callable[[str, int], None], config: ByproductsSettings) -> None:
+    def __init__(self, redis: Redis, enqueue: Callable[[str], None], config: ByproductsSettings) -> None:
         self._redis = redis
         self._enqueue = enqueue
         self._config = config
         self._admit = redis.register_script(ADMIT_LUA)
+        self.outbox = Outbox(redis, config.redeliver_after_s)
 
     def queue_depth(self) -> int:
         return int(self._redis.llen(QUEUE))
@@ -112,8 +115,15 @@ class Ingestor:
 
     def send(self, events: Sequence[pb.Event]) -> None:
         if events:
-            payload, received_ms = encode_batch(events), int(time.time() * 1000)
-            self._call(lambda: self._enqueue(payload, received_ms))
+            batch_id = self._call(lambda: self.outbox.put(encode_batch(events), int(time.time() * 1000)))
+            self._call(lambda: self._enqueue(batch_id))
+
+    def redeliver_due(self) -> int:
+        """Send again the ids of outbox batches not stored in time; how many were sent."""
+        due = self._call(self.outbox.claim_due)
+        for batch_id in due:
+            self._call(lambda: self._enqueue(batch_id))
+        return len(due)
 
     @staticmethod
     def _call(function):

@@ -1,11 +1,14 @@
 """gRPC adapter of ``annotation.v1.Byproducts``: ingest, queries, signals and exports of annotation byproducts.
 
 Record (client stream) keeps the events before the first invalid one; RecordBatch is all or nothing.
-Both acknowledge only what is on the byproducts queue; the worker persists it exactly once.
+Both acknowledge only what is on the byproducts queue; the worker persists it exactly once. A background
+thread re-sends outbox batches whose queue message was lost (see ``outbox.py``).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator
 
@@ -14,6 +17,7 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 from kombu.exceptions import OperationalError
+from prometheus_client import Counter, Gauge
 
 from annotation.v1 import byproducts_pb2 as pb
 from annotation.v1 import byproducts_pb2_grpc, common_pb2
@@ -24,6 +28,11 @@ from services.byproducts.validation import check_event, normalise
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.grpc_server import Kit, serve
 from services.common.storage import make_engine
+
+log = logging.getLogger(__name__)
+REDELIVERED = Counter("annot_byproducts_redelivered_batches_total",
+                      "Outbox batches queued again because they were not stored in time")
+OUTBOX = Gauge("annot_byproducts_outbox_batches", "Admitted batches not yet stored")
 
 
 class _Summary:
@@ -64,13 +73,29 @@ class ByproductsServicer(byproducts_pb2_grpc.ByproductsServicer):
         self.engine = make_engine(kit.settings.resolved_database_url)
         celery = kit.celery
 
-        def enqueue(payload: str, received_ms: int) -> None:
+        def enqueue(batch_id: str) -> None:
             try:
-                celery.send_task("byproducts.persist_events", args=[payload, received_ms], queue=QUEUE)
+                celery.send_task("byproducts.persist_batch", args=[batch_id], queue=QUEUE)
             except OperationalError as exc:
                 raise Unavailable(f"the byproducts queue (Redis) is unreachable: {exc}") from exc
 
         self.ingest = Ingestor(kit.redis, enqueue, self.config)
+        threading.Thread(target=self._redeliver_forever, name="outbox-redeliver", daemon=True).start()
+
+    def _redeliver_forever(self) -> None:
+        interval_s = max(0.5, min(5.0, self.config.redeliver_after_s / 2))
+        while True:
+            time.sleep(interval_s)
+            try:
+                sent = self.ingest.redeliver_due()
+                OUTBOX.set(self.ingest.outbox.size())
+            except Unavailable as exc:  # Redis down: the next round tries again
+                log.warning("outbox redelivery skipped: %s", exc)
+                continue
+            if sent:
+                REDELIVERED.inc(sent)
+                log.warning("re-sent %d outbox batches not stored within %.0f s", sent,
+                            self.config.redeliver_after_s)
 
     # ---- ingest
 

@@ -2,8 +2,9 @@
 
 Run: ``celery -A services.byproducts.worker:app worker -Q byproducts``.
 
-``byproducts.persist_events`` carries one admitted chunk of events (a serialized EventBatch) and is
-idempotent: with acks_late a message redelivered after the worker died stores nothing twice.
+``byproducts.persist_batch`` carries the id of one admitted chunk of events waiting in the outbox and
+is idempotent: a message redelivered after the worker died, or re-sent from the outbox, stores
+nothing twice; the batch leaves the outbox only once it is stored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from services.byproducts.config import ByproductsSettings
 from services.byproducts.ingest import Ingestor, decode_batch
+from services.byproducts.outbox import Outbox
 from services.byproducts.persist import persist
 from services.byproducts.segmentation_summary import events_from_summary
 from services.common.celery_app import make_celery
@@ -38,11 +40,18 @@ def _config() -> ByproductsSettings:
     return ByproductsSettings()
 
 
-@app.task(name="byproducts.persist_events", ignore_result=True, autoretry_for=(OperationalError,),
+@app.task(name="byproducts.persist_batch", ignore_result=True, autoretry_for=(OperationalError,),
           retry_backoff=True, retry_backoff_max=60, max_retries=20)
-def persist_events(payload: str, received_ms: int) -> dict:
-    """Store one chunk of admitted events; retried with backoff while the store is unreachable."""
-    return persist(_engine(), decode_batch(payload), received_ms, _config().idle_threshold_ms)
+def persist_batch(batch_id: str) -> dict:
+    """Store one outbox batch of admitted events; retried with backoff while the store is unreachable."""
+    outbox = _outbox()
+    batch = outbox.get(batch_id)
+    if batch is None:  # stored already: this is a redelivery or a re-send
+        return {"events": 0, "batch": batch_id, "stored_before": True}
+    payload, received_ms = batch
+    result = persist(_engine(), decode_batch(payload), received_ms, _config().idle_threshold_ms)
+    outbox.done(batch_id)
+    return result
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +59,11 @@ def _ingestor() -> Ingestor:
     return Ingestor(Redis.from_url(get_settings().redis_url), _no_enqueue, _config())
 
 
-def _no_enqueue(payload: str, received_ms: int) -> None:
+def _outbox() -> Outbox:
+    return _ingestor().outbox
+
+
+def _no_enqueue(batch_id: str) -> None:
     raise RuntimeError("the worker persists admitted summaries itself")
 
 

@@ -1,7 +1,7 @@
 """Celery app factory: Redis broker and result backend, one named queue per service.
 
 Tasks are named ``<service>.<task>`` and routed by that prefix, so a service hands work to another
-with ``app.send_task("byproducts.persist_events", ...)`` without importing its code.
+with ``app.send_task("byproducts.persist_batch", ...)`` without importing its code.
 """
 
 from __future__ import annotations

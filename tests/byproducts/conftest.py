@@ -20,8 +20,9 @@ def bearer(token: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def bp_settings(settings: Settings) -> Settings:
-    """Short visibility timeout: a message whose worker was killed is redelivered within seconds."""
+def bp_settings(settings: Settings, monkeypatch) -> Settings:
+    """Short visibility timeout and outbox redelivery: what a killed worker held is stored within seconds."""
+    monkeypatch.setenv("ANNOT_BYPRODUCTS_REDELIVER_AFTER_S", "4")
     return settings.model_copy(update={"celery_visibility_timeout_s": 2})
 
 

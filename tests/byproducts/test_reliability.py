@@ -1,4 +1,5 @@
-"""Exactly once under failures: the worker killed -9 mid-stream, Redis killed -9 and restarted mid-stream."""
+"""Exactly once under failures: the worker killed -9 mid-stream, a queue message lost, Redis killed -9 and
+restarted mid-stream."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import time
 
 import grpc
 import pytest
+from redis import Redis
 from sqlalchemy import func, select
 
 from annotation.v1 import byproducts_pb2 as pb
+from services.byproducts.outbox import BATCHES
 from services.byproducts.synthetic import session_events
 from services.byproducts.tables import EventRow
 from tests.byproducts.conftest import bearer
@@ -24,6 +27,13 @@ def counts(engine) -> tuple[int, int]:
     with engine.connect() as connection:
         return connection.execute(select(func.count(), func.count(func.distinct(EventRow.event_id)))
                                   .select_from(EventRow)).one()
+
+
+def wait_all_stored(engine, events: list[pb.Event], timeout_s: float) -> None:
+    try:
+        wait_until(lambda: counts(engine)[0] == len(events), timeout_s, "every event stored", interval_s=0.5)
+    except TimeoutError:
+        pytest.fail(f"(rows, distinct ids) stored: {counts(engine)} of {len(events)} events after {timeout_s} s")
 
 
 def check_exactly_once(engine, events: list[pb.Event]) -> None:
@@ -53,8 +63,29 @@ def test_kill_9_of_the_worker_mid_stream_stores_every_acknowledged_event_once(
     sender.join(240)
     assert results["summary"].accepted == len(events)
     assert killed_at < len(events)
-    wait_until(lambda: counts(engine)[0] == len(events), 120, "every event stored", interval_s=0.5)
+    wait_all_stored(engine, events, 120)
     time.sleep(2.5)  # past the visibility timeout: a late redelivery would have to store nothing
+    assert counts(engine) == (len(events), len(events))
+    check_exactly_once(engine, events)
+
+
+def test_a_queue_message_lost_with_its_worker_is_sent_again_from_the_outbox(
+        bp_settings, stub, start_worker, keys, engine):
+    """Kombu pops a message before it records it as unacknowledged: kill -9 in between loses it.
+
+    The loss is made certain here by deleting the queue while no worker runs; the outbox still holds
+    the batches and the server sends them again after REDELIVER_AFTER_S (4 s in these tests).
+    """
+    redis = Redis.from_url(bp_settings.redis_url)
+    events = session_events("s-lost", "p1", 3000, seed=7)
+    for first in range(0, len(events), 1000):
+        stub.RecordBatch(pb.EventBatch(project_id="p1", events=events[first:first + 1000]),
+                         metadata=bearer(keys["annotator"]), timeout=10)
+    assert redis.llen("byproducts") == 3 and redis.hlen(BATCHES) == 3
+    redis.delete("byproducts")
+    start_worker(bp_settings)
+    wait_all_stored(engine, events, 60)
+    wait_until(lambda: redis.hlen(BATCHES) == 0, 10, "the outbox emptied")
     assert counts(engine) == (len(events), len(events))
     check_exactly_once(engine, events)
 
@@ -90,6 +121,6 @@ def test_redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged(
                 time.sleep(0.2)
     outage.join(60)
     assert restarted.is_set() and retries > 0, "the outage must fall mid-stream"
-    wait_until(lambda: counts(engine)[0] == len(events), 120, "every event stored", interval_s=0.5)
+    wait_all_stored(engine, events, 120)
     assert counts(engine) == (len(events), len(events))
     check_exactly_once(engine, events)
