@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def free_port_block(size: int) -> int:
-    """A port p with p+1..p+size free (the metrics ports are BASE+1..BASE+5)."""
+def free_port_block(size: int = 15) -> int:
+    """A free port p with p+1..p+size free too (the metrics ports are BASE..BASE+15)."""
     for _ in range(200):
         base = free_port()
         socks = []
@@ -152,7 +152,7 @@ def settings(tmp_path: Path, redis_server: Redis) -> Settings:
     ports = {f"{name}_port": free_port() for name in SERVICES}
     return Settings(
         _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=redis_server.url,
-        gateway_port=free_port(), metrics_port_base=free_port_block(len(SERVICES)), health_interval_s=0.3,
+        gateway_port=free_port(), metrics_port_base=free_port_block(), health_interval_s=0.3,
         dependency_timeout_s=0.5, triton_http_port=free_port(), triton_grpc_url=f"127.0.0.1:{free_port()}",
         triton_metrics_port=free_port(), auth_cache_ttl_s=0, **ports)
 

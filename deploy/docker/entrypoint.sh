@@ -20,6 +20,8 @@ case "$role" in
   worker)
     service_arg "${1:-}"
     svc="$1"; shift
+    # prometheus_client's multiprocess mode: the pool's children count tasks into files here
+    export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus-$svc-worker}"
     exec python -m celery -A "services.$svc.worker:app" worker -Q "$svc" -n "$svc@%h" \
       --without-gossip --without-mingle -l "${ANNOT_LOG_LEVEL:-INFO}" "$@" ;;
   gateway)

@@ -13,6 +13,7 @@ from celery import Celery, Task
 from celery.signals import setup_logging
 
 from services.common.logs import configure_logging
+from services.common.metrics import install_worker_metrics
 from services.common.settings import SERVICES, Settings, get_settings
 
 
@@ -45,6 +46,8 @@ def make_celery(service: str, settings: Settings | None = None) -> Celery:
     @setup_logging.connect(weak=False)
     def _json_logs(**_kwargs) -> None:
         configure_logging(f"{service}-worker", settings)
+
+    install_worker_metrics(app, service, settings.redis_url, settings.worker_metrics_port(service), settings.host)
 
     @app.task(name=f"{service}.probe")
     def probe() -> dict:

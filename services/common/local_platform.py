@@ -62,7 +62,8 @@ def programs(settings: Settings) -> list[Program]:
         progs.append(Program(f"{service}-worker", (
             f"{python} -m celery -A services.{service}.worker:app worker -Q {service} "
             f"-n {service}@%%h --concurrency {WORKER_CONCURRENCY.get(service, 1)} "
-            "--without-gossip --without-mingle -l INFO"), 30))
+            "--without-gossip --without-mingle -l INFO"), 30,
+            (("PROMETHEUS_MULTIPROC_DIR", str(settings.var_dir / "run" / "metrics" / f"{service}-worker")),)))
     progs.append(Program("gateway", f"{python} -m services.gateway", 40))
     return progs
 

@@ -94,8 +94,9 @@ class Settings(BaseSettings):
     dialog_port: int = Field(50055, description="Dialog service gRPC port.")
     metrics_port_base: int = Field(
         9100,
-        description="Prometheus metrics of the gRPC servers listen on BASE+1..BASE+5 in SERVICES "
-        "order (selection, segmentation, byproducts, quality, dialog).",
+        description="Prometheus metrics ports: the gateway on BASE, the gRPC servers on BASE+1..BASE+5 "
+        "and their Celery workers on BASE+11..BASE+15, in SERVICES order (selection, segmentation, "
+        "byproducts, quality, dialog).",
     )
     service_hosts: dict[str, str] = Field(
         default_factory=dict,
@@ -159,6 +160,13 @@ class Settings(BaseSettings):
 
     def metrics_port(self, service: str) -> int:
         return self.metrics_port_base + 1 + SERVICES.index(service)
+
+    def worker_metrics_port(self, service: str) -> int:
+        return self.metrics_port_base + 11 + SERVICES.index(service)
+
+    @property
+    def gateway_metrics_port(self) -> int:
+        return self.metrics_port_base
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process read these same settings."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from services.common.errors import DomainError
 from services.common.keys import KeyStore, Principal, Role
+from services.common.metrics import HttpMetrics
 from services.common.probes import platform_health
 from services.common.settings import Settings, get_settings
 from services.common.storage import make_engine, make_session_factory
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     app.state.upstream = Upstream(settings, gateway.grpc_timeout_s)
     app.add_middleware(BodySizeLimit, max_bytes=gateway.max_request_bytes,
                        max_upload_bytes=gateway.max_upload_bytes, upload_suffix="/images")
+    app.add_middleware(HttpMetrics)  # added last: outermost, so it also counts the size limit's 413s
     app.include_router(routes_projects.router)
     app.include_router(routes_sessions.router)
     app.include_router(routes_review.router)

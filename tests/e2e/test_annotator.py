@@ -41,7 +41,7 @@ def png(array: np.ndarray) -> bytes:
 def platform(tmp_path):
     settings = Settings(
         _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        gateway_port=free_port(), metrics_port_base=free_port_block(len(SERVICES)), triton_http_port=free_port(),
+        gateway_port=free_port(), metrics_port_base=free_port_block(), triton_http_port=free_port(),
         triton_grpc_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port(),
         **{f"{name}_port": free_port() for name in SERVICES})
     env = {**os.environ, **settings_env(settings)}

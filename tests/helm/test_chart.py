@@ -197,6 +197,31 @@ def test_network_policies(default):
     assert egress_to_triton == {"segmentation"}
 
 
+def test_every_deployment_serves_metrics_that_prometheus_may_scrape(production):
+    """Gateway, servers, workers and Triton: a metrics port, a Service port for the ServiceMonitor and a
+    NetworkPolicy letting Prometheus (and only it, for workers) reach it."""
+    services = by_kind(production, "Service").values()
+    policies = by_kind(production, "NetworkPolicy").values()
+    seen = set()
+    for name, deployment in by_kind(production, "Deployment").items():
+        ports = [port for c in containers(deployment) for port in c.get("ports", []) if port["name"] == "metrics"]
+        assert len(ports) == 1, f"{name} has no metrics port"
+        port = ports[0]["containerPort"]
+        assert port not in seen or name.endswith("triton"), f"{name}: metrics port {port} reused"
+        seen.add(port)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+        assert any(p["name"] == "metrics" and p["port"] == port for svc in services
+                   if svc["spec"]["selector"].items() <= labels.items() for p in svc["spec"]["ports"]), name
+        allowed = [rule for policy in policies
+                   if policy["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+                   and "component" in str(policy["spec"]["podSelector"])
+                   for rule in policy["spec"].get("ingress", []) if {"port": port, "protocol": "TCP"} in rule["ports"]]
+        assert allowed and all(any("namespaceSelector" in peer for peer in rule["from"]) for rule in allowed), name
+    gateway = by_kind(production, "Service")["rel-annotation-platform-gateway"]
+    assert [p["name"] for p in gateway["spec"]["ports"]] == ["http"]  # metrics never on the public Service
+
+
 def test_migration_hook_and_test_hook(default, production):
     job = by_kind(default, "Job")["rel-annotation-platform-migrate"]
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
