@@ -56,6 +56,11 @@ class Principal:
         if project_id and not self.may_access(project_id):
             raise PermissionDenied(f"key is not scoped to project {project_id!r}", field="project_id")
 
+    def covers(self, projects) -> bool:
+        """Whether a key scoped to ``projects`` stays within this key's projects (key management:
+        an admin of some projects may not mint, see or revoke keys beyond them)."""
+        return ALL_PROJECTS in self.projects or (ALL_PROJECTS not in projects and set(projects) <= self.projects)
+
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
@@ -136,6 +141,13 @@ class KeyStore:
         with self._lock:
             self._cache[digest] = (now + self._ttl, principal)
         return principal
+
+    def get(self, key_id: str) -> Principal:
+        with self._sessions() as session:
+            row = session.get(ApiKey, key_id)
+            if row is None:
+                raise NotFound(f"no API key {key_id!r}", field="key_id")
+            return row.principal()
 
     def revoke(self, key_id: str) -> None:
         with self._sessions.begin() as session:

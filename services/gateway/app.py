@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from services.common.errors import DomainError
+from services.common.errors import DomainError, PermissionDenied
 from services.common.keys import KeyStore, Principal, Role
 from services.common.metrics import HttpMetrics
 from services.common.probes import platform_health
@@ -131,19 +131,26 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     def whoami(principal: CurrentPrincipal) -> KeyOut:
         return _key_out(principal)
 
-    @app.get("/v1/keys", tags=["auth"], dependencies=[require(Role.ADMIN)])
-    def list_keys(request: Request) -> list[KeyOut]:
+    # An admin scoped to some projects manages only keys within them (no global key from a project admin).
+    @app.get("/v1/keys", tags=["auth"])
+    def list_keys(request: Request, admin: Annotated[Principal, require(Role.ADMIN)]) -> list[KeyOut]:
         keys: KeyStore = request.app.state.keys
-        return [_key_out(p) for p, _created, revoked in keys.list() if revoked is None]
+        return [_key_out(p) for p, _created, revoked in keys.list() if revoked is None and admin.covers(p.projects)]
 
-    @app.post("/v1/keys", tags=["auth"], status_code=201, dependencies=[require(Role.ADMIN)])
-    def create_key(request: Request, body: Annotated[KeyIn, Body()]) -> dict:
+    @app.post("/v1/keys", tags=["auth"], status_code=201)
+    def create_key(request: Request, body: Annotated[KeyIn, Body()],
+                   admin: Annotated[Principal, require(Role.ADMIN)]) -> dict:
         """Returns the plaintext key once; only its hash is stored."""
+        if not admin.covers(body.projects):
+            raise PermissionDenied("an admin key may only create keys within its own projects", field="projects")
         principal, token = request.app.state.keys.create(body.name, Role.parse(body.role), body.projects)
         return {**_key_out(principal).model_dump(), "key": token}
 
-    @app.delete("/v1/keys/{key_id}", tags=["auth"], status_code=204, dependencies=[require(Role.ADMIN)])
-    def revoke_key(request: Request, key_id: str) -> None:
-        request.app.state.keys.revoke(key_id)
+    @app.delete("/v1/keys/{key_id}", tags=["auth"], status_code=204)
+    def revoke_key(request: Request, key_id: str, admin: Annotated[Principal, require(Role.ADMIN)]) -> None:
+        keys: KeyStore = request.app.state.keys
+        if not admin.covers(keys.get(key_id).projects):
+            raise PermissionDenied("an admin key may only revoke keys within its own projects", field="key_id")
+        keys.revoke(key_id)
 
     return app

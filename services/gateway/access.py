@@ -1,0 +1,108 @@
+"""Who may call each REST route of the gateway: one explicit rule per route, in one table.
+
+The routes enforce their rules with the dependencies of ``auth.py`` (``require``, ``Annotator`` /
+``Reviewer`` / ``Admin`` for routes under ``/v1/projects/{project_id}``) or, for the byproducts
+routes, by forwarding the caller's key to the byproducts service, whose gRPC interceptor applies the
+role that the RPC declares in its proto (``required_role``). This table states the rule of every
+route; ``tests/hardening/test_auth_rules.py`` enumerates the app's routes, fails for a route missing
+here, and drives every route with no key, a key of too low a role and a key of another project.
+
+gRPC methods carry their rule in the proto (``option (annotation.v1.required_role)``), enforced by
+``services/common/interceptors.py``; the same test enumerates them from the descriptors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import FastAPI
+
+from services.common.keys import Role
+
+# Where the project a request touches is named, and so where the key's project scope is checked:
+#   none  - no project (public pages, key management, whoami);
+#   path  - /v1/projects/{project_id}/...;
+#   body  - the JSON body's project_id;
+#   query - the ?project_id= query parameter (empty: only an unrestricted key, the service decides);
+#   key   - the answer is filtered to the key's projects (GET /v1/projects).
+Scope = Literal["none", "path", "body", "query", "key"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    role: Role | None  # None: public, no key needed
+    scope: Scope = "none"
+    rpc: str = ""  # routes checked by a service: the RPC whose proto role applies ("Service/Method")
+
+    @property
+    def public(self) -> bool:
+        return self.role is None
+
+
+PUBLIC = Rule(None)
+A, R, D = Role.ANNOTATOR, Role.REVIEWER, Role.ADMIN
+P = "/v1/projects/{project_id}"
+B = "/v1/byproducts"
+BYPRODUCTS = "annotation.v1.Byproducts/"
+
+RULES: dict[tuple[str, str], Rule] = {
+    # public: the web pages, their static files, the API description, health and client config
+    ("GET", "/"): PUBLIC,
+    ("GET", "/review"): PUBLIC,
+    ("*", "/static"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/v1/config"): PUBLIC,
+    # keys
+    ("GET", "/v1/whoami"): Rule(A),
+    ("GET", "/v1/keys"): Rule(D),
+    ("POST", "/v1/keys"): Rule(D),
+    ("DELETE", "/v1/keys/{key_id}"): Rule(D),
+    # projects, images, tasks
+    ("POST", "/v1/projects"): Rule(D, "body"),
+    ("GET", "/v1/projects"): Rule(A, "key"),
+    ("GET", P): Rule(A, "path"),
+    ("POST", f"{P}/images"): Rule(D, "path"),
+    ("GET", f"{P}/images"): Rule(A, "path"),
+    ("GET", f"{P}/images/{{image_id}}"): Rule(A, "path"),
+    ("GET", f"{P}/images/{{image_id}}/content"): Rule(A, "path"),
+    ("GET", f"{P}/tasks"): Rule(A, "path"),
+    ("GET", f"{P}/tasks/{{task_id}}"): Rule(A, "path"),
+    # the annotation loop
+    ("POST", f"{P}/questions/next"): Rule(A, "path"),
+    ("POST", f"{P}/sessions"): Rule(A, "path"),
+    ("GET", f"{P}/sessions/{{session_id}}"): Rule(A, "path"),
+    ("POST", f"{P}/sessions/{{session_id}}/clicks"): Rule(A, "path"),
+    ("POST", f"{P}/sessions/{{session_id}}/undo"): Rule(A, "path"),
+    ("POST", f"{P}/sessions/{{session_id}}/redo"): Rule(A, "path"),
+    ("POST", f"{P}/sessions/{{session_id}}/finish"): Rule(A, "path"),
+    # review and exports
+    ("GET", f"{P}/review"): Rule(R, "path"),
+    ("GET", f"{P}/annotations/{{session_id}}"): Rule(R, "path"),
+    ("GET", f"{P}/exports/coco"): Rule(R, "path"),
+    # byproducts: a key is required here; role and project are checked by the service
+    ("POST", f"{B}/events"): Rule(A, "body", BYPRODUCTS + "RecordBatch"),
+    ("GET", f"{B}/sessions"): Rule(R, "query", BYPRODUCTS + "ListSessions"),
+    ("GET", f"{B}/sessions/{{session_id}}"): Rule(R, "query", BYPRODUCTS + "GetSession"),
+    ("GET", f"{B}/sessions/{{session_id}}/events"): Rule(R, "query", BYPRODUCTS + "ListEvents"),
+    ("GET", f"{B}/sessions/{{session_id}}/signals"): Rule(R, "query", BYPRODUCTS + "GetSignals"),
+    ("GET", f"{B}/signals"): Rule(R, "query", BYPRODUCTS + "ListSignals"),
+    ("GET", f"{B}/export.jsonl"): Rule(R, "query", BYPRODUCTS + "ExportJsonl"),
+    ("GET", f"{B}/luab.jsonl"): Rule(R, "query", BYPRODUCTS + "ExportLuab"),
+}
+
+
+def rest_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
+    """(method, path) of every route of the app, included routers flattened; a mount is ("*", path).
+    HEAD, which Starlette adds beside GET, is left out."""
+    for route in app.routes:
+        contexts = getattr(route, "effective_route_contexts", None)  # FastAPI's included routers
+        for item in (contexts() if contexts is not None else (route,)):
+            methods = getattr(item, "methods", None) or {"*"}
+            for method in sorted(methods - {"HEAD"} if methods != {"HEAD"} else methods):
+                yield method, item.path
