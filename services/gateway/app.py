@@ -11,6 +11,7 @@ from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
 
 from services.common.errors import DomainError, PermissionDenied
@@ -109,8 +110,23 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     @app.exception_handler(RequestValidationError)
     def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"] if part != "body")
+        loc = list(first["loc"])
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+            loc = loc[1:]
+        field = ".".join(str(part) for part in loc)
+        if first.get("type") == "json_invalid" or not field:  # the body as a whole: not JSON, not an object
+            field = "body"
         return _error(422, "INVALID_ARGUMENT", first["msg"], field)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's and FastAPI's own errors (unknown route, a body that cannot be parsed, such as
+        JSON nested past the parser's depth) in the same envelope as every other error."""
+        code = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "INVALID_ARGUMENT"}.get(exc.status_code, "UNKNOWN")
+        field = "body" if exc.status_code == 400 else "path" if exc.status_code in (404, 405) else ""
+        response = _error(exc.status_code, code, str(exc.detail), field)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from annotation.v1 import byproducts_pb2 as pb
 from annotation.v1 import byproducts_pb2_grpc, common_pb2
+from services.common.errors import InvalidArgument
 from services.gateway.auth import authenticated
 
 router = APIRouter(prefix="/v1/byproducts", tags=["byproducts"], dependencies=[Depends(authenticated)])
@@ -35,6 +36,7 @@ HTTP_STATUS = {
     grpc.StatusCode.UNIMPLEMENTED: 503, grpc.StatusCode.OUT_OF_RANGE: 422, grpc.StatusCode.ABORTED: 409,
 }
 TIMEOUT_S = 30.0
+ENUM_MAX = 2**31 - 1  # proto enums are int32
 
 
 class EventBatchIn(BaseModel):
@@ -101,25 +103,31 @@ def _stream(request: Request, method: str, message, filename: str):
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-def _timestamp(value: datetime | None, into) -> None:
+def _timestamp(value: datetime | None, into, field: str) -> None:
     if value is not None:
-        into.FromDatetime(value)
+        try:
+            into.FromDatetime(value)
+        except (ValueError, OverflowError) as exc:  # e.g. 9999-12-31T23:59:59-05:00 is past year 9999 in UTC
+            raise InvalidArgument(field, f"not a representable time: {exc}") from None
 
 
 def session_filter(session_id: str = "", task_id: str = "", annotator_id: str = "",
                    outcome: Annotated[int, Query(ge=0, le=3)] = 0,
-                   question_type: Annotated[int, Query(ge=0)] = 0,
+                   question_type: Annotated[int, Query(ge=0, le=ENUM_MAX)] = 0,
                    start: Annotated[datetime | None, Query(description="start_time >= (ISO 8601)")] = None,
                    end: Annotated[datetime | None, Query(description="start_time < (ISO 8601)")] = None
                    ) -> pb.SessionFilter:
     where = pb.SessionFilter(session_id=session_id, task_id=task_id, annotator_id=annotator_id, outcome=outcome,
                              question_type=question_type)
-    _timestamp(start, where.time_range.start)
-    _timestamp(end, where.time_range.end)
+    _timestamp(start, where.time_range.start, "start")
+    _timestamp(end, where.time_range.end, "end")
     return where
 
 
 Filter = Annotated[pb.SessionFilter, Depends(session_filter)]
+# Bounded as the proto fields are, so an out-of-range number is a 422 naming it, not a 500.
+Seq = Annotated[int, Query(ge=0, le=2**53)]
+Kinds = Annotated[list[Annotated[int, Field(ge=0, le=ENUM_MAX)]] | None, Query()]
 PageSize = Annotated[int, Query(ge=0, le=1000)]
 
 
@@ -147,8 +155,8 @@ def get_session(request: Request, session_id: str, project_id: str = ""):
 
 
 @router.get("/sessions/{session_id}/events")
-def list_events(request: Request, session_id: str, project_id: str = "", from_seq: Annotated[int, Query(ge=0)] = 0,
-                to_seq: Annotated[int, Query(ge=0)] = 0, kinds: Annotated[list[int] | None, Query()] = None,
+def list_events(request: Request, session_id: str, project_id: str = "", from_seq: Seq = 0, to_seq: Seq = 0,
+                kinds: Kinds = None,
                 page_size: PageSize = 0, page_token: str = ""):
     return _unary(request, "ListEvents", pb.ListEventsRequest(
         project_id=project_id, session_id=session_id, from_seq=from_seq, to_seq=to_seq, kinds=kinds or [],
@@ -169,7 +177,7 @@ def list_signals(request: Request, where: Filter, project_id: str = "", page_siz
 
 @router.get("/export.jsonl")
 def export_jsonl(request: Request, where: Filter, project_id: str = "",
-                 kinds: Annotated[list[int] | None, Query()] = None, include_signals: bool = False):
+                 kinds: Kinds = None, include_signals: bool = False):
     return _stream(request, "ExportJsonl", pb.ExportJsonlRequest(
         project_id=project_id, filter=where, kinds=kinds or [], include_signals=include_signals),
         "byproducts.jsonl")

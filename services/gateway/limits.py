@@ -59,7 +59,7 @@ class BodySizeLimit:
             await _too_large(send, limit)
             return
         received = 0
-        refused = False
+        refused = answered = False
 
         async def counting_receive():
             nonlocal received, refused
@@ -71,10 +71,21 @@ class BodySizeLimit:
                     raise BodyTooLarge()
             return message
 
+        async def guarded_send(message) -> None:
+            # FastAPI turns any exception raised while reading the body into its own 400: once the
+            # body is refused, whatever the app answers is replaced by the 413.
+            nonlocal answered
+            if not refused:
+                await send(message)
+            elif not answered:
+                answered = True
+                await _too_large(send, limit)
+
         try:
-            await self.app(scope, counting_receive, send)
+            await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
-            if refused:
+            if refused and not answered:
+                answered = True
                 await _too_large(send, limit)
 
 

@@ -22,6 +22,7 @@ from services.gateway.tables import Image, Project, Task
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/projects")
 POOL = "default"
+MAX_OFFSET = 2**31 - 1  # SQL integers: a larger offset is a 422, not a driver overflow
 
 
 class ProjectIn(BaseModel):
@@ -113,7 +114,7 @@ def upload_images(request: Request, project_id: str, who: Admin,
 
 @router.get("/{project_id}/images", tags=["images"])
 def list_images(request: Request, project_id: str, who: Annotator,
-                offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
     request.app.state.catalog.project(project_id)
     rows, total = request.app.state.catalog.images(project_id, offset, limit)
     return {"images": [image_out(r) for r in rows], "total": total}
@@ -135,7 +136,7 @@ def image_content(request: Request, project_id: str, image_id: str, who: Annotat
 @router.get("/{project_id}/tasks", tags=["tasks"])
 def list_tasks(request: Request, project_id: str, who: Annotator,
                state: Annotated[str, Query(pattern="^(|open|submitted|skipped)$")] = "",
-               offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+               offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
     tasks = request.app.state.work.tasks(project_id, state, offset, limit)
     if who.principal.role < Role.REVIEWER:  # annotators see their own tasks
         tasks = [t for t in tasks if t.assignee == who.annotator_id]
