@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from annotation.v1 import byproducts_pb2 as pb
 from services.byproducts.config import ByproductsSettings
@@ -129,6 +129,10 @@ class Ingestor:
     def _call(function):
         try:
             return function()
+        except OutOfMemoryError as exc:  # maxmemory with noeviction: a full broker, not a broken one
+            raise ResourceExhausted(
+                "the byproducts queue (Redis) is out of memory (maxmemory reached); nothing of this request "
+                "was stored, retry it unchanged later", field="events", reason="BROKER_FULL") from exc
         except (RedisError, OSError) as exc:
             raise Unavailable(f"the byproducts queue (Redis) is unreachable: {exc.__class__.__name__}") from exc
 
