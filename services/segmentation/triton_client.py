@@ -31,9 +31,11 @@ UNAVAILABLE_STATUSES = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"
 def _unavailable(exc: InferenceServerException) -> bool:
     status = str(exc.status() or "")
     message = str(exc.message() or "").lower()
+    # "has no available versions": the model is loading (Triton starting) or unloading (stopping), a
+    # transient state that a retry outlives, not a refusal (found by tests/chaos/test_triton_outage.py)
     return status in UNAVAILABLE_STATUSES or "unavailable" in message or "not ready" in message or (
         "deadline" in message
-    )
+    ) or "no available versions" in message
 
 
 class TritonNetwork:
