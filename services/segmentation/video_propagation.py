@@ -17,6 +17,7 @@ BatchNorm statistics stay frozen (a batch of a few frames of one video would cor
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,9 @@ Progress = Callable[[int, int, str], None]
 
 def load_network(path: Path = SHIPPED_MODEL) -> ClickSegNet:
     """The eager network with the weights of a TorchScript export (its parameter names are the module's)."""
-    state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what Triton serves
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
     stem = state["stem.0.weight"]
     model = build({"in_channels": int(stem.shape[1]), "width": int(stem.shape[0]) // 24})
     model.load_state_dict(state)
