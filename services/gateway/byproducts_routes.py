@@ -131,14 +131,24 @@ Kinds = Annotated[list[Annotated[int, Field(ge=0, le=ENUM_MAX)]] | None, Query()
 PageSize = Annotated[int, Query(ge=0, le=1000)]
 
 
+def event_batch(project_id: str, events: list[dict[str, Any]]) -> pb.EventBatch:
+    """The EventBatch of a REST body (proto3 JSON mapping), or InvalidArgument on ``events``.
+    ParseDict raises more than ParseError on hostile JSON (OverflowError for an integer too large
+    for a float field, found by fuzz/targets.py:events_json)."""
+    try:
+        return ParseDict({"project_id": project_id, "events": events}, pb.EventBatch())
+    except (ParseError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise InvalidArgument("events", str(exc) or type(exc).__name__) from None
+
+
 @router.post("/events")
 def record_events(request: Request, body: Annotated[EventBatchIn, Body()]):
     """RecordBatch: all or nothing, at most 5000 events; accepted = durably queued."""
     try:
-        batch = ParseDict({"project_id": body.project_id, "events": body.events}, pb.EventBatch())
-    except ParseError as exc:
+        batch = event_batch(body.project_id, body.events)
+    except InvalidArgument as exc:
         return JSONResponse(status_code=422, content={"error": {
-            "code": "INVALID_ARGUMENT", "field": "events", "message": str(exc), "details": []}})
+            "code": "INVALID_ARGUMENT", "field": exc.field, "message": exc.message, "details": []}})
     return _unary(request, "RecordBatch", batch)
 
 

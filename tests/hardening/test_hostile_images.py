@@ -72,6 +72,11 @@ small_images = st.builds(
 @example(b"BM" + b"\xff" * 60)
 @example(b"RIFF\x00\x00\x00\x00WEBPVP8 ")
 @example(b"GIF89a\x01\x00\x01\x00")  # not an accepted format
+@example(bytes.fromhex(  # a TIFF whose strip offset is a rational: PIL raised TypeError (found by fuzz/)
+    "49492a00080000000a000001040001000000050000000101040001000000060000000201030003000000860000000301"
+    "0300010000000100060100000300010000000200000011010500010000008c0000000800080001001000000000000800"
+    "a2b98f42022638bb01d3010000ffff0f000000000000010000005a0000001c01f7000100000001000000000000000800"
+    "a2b98f42"))
 def test_arbitrary_bytes_are_refused_naming_the_field(data):
     assert decoded_or_refused(data) is None or len(data) > 0
 
@@ -143,3 +148,20 @@ def test_hostile_exif_orientation_is_applied_or_refused():
         data = encode(array, "JPEG", exif=exif.tobytes())
         decoded = decoded_or_refused(data)
         assert decoded is None or decoded.shape in ((6, 4, 3), (4, 6, 3))
+
+
+def test_selection_reads_only_local_images_within_the_limits(tmp_path):
+    """Pool item URIs come from RegisterItems: anything but a readable image within the limits is
+    "not at hand" (None), never an exception that fails the scoring task, never a bomb expanded."""
+    from services.selection.images import load_image  # noqa: PLC0415
+
+    good = tmp_path / "ok.png"
+    good.write_bytes(encode(np.zeros((4, 6, 3), np.uint8), "PNG"))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(30_000, 30_000))
+    text = tmp_path / "notes.txt"
+    text.write_text("root:x:0:0")
+    assert load_image(f"file://{good}").shape == (4, 6, 3) and load_image(str(good)).shape == (4, 6, 3)
+    for uri in (f"file://{bomb}", str(text), str(tmp_path), "/dev/zero", "/proc/self/environ", "file:///nope.png",
+                f"file://{good}%00.txt", "https://example.com/x.png", "s3://b/k.png", "", "\x00", "file://" + "a" * 5000):
+        assert load_image(uri) is None, uri
