@@ -1,8 +1,23 @@
-"""Celery tasks of the segmentation service, consumed from the ``segmentation`` queue.
+"""Celery tasks of the segmentation service, consumed from the ``segmentation`` queue; video
+propagation has its own queue ``video`` (minutes of CPU or GPU per job, kept off the short tasks).
 
-Run: ``celery -A services.segmentation.worker:app worker -Q segmentation``.
+Run: ``celery -A services.segmentation.worker:app worker -Q segmentation`` and, for video propagation
+(a GPU worker in Kubernetes, CPU here), ``celery -A services.segmentation.worker:app worker -Q video``.
 """
 
-from services.common.celery_app import make_celery
+from services.common.celery_app import make_celery, report_progress
+
+VIDEO_QUEUE = "video"
+PROPAGATE_VIDEO = "segmentation.propagate_video"
 
 app = make_celery("segmentation")
+# An exact name wins over the ``segmentation.*`` pattern route.
+app.conf.task_routes = {PROPAGATE_VIDEO: {"queue": VIDEO_QUEUE}, **app.conf.task_routes}
+
+
+@app.task(name=PROPAGATE_VIDEO, bind=True)
+def propagate_video(self, request: dict) -> dict:
+    """Propagates a video's human samples to every frame (``video_job.run``); idempotent."""
+    from services.segmentation import video_job  # torch loads in the video worker only, not at import
+
+    return video_job.run(request, progress=lambda done, total, message: report_progress(self, done, total, message))

@@ -1,0 +1,101 @@
+"""One propagation job: a folder of ordered frames + human samples -> every frame's mask as COCO RLE.
+
+The body of the Celery task ``segmentation.propagate_video`` (queue ``video``), kept free of celery and
+grpc so it runs and is tested directly. The request carries a path and ids, never pixels (tasks re-fetch
+what they need), and is self-contained (earlier rounds' samples are sent again), so a redelivered task
+computes the same answer.
+
+Request (JSON): ``frames_dir`` (frames ordered by file name), ``samples`` (each ``frame_index``, ``mask``
+and optionally ``region``, both COCO RLE ``{"size": [H, W], "counts": str}`` at the frame size; no
+region = the whole frame), ``clicks`` per sample (optional, summed), ``method`` (``finetune``,
+``flowwarp``, ``interpolate``), ``flow`` (``dis``/``farneback``), ``steps``, ``temporal_weight``,
+``short_side``, ``seed``, ``suggest_count`` and ``suggest_granularity`` (``frame``, ``rect16``,
+``rect64``, ``superpixel``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from services.common.errors import InvalidArgument
+from services.segmentation.masks import decode_rle, encode_rle
+from services.segmentation.video_annotator import resize_mask
+from services.segmentation.video_data import load_sequence
+from services.segmentation.video_flow import compute_flows, propagate_interpolate, propagate_nearest
+from services.segmentation.video_propagation import FineTuneConfig, Labels, Progress, Propagator
+from services.segmentation.video_selection import GRANULARITIES, candidates, make_grids, select
+
+METHODS = ("finetune", "flowwarp", "interpolate")
+
+
+def _rle(value: dict, shape: tuple[int, int], field: str) -> np.ndarray:
+    if not isinstance(value, dict) or "size" not in value or "counts" not in value:
+        raise InvalidArgument(field, "a COCO RLE object {size: [H, W], counts: str} is needed")
+    return decode_rle(value["size"], value["counts"], shape, field)
+
+
+def _labels(request: dict, video) -> Labels:
+    samples = request.get("samples") or []
+    if not samples:
+        raise InvalidArgument("samples", "at least one annotated sample is needed")
+    labels = Labels.empty(len(video), *video.frames.shape[1:3])
+    for i, sample in enumerate(samples):
+        t = sample.get("frame_index")
+        if not isinstance(t, int) or not 0 <= t < len(video):
+            raise InvalidArgument(f"samples[{i}].frame_index", f"{t!r} is not a frame of 0..{len(video) - 1}")
+        mask = _rle(sample.get("mask"), video.original_size, f"samples[{i}].mask")
+        region = np.ones(video.original_size, bool) if sample.get("region") is None else \
+            _rle(sample["region"], video.original_size, f"samples[{i}].region")
+        work = video.frames.shape[1:3]
+        labels.add(t, resize_mask(region, work), resize_mask(mask & region, work))
+    return labels
+
+
+def run(request: dict, progress: Progress | None = None) -> dict:
+    method = request.get("method", "finetune")
+    if method not in METHODS:
+        raise InvalidArgument("method", f"{method!r} is not one of {', '.join(METHODS)}")
+    granularity = request.get("suggest_granularity", "frame")
+    if granularity not in GRANULARITIES:
+        raise InvalidArgument("suggest_granularity", f"{granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    folder = Path(request.get("frames_dir", ""))
+    root = folder.parent if folder.name == "frames" else folder
+    if not (root / "frames").is_dir() or not any((root / "frames").iterdir()):
+        raise InvalidArgument("frames_dir", f"{folder} is neither <video>/frames nor a folder holding frames/")
+    video = load_sequence(root, int(request.get("short_side", 240)))
+    labels = _labels(request, video)
+    full = labels.full_frames()
+    flows = compute_flows(video.frames, request.get("flow", "dis"))
+    length = len(video)
+    if method == "flowwarp" or method == "interpolate":
+        if not full:
+            raise InvalidArgument("samples", f"method {method} needs at least one whole annotated frame")
+        prob = labels.paste((propagate_nearest if method == "flowwarp" else propagate_interpolate)(full, flows, length))
+    else:
+        start = propagate_interpolate(full, flows, length) if full else np.full(labels.known.shape, 0.5, np.float32)
+        config = FineTuneConfig(steps=int(request.get("steps", 40)),
+                                temporal_weight=float(request.get("temporal_weight", 1.0)),
+                                seed=int(request.get("seed", 0)))
+        prob = Propagator(video.frames, flows, config).propagate(labels, start, progress)
+    suggested = []
+    if int(request.get("suggest_count", 0)) > 0:
+        cands = candidates(prob, video.frames, make_grids(granularity, video.frames, video.original_size),
+                           labels.known)
+        for row in select(cands, int(request["suggest_count"]), int(request.get("seed", 0))):
+            ys, xs = np.nonzero(cands.pixels(row))
+            s = 1 / video.scale
+            suggested.append({"frame_index": int(cands.frame[row]), "granularity": granularity,
+                              "box": [int(xs.min() * s), int(ys.min() * s), int(np.ceil((xs.max() + 1 - xs.min()) * s)),
+                                      int(np.ceil((ys.max() + 1 - ys.min()) * s))],
+                              "uncertainty": float(cands.uncertainty[row])})
+    frames = []
+    for t in range(length):
+        size, counts = encode_rle(resize_mask(prob[t] > 0.5, video.original_size))
+        frames.append({"frame_index": t, "mask": {"size": size, "counts": counts},
+                       "confidence": float(np.maximum(prob[t], 1 - prob[t]).mean()),
+                       "human_annotated": bool(labels.known[t].all())})
+    return {"frames_total": length, "frames": frames, "suggested_samples": suggested,
+            "clicks_used": int(sum(int(s.get("clicks", 0)) for s in request["samples"])), "method": method}
+
