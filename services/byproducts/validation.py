@@ -24,11 +24,15 @@ def _unit(value: float) -> bool:
     return 0.0 <= value <= 1.0  # False for NaN too
 
 
-def _id(value: str, field: str) -> InvalidArgument | None:
+def _id(value: str, field: str, required: bool = True) -> InvalidArgument | None:
+    """Ids land in indexed columns: on PostgreSQL a NUL or an over-long id would fail the worker's
+    insert on every redelivery (a poison batch), so both are refused here, at ingest."""
     if not value:
-        return InvalidArgument(field, "required", reason="MISSING")
+        return InvalidArgument(field, "required", reason="MISSING") if required else None
     if len(value) > MAX_ID:
         return InvalidArgument(field, f"longer than {MAX_ID} characters", reason="TOO_LONG")
+    if "\x00" in value:
+        return InvalidArgument(field, "must not contain NUL characters", reason="INVALID_CHARACTER")
     return None
 
 
@@ -90,7 +94,9 @@ def _payload(event: pb.Event, kind: str, at: str) -> InvalidArgument | None:
             if value and value != getattr(event, name):
                 return InvalidArgument(f"{at}.session_start.session.{name}", f"must equal the event's {name}",
                                        reason="MISMATCH")
-        return _id(session.annotator_id, f"{at}.session_start.session.annotator_id")
+        return _id(session.annotator_id, f"{at}.session_start.session.annotator_id") or \
+            _id(session.task_id, f"{at}.session_start.session.task_id", required=False) or \
+            _id(session.image.image_id, f"{at}.session_start.session.image.image_id", required=False)
     return None
 
 

@@ -89,7 +89,8 @@ def test_deeply_nested_messages_are_refused_or_parsed(name):
 
 # --- byproduct events --------------------------------------------------------------------------
 
-ids = st.one_of(st.just(""), st.text(min_size=1, max_size=8), st.text(min_size=MAX_ID, max_size=MAX_ID + 3))
+ids = st.one_of(st.just(""), st.text(min_size=1, max_size=8), st.text(min_size=MAX_ID, max_size=MAX_ID + 3),
+                st.sampled_from(["a\x00b", "\x00"]))
 floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, 1.0, -0.0]))
 uint32 = st.integers(0, 2**32 - 1)
 point = st.fixed_dictionaries({"x": floats, "y": floats, "t_ms": uint32})
@@ -101,7 +102,8 @@ payloads = st.one_of(
     st.fixed_dictionaries({"zoom_pan": st.fixed_dictionaries({
         "zoom": floats, "view_x": floats, "view_y": floats, "view_width": floats, "view_height": floats})}),
     st.fixed_dictionaries({"session_start": st.fixed_dictionaries({"session": st.fixed_dictionaries(
-        {"session_id": ids, "project_id": ids, "annotator_id": ids})})}),
+        {"session_id": ids, "project_id": ids, "annotator_id": ids, "task_id": ids,
+         "image": st.fixed_dictionaries({"image_id": ids})})})}),
     st.sampled_from([{}, {"undo": {}}, {"redo": {}}]),
 )
 
@@ -144,8 +146,12 @@ def _checked(event: pb.Event, index: int):
 @given(events, st.integers(0, 4999))
 def test_every_event_is_accepted_or_refused_naming_the_field(event, index):
     problem = _checked(event, index)
-    if problem is None:  # what passes is what the docs promise
+    if problem is None:  # what passes is what the docs promise, and what PostgreSQL columns can hold
         assert 1 <= event.seq <= 2**53 and event.project_id and event.event_id and event.session_id
+        session = event.session_start.session
+        for value in (event.project_id, event.event_id, event.session_id, session.annotator_id, session.task_id,
+                      session.image.image_id):
+            assert len(value) <= MAX_ID and "\x00" not in value, value
         kind = event.WhichOneof("payload")
         assert kind in KINDS and (kind == "session_start") == (event.seq == 1)
         for name in ("x", "y"):
