@@ -1,7 +1,7 @@
 """gRPC adapter of ``annotation.v1.Segmentation``: proto <-> sessions / predictor, network in Triton.
 
-Video propagation RPCs (StartPropagation, GetPropagation, StreamPropagationMasks) have not landed
-yet and answer UNIMPLEMENTED through the generated base class.
+Video propagation RPCs (StartPropagation, GetPropagation, StreamPropagationMasks) live in
+``video_server.py`` and hand the work to the Celery task ``segmentation.propagate_video`` (queue ``video``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from services.segmentation.images import decode_image
 from services.segmentation.masks import decode_rle, encode_rle, probability_stats
 from services.segmentation.predictor import Predictor
 from services.segmentation.triton_client import TritonNetwork
+from services.segmentation.video_server import VideoPropagationRpcs
 
 OUTCOMES = {
     common_pb2.SESSION_OUTCOME_UNSPECIFIED: "SUBMITTED",
@@ -41,7 +42,7 @@ def _click_pb(click: dict) -> common_pb2.Click:
                             t_ms=click.get("t_ms", 0), index=click.get("index", 0))
 
 
-class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
+class SegmentationServicer(VideoPropagationRpcs, segmentation_pb2_grpc.SegmentationServicer):
     def __init__(self, kit: Kit, network: TritonNetwork) -> None:
         self.kit = kit
         self.settings = s = kit.settings

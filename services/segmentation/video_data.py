@@ -23,9 +23,16 @@ class Video:
     frames: np.ndarray  # [T, H, W, 3] uint8 RGB at working resolution
     masks: np.ndarray | None  # [T, H, W] bool ground truth (None when unknown)
     original_size: tuple[int, int]  # (H, W) of the source frames
+    paths: list[Path] | None = None  # source frame files, when read from disk
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def source_frame(self, t: int) -> np.ndarray:
+        """Frame ``t`` at its original resolution (read again from disk when it came from there)."""
+        if self.paths is None:
+            return cv2.resize(self.frames[t], self.original_size[::-1], interpolation=cv2.INTER_LINEAR)
+        return cv2.cvtColor(cv2.imread(str(self.paths[t]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
     @property
     def scale(self) -> float:
@@ -77,7 +84,9 @@ def load_sequence(folder: Path, short_side: int = 240, max_frames: int = 0) -> V
             if mask is None:
                 raise FileNotFoundError(f"mask of frame {path.name} missing in {folder / 'masks'}")
             masks.append(mask)
-    return from_frames(folder.name, frames, masks, short_side)
+    video = from_frames(folder.name, frames, masks, short_side)
+    video.paths = paths
+    return video
 
 
 def sequences(data: Path, names: list[str] | None = None) -> list[Path]:

@@ -7,7 +7,9 @@ computes the same answer.
 
 Request (JSON): ``frames_dir`` (frames ordered by file name), ``samples`` (each ``frame_index``, ``mask``
 and optionally ``region``, both COCO RLE ``{"size": [H, W], "counts": str}`` at the frame size; no
-region = the whole frame), ``clicks`` per sample (optional, summed), ``method`` (``finetune``,
+region = the whole frame; a region may also be ``{"kind": "box", "x", "y", "width", "height"}``,
+``{"kind": "patch", "row", "col", "size_px"}`` or ``{"kind": "superpixel", "segment_id", "n_segments"}``,
+the SLIC superpixel recomputed on the frame with the selection service's fixed settings), ``clicks`` per sample (optional, summed), ``method`` (``finetune``,
 ``flowwarp``, ``interpolate``), ``flow`` (``dis``/``farneback``), ``steps``, ``temporal_weight``,
 ``short_side``, ``seed``, ``suggest_count`` and ``suggest_granularity`` (``frame``, ``rect16``,
 ``rect64``, ``superpixel``).
@@ -36,6 +38,42 @@ def _rle(value: dict, shape: tuple[int, int], field: str) -> np.ndarray:
     return decode_rle(value["size"], value["counts"], shape, field)
 
 
+def _region(value: dict | None, video, t: int, field: str) -> np.ndarray:
+    """Bool pixels at the original frame size of a region descriptor (see the module docstring)."""
+    height, width = video.original_size
+    if value is None or value.get("kind") in ("whole_image", "frame"):
+        return np.ones((height, width), bool)
+    kind = value.get("kind")
+    if kind is None:
+        return _rle(value, (height, width), field)
+    try:
+        if kind in ("box", "patch"):
+            if kind == "patch":
+                size = int(value["size_px"])
+                x, y, w, h = int(value["col"]) * size, int(value["row"]) * size, size, size
+            else:
+                x, y, w, h = (int(round(float(value[k]))) for k in ("x", "y", "width", "height"))
+            if w <= 0 or h <= 0 or not (0 <= x < width and 0 <= y < height):
+                raise InvalidArgument(field, f"{kind} {value} lies outside the {width}x{height} frame")
+            pixels = np.zeros((height, width), bool)
+            pixels[y:y + h, x:x + w] = True
+            return pixels
+        if kind == "superpixel":
+            from skimage.segmentation import slic
+
+            from services.selection.regions import SLIC_SETTINGS
+
+            segments = slic(video.source_frame(t), n_segments=int(value["n_segments"]), channel_axis=-1,
+                            **SLIC_SETTINGS)
+            pixels = segments == int(value["segment_id"])
+            if not pixels.any():
+                raise InvalidArgument(field, f"no superpixel {value['segment_id']} at n_segments {value['n_segments']}")
+            return pixels
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidArgument(field, f"malformed {kind} region: {exc}") from None
+    raise InvalidArgument(field, f"unknown region kind {kind!r}")
+
+
 def _labels(request: dict, video) -> Labels:
     samples = request.get("samples") or []
     if not samples:
@@ -46,8 +84,7 @@ def _labels(request: dict, video) -> Labels:
         if not isinstance(t, int) or not 0 <= t < len(video):
             raise InvalidArgument(f"samples[{i}].frame_index", f"{t!r} is not a frame of 0..{len(video) - 1}")
         mask = _rle(sample.get("mask"), video.original_size, f"samples[{i}].mask")
-        region = np.ones(video.original_size, bool) if sample.get("region") is None else \
-            _rle(sample["region"], video.original_size, f"samples[{i}].region")
+        region = _region(sample.get("region"), video, t, f"samples[{i}].region")
         work = video.frames.shape[1:3]
         labels.add(t, resize_mask(region, work), resize_mask(mask & region, work))
     return labels
@@ -93,7 +130,7 @@ def run(request: dict, progress: Progress | None = None) -> dict:
     frames = []
     for t in range(length):
         size, counts = encode_rle(resize_mask(prob[t] > 0.5, video.original_size))
-        frames.append({"frame_index": t, "mask": {"size": size, "counts": counts},
+        frames.append({"frame_index": t, "image_id": video.paths[t].stem, "mask": {"size": size, "counts": counts},
                        "confidence": float(np.maximum(prob[t], 1 - prob[t]).mean()),
                        "human_annotated": bool(labels.known[t].all())})
     return {"frames_total": length, "frames": frames, "suggested_samples": suggested,

@@ -6,9 +6,7 @@ Run: ``celery -A services.segmentation.worker:app worker -Q segmentation`` and, 
 """
 
 from services.common.celery_app import make_celery, report_progress
-
-VIDEO_QUEUE = "video"
-PROPAGATE_VIDEO = "segmentation.propagate_video"
+from services.segmentation.video_queue import PROPAGATE_VIDEO, VIDEO_QUEUE
 
 app = make_celery("segmentation")
 # An exact name wins over the ``segmentation.*`` pattern route.

@@ -10,7 +10,7 @@ import pytest
 
 from services.common.celery_app import make_celery
 from services.segmentation.masks import decode_rle, encode_rle
-from services.segmentation.worker import PROPAGATE_VIDEO, VIDEO_QUEUE
+from services.segmentation.video_queue import PROPAGATE_VIDEO, VIDEO_QUEUE
 from services.simulation.clicker import iou
 from tests.conftest import PYTHON, wait_until
 
