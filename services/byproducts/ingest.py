@@ -119,8 +119,16 @@ class Ingestor:
             self._call(lambda: self._enqueue(batch_id))
 
     def redeliver_due(self) -> int:
-        """Send again the ids of outbox batches not stored in time; how many were sent."""
-        due = self._call(self.outbox.claim_due)
+        """Send again the ids of outbox batches not stored in time; how many were sent.
+
+        At most as many as the queue has room for under its back-pressure bound: while a consumer is
+        stalled its batches are waiting on the queue, not lost, and re-sending every one of them each
+        round grew the queue past the bound without limit (found by tests/chaos/test_backpressure.py).
+        Batches not claimed now stay due for a later round."""
+        room = self._config.max_queue_messages - self._call(self.queue_depth)
+        if room <= 0:
+            return 0
+        due = self._call(lambda: self.outbox.claim_due(limit=room))
         for batch_id in due:
             self._call(lambda: self._enqueue(batch_id))
         return len(due)
