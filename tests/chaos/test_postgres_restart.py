@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def run_restart(settings, pg, start_server, start_worker, chaos_report, name: str, sessions: int,
                 events_per_session: int, outage_s: float, restarts: int = 1) -> None:
     migrate(pg.url)
-    settings = settings.model_copy(update={"database_url": pg.url, "auth_cache_ttl_s": 60})
+    settings = settings.model_copy(update={"database_url": pg.url, "auth_cache_ttl_s": 30})  # the default
     key = annotator_key(settings)
     start_server(settings, "byproducts")
     start_worker(settings, "byproducts")
