@@ -24,7 +24,7 @@ from services.gateway import byproducts_routes, routes_projects, routes_review, 
 from services.gateway.auth import CurrentPrincipal, require
 from services.gateway.catalog import Catalog
 from services.gateway.config import GatewaySettings
-from services.gateway.limits import BodySizeLimit, RateLimited, RateLimiter
+from services.gateway.limits import BodySizeLimit, NoNulCharacters, RateLimited, RateLimiter
 from services.gateway.upstream import Upstream
 from services.gateway.work import WorkStore
 
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
                                 gateway.max_image_pixels)
     app.state.work = WorkStore(sessions)
     app.state.upstream = Upstream(settings, gateway.grpc_timeout_s)
+    app.add_middleware(NoNulCharacters)  # inside the size limit: it buffers JSON bodies
     app.add_middleware(BodySizeLimit, max_bytes=gateway.max_request_bytes,
                        max_upload_bytes=gateway.max_upload_bytes, upload_suffix="/images")
     app.add_middleware(HttpMetrics)  # added last: outermost, so it also counts the size limit's 413s

@@ -25,6 +25,7 @@ from services.gateway.tables import Image, Project
 from services.segmentation.images import decode_image
 
 PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
 
 
@@ -84,7 +85,8 @@ class Catalog:
         self.image_dir.mkdir(parents=True, exist_ok=True)
         path = self.image_dir / stored_name
         path.write_bytes(data)
-        safe_name = Path(filename or "").name[:255] or stored_name
+        # display only; control characters (NUL cannot be stored by PostgreSQL) dropped
+        safe_name = CONTROL.sub("", Path(filename or "").name)[:255] or stored_name
         try:
             with self.sessions.begin() as session:
                 position = session.scalar(select(func.coalesce(func.max(Image.position), 0))

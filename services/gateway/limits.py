@@ -1,4 +1,4 @@
-"""Per-key rate limits (token buckets) and request body size limits.
+"""Per-key rate limits (token buckets), request body size limits, and no NUL characters.
 
 A bucket per API key id, refilled at ``rate_per_s`` up to ``burst``; an empty bucket answers 429
 with ``Retry-After``. Body sizes are checked from Content-Length before anything is read, and while
@@ -97,5 +97,85 @@ async def _too_large(send: Send, limit: int) -> None:
     body = json.dumps({"error": {"code": "RESOURCE_EXHAUSTED", "field": "body",
                                  "message": f"request body over the limit of {limit} bytes"}}).encode()
     await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class NoNulCharacters:
+    """ASGI middleware: 422 for a NUL character in the path, the query or a JSON body's strings.
+
+    PostgreSQL text columns cannot hold NUL, so such a value reaching the store failed with a 500;
+    refused here once for every route, the error naming where it was (``path``, ``query``, or the
+    JSON path of the string, ``labels[0]``). Runs inside BodySizeLimit, so a JSON body it buffers
+    is within the request limit.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"]:
+            await _invalid(send, "path", "the path contains a NUL character")
+            return
+        if b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
+            await _invalid(send, "query", "the query contains a NUL character")
+            return
+        headers = dict(scope.get("headers") or [])
+        if not headers.get(b"content-type", b"").startswith(b"application/json"):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if b"\\u0000" in body or b"\x00" in body:
+            field = _nul_field(body)
+            if field is not None:
+                await _invalid(send, field, "NUL characters are not allowed in text")
+                return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _nul_field(body: bytes) -> str | None:
+    """The JSON path of the first string (or key) holding a NUL, "body" for raw NUL bytes, None if
+    the body is no JSON at all (the route then refuses it as such)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return "body" if b"\x00" in body else None
+    stack = [(document, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return path or "body"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    return path or "body"
+                stack.append((item, f"{path}.{key}" if path else key))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
+    return None
+
+
+async def _invalid(send: Send, field: str, message: str) -> None:
+    body = json.dumps({"error": {"code": "INVALID_ARGUMENT", "field": field, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": 422,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

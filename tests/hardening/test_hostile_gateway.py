@@ -138,7 +138,7 @@ def test_path_traversal_in_every_path_parameter(client, projects, admin, platfor
 def test_static_files_do_not_escape_their_folder(client):
     for hostile in TRAVERSAL + ["../app.py", "..%2Fapp.py", "%2e%2e/app.py"]:
         reply = client.get(f"/static/{hostile}")
-        assert reply.status_code in (200, 404, 400, 405) and b"create_app" not in reply.content
+        assert reply.status_code in (200, 400, 404, 405, 422) and b"create_app" not in reply.content
         assert b"root:" not in reply.content
 
 
