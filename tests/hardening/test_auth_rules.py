@@ -204,3 +204,25 @@ def test_rpc_follows_its_rule(channel, platform, method):
         assert _invoke(channel, method, keys[EXACT[role]], "") == grpc.StatusCode.INVALID_ARGUMENT
     code = _invoke(channel, method, keys[EXACT[role]], "p1")
     assert code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED), code
+
+
+@pytest.mark.parametrize("method", METHODS, ids=[m.full_name for m in METHODS])
+def test_undecodable_request_bytes_are_invalid_argument_naming_request(channel, platform, method):
+    """Bytes that are no message of the method's input type, on the real server: INVALID_ARGUMENT
+    with an ErrorDetail naming ``request``, never INTERNAL."""
+    from grpc_status import rpc_status  # noqa: PLC0415
+
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    kind = ("stream" if method.client_streaming else "unary") + "_" + ("stream" if method.server_streaming else "unary")
+    rpc = getattr(channel, kind)(path, request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)
+    garbage = b"\x0a\xff\xff\xff\xff\x0f\x00"  # a length-delimited field 1 claiming 4 GiB
+    key = platform.keys["admin"]
+    with pytest.raises(grpc.RpcError) as failed:
+        reply = rpc(iter([garbage]) if method.client_streaming else garbage, timeout=5,
+                    metadata=[("authorization", f"Bearer {key}")])
+        if method.server_streaming:
+            list(reply)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT, failed.value
+    detail = common_pb2.ErrorDetail()
+    rpc_status.from_call(failed.value).details[0].Unpack(detail)
+    assert detail.field == "request"
