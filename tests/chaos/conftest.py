@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -183,16 +182,6 @@ def restartable_postgres() -> Iterator[Postgres]:
     yield server
     server.destroy()
 
-
-def kill_group(process, sig: int = signal.SIGKILL) -> float:
-    """kill -9 of a spawned process and its children; when it happened (monotonic)."""
-    at = time.monotonic()
-    process.stop(sig)
-    return at
-
-
-__all__ = ["Postgres", "Report", "children", "kill_group", "sqlite_write_lock", "unacked_task_ids",
-           "wait_until"]
 
 
 # -- servers and a retrying byproducts client -----------------------------------------------------------
