@@ -59,6 +59,31 @@ def _byproducts_ingest_path(app: FastAPI) -> str | None:
     return None
 
 
+# What every error answer looks like; documented in the OpenAPI in place of FastAPI's own 422 body
+# ({"detail": [...]}), which this gateway never sends.
+ERROR_SCHEMA = {
+    "title": "Error", "type": "object", "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["code", "field", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                       "field": {"type": "string", "description": "The offending field, dotted ('events[3].click.x')."},
+                       "details": {"type": "array", "items": {"type": "object"}}}}},
+}
+
+
+def _document_error_envelope(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schemas = generate().get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = ERROR_SCHEMA
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def _error(status: int, code: str, message: str, field: str = "") -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "field": field, "message": message}})
 
@@ -170,4 +195,5 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
             raise PermissionDenied("an admin key may only revoke keys within its own projects", field="key_id")
         keys.revoke(key_id)
 
+    _document_error_envelope(app)
     return app
