@@ -11,6 +11,7 @@ import json
 import math
 import threading
 import time
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -120,8 +121,12 @@ class NoNulCharacters:
         if "\x00" in scope["path"]:
             await _invalid(send, "path", "the path contains a NUL character")
             return
-        if b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
-            await _invalid(send, "query", "the query contains a NUL character")
+        query = scope.get("query_string", b"")
+        if b"%00" in query or b"\x00" in query:
+            names = [name for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+                     if "\x00" in name + value]
+            await _invalid(send, names[0] if names and "\x00" not in names[0] else "query",
+                           "the query contains a NUL character")
             return
         headers = dict(scope.get("headers") or [])
         if not headers.get(b"content-type", b"").startswith(b"application/json"):

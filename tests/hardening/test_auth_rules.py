@@ -176,7 +176,7 @@ def _invoke(channel, method, key: str | None, project: str | None):
     payload = iter([request]) if method.client_streaming else request
     metadata = [("authorization", f"Bearer {key}")] if key else []
     try:
-        reply = rpc(payload, metadata=metadata, timeout=5)
+        reply = rpc(payload, metadata=metadata, timeout=3)
         if method.server_streaming:
             list(reply)
     except grpc.RpcError as error:
