@@ -80,7 +80,8 @@ class Stats:
         self.errors = defaultdict(lambda: defaultdict(int))  # step -> code -> n
         self.messages: dict[str, str] = {}
         self.acked_events: dict[str, int] = {}  # session -> byproduct events acknowledged
-        self.submitted: set[str] = set()
+        self.submitted: set[str] = set()  # submitted with at least one click: quality must score these
+        self.abandoned = 0  # cut off (end of a step, an error) before any click held: nothing to score
         self.unacked_batches = 0
 
     def error(self, step: int, err: grpc.RpcError) -> None:
@@ -134,7 +135,7 @@ class Annotator(threading.Thread):
             project_id=PROJECT, image_data=data, annotator_id=f"ann-{self.index}")).session.session_id
         events = session_events(sid, PROJECT, EVENTS_PER_ACTION * (person.profile.max_clicks + 2),
                                 seed=int(self.rng.integers(1 << 30)), annotator_id=f"ann-{self.index}")
-        sent, mask, shown_ms = 0, None, 0
+        sent, mask, shown_ms, held = 0, None, 0, 0  # held: clicks the session holds (undo takes one back)
         while not self.stop.is_set():
             action = person.next_action(mask)
             if action is None:
@@ -145,11 +146,13 @@ class Annotator(threading.Thread):
                 if action.kind == "undo":
                     update = self.call(self.seg.Undo, segmentation_pb2.UndoRequest(project_id=PROJECT,
                                                                                    session_id=sid)).update
+                    held -= 1
                 else:
                     c = action.click
                     update = self.call(self.seg.AddClick, segmentation_pb2.AddClickRequest(
                         project_id=PROJECT, session_id=sid,
                         click=common_pb2.Click(x=c.x, y=c.y, positive=c.positive, t_ms=action.t_ms))).update
+                    held += 1
                     with self.stats.lock:
                         self.stats.clicks.append((time.time(), (time.perf_counter() - start) * 1000, self.step))
             except grpc.RpcError as err:
@@ -162,11 +165,16 @@ class Annotator(threading.Thread):
             self.send_events(sid, chunk)
         if sent < len(events):
             self.send_events(sid, events[sent:])  # the rest, ending with submit
+        # a session with no click held is abandoned (quality scores only submitted sessions with clicks)
+        outcome = common_pb2.SESSION_OUTCOME_SUBMITTED if held > 0 else common_pb2.SESSION_OUTCOME_ABANDONED
         try:
             self.call(self.seg.FinishSession, segmentation_pb2.FinishSessionRequest(
-                project_id=PROJECT, session_id=sid, outcome=common_pb2.SESSION_OUTCOME_SUBMITTED))
+                project_id=PROJECT, session_id=sid, outcome=outcome))
             with self.stats.lock:
-                self.stats.submitted.add(sid)
+                if held > 0:
+                    self.stats.submitted.add(sid)
+                else:
+                    self.stats.abandoned += 1
         except grpc.RpcError as err:
             self.stats.error(self.step, err)
 
@@ -335,7 +343,8 @@ def main(out: Path = typer.Option(REPO_ROOT / "bench" / "results", help="Folder 
         drained_from = time.time()
 
         def drained() -> bool:
-            return all(redis.llen(q) == 0 for q in QUEUES) and redis.hlen("bp:outbox") == 0
+            return (all(redis.llen(q) == 0 for q in QUEUES) and redis.hlen("bp:outbox") == 0
+                    and redis.hlen("unacked") == 0)  # nothing waiting, nothing in a worker's hands
 
         try:
             _wait(drained, 600, "queues drained")
@@ -366,7 +375,7 @@ def main(out: Path = typer.Option(REPO_ROOT / "bench" / "results", help="Folder 
                        "lost": lost_events, "duplicates": duplicate_events,
                        "batches_never_acknowledged": stats.unacked_batches},
         "quality": {"sessions_submitted": len(stats.submitted), "scored": len(stats.submitted & scored),
-                    "unscored": unscored},
+                    "unscored": unscored, "sessions_abandoned_without_clicks": stats.abandoned},
         "drain_s": round(time.time() - drained_from, 1), "error_samples": stats.messages,
         "cpu_count": os.cpu_count(),
     }
