@@ -157,7 +157,10 @@ class SegmentationServicer(VideoPropagationRpcs, segmentation_pb2_grpc.Segmentat
             raise InvalidArgument("outcome", f"unknown outcome {request.outcome}")
         session, finished_now = self.store.finish(request.project_id, request.session_id, outcome,
                                                   request.label)
-        if finished_now:
+        # A server that died (or lost Redis) between marking the session finished and handing it on left
+        # no operation ids; a retried FinishSession hands it on now (both tasks are idempotent).
+        if finished_now or "byproducts_operation_id" not in session.meta:
+            outcome = session.meta.get("outcome", outcome)
             payload = sess.session_summary(session)
             byproducts = self.kit.celery.send_task(FINISHED_TASKS["byproducts"], args=[payload],
                                                    queue="byproducts")
