@@ -18,6 +18,7 @@ Effects and what "once" means for each task:
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -178,6 +179,9 @@ def run_kill(scenario: Scenario, settings, start_worker, chaos_report, name: str
     if scenario.keeps_result:
         wait_until(lambda: all(r.state == "SUCCESS" for r in results), 30, "every task SUCCESS")
     engine.dispose()
+    results.clear()  # let the results unsubscribe now, while this test's Redis still runs
+    gc.collect()
+    celery.close()
 
 
 @pytest.mark.parametrize("kind", list(SCENARIOS))
