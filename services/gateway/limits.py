@@ -129,7 +129,8 @@ class NoNulCharacters:
                            "the query contains a NUL character")
             return
         headers = dict(scope.get("headers") or [])
-        if not headers.get(b"content-type", b"").startswith(b"application/json"):
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media_type and not media_type.endswith((b"/json", b"+json")):  # FastAPI reads JSON without a type too
             await self.app(scope, receive, send)
             return
         chunks, more = [], True
