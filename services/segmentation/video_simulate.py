@@ -156,21 +156,39 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def summarize(results: list[dict]) -> dict:
-    """Per method and target: clicks summed over the sequences where it was reached, and the same sum of
-    the every-frame baseline on those sequences (the saving is 1 - method / every-frame)."""
+    """Per method and target: on how many sequences it was reached, and, over the sequences where both it
+    and the every-frame baseline reached it, its clicks and the baseline's (saving = 1 - ours / theirs)."""
     methods = sorted({m for r in results for m in r["needed"]})
     table: dict = {}
     for method in methods:
         table[method] = {}
         for target in map(str, TARGETS):
+            ours_all = [r["needed"].get(method, {}).get(target) for r in results]
             pairs = [(r["needed"][method][target], r["needed"]["every-frame-interactive"][target]) for r in results
                      if r["needed"].get(method, {}).get(target) is not None
                      and r["needed"]["every-frame-interactive"][target] is not None]
             ours, every = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
             table[method][target] = {
-                "reached": f"{len(pairs)}/{len(results)}", "clicks": ours, "every_frame_clicks": every,
+                "reached": f"{sum(v is not None for v in ours_all)}/{len(results)}", "compared": len(pairs),
+                "clicks": ours, "every_frame_clicks": every,
                 "saving_vs_every_frame": round(1 - ours / every, 3) if every else None}
     return table
+
+
+def markdown(summary: dict) -> str:
+    """The summary as a Markdown table: clicks to each target (sequences reached) and the saving."""
+    lines = ["| method | " + " | ".join(f"mIoU {t}: reached on; clicks vs every frame (saving)" for t in TARGETS)
+             + " |",
+             "| --- |" + " --- |" * len(TARGETS)]
+    for method, row in summary.items():
+        cells = []
+        for t in map(str, TARGETS):
+            v = row[t]
+            saving = "" if v["saving_vs_every_frame"] is None else f"; {v['saving_vs_every_frame']:+.0%}"
+            cells.append(f"{v['reached']}; {v['clicks']} vs {v['every_frame_clicks']} on {v['compared']} seq. ({saving[2:]})"
+                         if v["compared"] else f"{v['reached']}; -")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -245,10 +263,7 @@ def main(
                     write()
                     bar.update()
     report = write()
-    for method, row in report["summary"].items():
-        typer.echo(f"{method:28s} " + "  ".join(
-            f"mIoU {t}: {v['clicks']} clicks ({v['reached']} seq, saving {v['saving_vs_every_frame']})"
-            for t, v in row.items()))
+    typer.echo(markdown(report["summary"]))
 
 
 if __name__ == "__main__":
