@@ -238,6 +238,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
         def scoped(principal, message):
             if principal is None or "project_id" not in message.DESCRIPTOR.fields_by_name:
                 return message
+            if "\x00" in message.project_id:  # every store is keyed by it; PostgreSQL cannot hold NUL
+                raise InvalidArgument("project_id", "must not contain NUL characters")
             if message.project_id:
                 principal.authorize(Role.ANNOTATOR, message.project_id)
             elif ALL_PROJECTS not in principal.projects:

@@ -200,8 +200,9 @@ def test_rpc_follows_its_rule(channel, platform, method):
         assert _invoke(channel, method, keys[LOWER[role]], "p1") == grpc.StatusCode.PERMISSION_DENIED
     if "project_id" in method.input_type.fields_by_name:
         assert _invoke(channel, method, keys[OTHER_PROJECT], "p1") == grpc.StatusCode.PERMISSION_DENIED
-        # a key scoped to projects must name one
+        # a key scoped to projects must name one; a NUL in it is refused before any store sees it
         assert _invoke(channel, method, keys[EXACT[role]], "") == grpc.StatusCode.INVALID_ARGUMENT
+        assert _invoke(channel, method, keys["admin"], "p\x00") == grpc.StatusCode.INVALID_ARGUMENT
     code = _invoke(channel, method, keys[EXACT[role]], "p1")
     assert code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED), code
 
