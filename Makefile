@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: quality-train quality-eval setup triton-setup system-deps browser-deps protos up down status demo test test-unit test-helm helm-tools images bench clean help
+.PHONY: quality-train quality-eval setup triton-setup system-deps browser-deps protos up down status demo test chaos test-unit test-helm helm-tools images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,6 +68,9 @@ browser-deps:  ## install chromium and chromium-driver from Debian when missing
 test: setup triton-setup system-deps helm-tools browser-deps  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e, chart
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+chaos: setup triton-setup system-deps  ## long fault-injection variants: kill -9, restarts, outages, full Redis, stalled consumer
+	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
+
 test-unit: setup  ## only the in-process tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
@@ -82,7 +85,7 @@ images:  ## build the service and Triton images (needs a Docker engine)
 	docker build -f deploy/docker/triton.Dockerfile -t annotation-platform-triton:dev .
 
 # Each module writes bench/results/<name>.json plus its report and plots.
-BENCHES ?= kit_overhead segmentation_latency byproducts_ingest gateway_load active_learning
+BENCHES ?= kit_overhead segmentation_latency byproducts_ingest gateway_load active_learning annotator_load
 
 bench: setup triton-setup system-deps  ## benchmarks, side by side in one run; results and report in bench/results/
 	set -e; for b in $(BENCHES); do $(PY) -m bench.$$b --out bench/results; done
