@@ -243,6 +243,17 @@ def test_no_secret_in_production_values(production):
     assert "password:" not in text and "adminkey:" not in text
 
 
+def test_redis_is_durable_and_refuses_writes_before_its_memory_limit(production):
+    redis = by_kind(production, "StatefulSet")["rel-annotation-platform-redis"]
+    container = containers(redis)[0]
+    args = dict(zip(container["args"][::2], container["args"][1::2]))
+    assert args["--appendonly"] == "yes" and args["--maxmemory-policy"] == "noeviction"
+    units = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}
+    maxmemory = int(args["--maxmemory"][:-2]) * units[args["--maxmemory"][-2:]]
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") and maxmemory <= 0.85 * int(limit[:-2]) * (1 << 30)
+
+
 def test_external_redis_and_postgres_remove_the_statefulsets(helm):
     docs = render(helm, "--set", "redis.enabled=false", "--set", "externalRedis.host=redis.example",
                   "--set", "postgresql.enabled=false", "--set", "externalDatabase.host=pg.example",
