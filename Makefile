@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: quality-train quality-eval setup triton-setup system-deps browser-deps protos up down status demo test chaos test-unit test-helm helm-tools images bench clean help
+.PHONY: quality-train quality-eval setup triton-setup system-deps browser-deps protos up down status demo test chaos test-hardening fuzz audit test-unit test-helm helm-tools images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -70,6 +70,19 @@ test: setup triton-setup system-deps helm-tools browser-deps  ## the whole suite
 
 chaos: setup triton-setup system-deps  ## long fault-injection variants: kill -9, restarts, outages, full Redis, stalled consumer
 	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
+
+test-hardening: setup  ## hostile input, fuzz smoke, schemathesis, auth enumeration (about a minute)
+	$(PY) -m pytest tests/hardening -q
+
+FUZZ_SECONDS ?= 60
+fuzz: setup  ## fuzz every decoder of outside bytes with atheris, FUZZ_SECONDS each (corpus in var/fuzz)
+	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS) --corpus var/fuzz
+
+# --strict: without a reachable vulnerability database (PyPI's JSON API or OSV) it fails rather than
+# printing "no known vulnerabilities" having checked nothing.
+audit: setup  ## scan the installed packages for known vulnerabilities (pip-audit)
+	$(PY) -m pip install -q pip-audit==2.10.1
+	$(PY) -m pip_audit --local --skip-editable --strict --progress-spinner off
 
 test-unit: setup  ## only the in-process tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
