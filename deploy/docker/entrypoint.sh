@@ -24,6 +24,11 @@ case "$role" in
     export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus-$svc-worker}"
     exec python -m celery -A "services.$svc.worker:app" worker -Q "$svc" -n "$svc@%h" \
       --without-gossip --without-mingle -l "${ANNOT_LOG_LEVEL:-INFO}" "$@" ;;
+  video-worker)
+    # video propagation: the segmentation app's long fine-tuning jobs on their own queue
+    export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus-video-worker}"
+    exec python -m celery -A services.segmentation.worker:app worker -Q video -n "video@%h" \
+      --without-gossip --without-mingle -l "${ANNOT_LOG_LEVEL:-INFO}" "$@" ;;
   gateway)
     exec python -m services.gateway ;;
   migrate)

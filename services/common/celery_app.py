@@ -47,7 +47,7 @@ def make_celery(service: str, settings: Settings | None = None) -> Celery:
     def _json_logs(**_kwargs) -> None:
         configure_logging(f"{service}-worker", settings)
 
-    install_worker_metrics(app, service, settings.redis_url, settings.worker_metrics_port(service), settings.host)
+    install_worker_metrics(app, service, settings)
 
     @app.task(name=f"{service}.probe")
     def probe() -> dict:

@@ -23,6 +23,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.settings import QUEUES, Settings
+
 log = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests answered, by route template and status.",
@@ -65,23 +67,28 @@ class HttpMetrics:
 
 
 class QueueLength:
-    """``celery_queue_length{queue}``: messages waiting in the worker's Redis list, read at scrape time."""
+    """``celery_queue_length{queue}``: messages waiting in the worker's Redis lists, read at scrape time."""
 
-    def __init__(self, redis_url: str, queue: str) -> None:
+    def __init__(self, redis_url: str, queues: list[str]) -> None:
         self._redis = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-        self._queue = queue
+        self._queues = queues
 
     def collect(self):
         family = GaugeMetricFamily("celery_queue_length", "Messages waiting on the queue.", labels=["queue"])
         try:
-            family.add_metric([self._queue], float(self._redis.llen(self._queue)))
+            for queue in self._queues:
+                family.add_metric([queue], float(self._redis.llen(queue)))
         except RedisError:  # a scrape during a Redis outage shows the gap rather than failing
             return []
         return [family]
 
 
-def install_worker_metrics(app, service: str, redis_url: str, port: int, host: str) -> None:
-    """Count the tasks of ``app`` and serve them, with the queue length, when a worker starts."""
+def install_worker_metrics(app, service: str, settings: Settings) -> None:
+    """Count the tasks of ``app`` and serve them, with the queue lengths, when a worker starts.
+
+    The port follows the first queue the worker consumes (``-Q``), so that the segmentation app's
+    ``video`` worker and its ``segmentation`` worker can share a host.
+    """
     from celery import signals  # noqa: PLC0415 - the gateway imports this module without Celery
 
     started: dict[str, float] = {}
@@ -102,6 +109,9 @@ def install_worker_metrics(app, service: str, redis_url: str, port: int, host: s
 
     @signals.worker_init.connect(weak=False)
     def _serve(sender=None, **_kw) -> None:
+        consumed = getattr(getattr(app.amqp, "queues", None), "consume_from", None) or {}
+        queues = [queue for queue in consumed if queue in QUEUES] or [service]
+        port = settings.worker_metrics_port(queues[0])
         registry = CollectorRegistry()
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if directory:
@@ -111,8 +121,8 @@ def install_worker_metrics(app, service: str, redis_url: str, port: int, host: s
             MultiProcessCollector(registry)
         else:
             log.warning("PROMETHEUS_MULTIPROC_DIR is not set: task metrics of pool processes are not served")
-        registry.register(QueueLength(redis_url, service))
+        registry.register(QueueLength(settings.redis_url, queues))
         try:
-            start_http_server(port, addr=host, registry=registry)
-        except OSError as exc:  # a second worker on one host: it still works, without metrics
-            log.warning("worker metrics not served on %s:%d: %s", host, port, exc)
+            start_http_server(port, addr=settings.host, registry=registry)
+        except OSError as exc:  # a second worker of one queue on one host: it still works, without metrics
+            log.warning("worker metrics not served on %s:%d: %s", settings.host, port, exc)

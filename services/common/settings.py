@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # One service, one gRPC server, one Celery queue of the same name.
 SERVICES: tuple[str, ...] = ("selection", "segmentation", "byproducts", "quality", "dialog")
+# Celery queues: one per service, plus the segmentation service's long video propagation jobs.
+QUEUES: tuple[str, ...] = (*SERVICES, "video")
 
 # Proto service names (package annotation.v1) hosted by each service's server.
 PROTO_SERVICES: dict[str, str] = {
@@ -95,8 +97,8 @@ class Settings(BaseSettings):
     metrics_port_base: int = Field(
         9100,
         description="Prometheus metrics ports: the gateway on BASE, the gRPC servers on BASE+1..BASE+5 "
-        "and their Celery workers on BASE+11..BASE+15, in SERVICES order (selection, segmentation, "
-        "byproducts, quality, dialog).",
+        "and the Celery workers on BASE+11..BASE+16 by the queue they consume, in QUEUES order (selection, "
+        "segmentation, byproducts, quality, dialog, video).",
     )
     service_hosts: dict[str, str] = Field(
         default_factory=dict,
@@ -161,8 +163,8 @@ class Settings(BaseSettings):
     def metrics_port(self, service: str) -> int:
         return self.metrics_port_base + 1 + SERVICES.index(service)
 
-    def worker_metrics_port(self, service: str) -> int:
-        return self.metrics_port_base + 11 + SERVICES.index(service)
+    def worker_metrics_port(self, queue: str) -> int:
+        return self.metrics_port_base + 11 + QUEUES.index(queue)
 
     @property
     def gateway_metrics_port(self) -> int:

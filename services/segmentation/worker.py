@@ -13,7 +13,9 @@ app = make_celery("segmentation")
 app.conf.task_routes = {PROPAGATE_VIDEO: {"queue": VIDEO_QUEUE}, **app.conf.task_routes}
 
 
-@app.task(name=PROPAGATE_VIDEO, bind=True)
+# Minutes of fine-tuning on CPU: the default limits (10 min) are for short tasks; these stay under the
+# hour of visibility timeout, past which Redis would hand a running job to a second worker.
+@app.task(name=PROPAGATE_VIDEO, bind=True, soft_time_limit=3000, time_limit=3300)
 def propagate_video(self, request: dict) -> dict:
     """Propagates a video's human samples to every frame (``video_job.run``); idempotent."""
     from services.segmentation import video_job  # torch loads in the video worker only, not at import

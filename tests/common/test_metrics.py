@@ -47,11 +47,8 @@ def test_a_prefork_worker_serves_what_its_pool_processes_counted(settings, spawn
 
 
 def _counted(port: int, n: int) -> dict | None:
-    try:
-        samples = scrape(port)
-    except OSError:
-        return None
-    return samples if sample(samples, "celery_tasks_total", task="selection.probe", outcome="succeeded") == n \
+    samples = _scraped(port)
+    return samples if samples and sample(samples, "celery_tasks_total", task="selection.probe", outcome="succeeded") == n \
         else None
 
 
@@ -80,3 +77,22 @@ def _up(url: str) -> bool:
         return True
     except httpx.HTTPError:
         return False
+
+
+def test_the_video_worker_serves_its_queue_on_its_own_port(settings, spawn, tmp_path, monkeypatch):
+    """The segmentation app runs two workers (-Q segmentation, -Q video): the port follows the queue."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prom"))
+    spawn([PYTHON, "-m", "celery", "-A", "services.segmentation.worker:app", "worker", "-Q", "video",
+           "-n", "video@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
+    port = settings.worker_metrics_port("video")
+    assert port != settings.worker_metrics_port("segmentation")
+    samples = wait_until(lambda: _scraped(port), 30, "video worker metrics")
+    assert sample(samples, "celery_queue_length", queue="video") == 0
+    assert sample(samples, "celery_queue_length", queue="segmentation") is None
+
+
+def _scraped(port: int) -> dict | None:
+    try:
+        return scrape(port)
+    except OSError:
+        return None

@@ -243,6 +243,16 @@ def test_no_secret_in_production_values(production):
     assert "password:" not in text and "adminkey:" not in text
 
 
+def test_video_worker_consumes_its_own_queue_on_a_gpu_in_production(production, default):
+    worker = by_kind(production, "Deployment")["rel-annotation-platform-video-worker"]
+    container = containers(worker)[0]
+    assert container["args"][0] == "video-worker"  # entrypoint: celery ... -Q video
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod_spec(worker)["tolerations"])
+    cpu = containers(by_kind(default, "Deployment")["rel-annotation-platform-video-worker"])[0]
+    assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
+
+
 def test_redis_is_durable_and_refuses_writes_before_its_memory_limit(production):
     redis = by_kind(production, "StatefulSet")["rel-annotation-platform-redis"]
     container = containers(redis)[0]
