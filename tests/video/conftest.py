@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.conftest import SHARED_DATA
+# One torch thread: CI's two cores are shared by the whole suite, and it keeps fine-tuning reproducible.
+from tests.segmentation.conftest import _one_torch_thread  # noqa: F401 (autouse fixture)
 
 VIDEO_DATA = SHARED_DATA / "video"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # CI has two cores shared by the whole suite; one thread also makes the fine-tuning reproducible.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
