@@ -21,8 +21,9 @@ class ByproductsSettings(BaseSettings):
         250, ge=0, description="A Record stream also enqueues what it holds when its oldest unsent "
         "event is this old and a new one arrives.")
     max_queue_messages: int = Field(
-        200, ge=1, description="Back-pressure: ingest waits while the byproducts queue holds more "
-        "messages than this (each message holds up to FLUSH_EVENTS events).")
+        200, ge=1, description="Back-pressure: ingest waits while more batches than this wait to be "
+        "stored (on the byproducts queue, or held by a worker for a retry; each holds up to FLUSH_EVENTS "
+        "events).")
     backpressure_wait_s: float = Field(
         10.0, ge=0, description="How long ingest waits for room on the queue (never past the "
         "call's deadline) before refusing with RESOURCE_EXHAUSTED.")

@@ -2,7 +2,7 @@
 
 Order of one ingest step (a RecordBatch, or one chunk of a Record stream):
 
-1. back-pressure: wait while the queue holds more than ``max_queue_messages`` messages, at most
+1. back-pressure: wait while more than ``max_queue_messages`` batches wait to be stored, at most
    ``backpressure_wait_s`` and never past the caller's deadline, then refuse (RESOURCE_EXHAUSTED);
 2. admission (``admit.lua``, atomic): unknown session, project mismatch, seq conflicts, event ids
    reused at another seq, times going backwards against the neighbouring seqs; duplicates (same
@@ -68,17 +68,24 @@ class Ingestor:
     def queue_depth(self) -> int:
         return int(self._redis.llen(QUEUE))
 
+    def backlog(self) -> int:
+        """Batches admitted but not stored yet. The outbox counts those a worker holds for a retry too:
+        while the store refuses writes, a worker drains the queue into delayed retries, and the queue's
+        length alone would let ingest accept without bound (tests/chaos/test_store_full.py)."""
+        return max(self.queue_depth(), self.outbox.size())
+
     def wait_for_room(self) -> None:
         wait_s = min(self._config.backpressure_wait_s, time_remaining(self._config.backpressure_wait_s))
         deadline = time.monotonic() + wait_s
         while True:
-            depth = self._call(self.queue_depth)
-            if depth <= self._config.max_queue_messages:
+            backlog = self._call(self.backlog)
+            if backlog <= self._config.max_queue_messages:
                 return
             if time.monotonic() >= deadline:
                 raise ResourceExhausted(
-                    f"byproducts queue holds {depth} messages (limit {self._config.max_queue_messages}); "
-                    "nothing of this request was accepted, retry later", field="events", reason="QUEUE_FULL")
+                    f"byproducts backlog holds {backlog} batches not stored yet (limit "
+                    f"{self._config.max_queue_messages}); nothing of this request was accepted, retry later",
+                    field="events", reason="QUEUE_FULL")
             time.sleep(0.05)
 
     def admit(self, events: Sequence[pb.Event], positions: Sequence[int], all_or_nothing: bool) -> Admission:

@@ -202,7 +202,7 @@ def test_a_full_queue_refuses_with_resource_exhausted(bp_settings, start_server,
             stub.RecordBatch(pb.EventBatch(project_id="p1", events=events), metadata=bearer(keys["annotator"]),
                              timeout=10)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "queue holds 3 messages" in err.value.details()
+        assert "backlog holds 3 batches not stored yet" in err.value.details()
 
 
 SUMMARY = {
