@@ -68,7 +68,13 @@ class ServiceServer:
         timeout = settings.dependency_timeout_s
         redis = Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
         sessions = make_session_factory(make_engine(settings.resolved_database_url))
-        self.kit = Kit(settings, redis, make_celery(service, settings),
+        celery = make_celery(service, settings)
+        # A server sends tasks within a caller's deadline: the result backend's default reconnect policy
+        # (20 tries, ~20 s) held a call long past it while Redis was down. Workers keep the default, so
+        # a result is still stored across a short Redis outage.
+        celery.conf.result_backend_transport_options = {
+            "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": timeout, "interval_max": timeout}}
+        self.kit = Kit(settings, redis, celery,
                        KeyStore(sessions, settings.auth_cache_ttl_s), sessions,
                        OperationStore(redis, service, settings.operation_ttl_s))
         self._checks = checks

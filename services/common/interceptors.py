@@ -17,7 +17,10 @@ from google.protobuf import any_pb2, descriptor_pool
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from grpc_status import rpc_status
+from kombu.exceptions import OperationalError as KombuOperationalError
 from prometheus_client import Counter, Histogram
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from annotation.v1 import common_pb2
 from services.common.errors import DomainError, InvalidArgument, PermissionDenied, Unauthenticated
@@ -32,6 +35,9 @@ PUBLIC_SERVICES = frozenset({
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",
 })
+
+# Raised wherever a server touches Redis or publishes a task while Redis is down.
+BROKER_DOWN = (RedisConnectionError, RedisTimeoutError, KombuOperationalError)
 
 STARTED = Counter("grpc_server_started_total", "RPCs started.", ["grpc_service", "grpc_method"])
 HANDLED = Counter("grpc_server_handled_total", "RPCs completed, by status code.",
@@ -145,6 +151,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 raise exc
             if isinstance(exc, DomainError):
                 abort_with(context, exc)
+            if isinstance(exc, BROKER_DOWN):  # Redis (broker, sessions, state) unreachable: retryable
+                log.warning("%s: Redis unreachable: %s", method, exc.__class__.__name__)
+                context.abort(grpc.StatusCode.UNAVAILABLE,
+                              f"a dependency is unreachable (Redis: {exc.__class__.__name__}); retry")
             incident = uuid.uuid4().hex[:12]
             log.exception("unhandled error in %s (incident %s)", method, incident)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error, incident {incident}")

@@ -6,6 +6,7 @@ import time
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
+from kombu.exceptions import OperationalError as BrokerError
 from google.protobuf import struct_pb2
 from redis import Redis
 from redis.exceptions import RedisError
@@ -66,7 +67,8 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
             depth = self._redis.llen(self._service)
         except CeleryTimeout:
             raise Unavailable(f"no worker consumed queue {self._service!r} within {wait_s * 1000:.0f} ms")
-        except (RedisError, OSError) as exc:
+        # RuntimeError: what Celery's result backend raises once its reconnect policy is spent
+        except (RedisError, OSError, BrokerError, RuntimeError) as exc:
             raise Unavailable(f"broker unreachable: {exc.__class__.__name__}")
         return operations_pb2.ProbeQueueResponse(
             queue=answer["queue"], worker_hostname=answer["hostname"], worker_pid=answer["pid"],

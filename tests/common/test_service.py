@@ -85,6 +85,29 @@ def test_probe_without_a_worker_is_unavailable_within_its_timeout(channel, keys)
     assert time.monotonic() - start < 5
 
 
+def test_probe_with_the_broker_down_is_unavailable_within_its_deadline(channel, keys, redis_server):
+    stub = operations_pb2_grpc.OperationsStub(channel)
+    keys["admin"]  # the key is stored before Redis goes away
+    redis_server.proc.kill()
+    redis_server.proc.wait()
+    try:
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ProbeQueue(operations_pb2.ProbeQueueRequest(timeout_ms=500), timeout=4,
+                            metadata=bearer(keys["admin"]))
+        elapsed = time.monotonic() - start
+        with pytest.raises(grpc.RpcError) as lookup:  # any call that reads Redis: retryable, not INTERNAL
+            stub.GetOperation(operations_pb2.GetOperationRequest(project_id="p1", operation_id="op-1"),
+                              timeout=4, metadata=bearer(keys["admin"]))
+    finally:
+        redis_server.start()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    assert "unreachable" in err.value.details()
+    assert elapsed < 4  # answered, not cut off by the client's deadline
+    assert lookup.value.code() == grpc.StatusCode.UNAVAILABLE, lookup.value.details()
+    assert "Redis" in lookup.value.details()
+
+
 @pytest.mark.parametrize("metadata", [None, [("authorization", "Bearer ak_0000.wrong")],
                                       [("authorization", "Basic dXNlcjpwYXNz")], [("authorization", "Bearer")]])
 def test_missing_or_wrong_key_is_unauthenticated(channel, metadata):
