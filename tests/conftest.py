@@ -182,6 +182,19 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
+def start_service(spawn, service: str, settings: Settings, timeout_s: float = 60) -> Process:
+    """The real gRPC server of ``service`` once it reports SERVING; the test fails with its log otherwise."""
+    from services.common.probes import grpc_health  # noqa: PLC0415
+
+    process = spawn([PYTHON, "-m", f"services.{service}.server"], settings)
+    try:
+        wait_until(lambda: grpc_health(settings.service_address(service), 0.5) == "SERVING", timeout_s,
+                   f"{service} SERVING")
+    except TimeoutError:
+        pytest.fail(f"{service} server did not become healthy:\n{process.output()[-3000:]}")
+    return process
+
+
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator:
     """spawn(args, settings) starts a real process; every one is stopped at teardown."""

@@ -7,10 +7,9 @@ import pytest
 
 from annotation.v1 import byproducts_pb2_grpc
 from services.common.keys import KeyStore, Role
-from services.common.probes import grpc_health
 from services.common.settings import Settings
 from services.common.storage import make_engine, make_session_factory, migrate
-from tests.conftest import PYTHON, wait_until
+from tests.conftest import PYTHON, start_service
 
 SERVICE = "byproducts"
 
@@ -47,12 +46,7 @@ def keys(bp_settings, engine):
 @pytest.fixture
 def start_server(spawn, engine):
     def start(settings: Settings):
-        process = spawn([PYTHON, "-m", f"services.{SERVICE}.server"], settings)
-        try:
-            wait_until(lambda: grpc_health(settings.service_address(SERVICE), 0.5) == "SERVING", 30, "SERVING")
-        except TimeoutError:
-            pytest.fail(f"server did not become healthy:\n{process.output()}")
-        return process
+        return start_service(spawn, SERVICE, settings)
     return start
 
 

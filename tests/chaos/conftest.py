@@ -23,7 +23,7 @@ import pytest
 from redis import Redis
 
 from services.common.settings import Settings
-from tests.conftest import PYTHON, REPO, _postgres_bin, free_port, wait_until
+from tests.conftest import PYTHON, REPO, _postgres_bin, free_port, start_service
 
 REPORT_DIR = REPO / "var" / "artifacts" / "chaos"
 
@@ -188,15 +188,7 @@ def restartable_postgres() -> Iterator[Postgres]:
 @pytest.fixture
 def start_server(spawn):
     def start(settings: Settings, service: str):
-        from services.common.probes import grpc_health  # noqa: PLC0415
-
-        process = spawn([PYTHON, "-m", f"services.{service}.server"], settings)
-        try:
-            wait_until(lambda: grpc_health(settings.service_address(service), 0.5) == "SERVING", 60,
-                       f"{service} SERVING")
-        except TimeoutError:
-            pytest.fail(f"{service} server did not become healthy:\n{process.output()[-3000:]}")
-        return process
+        return start_service(spawn, service, settings)
     return start
 
 

@@ -13,7 +13,6 @@ from grpc_status import rpc_status
 
 from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, selection_pb2, selection_pb2_grpc
 from services.common.keys import KeyStore, Role
-from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
 
 pytestmark = pytest.mark.integration
@@ -35,15 +34,9 @@ def keys(settings):
 
 @pytest.fixture
 def server(settings, keys, spawn):
-    from tests.conftest import PYTHON, wait_until  # noqa: PLC0415
+    from tests.conftest import start_service  # noqa: PLC0415
 
-    process = spawn([PYTHON, "-m", f"services.{SERVICE}.server"], settings)
-    address = settings.service_address(SERVICE)
-    try:
-        wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "service SERVING")
-    except TimeoutError:
-        pytest.fail(f"server did not become healthy:\n{process.output()}")
-    return process
+    return start_service(spawn, SERVICE, settings)
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from pycocotools import mask as mask_utils
 
 from annotation.v1 import common_pb2, dialog_pb2, dialog_pb2_grpc
 from services.common.keys import KeyStore, Role
-from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
-from tests.conftest import PYTHON, wait_until
+from tests.conftest import PYTHON, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 P = "p1"
@@ -26,15 +25,10 @@ def service(settings, spawn):
     store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
     keys = {role: store.create(f"{role.name}-{time.time_ns()}", role, [P])[1]
             for role in (Role.ANNOTATOR, Role.REVIEWER)}
-    process = spawn([PYTHON, "-m", "services.dialog.server"], settings)
+    start_service(spawn, "dialog", settings)
     spawn([PYTHON, "-m", "celery", "-A", "services.dialog.worker:app", "worker", "-Q", "dialog",
            "-n", "dialog-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
-    address = settings.service_address("dialog")
-    try:
-        wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "service SERVING")
-    except TimeoutError:
-        pytest.fail(f"server did not become healthy:\n{process.output()}")
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(settings.service_address("dialog")) as channel:
         yield {"stub": dialog_pb2_grpc.DialogStub(channel),
                "annotator": [("authorization", f"Bearer {keys[Role.ANNOTATOR]}")],
                "reviewer": [("authorization", f"Bearer {keys[Role.REVIEWER]}")]}

@@ -22,7 +22,7 @@ from services.segmentation.export import MODEL_DIR
 from services.segmentation.masks import decode_rle, iou
 from services.segmentation.predictor import EncodingConfig, Predictor
 from services.simulation.clicker import Click
-from tests.conftest import PYTHON, SHARED_DATA, wait_until
+from tests.conftest import PYTHON, SHARED_DATA, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -55,13 +55,8 @@ def token(seg_settings):
 
 @pytest.fixture
 def stub(seg_settings, token, spawn):
-    process = spawn([PYTHON, "-m", "services.segmentation.server"], seg_settings)
-    address = seg_settings.service_address("segmentation")
-    try:
-        wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "segmentation SERVING")
-    except TimeoutError:
-        pytest.fail(f"server did not become healthy:\n{process.output()}")
-    with grpc.insecure_channel(address) as channel:
+    start_service(spawn, "segmentation", seg_settings)
+    with grpc.insecure_channel(seg_settings.service_address("segmentation")) as channel:
         yield segmentation_pb2_grpc.SegmentationStub(channel)
 
 

@@ -12,9 +12,8 @@ from PIL import Image
 
 from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, selection_pb2, selection_pb2_grpc
 from services.common.keys import KeyStore, Role
-from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
-from tests.conftest import PYTHON, wait_until
+from tests.conftest import PYTHON, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 P = "p1"
@@ -38,15 +37,10 @@ def service(request, settings, spawn, tmp_path):
     store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
     admin = store.create(f"admin-{time.time_ns()}", Role.ADMIN, [P])[1]
     annotator = store.create(f"ann-{time.time_ns()}", Role.ANNOTATOR, [P])[1]
-    process = spawn([PYTHON, "-m", "services.selection.server"], settings)
+    start_service(spawn, "selection", settings)
     spawn([PYTHON, "-m", "celery", "-A", "services.selection.worker:app", "worker", "-Q", "selection",
            "-n", "selection-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
-    address = settings.service_address("selection")
-    try:
-        wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "service SERVING")
-    except TimeoutError:
-        pytest.fail(f"server did not become healthy:\n{process.output()}")
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(settings.service_address("selection")) as channel:
         yield {"stub": selection_pb2_grpc.SelectionStub(channel), "ops": operations_pb2_grpc.OperationsStub(channel),
                "admin": [("authorization", f"Bearer {admin}")],
                "annotator": [("authorization", f"Bearer {annotator}")],

@@ -12,12 +12,11 @@ from grpc_status import rpc_status
 
 from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.common.keys import KeyStore, Role
-from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.segmentation.masks import decode_rle, encode_rle
 from services.segmentation.video_queue import VIDEO_QUEUE, VIDEO_ROOT
 from services.simulation.clicker import iou
-from tests.conftest import PYTHON, wait_until
+from tests.conftest import PYTHON, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 FRAMES = 5
@@ -32,15 +31,10 @@ def video(settings, video_data, spawn):
     migrate(settings.resolved_database_url)
     token = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0).create(
         "annotator", Role.ANNOTATOR, ["p1"])[1]
-    server = spawn([PYTHON, "-m", "services.segmentation.server"], settings)
+    start_service(spawn, "segmentation", settings)
     spawn([PYTHON, "-m", "celery", "-A", "services.segmentation.worker:app", "worker", "-Q", VIDEO_QUEUE,
            "-n", "video-rpc@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
-    address = settings.service_address("segmentation")
-    try:
-        wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "segmentation SERVING")
-    except TimeoutError:
-        pytest.fail(f"server did not become healthy:\n{server.output()}")
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(settings.service_address("segmentation")) as channel:
         yield segmentation_pb2_grpc.SegmentationStub(channel), [("authorization", f"Bearer {token}")]
 
 
