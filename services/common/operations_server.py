@@ -6,7 +6,6 @@ import time
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
-from kombu.exceptions import OperationalError as BrokerError
 from google.protobuf import struct_pb2
 from redis import Redis
 from redis.exceptions import RedisError
@@ -20,23 +19,28 @@ from services.common.request_context import time_remaining
 PROBE_DEFAULT_MS = 5000
 
 
+def operation_proto(record: OperationRecord, celery: Celery) -> common_pb2.Operation:
+    """The Operation message of ``record``, its state read from the task's result backend."""
+    task = celery.AsyncResult(record.id)
+    status = status_from_task(task.state, task.info)
+    done = task.date_done.timestamp() if task.date_done else time.time()
+    result = struct_pb2.Struct()
+    result.update(status.result)
+    return common_pb2.Operation(
+        id=record.id, kind=record.kind, project_id=record.project_id,
+        state=common_pb2.Operation.State.Value(status.state), progress=status.progress,
+        message=status.message, create_time=to_timestamp(record.create_time),
+        update_time=to_timestamp(done), result=result if status.result else None,
+        error=common_pb2.ErrorDetail(reason="TASK_FAILED", message=status.error) if status.error else None,
+    )
+
+
 class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     def __init__(self, service: str, store: OperationStore, celery: Celery, redis: Redis) -> None:
         self._service, self._store, self._celery, self._redis = service, store, celery, redis
 
     def _to_proto(self, record: OperationRecord) -> common_pb2.Operation:
-        task = self._celery.AsyncResult(record.id)
-        status = status_from_task(task.state, task.info)
-        done = task.date_done.timestamp() if task.date_done else time.time()
-        result = struct_pb2.Struct()
-        result.update(status.result)
-        return common_pb2.Operation(
-            id=record.id, kind=record.kind, project_id=record.project_id,
-            state=common_pb2.Operation.State.Value(status.state), progress=status.progress,
-            message=status.message, create_time=to_timestamp(record.create_time),
-            update_time=to_timestamp(done), result=result if status.result else None,
-            error=common_pb2.ErrorDetail(reason="TASK_FAILED", message=status.error) if status.error else None,
-        )
+        return operation_proto(record, self._celery)
 
     def GetOperation(self, request, context):
         record = self._store.get(request.operation_id, request.project_id)
@@ -67,8 +71,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
             depth = self._redis.llen(self._service)
         except CeleryTimeout:
             raise Unavailable(f"no worker consumed queue {self._service!r} within {wait_s * 1000:.0f} ms")
-        # RuntimeError: what Celery's result backend raises once its reconnect policy is spent
-        except (RedisError, OSError, BrokerError, RuntimeError) as exc:
+        # RuntimeError: what Celery's result backend raises once its reconnect policy is spent (a
+        # broker that refuses the publish is mapped by the error interceptor)
+        except (RedisError, OSError, RuntimeError) as exc:
             raise Unavailable(f"broker unreachable: {exc.__class__.__name__}")
         return operations_pb2.ProbeQueueResponse(
             queue=answer["queue"], worker_hostname=answer["hostname"], worker_pid=answer["pid"],

@@ -15,7 +15,7 @@ from pathlib import Path
 from annotation.v1 import common_pb2, segmentation_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.operations import status_from_task
-from services.common.operations_server import OperationsServicer
+from services.common.operations_server import operation_proto
 from services.segmentation.video_queue import PROPAGATE_VIDEO, VIDEO_QUEUE, VIDEO_ROOT
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -97,10 +97,7 @@ class VideoPropagationRpcs:
         self.kit.redis.set(self._meta_key(task.id), json.dumps({
             "video_id": request.video_id, "frames_total": frames,
             "clicks_used": sum(s.clicks for s in request.samples)}), ex=self.settings.operation_ttl_s)
-        return segmentation_pb2.StartPropagationResponse(operation=self._operations()._to_proto(record))
-
-    def _operations(self) -> OperationsServicer:
-        return OperationsServicer("segmentation", self.kit.operations, self.kit.celery, self.kit.redis)
+        return segmentation_pb2.StartPropagationResponse(operation=operation_proto(record, self.kit.celery))
 
     def _state(self, project_id: str, op_id: str):
         record = self.kit.operations.get(op_id, project_id)
@@ -124,7 +121,7 @@ class VideoPropagationRpcs:
                 region.box.CopyFrom(common_pb2.Box(x=x, y=y, width=w, height=h))
             suggested.append(region)
         return segmentation_pb2.GetPropagationResponse(
-            operation=self._operations()._to_proto(record), video_id=meta.get("video_id", ""),
+            operation=operation_proto(record, self.kit.celery), video_id=meta.get("video_id", ""),
             frames_total=meta.get("frames_total", 0), frames_done=len(result.get("frames", [])),
             estimated_miou=-1.0, clicks_used=meta.get("clicks_used", 0), suggested_samples=suggested)
 
