@@ -25,7 +25,7 @@ from services.byproducts import export, luab, queries
 from services.byproducts.config import ByproductsSettings
 from services.byproducts.ingest import QUEUE, Admission, Ingestor
 from services.byproducts.validation import check_event, normalise
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.common.grpc_server import Kit, serve
 from services.common.storage import make_engine
 
@@ -89,7 +89,7 @@ class ByproductsServicer(byproducts_pb2_grpc.ByproductsServicer):
             try:
                 sent = self.ingest.redeliver_due()
                 OUTBOX.set(self.ingest.outbox.size())
-            except Unavailable as exc:  # Redis down: the next round tries again
+            except (Unavailable, ResourceExhausted) as exc:  # Redis down or full: the next round tries again
                 log.warning("outbox redelivery skipped: %s", exc)
                 continue
             if sent:
