@@ -49,14 +49,62 @@ def grabcut_segmenter(image: np.ndarray, iterations: int = 5) -> Segmenter:
     return lambda clicks, prev: grabcut(image, clicks, iterations)
 
 
-def refine(image: np.ndarray, prob: np.ndarray, clicks: Sequence[Click], iterations: int = 3) -> np.ndarray:
+# The refinement cuts a window around the object and works on it at most this size: measured on
+# GrabCut's 50 images with the shipped network, NoC@90 4.32 -> 3.90 and 600 -> 210 ms p50 per click
+# (a local colour model, and a coarser graph that follows the network's smooth boundary).
+REFINE_MAX_SIDE = 320
+REFINE_MARGIN = 0.25
+
+
+def _object_window(prob: np.ndarray, clicks: Sequence[Click], margin: float) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) around the network's object and the positive clicks, widened by ``margin`` of
+    its side plus the probable-object disk; None when there is neither."""
+    ys, xs = np.nonzero(prob > 0.5)
+    ys = np.concatenate([ys, [c.y for c in clicks if c.positive]]).astype(int)
+    xs = np.concatenate([xs, [c.x for c in clicks if c.positive]]).astype(int)
+    if len(ys) == 0:
+        return None
+    height, width = prob.shape
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    pad = int(margin * max(y1 - y0, x1 - x0)) + 2 * PROBABLE_RADIUS
+    return max(0, y0 - pad), min(height, y1 + pad), max(0, x0 - pad), min(width, x1 + pad)
+
+
+def refine(
+    image: np.ndarray,
+    prob: np.ndarray,
+    clicks: Sequence[Click],
+    iterations: int = 3,
+    max_side: int = REFINE_MAX_SIDE,
+    margin: float = REFINE_MARGIN,
+) -> np.ndarray:
     """GrabCut initialised by the network: its decision as probable object/background, the seeds of
     the baseline as hard constraints (click disks sure, a probable-object disk around positive
-    clicks, the image border background).
+    clicks, the border of the window background), in a window around the object downscaled to
+    ``max_side``; outside the window is background, the click disks keep their label at full size.
 
     The network never fixes a pixel for sure: hard constraints from its confident regions carried
     its mistakes into the cut (measured on the first 25 GrabCut images with the same checkpoint:
     NoC@90 6.16 that way, 4.64 this way, 6.20 for the GrabCut baseline).
     """
-    labels = np.where(prob > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    return _run(image, _baseline_seeds(labels, clicks), iterations)
+    window = _object_window(prob, clicks, margin)
+    out = np.zeros(prob.shape, np.float32)
+    if window is None:
+        return out
+    y0, y1, x0, x1 = window
+    height, width = y1 - y0, x1 - x0
+    inside = [Click(c.x - x0, c.y - y0, c.positive) for c in clicks if x0 <= c.x < x1 and y0 <= c.y < y1]
+    scale = min(1.0, max_side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small_image = cv2.resize(image[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
+    small_prob = cv2.resize(prob[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
+    small_clicks = [Click(min(size[0] - 1, int(c.x * scale)), min(size[1] - 1, int(c.y * scale)), c.positive)
+                    for c in inside]
+    labels = np.where(small_prob > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    cut = _run(small_image, _baseline_seeds(labels, small_clicks), iterations)
+    # a mask again, so that the stored uint8 map and every threshold read it the same
+    window_out = (cv2.resize(cut, (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5).astype(np.float32)
+    pos, neg = disk_maps(inside, height, width, RADIUS)
+    window_out[pos > 0], window_out[neg > 0] = 1.0, 0.0
+    out[y0:y1, x0:x1] = window_out
+    return out

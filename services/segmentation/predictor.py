@@ -73,6 +73,18 @@ class Predictor:
 
         ``timings``, when given, receives ``model_ms``: the time of the network call alone.
         """
+        return self.predict_with_network(image, clicks, prev_prob, timings)[0]
+
+    def predict_with_network(
+        self,
+        image: np.ndarray,
+        clicks: Sequence[Click],
+        prev_prob: np.ndarray | None,
+        timings: dict | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``predict``'s map and the network's own probability before the refinement (the same map
+        when refinement is off): the refined map is near binary, so confidence is read off the
+        network's."""
         c = self.config
         x, crop = encoding.prepare(image, clicks, prev_prob, c.size, c.radius, c.with_prior)
         start = time.perf_counter()
@@ -80,7 +92,7 @@ class Predictor:
         if timings is not None:
             timings["model_ms"] = (time.perf_counter() - start) * 1000
         prob = encoding.restore(prob, crop, image.shape[:2], prev_prob)
-        return classic.refine(image, prob, clicks) if self.refine else prob
+        return (classic.refine(image, prob, clicks) if self.refine else prob), prob
 
     def segmenter(self, image: np.ndarray) -> Segmenter:
         return lambda clicks, prev: self.predict(image, clicks, prev)

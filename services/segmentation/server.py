@@ -102,7 +102,7 @@ class SegmentationServicer(VideoPropagationRpcs, segmentation_pb2_grpc.Segmentat
         if not 0 < threshold < 1:
             raise InvalidArgument("threshold", f"{threshold} is not in (0, 1)")
         timings: dict = {}
-        prob = self._predictor().predict(image, clicks, previous, timings)
+        prob, network_prob = self._predictor().predict_with_network(image, clicks, previous, timings)
         mask = prob > threshold
         version = f"{self.network.model}:{self.network.version or 'latest'}"
         image_ref = common_pb2.ImageRef()
@@ -110,7 +110,7 @@ class SegmentationServicer(VideoPropagationRpcs, segmentation_pb2_grpc.Segmentat
         image_ref.width, image_ref.height = width, height
         return segmentation_pb2.PredictResponse(
             mask=_mask_pb(mask), stats=segmentation_pb2.ProbabilityStats(
-                **probability_stats(prob, threshold, clicks[-1])),
+                **probability_stats(prob, threshold, clicks[-1], network_prob)),
             model_latency_ms=timings.get("model_ms", 0.0),
             service_latency_ms=(time.perf_counter() - started) * 1000, model_version=version,
             image=image_ref,

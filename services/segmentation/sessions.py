@@ -191,12 +191,12 @@ class SessionStore:
             previous = session.current_prob()
             timings: dict = {}
             predictor: Predictor = self.predictor_factory()
-            prob = predictor.predict(session.image, clicks, previous, timings)
+            prob, network_prob = predictor.predict_with_network(session.image, clicks, previous, timings)
             before = session.current_mask()
             mask = prob > session.meta["threshold"]
             click = {"x": float(x), "y": float(y), "positive": bool(positive), "t_ms": int(t_ms),
                      "index": len(session.steps)}
-            step = {"click": click, "stats": probability_stats(prob, session.meta["threshold"], clicks[-1]),
+            step = {"click": click, "stats": probability_stats(prob, session.meta["threshold"], clicks[-1], network_prob),
                     "iou": iou(mask, before), "model_ms": timings.get("model_ms", 0.0)}
             base, probs_key, redo_key = self._keys(session_id)
             session.meta["steps"].append(step)

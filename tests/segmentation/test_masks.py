@@ -53,3 +53,15 @@ def test_probability_stats():
     assert stats["mean_foreground_probability"] == pytest.approx(0.9)
     assert stats["uncertain_fraction"] == pytest.approx(0.01)
     assert 0.5 <= stats["mean_confidence"] <= 1 and stats["click_confidence"] > 0.8
+
+
+def test_probability_stats_read_confidence_from_the_network_before_refinement():
+    refined = np.zeros((10, 10), np.float32)
+    refined[2:6, 2:6] = 1.0  # a refinement's near-binary map
+    network = np.where(refined > 0, 0.6, 0.3).astype(np.float32)
+    stats = probability_stats(refined, 0.5, Click(3, 3, True), network)
+    assert stats["area_px"] == 16  # the area is the refined mask's
+    assert stats["mean_foreground_probability"] == pytest.approx(0.6)
+    assert stats["uncertain_fraction"] == pytest.approx(1.0)
+    assert 0.6 <= stats["click_confidence"] < 0.7  # the disk straddles the boundary (0.6 and 0.7)
+    assert probability_stats(refined, 0.5, Click(3, 3, True))["click_confidence"] == pytest.approx(1.0)
