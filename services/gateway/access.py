@@ -73,6 +73,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/images/{{image_id}}/content"): Rule(A, "path"),
     ("GET", f"{P}/tasks"): Rule(A, "path"),
     ("GET", f"{P}/tasks/{{task_id}}"): Rule(A, "path"),
+    # videos: uploads as image uploads (admin), reading and propagation as annotation, export as review
+    ("POST", f"{P}/videos"): Rule(D, "path"),
+    ("GET", f"{P}/videos"): Rule(A, "path"),
+    ("GET", f"{P}/videos/{{video_id}}"): Rule(A, "path"),
+    ("GET", f"{P}/videos/{{video_id}}/frames/{{index}}"): Rule(A, "path"),
+    ("POST", f"{P}/videos/{{video_id}}/propagation"): Rule(A, "path"),
+    ("GET", f"{P}/videos/{{video_id}}/propagation/{{operation_id}}"): Rule(A, "path"),
+    ("GET", f"{P}/videos/{{video_id}}/exports/coco"): Rule(R, "path"),
     # the annotation loop
     ("POST", f"{P}/questions/next"): Rule(A, "path"),
     ("POST", f"{P}/sessions"): Rule(A, "path"),

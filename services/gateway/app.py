@@ -20,12 +20,13 @@ from services.common.metrics import HttpMetrics
 from services.common.probes import platform_health
 from services.common.settings import Settings, get_settings
 from services.common.storage import make_engine, make_session_factory
-from services.gateway import byproducts_routes, routes_projects, routes_review, routes_sessions
+from services.gateway import byproducts_routes, routes_projects, routes_review, routes_sessions, routes_videos
 from services.gateway.auth import CurrentPrincipal, require
 from services.gateway.catalog import Catalog
 from services.gateway.config import GatewaySettings
 from services.gateway.limits import BodySizeLimit, NoNulCharacters, RateLimited, RateLimiter
 from services.gateway.upstream import Upstream
+from services.gateway.videos import VideoStore
 from services.gateway.work import WorkStore
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -105,15 +106,18 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     app.state.limiter = RateLimiter(gateway.rate_per_s, gateway.rate_burst)
     app.state.catalog = Catalog(sessions, settings.var_dir / "images", gateway.max_upload_bytes,
                                 gateway.max_image_pixels)
+    app.state.videos = VideoStore(settings.var_dir, gateway.max_video_upload_bytes, gateway.max_upload_bytes,
+                                  gateway.max_image_pixels, gateway.max_video_frames)
     app.state.work = WorkStore(sessions)
     app.state.upstream = Upstream(settings, gateway.grpc_timeout_s)
     app.add_middleware(NoNulCharacters)  # inside the size limit: it buffers JSON bodies
     app.add_middleware(BodySizeLimit, max_bytes=gateway.max_request_bytes,
-                       max_upload_bytes=gateway.max_upload_bytes, upload_suffix="/images")
+                       upload_limits={"/images": gateway.max_upload_bytes, "/videos": gateway.max_video_upload_bytes})
     app.add_middleware(HttpMetrics)  # added last: outermost, so it also counts the size limit's 413s
     app.include_router(routes_projects.router)
     app.include_router(routes_sessions.router)
     app.include_router(routes_review.router)
+    app.include_router(routes_videos.router)
     app.include_router(byproducts_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -167,7 +171,8 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
         """What the web annotator needs to know about this gateway: where byproducts go (the
         byproducts ingest route, when the gateway has one; null otherwise) and the upload limits."""
         return {"byproducts_ingest": _byproducts_ingest_path(app), "max_upload_bytes": gateway.max_upload_bytes,
-                "max_image_pixels": gateway.max_image_pixels}
+                "max_image_pixels": gateway.max_image_pixels, "max_video_upload_bytes": gateway.max_video_upload_bytes,
+                "max_video_frames": gateway.max_video_frames}
 
     @app.get("/v1/whoami", tags=["auth"])
     def whoami(principal: CurrentPrincipal) -> KeyOut:

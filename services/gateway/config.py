@@ -23,6 +23,12 @@ class GatewaySettings(BaseSettings):
     max_image_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest image accepted at upload (width x height), checked "
         "from the header before decoding.")
+    max_video_upload_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="Largest video upload request (a video file or a zip of "
+        "frames), in bytes (413 above); also the bound on a zip's total uncompressed size.")
+    max_video_frames: int = Field(
+        2000, ge=1, le=99_999, description="Most frames one uploaded video may have (422 above); each frame "
+        "is also held to ANNOT_GATEWAY_MAX_IMAGE_PIXELS, and a zipped frame to ANNOT_GATEWAY_MAX_UPLOAD_BYTES.")
     grpc_timeout_s: float = Field(30.0, gt=0, description="Deadline of a call to a service.")
     fallback_timeout_s: float = Field(
         2.0, gt=0, description="Deadline of calls whose failure has a fallback (the dialog policy).")

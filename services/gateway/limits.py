@@ -43,17 +43,17 @@ class RateLimited(ResourceExhausted):
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a body over the limit (uploads under ``upload_prefix`` get more)."""
+    """ASGI middleware: 413 for a body over the limit (upload paths, by suffix, get their own)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int, upload_suffix: str) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_limits: dict[str, int]) -> None:
         self.app = app
-        self.max_bytes, self.max_upload_bytes, self.upload_suffix = max_bytes, max_upload_bytes, upload_suffix
+        self.max_bytes, self.upload_limits = max_bytes, upload_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_upload_bytes if scope["path"].endswith(self.upload_suffix) else self.max_bytes
+        limit = next((n for suffix, n in self.upload_limits.items() if scope["path"].endswith(suffix)), self.max_bytes)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):

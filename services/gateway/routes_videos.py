@@ -1,0 +1,185 @@
+"""REST routes: videos as data (upload, listing, frames), propagation (on the segmentation service,
+through gRPC) and the COCO export of a video's per-frame masks. Thin: wire format <-> VideoStore and
+the Segmentation RPCs StartPropagation / GetPropagation / StreamPropagationMasks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from annotation.v1 import common_pb2, segmentation_pb2
+from services.common.errors import InvalidArgument, NotFound
+from services.gateway.auth import Admin, Annotator, Reviewer
+from services.gateway.coco import coco_video_export
+
+router = APIRouter(prefix="/v1/projects/{project_id}/videos")
+UINT32 = 2**32 - 1
+METHODS = {"finetune": segmentation_pb2.PROPAGATION_METHOD_TEST_TIME_FINE_TUNING,
+           "flowwarp": segmentation_pb2.PROPAGATION_METHOD_FLOW_WARP,
+           "interpolate": segmentation_pb2.PROPAGATION_METHOD_INTERPOLATE}
+FLOWS = {"dis": segmentation_pb2.OPTICAL_FLOW_DIS, "farneback": segmentation_pb2.OPTICAL_FLOW_FARNEBACK}
+
+
+class MaskIn(BaseModel):
+    size: list[Annotated[int, Field(ge=1, le=65_535)]] = Field(min_length=2, max_length=2, description="[H, W]")
+    counts: str = Field(min_length=1, description="COCO compressed RLE counts, as the image export writes them.")
+
+
+class BoxIn(BaseModel):
+    x: float = Field(ge=0, le=65_535, allow_inf_nan=False)
+    y: float = Field(ge=0, le=65_535, allow_inf_nan=False)
+    width: float = Field(gt=0, le=65_535, allow_inf_nan=False)
+    height: float = Field(gt=0, le=65_535, allow_inf_nan=False)
+
+
+class SampleIn(BaseModel):
+    frame_index: int = Field(ge=0, le=UINT32)
+    mask: MaskIn = Field(description="The label mask at the frame's size.")
+    box: BoxIn | None = Field(None, description="Only this box of the frame is labelled; none: the whole frame.")
+    clicks: int = Field(0, ge=0, le=UINT32, description="Human cost of the sample, for budget accounting.")
+
+
+class PropagationIn(BaseModel):
+    samples: list[SampleIn] = Field(min_length=1, max_length=10_000,
+                                    description="Every human sample so far (earlier rounds' too).")
+    label: str = Field("", max_length=200, description="A label of the project (default: its first).")
+    method: Literal["finetune", "flowwarp", "interpolate"] = "finetune"
+    flow: Literal["dis", "farneback"] = "dis"
+    fine_tune_steps: int = Field(0, ge=0, le=100_000, description="0: the service's default.")
+    temporal_weight: float = Field(0.0, ge=0, le=1000, allow_inf_nan=False, description="0: the service's default.")
+    suggest_count: int = Field(0, ge=0, le=1000, description="Samples to suggest for the next human round.")
+    click_budget: int = Field(0, ge=0, le=UINT32)
+    quality_target: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
+def video_out(meta: dict) -> dict:
+    base = f"/v1/projects/{meta['project_id']}/videos/{meta['video_id']}"
+    return {"video_id": meta["video_id"], "name": meta["name"], "source": meta["source"], "frames": meta["frames"],
+            "width": meta["width"], "height": meta["height"], "size_bytes": meta["size_bytes"],
+            "created_at": meta["created_at"], "frame_url": base + "/frames/{index}",
+            "propagations": [p["operation_id"] for p in meta.get("propagations", [])]}
+
+
+def _store(request: Request, project_id: str):
+    request.app.state.catalog.project(project_id)  # 404 for an unknown project, as the image routes
+    return request.app.state.videos
+
+
+@router.post("", tags=["videos"], status_code=201)
+def upload_video(request: Request, project_id: str, who: Admin,
+                 file: Annotated[UploadFile, File(description="A video file (mp4, avi, webm, ... decoded with "
+                                                               "OpenCV) or a zip of JPEG/PNG frames.")],
+                 name: Annotated[str, Form(max_length=255, description="Display name (default: the file's).")] = ""
+                 ) -> dict:
+    """Multipart upload of one video. Zip entries are ordered by natural sort of their names; every frame
+    must have one size, within the pixel limit; at most ANNOT_GATEWAY_MAX_VIDEO_FRAMES frames."""
+    return video_out(_store(request, project_id).add(project_id, file.file, file.filename or "", name))
+
+
+@router.get("", tags=["videos"])
+def list_videos(request: Request, project_id: str, who: Annotator) -> dict:
+    videos = _store(request, project_id).videos(project_id)
+    return {"videos": [video_out(v) for v in videos], "total": len(videos)}
+
+
+@router.get("/{video_id}", tags=["videos"])
+def get_video(request: Request, project_id: str, video_id: str, who: Annotator) -> dict:
+    return video_out(_store(request, project_id).video(project_id, video_id))
+
+
+@router.get("/{video_id}/frames/{index}", tags=["videos"], response_class=FileResponse)
+def video_frame(request: Request, project_id: str, video_id: str, who: Annotator,
+                index: Annotated[int, Path(ge=0, le=UINT32)]) -> FileResponse:
+    path, media_type = _store(request, project_id).frame(project_id, video_id, index)
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.post("/{video_id}/propagation", tags=["videos"], status_code=202)
+def start_propagation(request: Request, project_id: str, video_id: str, body: PropagationIn, who: Annotator) -> dict:
+    """Starts propagating the human samples to every frame (segmentation service, video worker).
+    Returns the operation; follow it with GET .../propagation/{operation_id}."""
+    store = _store(request, project_id)
+    store.video(project_id, video_id)
+    labels = request.app.state.catalog.project(project_id).labels or ["object"]
+    if body.label and body.label not in labels:
+        raise InvalidArgument("label", f"{body.label!r} is not a label of the project ({', '.join(labels)})")
+    samples = []
+    for s in body.samples:
+        region = common_pb2.Region(frame=common_pb2.Region.Frame(video_id=video_id, frame_index=s.frame_index))
+        if s.box is not None:
+            region = common_pb2.Region(box=common_pb2.Box(x=s.box.x, y=s.box.y, width=s.box.width,
+                                                          height=s.box.height))
+        samples.append(segmentation_pb2.AnnotatedSample(
+            frame_index=s.frame_index, region=region, clicks=s.clicks,
+            mask=common_pb2.Mask(size=s.mask.size, counts=s.mask.counts)))
+    reply = request.app.state.upstream.call("segmentation", "StartPropagation", segmentation_pb2.StartPropagationRequest(
+        project_id=project_id, video_id=video_id, samples=samples, method=METHODS[body.method],
+        flow=FLOWS[body.flow], fine_tune_steps=body.fine_tune_steps, temporal_weight=body.temporal_weight,
+        suggest_count=body.suggest_count, click_budget=body.click_budget, quality_target=body.quality_target,
+        seed=body.seed), who.key)
+    store.record_propagation(project_id, video_id, reply.operation.id, body.label)
+    return _operation_out(reply.operation)
+
+
+def _operation_out(operation: common_pb2.Operation) -> dict:
+    return {"operation_id": operation.id, "kind": operation.kind,
+            "state": common_pb2.Operation.State.Name(operation.state).lower(), "progress": operation.progress,
+            "message": operation.message, "error": operation.error.message}
+
+
+def _propagation(request: Request, project_id: str, video_id: str, operation_id: str, key: str):
+    reply = request.app.state.upstream.call("segmentation", "GetPropagation", segmentation_pb2.GetPropagationRequest(
+        project_id=project_id, operation_id=operation_id), key)
+    if reply.video_id != video_id:
+        raise NotFound(f"no propagation {operation_id!r} of video {video_id!r}", field="operation_id")
+    return reply
+
+
+def _frame_of(region: common_pb2.Region) -> int:
+    if region.WhichOneof("kind") == "frame":
+        return region.frame.frame_index
+    tail = region.image_id.rpartition("/")[2]  # "<video>/<frame index>" (video_server.GetPropagation)
+    return int(tail) if tail.isdigit() else -1
+
+
+@router.get("/{video_id}/propagation/{operation_id}", tags=["videos"])
+def get_propagation(request: Request, project_id: str, video_id: str, operation_id: str, who: Annotator) -> dict:
+    """Progress of a propagation: state, frames done, and the samples suggested for the next round
+    (a whole frame, or the box to label)."""
+    _store(request, project_id).video(project_id, video_id)
+    reply = _propagation(request, project_id, video_id, operation_id, who.key)
+    suggested = [{"frame_index": _frame_of(r),
+                  "box": [r.box.x, r.box.y, r.box.width, r.box.height] if r.WhichOneof("kind") == "box" else None}
+                 for r in reply.suggested_samples]
+    return {**_operation_out(reply.operation), "video_id": reply.video_id, "frames_total": reply.frames_total,
+            "frames_done": reply.frames_done, "clicks_used": reply.clicks_used,
+            "estimated_miou": reply.estimated_miou, "suggested_samples": suggested}
+
+
+@router.get("/{video_id}/exports/coco", tags=["exports"])
+def export_video_coco(request: Request, project_id: str, video_id: str, who: Reviewer,
+                      operation_id: Annotated[str, Query(max_length=200, description=(
+                          "The propagation whose masks to export; default: the latest one started here."))] = ""
+                      ) -> dict:
+    """COCO JSON of the video: one image per frame (``video_id``, ``frame_id``), the per-frame masks of
+    a SUCCEEDED propagation as RLE annotations (none before any propagation; 409 while one runs)."""
+    store = _store(request, project_id)
+    meta = store.video(project_id, video_id)
+    started = {p["operation_id"]: p for p in meta.get("propagations", [])}
+    operation_id = operation_id or (meta["propagations"][-1]["operation_id"] if meta.get("propagations") else "")
+    masks = []
+    if operation_id:
+        _propagation(request, project_id, video_id, operation_id, who.key)
+        for frame in request.app.state.upstream.stream(
+                "segmentation", "StreamPropagationMasks", segmentation_pb2.StreamPropagationMasksRequest(
+                    project_id=project_id, operation_id=operation_id), who.key):
+            masks.append({"frame_index": frame.frame_index, "size": list(frame.mask.size), "counts": frame.mask.counts,
+                          "attributes": {"operation_id": operation_id, "human_annotated": frame.human_annotated,
+                                         "confidence": round(frame.confidence, 4)}})
+    label = started.get(operation_id, {}).get("label", "")
+    return coco_video_export(request.app.state.catalog.project(project_id), meta,
+                             store.frame_names(project_id, video_id), masks, label)

@@ -1,0 +1,223 @@
+"""Videos of a project: upload (a video file decoded with OpenCV, or a zip of frames), listing, frames.
+
+Stored in the layout the segmentation service reads (``video_queue.VIDEO_ROOT``, ``video_data``):
+``VAR_DIR/videos/<project_id>/<video_id>/frames/<index>.jpg|png``, frame order = file-name order
+(zero-padded indices), plus ``video.json`` (display name, size, creation time, propagations started
+through the gateway) beside ``frames/``. An upload is written under ``VAR_DIR/videos/.partial/`` and
+renamed into place once complete, so a refused or failed upload leaves nothing behind. The client's
+file and entry names are for display and ordering only; they never become paths.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import cv2
+from PIL import Image as PILImage
+
+from services.common.errors import InvalidArgument, NotFound
+from services.segmentation.images import decode_image
+from services.segmentation.video_data import FRAME_SUFFIXES
+from services.segmentation.video_queue import VIDEO_ROOT
+from services.segmentation.video_server import ID
+
+META = "video.json"
+PARTIAL = ".partial"  # not a valid project id: never listed, never served
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+JPEG_QUALITY = 95
+MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
+
+
+def natural_key(name: str) -> list:
+    """'f2.jpg' before 'f10.jpg'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _frame_name(index: int, suffix: str) -> str:
+    return f"{index:05d}{suffix}"  # at most 99999 frames (the setting's bound): name order = frame order
+
+
+class VideoStore:
+    def __init__(self, var_dir: Path, max_upload_bytes: int, max_frame_bytes: int, max_pixels: int,
+                 max_frames: int) -> None:
+        self.root = Path(var_dir) / VIDEO_ROOT
+        self.max_upload_bytes, self.max_frame_bytes = max_upload_bytes, max_frame_bytes
+        self.max_pixels, self.max_frames = max_pixels, max_frames
+
+    # --- reading ---------------------------------------------------------------------------------
+    def folder(self, project_id: str, video_id: str) -> Path:
+        folder = self.root / project_id / video_id
+        if not ID.match(video_id) or not (folder / META).is_file():
+            raise NotFound(f"no video {video_id!r} in project {project_id!r}", field="video_id")
+        return folder
+
+    def video(self, project_id: str, video_id: str) -> dict:
+        return json.loads((self.folder(project_id, video_id) / META).read_text())
+
+    def videos(self, project_id: str) -> list[dict]:
+        project = self.root / project_id
+        if not project.is_dir():
+            return []
+        found = [json.loads((p / META).read_text()) for p in project.iterdir() if (p / META).is_file()]
+        return sorted(found, key=lambda v: (v["created_at"], v["video_id"]))
+
+    def frame_names(self, project_id: str, video_id: str) -> list[str]:
+        frames = self.folder(project_id, video_id) / "frames"
+        return sorted(p.name for p in frames.iterdir() if p.suffix in FRAME_SUFFIXES)
+
+    def frame(self, project_id: str, video_id: str, index: int) -> tuple[Path, str]:
+        names = self.frame_names(project_id, video_id)
+        if not 0 <= index < len(names):
+            raise NotFound(f"no frame {index} in video {video_id!r} (0..{len(names) - 1})", field="index")
+        path = self.root / project_id / video_id / "frames" / names[index]
+        return path, MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+
+    def record_propagation(self, project_id: str, video_id: str, operation_id: str, label: str) -> None:
+        folder = self.folder(project_id, video_id)
+        meta = json.loads((folder / META).read_text())
+        meta.setdefault("propagations", []).append(
+            {"operation_id": operation_id, "label": label, "started_at": datetime.now(UTC).isoformat()})
+        _write_json(folder / META, meta)
+
+    # --- upload ----------------------------------------------------------------------------------
+    def add(self, project_id: str, upload: BinaryIO, filename: str, name: str = "") -> dict:
+        """Stores a video file or a zip of frames (told apart by content, not name). Raises
+        InvalidArgument naming ``file`` for anything refused; nothing is kept then."""
+        (self.root / PARTIAL).mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=self.root / PARTIAL))
+        try:
+            frames = work / "frames"
+            frames.mkdir()
+            upload.seek(0)
+            is_zip = zipfile.is_zipfile(upload)
+            upload.seek(0)  # is_zipfile leaves the file where it stopped reading
+            if is_zip:
+                source, (height, width) = "frames", self._from_zip(upload, frames)
+            else:
+                source, (height, width) = "video", self._from_video(upload, work / "upload", frames)
+            count = sum(1 for _ in frames.iterdir())
+            video_id = f"vid_{uuid.uuid4().hex[:16]}"
+            display = CONTROL.sub("", name or Path(filename or "").name)[:255] or video_id
+            meta = {"video_id": video_id, "project_id": project_id, "name": display, "source": source,
+                    "frames": count, "width": width, "height": height,
+                    "size_bytes": sum(p.stat().st_size for p in frames.iterdir()),
+                    "created_at": datetime.now(UTC).isoformat(), "propagations": []}
+            (work / "upload").unlink(missing_ok=True)
+            _write_json(work / META, meta)
+            (self.root / project_id).mkdir(parents=True, exist_ok=True)
+            work.rename(self.root / project_id / video_id)  # one step: the video appears whole or not at all
+            return meta
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _from_video(self, upload: BinaryIO, path: Path, frames: Path) -> tuple[int, int]:
+        with path.open("wb") as out:
+            shutil.copyfileobj(upload, out)  # OpenCV reads files, not bytes
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        try:
+            if not capture.isOpened():
+                raise InvalidArgument("file", "neither a zip of frames nor a video OpenCV can decode")
+            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            self._check_pixels(width, height, "the video")  # from the container, before decoding a frame
+            size, index = None, 0
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                size = self._check_frame(frame.shape[:2], size, index, f"frame {index}")
+                cv2.imwrite(str(frames / _frame_name(index, ".jpg")), frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                index += 1
+        finally:
+            capture.release()
+        if size is None:
+            raise InvalidArgument("file", "neither a zip of frames nor a video OpenCV can decode (no frame)")
+        return size
+
+    def _from_zip(self, upload: BinaryIO, frames: Path) -> tuple[int, int]:
+        try:
+            archive = zipfile.ZipFile(upload)
+            listed = archive.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise InvalidArgument("file", f"a corrupt zip: {exc}") from None
+        for entry in listed:
+            if _unsafe(entry.filename):
+                raise InvalidArgument("file", f"zip entry {entry.filename!r}: absolute or parent paths are refused")
+        entries = [e for e in listed if not e.is_dir() and not _skipped(e.filename)]
+        for entry in entries:
+            if Path(entry.filename).suffix.lower() not in FRAME_SUFFIXES:
+                raise InvalidArgument("file", f"zip entry {entry.filename!r} is not a frame "
+                                              f"({', '.join(FRAME_SUFFIXES)})")
+        if not entries:
+            raise InvalidArgument("file", "the zip holds no frames")
+        if len(entries) > self.max_frames:
+            raise InvalidArgument("file", f"{len(entries)} frames is over the limit of {self.max_frames}")
+        # Zip bombs: the declared sizes bound the total, and each read is capped (declared sizes can lie).
+        if sum(e.file_size for e in entries) > self.max_upload_bytes:
+            raise InvalidArgument("file", f"the frames uncompress to over {self.max_upload_bytes} bytes")
+        size = None
+        for index, entry in enumerate(sorted(entries, key=lambda e: natural_key(e.filename))):
+            if entry.file_size > self.max_frame_bytes:
+                raise InvalidArgument("file", f"zip entry {entry.filename!r}: {entry.file_size} bytes is over "
+                                              f"the limit of {self.max_frame_bytes} bytes")
+            try:
+                with archive.open(entry) as member:
+                    data = member.read(self.max_frame_bytes + 1)
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+                raise InvalidArgument("file", f"zip entry {entry.filename!r} cannot be read: {exc}") from None
+            where = f"zip entry {entry.filename!r}"
+            try:
+                rgb = decode_image(data, self.max_frame_bytes, self.max_pixels, field="file")
+            except InvalidArgument as exc:
+                raise InvalidArgument("file", f"{where}: {exc.message}") from None
+            size = self._check_frame(rgb.shape[:2], size, index, where)
+            with PILImage.open(io.BytesIO(data)) as probe:
+                suffix = ".jpg" if probe.format == "JPEG" else ".png"
+            # Re-encoded from the decoded pixels: EXIF orientation applied once, as every reader then sees it.
+            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+            params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if suffix == ".jpg" else []
+            cv2.imwrite(str(frames / _frame_name(index, suffix)), bgr, params)
+        return size
+
+    def _check_pixels(self, width: int, height: int, what: str) -> None:
+        if width * height > self.max_pixels:
+            raise InvalidArgument("file", f"{what}: {width}x{height} = {width * height} pixels is over the limit "
+                                          f"of {self.max_pixels}")
+
+    def _check_frame(self, shape: tuple[int, int], size: tuple[int, int] | None, index: int,
+                     where: str) -> tuple[int, int]:
+        if index >= self.max_frames:
+            raise InvalidArgument("file", f"over the limit of {self.max_frames} frames")
+        self._check_pixels(shape[1], shape[0], where)
+        if size is not None and tuple(shape) != size:
+            raise InvalidArgument("file", f"{where} is {shape[1]}x{shape[0]}, the first frame {size[1]}x{size[0]}: "
+                                          "all frames of a video must have one size")
+        return tuple(shape)
+
+
+def _skipped(name: str) -> bool:
+    """Entries that are not frames by convention (macOS resource forks, hidden files)."""
+    parts = name.replace("\\", "/").split("/")
+    return parts[0] == "__MACOSX" or parts[-1].startswith(".")
+
+
+def _unsafe(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or "\\" in name or (len(name) > 1 and name[1] == ":")
+
+
+def _write_json(path: Path, value: dict) -> None:
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)  # readers see the old or the new file, never half of one
+

@@ -1,0 +1,236 @@
+"""Videos through the gateway's REST API: upload of a video file (OpenCV) and of a zip of frames, listing,
+frames, COCO export with frame ids, refused uploads that leave nothing stored, project scoping, and one
+propagation through the real segmentation server and video worker."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from services.common.keys import KeyStore, Role
+from services.common.storage import make_engine, make_session_factory, migrate
+from services.gateway.app import create_app
+from services.gateway.client import GatewayClient
+from services.gateway.config import GatewaySettings
+from services.segmentation.video_data import load_sequence
+from services.segmentation.video_queue import VIDEO_QUEUE, VIDEO_ROOT
+from services.simulation.clicker import iou
+from tests.conftest import PYTHON, SHARED_DATA, start_service, wait_until
+
+pytestmark = pytest.mark.integration
+SEQUENCE = SHARED_DATA / "video" / "car-shadow"
+FRAMES = 5
+SIZE = (320, 180)  # (W, H): DAVIS frames made small, so the test stays quick
+MAX_FRAMES = 8
+
+
+def davis(count: int = FRAMES, folder: str = "frames", flag: int = cv2.IMREAD_COLOR) -> list[np.ndarray]:
+    paths = sorted((SEQUENCE / folder).iterdir())[:count]
+    if not paths:
+        pytest.fail(f"{SEQUENCE} is missing: the video tests read the DAVIS sequences there")
+    interpolation = cv2.INTER_AREA if flag == cv2.IMREAD_COLOR else cv2.INTER_NEAREST
+    return [cv2.resize(cv2.imread(str(p), flag), SIZE, interpolation=interpolation) for p in paths]
+
+
+def avi(frames: list[np.ndarray], path) -> bytes:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, SIZE)
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path.read_bytes()
+
+
+def png(array: np.ndarray) -> bytes:
+    return cv2.imencode(".png", array)[1].tobytes()
+
+
+def zipped(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def gateway():
+    return GatewaySettings(_env_file=None, rate_per_s=1000, rate_burst=1000, max_upload_bytes=2_000_000,
+                           max_image_pixels=600 * 600, max_video_upload_bytes=4_000_000,
+                           max_video_frames=MAX_FRAMES, fallback_timeout_s=0.5, grpc_timeout_s=10)
+
+
+@pytest.fixture
+def client(settings, gateway):
+    migrate(settings.resolved_database_url)
+    with TestClient(create_app(settings, gateway)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def keys(settings, client):
+    store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
+    tokens = {"admin": store.create("admin", Role.ADMIN, ["*"])[1],
+              "reviewer": store.create("reviewer", Role.REVIEWER, ["p1"])[1],
+              "annotator": store.create("annotator", Role.ANNOTATOR, ["p1"])[1],
+              "other": store.create("other", Role.ANNOTATOR, ["p2"])[1]}
+    for pid in ("p1", "p2"):
+        reply = client.post("/v1/projects", json={"project_id": pid, "labels": ["car"]},
+                            headers={"Authorization": f"Bearer {tokens['admin']}"})
+        assert reply.status_code == 201, reply.text
+    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
+
+
+def upload(client, keys, data: bytes, filename: str, name: str = "", who: str = "admin"):
+    return client.post("/v1/projects/p1/videos", headers=keys[who], data={"name": name} if name else None,
+                       files={"file": (filename, data, "application/octet-stream")})
+
+
+def test_video_file_and_zip_of_frames_are_stored_listed_served_and_exported(client, keys, settings, tmp_path):
+    frames = davis()
+    reply = upload(client, keys, avi(frames, tmp_path / "clip.avi"), "clip.avi", name="car shadow")
+    assert reply.status_code == 201, reply.text
+    video = reply.json()
+    assert video["frames"] == FRAMES and (video["width"], video["height"]) == SIZE and video["name"] == "car shadow"
+    assert video["source"] == "video" and video["video_id"].startswith("vid_")
+    # where the segmentation service reads it (video_server / video_data), in frame order
+    stored = settings.var_dir / VIDEO_ROOT / "p1" / video["video_id"]
+    assert sorted(p.name for p in (stored / "frames").iterdir()) == [f"{t:05d}.jpg" for t in range(FRAMES)]
+    sequence = load_sequence(stored, short_side=0)
+    assert len(sequence) == FRAMES and sequence.original_size == SIZE[::-1]
+    assert np.abs(sequence.frames[2].astype(int) - cv2.cvtColor(frames[2], cv2.COLOR_BGR2RGB)).mean() < 6
+
+    # a zip of frames, ordered by natural sort of the names (2 before 10), PNG kept lossless
+    parts = {"clip/f10.png": frames[2], "clip/f2.png": frames[1], "clip/f1.png": frames[0]}
+    reply = upload(client, keys, zipped({name: png(a) for name, a in parts.items()}), "frames.zip")
+    assert reply.status_code == 201, reply.text
+    zipped_video = reply.json()
+    assert zipped_video["frames"] == 3 and zipped_video["source"] == "frames" and zipped_video["name"] == "frames.zip"
+    frame = client.get(f"/v1/projects/p1/videos/{zipped_video['video_id']}/frames/1", headers=keys["annotator"])
+    assert frame.status_code == 200 and frame.headers["content-type"] == "image/png"
+    assert (np.asarray(Image.open(io.BytesIO(frame.content))) == cv2.cvtColor(frames[1], cv2.COLOR_BGR2RGB)).all()
+    assert client.get(f"/v1/projects/p1/videos/{zipped_video['video_id']}/frames/3",
+                      headers=keys["annotator"]).status_code == 404
+
+    listed = client.get("/v1/projects/p1/videos", headers=keys["annotator"]).json()
+    assert listed["total"] == 2 and [v["video_id"] for v in listed["videos"]] == [video["video_id"],
+                                                                                  zipped_video["video_id"]]
+    one = client.get(f"/v1/projects/p1/videos/{video['video_id']}", headers=keys["annotator"]).json()
+    assert one == video
+
+    coco = client.get(f"/v1/projects/p1/videos/{video['video_id']}/exports/coco", headers=keys["reviewer"]).json()
+    assert coco["videos"] == [{"id": 1, "name": "car shadow", "platform_video_id": video["video_id"],
+                               "width": SIZE[0], "height": SIZE[1], "length": FRAMES}]
+    assert [(i["id"], i["video_id"], i["frame_id"]) for i in coco["images"]] == [(t + 1, 1, t) for t in range(FRAMES)]
+    assert coco["images"][0]["file_name"] == f"{video['video_id']}/00000.jpg"
+    assert coco["annotations"] == [] and [c["name"] for c in coco["categories"]] == ["car"]
+
+    # the command line's client: the same routes
+    gateway = GatewayClient.__new__(GatewayClient)
+    gateway.http = client
+    client.headers.update(keys["admin"])
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, array in enumerate(frames[:4]):
+        (folder / f"{t}.jpg").write_bytes(cv2.imencode(".jpg", array)[1].tobytes())
+    from_folder = gateway.upload_video("p1", folder)
+    assert from_folder["frames"] == 4 and from_folder["name"] == "frames"
+    assert len(gateway.videos("p1")) == 3
+    assert len(gateway.export_video_coco("p1", from_folder["video_id"])["images"]) == 4
+
+
+def _nothing_stored(client, keys, settings) -> None:
+    assert client.get("/v1/projects/p1/videos", headers=keys["admin"]).json()["total"] == 0
+    root = settings.var_dir / VIDEO_ROOT
+    assert not (root / "p1").exists()
+    assert not (root / ".partial").exists() or not any((root / ".partial").iterdir())
+
+
+def test_refused_uploads_say_why_and_leave_nothing(client, keys, settings, tmp_path):
+    frame = png(davis(1)[0])
+
+    def refused(data: bytes, filename: str = "v.zip", status: int = 422) -> str:
+        reply = upload(client, keys, data, filename)
+        error = reply.json()["error"]
+        assert reply.status_code == status, reply.text
+        assert error["field"] == ("file" if status == 422 else "body")
+        _nothing_stored(client, keys, settings)
+        return error["message"]
+
+    assert "OpenCV" in refused(b"not a video, not a zip" * 100, "clip.mp4")
+    assert "OpenCV" in refused(frame[:200], "clip.avi")  # a truncated image is no video either
+    assert "over the limit of 8" in refused(avi(davis(MAX_FRAMES + 1), tmp_path / "long.avi"), "long.avi")
+    assert "over the limit of 8" in refused(zipped({f"{t}.png": frame for t in range(MAX_FRAMES + 1)}))
+    small = png(cv2.resize(davis(1)[0], (160, 90)))
+    assert "one size" in refused(zipped({"0.png": frame, "1.png": small}))
+    assert "parent paths" in refused(zipped({"0.png": frame, "../../evil.png": frame}))
+    assert "parent paths" in refused(zipped({"/etc/evil.png": frame}))
+    assert "not a frame" in refused(zipped({"0.png": frame, "notes.txt": b"hello"}))
+    assert "pixels" in refused(zipped({"0.png": png(np.zeros((700, 700, 3), np.uint8))}))
+    assert "decodable" in refused(zipped({"0.png": b"not a png"}))
+    # zip bombs: a frame that inflates past the per-frame byte limit; frames that inflate past the total
+    assert "over the limit of 2000000 bytes" in refused(
+        zipped({"0.png": b"\0" * 2_500_000}, zipfile.ZIP_DEFLATED))
+    assert "uncompress" in refused(zipped({f"{t}.png": b"\0" * 1_500_000 for t in range(3)}, zipfile.ZIP_DEFLATED))
+    refused(np.random.default_rng(0).bytes(4_100_000), "big.avi", status=413)  # over the request limit
+
+
+def test_videos_are_scoped_like_images(client, keys, tmp_path):
+    video = upload(client, keys, avi(davis(2), tmp_path / "c.avi"), "c.avi").json()
+    base = f"/v1/projects/p1/videos/{video['video_id']}"
+    for path in ("/v1/projects/p1/videos", base, f"{base}/frames/0", f"{base}/exports/coco"):
+        reply = client.get(path, headers=keys["other"])
+        assert reply.status_code == 403 and reply.json()["error"]["code"] == "PERMISSION_DENIED", path
+    assert client.get(f"{base}/frames/0", headers=keys["annotator"]).status_code == 200
+    assert upload(client, keys, b"x", "x.avi", who="annotator").status_code == 403  # uploads need admin
+    assert client.get(f"{base}/exports/coco", headers=keys["annotator"]).status_code == 403  # exports: reviewer
+    # p2's admin view: p1's video is not there
+    assert client.get(f"/v1/projects/p2/videos/{video['video_id']}", headers=keys["admin"]).status_code == 404
+    for bad in ("nope", "%2e%2e", "vid_%2e%2e"):
+        reply = client.get(f"/v1/projects/p1/videos/{bad}", headers=keys["annotator"])
+        assert reply.status_code == 404, (bad, reply.text)
+    assert client.get("/v1/projects/p3/videos", headers=keys["admin"]).status_code == 404
+    reply = client.post(f"{base}/propagation", json={"samples": []}, headers=keys["annotator"])
+    assert reply.status_code == 422 and reply.json()["error"]["field"] == "samples"
+
+
+def test_propagation_through_the_gateway_exports_per_frame_rle(client, keys, settings, spawn, tmp_path):
+    start_service(spawn, "segmentation", settings)
+    spawn([PYTHON, "-m", "celery", "-A", "services.segmentation.worker:app", "worker", "-Q", VIDEO_QUEUE,
+           "-n", "video-gw@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
+    video = upload(client, keys, avi(davis(), tmp_path / "c.avi"), "c.avi").json()
+    base = f"/v1/projects/p1/videos/{video['video_id']}"
+    truth = [m > 0 for m in davis(folder="masks", flag=cv2.IMREAD_GRAYSCALE)]
+    first = mask_utils.encode(np.asfortranarray(truth[0].astype(np.uint8)))
+    sample = {"frame_index": 0, "clicks": 4, "mask": {"size": first["size"], "counts": first["counts"].decode()}}
+    reply = client.post(f"{base}/propagation", headers=keys["annotator"], json={
+        "samples": [sample], "method": "flowwarp", "label": "car"})
+    assert reply.status_code == 202, reply.text
+    operation = reply.json()["operation_id"]
+    assert reply.json()["kind"] == "segmentation.propagate_video"
+
+    def finished():
+        body = client.get(f"{base}/propagation/{operation}", headers=keys["annotator"]).json()
+        return body if body["state"] in ("succeeded", "failed") else None
+
+    progress = wait_until(finished, 180, "propagation finished", interval_s=1)
+    assert progress["state"] == "succeeded", progress
+    assert progress["frames_total"] == FRAMES and progress["frames_done"] == FRAMES and progress["clicks_used"] == 4
+    assert client.get(f"/v1/projects/p1/videos/{video['video_id']}/propagation/unknown",
+                      headers=keys["annotator"]).status_code == 404
+
+    coco = client.get(f"{base}/exports/coco", headers=keys["reviewer"]).json()
+    assert [a["image_id"] for a in coco["annotations"]] == [t + 1 for t in range(FRAMES)]
+    assert all(a["attributes"]["frame_id"] == t and a["category_id"] == 1 for t, a in enumerate(coco["annotations"]))
+    assert coco["annotations"][0]["attributes"]["human_annotated"] is True
+    masks = [mask_utils.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()})
+             for a in coco["annotations"]]
+    assert masks[0].shape == SIZE[::-1] and iou(masks[0] > 0, truth[0]) > 0.95
+    assert iou(masks[2] > 0, truth[2]) > 0.5
+    assert client.get(f"{base}", headers=keys["annotator"]).json()["propagations"] == [operation]
