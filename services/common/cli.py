@@ -1,5 +1,5 @@
 """``annot``: the platform's command line (local platform, demo, keys, settings, migrations, and
-REST commands for external tools: projects, images, export, review)."""
+REST commands for external tools: projects, images, videos, export, review)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ projects_app = typer.Typer(help="Projects, through the gateway's REST API.", no_
 app.add_typer(projects_app, name="projects")
 images_app = typer.Typer(help="Images of a project, through the gateway's REST API.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
+videos_app = typer.Typer(help="Videos of a project, through the gateway's REST API.", no_args_is_help=True)
+app.add_typer(videos_app, name="videos")
 console = Console()
 
 GOOD = {"SERVING", "RUNNING"}
@@ -221,6 +223,45 @@ def images_upload(folder: Path = typer.Argument(..., exists=True, file_okay=Fals
         images = _rest(lambda: client.upload_dir(project, folder))
     new = [i for i in images if not i["duplicate"]]
     console.print(f"uploaded {len(new)} images ({len(images) - len(new)} already there) to {project}")
+
+
+@videos_app.command("upload")
+def videos_upload(path: Path = typer.Argument(..., exists=True, help="A video file, or a folder of frames."),
+                  project: str = typer.Option(..., help="Project id."),
+                  name: str = typer.Option("", help="Display name (default: the file or folder name)."),
+                  url: str = URL_OPTION, key: str = KEY_OPTION) -> None:
+    """Upload one video (admin key): a video file OpenCV decodes, or a folder of JPEG/PNG frames."""
+    with _gateway_client(url, key) as client:
+        video = _rest(lambda: client.upload_video(project, path, name))
+    console.print(f"uploaded {video['video_id']} ({video['frames']} frames, {video['width']}x{video['height']}) "
+                  f"to {project}")
+
+
+@videos_app.command("list")
+def videos_list(project: str = typer.Option(..., help="Project id."), url: str = URL_OPTION,
+                key: str = KEY_OPTION) -> None:
+    """The videos of a project."""
+    with _gateway_client(url, key) as client:
+        videos = _rest(lambda: client.videos(project))
+    table = Table("video", "name", "frames", "size", "created")
+    for v in videos:
+        table.add_row(v["video_id"], v["name"], str(v["frames"]), f"{v['width']}x{v['height']}", v["created_at"][:19])
+    console.print(table)
+
+
+@videos_app.command("export")
+def videos_export(video: str = typer.Argument(..., help="Video id."),
+                  project: str = typer.Option(..., help="Project id."),
+                  out: Path = typer.Option(..., help="File to write (COCO JSON)."),
+                  operation: str = typer.Option("", help="Propagation to export (default: the latest)."),
+                  url: str = URL_OPTION, key: str = KEY_OPTION) -> None:
+    """COCO JSON of a video's per-frame masks (reviewer key): one image per frame, with frame ids."""
+    import json  # noqa: PLC0415
+
+    with _gateway_client(url, key) as client:
+        coco = _rest(lambda: client.export_video_coco(project, video, operation))
+    out.write_text(json.dumps(coco))
+    console.print(f"{out}: {len(coco['images'])} frames, {len(coco['annotations'])} annotations")
 
 
 @app.command("export")

@@ -62,6 +62,32 @@ class GatewayClient:
         paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         return self.upload(project_id, [(p.name, p.read_bytes()) for p in paths])
 
+    # --- videos ----------------------------------------------------------------------------------
+    def upload_video(self, project_id: str, path: Path, name: str = "") -> dict:
+        """A video file, or a folder of frames (zipped here, in memory: the gateway takes one file)."""
+        if path.is_dir():
+            import io  # noqa: PLC0415
+            import zipfile  # noqa: PLC0415
+
+            from services.segmentation.video_data import FRAME_SUFFIXES  # noqa: PLC0415 - cv2, only here
+
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # frames are compressed already
+                for frame in sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES):
+                    archive.write(frame, frame.name)
+            data, filename = buffer.getvalue(), f"{path.name}.zip"
+        else:
+            data, filename = path.read_bytes(), path.name
+        return self.request("POST", f"/v1/projects/{project_id}/videos", data={"name": name or path.name},
+                            files={"file": (filename, data, "application/octet-stream")})
+
+    def videos(self, project_id: str) -> list[dict]:
+        return self.request("GET", f"/v1/projects/{project_id}/videos")["videos"]
+
+    def export_video_coco(self, project_id: str, video_id: str, operation_id: str = "") -> dict:
+        return self.request("GET", f"/v1/projects/{project_id}/videos/{video_id}/exports/coco",
+                            params={"operation_id": operation_id} if operation_id else None)
+
     # --- the loop --------------------------------------------------------------------------------
     def next_question(self, project_id: str) -> dict:
         return self.request("POST", f"/v1/projects/{project_id}/questions/next")

@@ -5,6 +5,7 @@ propagation through the real segmentation server and video worker."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import cv2
@@ -13,7 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from pycocotools import mask as mask_utils
+from typer.testing import CliRunner
 
+from services.common import cli
 from services.common.keys import KeyStore, Role
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.gateway.app import create_app
@@ -131,18 +134,39 @@ def test_video_file_and_zip_of_frames_are_stored_listed_served_and_exported(clie
     assert coco["images"][0]["file_name"] == f"{video['video_id']}/00000.jpg"
     assert coco["annotations"] == [] and [c["name"] for c in coco["categories"]] == ["car"]
 
-    # the command line's client: the same routes
-    gateway = GatewayClient.__new__(GatewayClient)
-    gateway.http = client
+
+
+class InProcess(GatewayClient):
+    def __init__(self, http) -> None:
+        self.http = http
+
+    def __exit__(self, *exc) -> None:  # the test's client outlives each command
+        pass
+
+
+def test_command_line_uploads_lists_and_exports(client, keys, tmp_path, monkeypatch):
+    """``annot videos upload|list|export``, its REST client on this app in place of a network gateway."""
+    gateway = InProcess(client)
     client.headers.update(keys["admin"])
+    monkeypatch.setattr(cli, "_gateway_client", lambda url, key: gateway)
     folder = tmp_path / "frames"
     folder.mkdir()
-    for t, array in enumerate(frames[:4]):
+    for t, array in enumerate(davis(4)):
         (folder / f"{t}.jpg").write_bytes(cv2.imencode(".jpg", array)[1].tobytes())
-    from_folder = gateway.upload_video("p1", folder)
-    assert from_folder["frames"] == 4 and from_folder["name"] == "frames"
-    assert len(gateway.videos("p1")) == 3
-    assert len(gateway.export_video_coco("p1", from_folder["video_id"])["images"]) == 4
+    (folder / "notes.txt").write_text("not a frame: left out of the zip")
+    runner = CliRunner()
+    result = runner.invoke(cli.app, ["videos", "upload", str(folder), "--project", "p1"])
+    assert result.exit_code == 0 and "4 frames" in result.output, result.output
+    (video,) = gateway.videos("p1")
+    assert video["name"] == "frames" and video["source"] == "frames"
+    result = runner.invoke(cli.app, ["videos", "list", "--project", "p1"])
+    assert result.exit_code == 0 and video["video_id"] in result.output
+    out = tmp_path / "coco.json"
+    result = runner.invoke(cli.app, ["videos", "export", video["video_id"], "--project", "p1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [i["frame_id"] for i in json.loads(out.read_text())["images"]] == [0, 1, 2, 3]
+    result = runner.invoke(cli.app, ["videos", "upload", str(out), "--project", "p1"])
+    assert result.exit_code == 1 and "422" in result.output
 
 
 def _nothing_stored(client, keys, settings) -> None:
