@@ -14,6 +14,8 @@ import yaml
 
 import kubernetes_validate  # noqa: E402  (pinned in the test extras)
 
+from services.segmentation.video_queue import VIDEO_ROOT
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "annotation-platform"
 PROD_VALUES = CHART / "values-production-gpu.yaml"
@@ -251,6 +253,33 @@ def test_video_worker_consumes_its_own_queue_on_a_gpu_in_production(production, 
     assert any(t["key"] == "nvidia.com/gpu" for t in pod_spec(worker)["tolerations"])
     cpu = containers(by_kind(default, "Deployment")["rel-annotation-platform-video-worker"])[0]
     assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
+
+
+def test_videos_live_on_one_shared_volume_where_the_var_dir_keeps_them(helm, default):
+    """The gateway writes uploaded videos, the segmentation server and the video worker read them:
+    one ReadWriteMany claim mounted at ANNOT_VAR_DIR/videos in exactly those pods."""
+    (claim,) = by_kind(default, "PersistentVolumeClaim").values()
+    assert claim["metadata"]["name"] == "rel-annotation-platform-videos"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["resources"]["requests"]["storage"]
+    var_dir = by_kind(default, "ConfigMap")["rel-annotation-platform-config"]["data"]["ANNOT_VAR_DIR"]
+    sharing = set()
+    for name, doc in by_kind(default, "Deployment").items():
+        volumes = {v["name"]: v for v in pod_spec(doc).get("volumes", [])}
+        if "videos" not in volumes:
+            continue
+        sharing.add(name.removeprefix("rel-annotation-platform-"))
+        assert volumes["videos"]["persistentVolumeClaim"]["claimName"] == "rel-annotation-platform-videos"
+        mounts = {m["name"]: m["mountPath"] for m in containers(doc)[0]["volumeMounts"]}
+        assert mounts["videos"] == f"{var_dir}/{VIDEO_ROOT}"
+    assert sharing == {"gateway", "segmentation", "video-worker"}
+    docs = render(helm, "--set", "videos.persistence.storageClass=nfs", "--set", "videos.persistence.size=5Gi")
+    (claim,) = by_kind(docs, "PersistentVolumeClaim").values()
+    assert claim["spec"]["storageClassName"] == "nfs" and claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    docs = render(helm, "--set", "videos.persistence.existingClaim=my-videos")
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    gateway = by_kind(docs, "Deployment")["rel-annotation-platform-gateway"]
+    assert {v["name"]: v for v in pod_spec(gateway)["volumes"]}["videos"]["persistentVolumeClaim"] == {
+        "claimName": "my-videos"}
 
 
 def test_redis_is_durable_and_refuses_writes_before_its_memory_limit(production):

@@ -155,6 +155,19 @@ annotation-platform/service: {{ .service }}
 - {name: var, mountPath: /var/lib/annot}
 {{- end -}}
 
+{{/* The shared video volume, at ANNOT_VAR_DIR/videos (services/segmentation/video_queue.py VIDEO_ROOT):
+     the gateway writes uploads there, the segmentation server and the video worker read them. */}}
+{{- define "annot.videosClaim" -}}
+{{- .Values.videos.persistence.existingClaim | default (printf "%s-videos" (include "annot.fullname" .)) -}}
+{{- end -}}
+{{- define "annot.videosVolume" -}}
+- name: videos
+  persistentVolumeClaim: {claimName: {{ include "annot.videosClaim" . }}}
+{{- end -}}
+{{- define "annot.videosMount" -}}
+- {name: videos, mountPath: /var/lib/annot/videos}
+{{- end -}}
+
 {{- define "annot.podSecurityContext" -}}
 {{ toYaml .Values.podSecurityContext }}
 {{- end -}}
