@@ -151,15 +151,15 @@ def _http_ok(url: str) -> bool:
 
 
 def segmentation_fingerprint() -> str:
-    """Short digest of what decides the service's masks (the shipped model repository and the
-    refinement code): simulation caches live under it, so a new checkpoint is never read from a
-    cache measured with an old one."""
+    """Short digest of what decides the service's masks and statistics (the shipped model repository,
+    the encoding, the refinement and the statistics code): simulation caches live under it, so a new
+    checkpoint is never read from a cache measured with an old one."""
     import hashlib  # noqa: PLC0415
 
     digest = hashlib.sha256()
     model_dir = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
+    code = REPO_ROOT / "services" / "segmentation"
     for path in [*sorted(model_dir.rglob("*.pt")), *sorted(model_dir.rglob("*.pbtxt")),
-                 REPO_ROOT / "services" / "segmentation" / "classic.py",
-                 REPO_ROOT / "services" / "segmentation" / "encoding.py"]:
+                 *(code / name for name in ("classic.py", "encoding.py", "predictor.py", "masks.py"))]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
