@@ -121,6 +121,10 @@ class VideoStore:
             shutil.rmtree(work, ignore_errors=True)
 
     def _from_video(self, upload: BinaryIO, path: Path, frames: Path) -> tuple[int, int]:
+        if not is_video_container(upload.read(16)):
+            raise InvalidArgument("file", "neither a zip of frames nor a video OpenCV can decode "
+                                          "(MP4/MOV, AVI, Matroska/WebM, MPEG, FLV, Ogg or GIF)")
+        upload.seek(0)
         with path.open("wb") as out:
             shutil.copyfileobj(upload, out)  # OpenCV reads files, not bytes
         capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
@@ -203,6 +207,16 @@ class VideoStore:
             raise InvalidArgument("file", f"{where} is {shape[1]}x{shape[0]}, the first frame {size[1]}x{size[0]}: "
                                           "all frames of a video must have one size")
         return tuple(shape)
+
+
+def is_video_container(head: bytes) -> bool:
+    """Known container signatures only: FFmpeg probes content, and would otherwise also open a playlist
+    (HLS, concat) that pulls other local files or URLs into the frames served back. (No MPEG-TS.)"""
+    return (head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")  # MP4 / QuickTime
+            or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+            or head[:4] in (b"\x1a\x45\xdf\xa3", b"OggS", b"GIF8",  # Matroska/WebM, Ogg, GIF
+                            b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")  # MPEG program stream, MPEG video
+            or head[:3] == b"FLV")
 
 
 def _skipped(name: str) -> bool:

@@ -189,6 +189,10 @@ def test_refused_uploads_say_why_and_leave_nothing(client, keys, settings, tmp_p
 
     assert "OpenCV" in refused(b"not a video, not a zip" * 100, "clip.mp4")
     assert "OpenCV" in refused(frame[:200], "clip.avi")  # a truncated image is no video either
+    # a playlist FFmpeg would follow to other local files: refused before OpenCV sees it
+    assert "OpenCV" in refused(b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:10.0,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n",
+                               "clip.avi")
+    assert "OpenCV" in refused(b"RIFF\x00\x00\x00\x00AVI LIST" + b"\x00" * 100, "clip.avi")  # a header, no frame
     assert "over the limit of 8" in refused(avi(davis(MAX_FRAMES + 1), tmp_path / "long.avi"), "long.avi")
     assert "over the limit of 8" in refused(zipped({f"{t}.png": frame for t in range(MAX_FRAMES + 1)}))
     small = png(cv2.resize(davis(1)[0], (160, 90)))
