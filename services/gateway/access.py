@@ -78,6 +78,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/videos"): Rule(A, "path"),
     ("GET", f"{P}/videos/{{video_id}}"): Rule(A, "path"),
     ("GET", f"{P}/videos/{{video_id}}/frames/{{index}}"): Rule(A, "path"),
+    ("PUT", f"{P}/videos/{{video_id}}/masks/{{index}}"): Rule(A, "path"),
     ("POST", f"{P}/videos/{{video_id}}/propagation"): Rule(A, "path"),
     ("GET", f"{P}/videos/{{video_id}}/propagation/{{operation_id}}"): Rule(A, "path"),
     ("GET", f"{P}/videos/{{video_id}}/exports/coco"): Rule(R, "path"),

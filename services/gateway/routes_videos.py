@@ -14,6 +14,7 @@ from annotation.v1 import common_pb2, segmentation_pb2
 from services.common.errors import InvalidArgument, NotFound
 from services.gateway.auth import Admin, Annotator, Reviewer
 from services.gateway.coco import coco_video_export
+from services.segmentation.masks import decode_rle, encode_rle
 
 router = APIRouter(prefix="/v1/projects/{project_id}/videos")
 UINT32 = 2**32 - 1
@@ -43,8 +44,8 @@ class SampleIn(BaseModel):
 
 
 class PropagationIn(BaseModel):
-    samples: list[SampleIn] = Field(min_length=1, max_length=10_000,
-                                    description="Every human sample so far (earlier rounds' too).")
+    samples: list[SampleIn] = Field(default_factory=list, max_length=10_000, description=(
+        "Every human sample so far (earlier rounds' too); none: the masks stored with PUT .../masks/{index}."))
     label: str = Field("", max_length=200, description="A label of the project (default: its first).")
     method: Literal["finetune", "flowwarp", "interpolate"] = "finetune"
     flow: Literal["dis", "farneback"] = "dis"
@@ -56,11 +57,12 @@ class PropagationIn(BaseModel):
     seed: int = Field(0, ge=0, le=2**63 - 1)
 
 
-def video_out(meta: dict) -> dict:
+def video_out(meta: dict, masked: list[int]) -> dict:
     base = f"/v1/projects/{meta['project_id']}/videos/{meta['video_id']}"
     return {"video_id": meta["video_id"], "name": meta["name"], "source": meta["source"], "frames": meta["frames"],
             "width": meta["width"], "height": meta["height"], "size_bytes": meta["size_bytes"],
             "created_at": meta["created_at"], "frame_url": base + "/frames/{index}",
+            "masked_frames": masked,
             "propagations": [p["operation_id"] for p in meta.get("propagations", [])]}
 
 
@@ -77,18 +79,21 @@ def upload_video(request: Request, project_id: str, who: Admin,
                  ) -> dict:
     """Multipart upload of one video. Zip entries are ordered by natural sort of their names; every frame
     must have one size, within the pixel limit; at most ANNOT_GATEWAY_MAX_VIDEO_FRAMES frames."""
-    return video_out(_store(request, project_id).add(project_id, file.file, file.filename or "", name))
+    return video_out(_store(request, project_id).add(project_id, file.file, file.filename or "", name), [])
 
 
 @router.get("", tags=["videos"])
 def list_videos(request: Request, project_id: str, who: Annotator) -> dict:
-    videos = _store(request, project_id).videos(project_id)
-    return {"videos": [video_out(v) for v in videos], "total": len(videos)}
+    store = _store(request, project_id)
+    videos = store.videos(project_id)
+    return {"videos": [video_out(v, store.masked_frames(project_id, v["video_id"])) for v in videos],
+            "total": len(videos)}
 
 
 @router.get("/{video_id}", tags=["videos"])
 def get_video(request: Request, project_id: str, video_id: str, who: Annotator) -> dict:
-    return video_out(_store(request, project_id).video(project_id, video_id))
+    store = _store(request, project_id)
+    return video_out(store.video(project_id, video_id), store.masked_frames(project_id, video_id))
 
 
 @router.get("/{video_id}/frames/{index}", tags=["videos"], response_class=FileResponse)
@@ -103,12 +108,20 @@ def start_propagation(request: Request, project_id: str, video_id: str, body: Pr
     """Starts propagating the human samples to every frame (segmentation service, video worker).
     Returns the operation; follow it with GET .../propagation/{operation_id}."""
     store = _store(request, project_id)
-    store.video(project_id, video_id)
     labels = request.app.state.catalog.project(project_id).labels or ["object"]
     if body.label and body.label not in labels:
         raise InvalidArgument("label", f"{body.label!r} is not a label of the project ({', '.join(labels)})")
+    meta = store.video(project_id, video_id)
+    shape = (meta["height"], meta["width"])
+    for i, s in enumerate(body.samples):  # refused here, naming the sample, rather than failing the operation
+        decode_rle(s.mask.size, s.mask.counts, shape, f"samples[{i}].mask")
+    given = body.samples or [SampleIn(frame_index=t, mask=MaskIn(size=size, counts=counts))
+                             for t, (size, counts) in ((t, encode_rle(m)) for t, m in
+                                                       store.masks(project_id, video_id).items())]
+    if not given:
+        raise InvalidArgument("samples", "no samples given and no masks stored (PUT .../masks/{index})")
     samples = []
-    for s in body.samples:
+    for s in given:
         region = common_pb2.Region(frame=common_pb2.Region.Frame(video_id=video_id, frame_index=s.frame_index))
         if s.box is not None:
             region = common_pb2.Region(box=common_pb2.Box(x=s.box.x, y=s.box.y, width=s.box.width,
@@ -123,6 +136,16 @@ def start_propagation(request: Request, project_id: str, video_id: str, body: Pr
         seed=body.seed), who.key)
     store.record_propagation(project_id, video_id, reply.operation.id, body.label)
     return _operation_out(reply.operation)
+
+
+@router.put("/{video_id}/masks/{index}", tags=["videos"])
+def put_mask(request: Request, project_id: str, video_id: str, who: Annotator,
+             index: Annotated[int, Path(ge=0, le=UINT32)],
+             file: Annotated[UploadFile, File(description="The frame's mask: an image at the frame's size, "
+                                                          "0 background, 255 object (PNG).")]) -> dict:
+    """Stores a human mask of one frame (replacing an earlier one): the samples of a propagation
+    started without any, and the annotations of the export before any propagation."""
+    return _store(request, project_id).set_mask(project_id, video_id, index, file.file.read())
 
 
 def _operation_out(operation: common_pb2.Operation) -> dict:
@@ -166,7 +189,8 @@ def export_video_coco(request: Request, project_id: str, video_id: str, who: Rev
                           "The propagation whose masks to export; default: the latest one started here."))] = ""
                       ) -> dict:
     """COCO JSON of the video: one image per frame (``video_id``, ``frame_id``), the per-frame masks of
-    a SUCCEEDED propagation as RLE annotations (none before any propagation; 409 while one runs)."""
+    a SUCCEEDED propagation as RLE annotations (409 while it runs), or before any propagation the
+    stored human masks."""
     store = _store(request, project_id)
     meta = store.video(project_id, video_id)
     started = {p["operation_id"]: p for p in meta.get("propagations", [])}
@@ -180,6 +204,10 @@ def export_video_coco(request: Request, project_id: str, video_id: str, who: Rev
             masks.append({"frame_index": frame.frame_index, "size": list(frame.mask.size), "counts": frame.mask.counts,
                           "attributes": {"operation_id": operation_id, "human_annotated": frame.human_annotated,
                                          "confidence": round(frame.confidence, 4)}})
+    if not operation_id:  # no propagation yet: the human masks, as they are
+        for t, mask in store.masks(project_id, video_id).items():
+            size, counts = encode_rle(mask)
+            masks.append({"frame_index": t, "size": size, "counts": counts, "attributes": {"human_annotated": True}})
     label = started.get(operation_id, {}).get("label", "")
     return coco_video_export(request.app.state.catalog.project(project_id), meta,
                              store.frame_names(project_id, video_id), masks, label)

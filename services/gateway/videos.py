@@ -3,7 +3,7 @@
 Stored in the layout the segmentation service reads (``video_queue.VIDEO_ROOT``, ``video_data``):
 ``VAR_DIR/videos/<project_id>/<video_id>/frames/<index>.jpg|png``, frame order = file-name order
 (zero-padded indices), plus ``video.json`` (display name, size, creation time, propagations started
-through the gateway) beside ``frames/``. An upload is written under ``VAR_DIR/videos/.partial/`` and
+through the gateway) and ``labels/<index>.png`` (human masks, where uploaded) beside ``frames/``. An upload is written under ``VAR_DIR/videos/.partial/`` and
 renamed into place once complete, so a refused or failed upload leaves nothing behind. The client's
 file and entry names are for display and ordering only; they never become paths.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import cv2
+import numpy as np
 from PIL import Image as PILImage
 
 from services.common.errors import InvalidArgument, NotFound
@@ -32,6 +33,7 @@ from services.segmentation.video_queue import VIDEO_ROOT
 from services.segmentation.video_server import ID
 
 META = "video.json"
+LABELS = "labels"  # human masks, <index>.png 0/255; not masks/, which video_data reads as every frame's truth
 PARTIAL = ".partial"  # not a valid project id: never listed, never served
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 JPEG_QUALITY = 95
@@ -81,6 +83,34 @@ class VideoStore:
             raise NotFound(f"no frame {index} in video {video_id!r} (0..{len(names) - 1})", field="index")
         path = self.root / project_id / video_id / "frames" / names[index]
         return path, MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+
+    def masked_frames(self, project_id: str, video_id: str) -> list[int]:
+        labels = self.folder(project_id, video_id) / LABELS
+        return sorted(int(p.stem) for p in labels.glob("*.png") if p.stem.isdigit()) if labels.is_dir() else []
+
+    def masks(self, project_id: str, video_id: str) -> dict[int, np.ndarray]:
+        """The human masks stored per frame: index -> (H, W) bool."""
+        labels = self.folder(project_id, video_id) / LABELS
+        return {t: cv2.imread(str(labels / f"{t:05d}.png"), cv2.IMREAD_GRAYSCALE) > 0
+                for t in self.masked_frames(project_id, video_id)}
+
+    def set_mask(self, project_id: str, video_id: str, index: int, data: bytes) -> dict:
+        """Stores the human mask of frame ``index`` (an image at the frame's size; pixels over 127 are
+        the object, so 0/255 PNGs and slightly lossy files read the same), replacing any earlier one."""
+        meta = self.video(project_id, video_id)
+        if not 0 <= index < meta["frames"]:
+            raise NotFound(f"no frame {index} in video {video_id!r} (0..{meta['frames'] - 1})", field="index")
+        pixels = decode_image(data, self.max_frame_bytes, self.max_pixels, field="file")
+        if pixels.shape[:2] != (meta["height"], meta["width"]):
+            raise InvalidArgument("file", f"the mask is {pixels.shape[1]}x{pixels.shape[0]}, the frames "
+                                          f"{meta['width']}x{meta['height']}")
+        mask = pixels.max(axis=2) > 127
+        labels = self.root / project_id / video_id / LABELS
+        labels.mkdir(exist_ok=True)
+        partial = labels / f".{index:05d}.png"
+        cv2.imwrite(str(partial), mask.astype(np.uint8) * 255)
+        os.replace(partial, labels / f"{index:05d}.png")
+        return {"frame_index": index, "area_px": int(mask.sum())}
 
     def record_propagation(self, project_id: str, video_id: str, operation_id: str, label: str) -> None:
         folder = self.folder(project_id, video_id)

@@ -228,6 +228,42 @@ def test_videos_are_scoped_like_images(client, keys, tmp_path):
     assert reply.status_code == 422 and reply.json()["error"]["field"] == "samples"
 
 
+def test_human_masks_per_frame_are_stored_and_exported(client, keys, settings, tmp_path):
+    video = upload(client, keys, avi(davis(), tmp_path / "c.avi"), "c.avi").json()
+    base = f"/v1/projects/p1/videos/{video['video_id']}"
+    truth = davis(folder="masks", flag=cv2.IMREAD_GRAYSCALE)
+
+    def put(index: int, data: bytes, who: str = "annotator"):
+        return client.put(f"{base}/masks/{index}", headers=keys[who], files={"file": ("m.png", data, "image/png")})
+
+    for t in (2, 0):
+        reply = put(t, png(truth[t]))
+        assert reply.status_code == 200 and reply.json() == {"frame_index": t, "area_px": int((truth[t] > 127).sum())}
+    assert put(0, png(truth[1])).status_code == 200  # replaced
+    stored = settings.var_dir / VIDEO_ROOT / "p1" / video["video_id"]
+    assert sorted(p.name for p in (stored / "labels").iterdir()) == ["00000.png", "00002.png"]
+    assert client.get(base, headers=keys["annotator"]).json()["masked_frames"] == [0, 2]
+
+    reply = put(1, png(cv2.resize(truth[1], (160, 90))))
+    assert reply.status_code == 422 and reply.json()["error"]["field"] == "file" and "320x180" in reply.text
+    assert put(1, b"not a png").json()["error"]["field"] == "file"
+    assert put(FRAMES, png(truth[0])).status_code == 404
+    assert put(1, png(truth[1]), who="other").status_code == 403
+    assert client.get(base, headers=keys["annotator"]).json()["masked_frames"] == [0, 2]
+
+    coco = client.get(f"{base}/exports/coco", headers=keys["reviewer"]).json()
+    assert [(a["image_id"], a["attributes"]["frame_id"]) for a in coco["annotations"]] == [(1, 0), (3, 2)]
+    decoded = mask_utils.decode({"size": coco["annotations"][0]["segmentation"]["size"],
+                                 "counts": coco["annotations"][0]["segmentation"]["counts"].encode()})
+    assert (decoded.astype(bool) == (truth[1] > 127)).all() and coco["annotations"][0]["attributes"]["human_annotated"]
+    # a sample whose mask is not of the frame's size: refused here, naming it, before any operation
+    rle = mask_utils.encode(np.asfortranarray(np.ones((10, 10), np.uint8)))
+    reply = client.post(f"{base}/propagation", headers=keys["annotator"], json={
+        "samples": [{"frame_index": 0, "mask": {"size": [10, 10], "counts": rle["counts"].decode()}}]})
+    assert reply.status_code == 422 and reply.json()["error"]["field"].startswith("samples[0].mask"), reply.text
+    assert client.get(base, headers=keys["annotator"]).json()["propagations"] == []
+
+
 def test_propagation_through_the_gateway_exports_per_frame_rle(client, keys, settings, spawn, tmp_path):
     start_service(spawn, "segmentation", settings)
     spawn([PYTHON, "-m", "celery", "-A", "services.segmentation.worker:app", "worker", "-Q", VIDEO_QUEUE,
@@ -262,3 +298,15 @@ def test_propagation_through_the_gateway_exports_per_frame_rle(client, keys, set
     assert masks[0].shape == SIZE[::-1] and iou(masks[0] > 0, truth[0]) > 0.95
     assert iou(masks[2] > 0, truth[2]) > 0.5
     assert client.get(f"{base}", headers=keys["annotator"]).json()["propagations"] == [operation]
+
+    # no samples in the request: the stored human masks are the samples
+    assert client.put(f"{base}/masks/0", headers=keys["annotator"],
+                      files={"file": ("0.png", png(truth[0].astype(np.uint8) * 255), "image/png")}).status_code == 200
+    reply = client.post(f"{base}/propagation", headers=keys["annotator"], json={"method": "flowwarp"})
+    assert reply.status_code == 202, reply.text
+    operation = reply.json()["operation_id"]
+    progress = wait_until(finished, 180, "second propagation finished", interval_s=1)
+    assert progress["state"] == "succeeded" and progress["frames_done"] == FRAMES, progress
+    coco = client.get(f"{base}/exports/coco", headers=keys["reviewer"]).json()  # the latest propagation
+    assert {a["attributes"]["operation_id"] for a in coco["annotations"]} == {operation}
+    assert [c["name"] for c in coco["categories"]] == ["car"]
