@@ -43,7 +43,7 @@ def _fuzz_one(name: str, seconds: int, corpus: Path, artifacts: Path, reproduce:
 
 # The names of fuzz/targets.py's TARGETS, listed here so that the parent process imports nothing the
 # child must instrument (a module imported before instrument_imports() runs uninstrumented).
-TARGET_NAMES = ("events", "events_json", "image", "proto", "rle")
+TARGET_NAMES = ("events", "events_json", "image", "proto", "rle", "video")
 # What each target's coverage is measured on (instrumenting more makes every start slower).
 INSTRUMENT = {
     "events": ["services.byproducts.validation"],
@@ -52,6 +52,7 @@ INSTRUMENT = {
     "image": ["services.segmentation.images", "PIL"],
     "proto": ["services.common.interceptors"],
     "rle": ["services.segmentation.masks"],
+    "video": ["services.gateway.videos", "zipfile"],
 }
 
 

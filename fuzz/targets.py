@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from google.protobuf import descriptor_pool, json_format, message_factory
@@ -20,6 +24,7 @@ from services.byproducts.validation import check_event
 from services.common.errors import InvalidArgument
 from services.common.interceptors import _check_decoded, _tolerant
 from services.gateway.byproducts_routes import event_batch
+from services.gateway.videos import VideoStore
 from services.segmentation.images import FORMATS, decode_image
 from services.segmentation.masks import decode_rle
 
@@ -111,8 +116,27 @@ def events_json(data: bytes) -> None:
         check_event(event, f"events[{index}]")
 
 
+_video_root: list[Path] = []  # made on first use: importing the targets leaves no folder behind
+
+
+def video(data: bytes) -> None:
+    """A video upload (gateway POST .../videos): a zip of frames or a video file, stored whole or refused
+    naming ``file`` with nothing left behind."""
+    if not _video_root:
+        _video_root.append(Path(tempfile.mkdtemp(prefix="annot-fuzz-videos-")))
+    store = VideoStore(_video_root[0], 1 << 20, 1 << 18, 64 * 64, 8)
+    try:
+        meta = store.add("p", io.BytesIO(data), "upload")
+    except InvalidArgument as exc:
+        _refused(exc, "file")
+        assert not any((store.root / ".partial").iterdir()), "a refused upload left files"
+        return
+    assert 1 <= meta["frames"] <= 8 and meta["width"] * meta["height"] <= 64 * 64
+    shutil.rmtree(store.root / "p" / meta["video_id"])
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
-    "image": image, "rle": rle, "proto": proto, "events": events, "events_json": events_json,
+    "image": image, "rle": rle, "proto": proto, "events": events, "events_json": events_json, "video": video,
 }
 
 
@@ -138,6 +162,14 @@ def seeds(name: str) -> list[bytes]:
                 message.project_id = "p1"
             out.append(bytes([index]) + message.SerializeToString())
         return out
+    if name == "video":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for index in range(2):
+                frame = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (6, 5, 3), dtype=np.uint8)).save(frame, format="PNG")
+                archive.writestr(f"f{index}.png", frame.getvalue())
+        return [buffer.getvalue()]
     event = byproducts_pb2.Event(project_id="p", event_id="e", session_id="s", seq=2, t_ms=5)
     event.click.x, event.click.y = 0.5, 0.25
     if name == "events":

@@ -129,7 +129,10 @@ class VideoStore:
             frames = work / "frames"
             frames.mkdir()
             upload.seek(0)
-            is_zip = zipfile.is_zipfile(upload)
+            try:
+                is_zip = zipfile.is_zipfile(upload)
+            except Exception as exc:  # noqa: BLE001 - it raises on some hostile end records (found by fuzz/)
+                raise InvalidArgument("file", f"a corrupt or unsupported zip ({type(exc).__name__}: {exc})") from None
             upload.seek(0)  # is_zipfile leaves the file where it stopped reading
             if is_zip:
                 source, (height, width) = "frames", self._from_zip(upload, frames)
@@ -182,9 +185,11 @@ class VideoStore:
         try:
             archive = zipfile.ZipFile(upload)
             listed = archive.infolist()
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise InvalidArgument("file", f"a corrupt zip: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - zipfile raises many types on hostile bytes (found by fuzz/)
+            raise InvalidArgument("file", f"a corrupt or unsupported zip ({type(exc).__name__}: {exc})") from None
         for entry in listed:
+            if not entry.filename:
+                raise InvalidArgument("file", "a zip entry without a name")
             if _unsafe(entry.filename):
                 raise InvalidArgument("file", f"zip entry {entry.filename!r}: absolute or parent paths are refused")
         entries = [e for e in listed if not e.is_dir() and not _skipped(e.filename)]
@@ -207,8 +212,9 @@ class VideoStore:
             try:
                 with archive.open(entry) as member:
                     data = member.read(self.max_frame_bytes + 1)
-            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
-                raise InvalidArgument("file", f"zip entry {entry.filename!r} cannot be read: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - as above: bad CRC, unknown method, encryption, ...
+                raise InvalidArgument("file", f"zip entry {entry.filename!r} cannot be read "
+                                              f"({type(exc).__name__}: {exc})") from None
             where = f"zip entry {entry.filename!r}"
             try:
                 rgb = decode_image(data, self.max_frame_bytes, self.max_pixels, field="file")
