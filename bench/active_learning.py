@@ -31,7 +31,6 @@ import cv2
 import numpy as np
 import torch
 import typer
-from torch import nn
 from torch.nn import functional as F
 
 from services.segmentation.dataset import load_folder, split_stems
@@ -42,6 +41,7 @@ from services.selection.predictor import TorchPredictor
 from services.selection.propagation import colour_histogram, nearest
 from services.selection import diversity
 from services.selection.scoring import RegionSpec, score_prediction, score_predictions
+from services.selection.task_model import TinySegNet
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "coco_mval"
 IGNORE = 255
@@ -65,30 +65,6 @@ CONFIGS = [
     Config("combined/superpixel", "combined", "superpixel", 16),
 ]
 QUICK = ("random", "entropy", "combined", "combined+propagation", "combined/patch8")
-
-
-class TinySegNet(nn.Module):
-    """A 3-level encoder-decoder (~6k parameters at width 8) with spatial dropout for MC-dropout members."""
-
-    def __init__(self, width: int = 8) -> None:
-        super().__init__()
-        block = lambda i, o, s=1: nn.Sequential(nn.Conv2d(i, o, 3, s, 1), nn.BatchNorm2d(o), nn.ReLU())  # noqa: E731
-        self.enc1, self.enc2, self.enc3 = block(5, width), block(width, 2 * width, 2), block(2 * width, 2 * width, 2)
-        self.drop = nn.Dropout2d(0.2)
-        self.dec = block(4 * width, width)
-        self.head = nn.Conv2d(2 * width, 2, 1)
-
-    def forward(self, x):
-        n, _, h, w = x.shape  # + two coordinate channels: a centre prior is easy to learn
-        ys = torch.linspace(-1, 1, h).view(1, 1, h, 1).expand(n, 1, h, w)
-        xs = torch.linspace(-1, 1, w).view(1, 1, 1, w).expand(n, 1, h, w)
-        f1 = self.enc1(torch.cat([x, ys, xs], 1))
-        f2 = self.enc2(f1)
-        f3 = self.drop(self.enc3(f2))
-        up = F.interpolate(f3, size=f2.shape[2:], mode="bilinear", align_corners=False)
-        d = self.dec(torch.cat([up, f2], 1))
-        d = F.interpolate(d, size=f1.shape[2:], mode="bilinear", align_corners=False)
-        return self.head(torch.cat([d, f1], 1)), f3.mean(dim=(2, 3))
 
 
 def load(size: int) -> tuple[dict, dict]:
