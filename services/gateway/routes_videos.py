@@ -116,8 +116,8 @@ def start_propagation(request: Request, project_id: str, video_id: str, body: Pr
     for i, s in enumerate(body.samples):  # refused here, naming the sample, rather than failing the operation
         decode_rle(s.mask.size, s.mask.counts, shape, f"samples[{i}].mask")
     given = body.samples or [SampleIn(frame_index=t, mask=MaskIn(size=size, counts=counts))
-                             for t, (size, counts) in ((t, encode_rle(m)) for t, m in
-                                                       store.masks(project_id, video_id).items())]
+                             for t, mask in store.masks(project_id, video_id).items()
+                             for size, counts in [encode_rle(mask)]]
     if not given:
         raise InvalidArgument("samples", "no samples given and no masks stored (PUT .../masks/{index})")
     samples = []
