@@ -82,10 +82,11 @@ class Redis:
 
 
 class Triton:
-    """The real tritonserver (deploy/local/tritonserver.sh) on deploy/triton/models, CPU, free ports."""
+    """The real tritonserver (deploy/local/tritonserver.sh) on deploy/triton/models (or
+    ``model_repository``), CPU, free ports."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
+    def __init__(self, workdir: Path, model_repository: Path | None = None) -> None:
+        self.dir, self.model_repository = workdir, model_repository
         self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.proc: subprocess.Popen | None = None
@@ -99,6 +100,8 @@ class Triton:
                "ANNOT_TRITON_HTTP_PORT": str(self.http_port),
                "ANNOT_TRITON_METRICS_PORT": str(self.metrics_port),
                "TRITON_HOME": str(REPO / "var" / "triton" / "server")}
+        if self.model_repository is not None:
+            env["TRITON_MODEL_REPOSITORY"] = str(self.model_repository)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([str(launcher), "--exit-timeout-secs", "2"], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)

@@ -60,8 +60,8 @@ class ForwardPredictor:
 
 
 class TorchPredictor(ForwardPredictor):
-    """An in-process module returning logits ``[N, K, H, W]`` (or ``(logits, embedding)``);
-    MC dropout switches only its dropout layers to training mode."""
+    """An in-process module (or TorchScript model) returning logits ``[N, K, H, W]`` (or ``(logits,
+    embedding)``); MC dropout switches only its dropout layers to training mode."""
 
     def __init__(self, model, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -73,7 +73,9 @@ class TorchPredictor(ForwardPredictor):
         self.model.eval()
         if dropout:
             for module in self.model.modules():
-                if isinstance(module, (torch.nn.Dropout, torch.nn.Dropout2d)):
+                # A TorchScript model's layers are ScriptModules: their original class name tells.
+                if isinstance(module, (torch.nn.Dropout, torch.nn.Dropout2d)) or \
+                        getattr(module, "original_name", "") in ("Dropout", "Dropout2d"):
                     module.train()
         with torch.no_grad():
             out = self.model(torch.from_numpy(x))
