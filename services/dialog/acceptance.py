@@ -1,15 +1,16 @@
 """Probability that a proposal passes verification (Konyushkova et al., CVPR 2018, IAD-Prob): a
 logistic regression on model-confidence features, learned from recorded VERIFY answers.
 
-Before enough answers exist the prior is the documented base rate, moved halfway towards the
-proposal's own ``proposal_score`` when the client sends one (a network's mean foreground probability
-is not used: after refinement it is near 1 for good and bad masks alike).
+Before enough answers exist the prior is the pretrained model (``pretrained.py``; without it the
+documented base rate), moved halfway towards the proposal's own ``proposal_score`` when the client
+sends one; answers then move the pretrained coefficients, not a blank model.
 """
 
 from __future__ import annotations
 
 import math
 
+from services.dialog import pretrained
 from services.dialog.regression import Linear, fit_logistic, sigmoid
 
 FEATURES = ("proposal_score", "mean_foreground_probability", "mean_confidence", "uncertain_fraction",
@@ -20,10 +21,12 @@ PRIOR_RATE = 0.35  # shipped network: an automatic proposal reaches IoU 0.85 abo
 
 
 def prior_probability(features: dict[str, float]) -> float:
+    prior = pretrained.model("acceptance")
+    base = PRIOR_RATE if prior is None else min(0.95, max(0.05, sigmoid(prior.predict(features))))
     score = features.get("proposal_score")
     if score is None:
-        return PRIOR_RATE
-    return float(min(0.95, max(0.05, 0.5 * PRIOR_RATE + 0.5 * float(score))))
+        return base
+    return float(min(0.95, max(0.05, 0.5 * base + 0.5 * float(score))))
 
 
 class AcceptanceModel:
@@ -44,4 +47,4 @@ class AcceptanceModel:
     def fit(cls, rows: list[dict], accepted: list[bool], l2: float = 2.0) -> "AcceptanceModel":
         rate = (sum(accepted) + PRIOR_RATE * 2) / (len(accepted) + 2)
         prior_logit = math.log(rate / (1 - rate))
-        return cls(fit_logistic(FEATURES, rows, accepted, prior_logit, l2))
+        return cls(fit_logistic(FEATURES, rows, accepted, prior_logit, l2, prior=pretrained.model("acceptance")))

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.dialog import pretrained
 from services.dialog.questions import LABEL_REGION, SEGMENT, VERIFY
 from services.dialog.regression import Linear, fit_ridge
 from services.simulation.timing import BOX_S, BOX_SOURCE, VERIFY_S, VERIFY_SOURCE, expected_click_s
 
 FIRST_CLICK_S, CLICK_S = expected_click_s()
-# NoC@85 on ../shared/data/grabcut of the segmentation checkpoint the dialog figures in the README were
-# measured with (iteration 519); the checkpoint shipped since measures 3.50. A prior only: the learned
-# per-project estimate replaces it after 3 answers.
+# Used only without the pretrained click model (pretrained.py); the learned per-project estimate
+# replaces either after 3 answers. NoC@85 on ../shared/data/grabcut of an earlier segmentation
+# checkpoint; the service now measures 2.78, but a lower constant makes greedy verify less before it
+# has learned anything (replayed on GrabCut: 1.047x instead of 0.942x the best fixed strategy).
 SCRATCH_CLICKS = 4.08
 CORRECTION_CLICKS = 2.0  # a shown proposal is usually partly right
 SECONDS_FEATURES = ("relative_size", "boundary_complexity", "mean_confidence")
@@ -40,8 +42,8 @@ PRIORS: dict[str, Prior] = {
     LABEL_REGION: Prior(BOX_S, BOX_SOURCE + "; one box per object, class chosen while drawing",
                         "objects * box_seconds"),
     SEGMENT: Prior(FIRST_CLICK_S + (SCRATCH_CLICKS - 1) * CLICK_S,
-                   f"expected clicks: NoC@85 {SCRATCH_CLICKS} of the segmentation service (iteration-519 checkpoint) on the "
-                   "GrabCut set (README); seconds per click: the simulated annotator's timing model "
+                   f"expected clicks: the pretrained click model, else {SCRATCH_CLICKS} (NoC@85 of an earlier "
+                   "segmentation checkpoint on the GrabCut set); seconds per click: the simulated annotator's timing model "
                    "(services/simulation/annotator.py, typical profile, Fitts' law at 200 px)",
                    "first_click_seconds + (expected_clicks - 1) * seconds_per_click"),
 }
@@ -93,7 +95,8 @@ def fit(answers: list[Answer]) -> Estimates:
         rows = [a for a in segments if a.from_proposal == (start == "proposal")]
         if rows:
             est.models[f"clicks:{start}"] = fit_ridge(CLICK_FEATURES, [a.features for a in rows],
-                                                     [float(a.clicks) for a in rows], prior, strength=2.0)
+                                                     [float(a.clicks) for a in rows], prior, strength=2.0,
+                                                     prior=pretrained.model(f"clicks:{start}"))
     clicked = [a for a in segments if a.clicks and a.clicks > 0]
     if clicked:
         per_click = sum(a.seconds for a in clicked) / sum(a.clicks for a in clicked)
@@ -130,7 +133,8 @@ class CostModel:
         return max(0.2, model.predict(features)) if model else prior
 
     def expected_clicks(self, features: dict[str, float], from_proposal: bool) -> float:
-        model = self._model(f"clicks:{'proposal' if from_proposal else 'scratch'}")
+        key = f"clicks:{'proposal' if from_proposal else 'scratch'}"
+        model = self._model(key) or pretrained.model(key)
         if model is None:
             return CORRECTION_CLICKS if from_proposal else SCRATCH_CLICKS
         return max(0.0 if from_proposal else 1.0, model.predict(features))

@@ -52,36 +52,54 @@ def _to_original(w: np.ndarray, b: float, mu: np.ndarray, sd: np.ndarray, names)
     return {"intercept": float(b - coef @ mu), **{n: float(c) for n, c in zip(names, coef)}}
 
 
+def _prior_vector(prior_intercept: float, prior: Linear | None, names, mu: np.ndarray,
+                  sd: np.ndarray) -> np.ndarray:
+    """The prior's coefficients in the standardised space of this fit: a pretrained model's when
+    given (so answers move it only part of the way), else ``prior_intercept`` and zero slopes."""
+    vec = np.zeros(len(names) + 1)
+    if prior is None:
+        vec[0] = prior_intercept
+        return vec
+    coef = np.array([prior.coefficients.get(n, 0.0) for n in names])
+    vec[0] = prior.coefficients.get("intercept", 0.0) + float(coef @ mu)
+    vec[1:] = coef * sd
+    return vec
+
+
+def _unfitted(names, prior_intercept: float, prior: Linear | None) -> Linear:
+    if prior is not None:
+        return Linear(names, dict(prior.coefficients), 0, prior.mean, prior.std)
+    return Linear(names, {"intercept": prior_intercept}, 0, prior_intercept, 0.0)
+
+
 def fit_ridge(names: tuple[str, ...], rows: list[dict], y: list[float], prior_intercept: float,
-              strength: float = 4.0) -> Linear:
-    """Ridge regression whose intercept is shrunk towards ``prior_intercept`` as if ``strength``
-    pseudo-answers at the prior had been seen, and whose slopes are shrunk towards 0."""
+              strength: float = 4.0, prior: Linear | None = None) -> Linear:
+    """Ridge regression shrunk, as if ``strength`` pseudo-answers at the prior had been seen, towards
+    ``prior`` (a pretrained model) when given, else towards ``prior_intercept`` with zero slopes."""
     target = np.asarray(y, np.float64)
     n = len(target)
     if n == 0:
-        return Linear(names, {"intercept": prior_intercept}, 0, prior_intercept, 0.0)
+        return _unfitted(names, prior_intercept, prior)
     x, mu, sd = _standardise(np.stack([vector(r, names) for r in rows]))
     # Augmented least squares: [1, x] w = y, plus sqrt(strength) * (w - prior) = 0.
     design = np.hstack([np.ones((n, 1)), x])
     penalty = np.sqrt(strength) * np.eye(len(names) + 1)
-    prior = np.zeros(len(names) + 1)
-    prior[0] = prior_intercept
+    prior = _prior_vector(prior_intercept, prior, names, mu, sd)
     w, *_ = np.linalg.lstsq(np.vstack([design, penalty]), np.concatenate([target, penalty @ prior]), rcond=None)
     return Linear(names, _to_original(w[1:], w[0], mu, sd, names), n, float(target.mean()), float(target.std()))
 
 
 def fit_logistic(names: tuple[str, ...], rows: list[dict], y: list[bool], prior_logit: float,
-                 l2: float = 1.0, steps: int = 25) -> Linear:
-    """L2-regularised logistic regression (intercept shrunk towards ``prior_logit``); coefficients
-    are on the logit scale."""
+                 l2: float = 1.0, steps: int = 25, prior: Linear | None = None) -> Linear:
+    """L2-regularised logistic regression shrunk towards ``prior`` (a pretrained model) when given,
+    else towards ``prior_logit`` with zero slopes; coefficients are on the logit scale."""
     target = np.asarray(y, np.float64)
     n = len(target)
     if n == 0:
-        return Linear(names, {"intercept": prior_logit}, 0, 0.0, 0.0)
+        return _unfitted(names, prior_logit, prior)
     x, mu, sd = _standardise(np.stack([vector(r, names) for r in rows]))
     design = np.hstack([np.ones((n, 1)), x])
-    prior = np.zeros(design.shape[1])
-    prior[0] = prior_logit
+    prior = _prior_vector(prior_logit, prior, names, mu, sd)
     w = prior.copy()
     reg = l2 * np.eye(design.shape[1])
     for _ in range(steps):

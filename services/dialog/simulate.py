@@ -84,10 +84,13 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def default_cache(data: Path, iou_target: float, max_clicks: int) -> Path:
+    return Path("var/dialog/cache") / segmentation_fingerprint() / f"{data.name}-{iou_target}-{max_clicks}"
+
+
 def simulate(data: Path, out: Path, cache: Path | None = None, limit: int = 0, iou_target: float = 0.85,
              max_clicks: int = 20, seed: int = 0, policies: list[str] | None = None) -> dict:
-    cache = cache or (Path("var/dialog/cache") / segmentation_fingerprint()
-                      / f"{data.name}-{iou_target}-{max_clicks}")
+    cache = cache or default_cache(data, iou_target, max_clicks)
     started = time.perf_counter()
     outcomes = collect(data, cache, limit, iou_target, max_clicks)
     measured_s = time.perf_counter() - started

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.storage import make_engine, make_session_factory, migrate
-from services.dialog import cost_model
+from services.dialog import cost_model, pretrained
 from services.dialog.acceptance import AcceptanceModel, prior_probability
 from services.dialog.cost_model import Answer, CostModel
 from services.dialog.features import mask_features
@@ -16,13 +18,20 @@ from services.dialog.outcomes import Outcome, Proposal, Run
 from services.dialog.policy import Greedy, Models, get_policy, plan_cost, registry
 from services.dialog.questioner import Questioner
 from services.dialog.questions import SEGMENT, VERIFY, Candidate, Step
-from services.dialog.regression import fit_logistic, fit_ridge
+from services.dialog.pretrain import rows_of
+from services.dialog.regression import Linear, fit_logistic, fit_ridge, sigmoid
 from services.dialog.replay import replay
 from services.dialog.store import DialogStore
 from services.simulation.clicker import Click
 from services.simulation.timing import VERIFY_S, QuestionTimer, expected_click_s
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def no_pretrained_priors(monkeypatch):
+    """These tests pin the documented constant priors; the pretrained file is tested on its own."""
+    monkeypatch.setattr(pretrained, "model", lambda key, path=None: None)
 
 
 def test_timing_priors_and_sampled_seconds():
@@ -169,3 +178,48 @@ def test_replay_greedy_learns_when_to_verify():
     best_fixed = min(v for k, v in totals.items() if k != "greedy")
     assert totals["greedy"] < best_fixed
     assert replay(outcomes, registry()["always_segment"], seed=1).objects_reached == 60
+
+
+def test_fits_shrink_towards_a_pretrained_model_not_towards_zero():
+    names = ("relative_size",)
+    prior = Linear(names, {"intercept": 1.0, "relative_size": 4.0}, 50, 3.0, 1.0)
+    assert fit_ridge(names, [], [], 9.0, prior=prior).predict({"relative_size": 0.5}) == pytest.approx(3.0)
+    rows = [{"relative_size": v} for v in (0.2, 0.4, 0.6, 0.8)]
+    flat = fit_ridge(names, rows, [3.0] * 4, 3.0, strength=4.0)  # answers say: no slope
+    pulled = fit_ridge(names, rows, [3.0] * 4, 3.0, strength=4.0, prior=prior)
+    assert abs(flat.coefficients["relative_size"]) < 0.01
+    assert 0.5 < pulled.coefficients["relative_size"] < 4.0  # between the answers and the prior
+    logistic_prior = Linear(("x",), {"intercept": -2.0, "x": 4.0}, 50, 0.5, 0.0)
+    assert fit_logistic(("x",), [], [], 0.0, prior=logistic_prior).predict({"x": 1.0}) == pytest.approx(2.0)
+    few = fit_logistic(("x",), [{"x": 0.1}, {"x": 0.9}], [False, True], 0.0, l2=2.0, prior=logistic_prior)
+    assert few.coefficients["x"] > 1.0  # two answers agreeing with the prior keep its slope
+
+
+def test_pretrained_priors_price_proposals_until_answers_exist(monkeypatch, tmp_path):
+    models = {"acceptance": Linear(("proposal_agreement",), {"intercept": -4.0, "proposal_agreement": 6.0}),
+              "clicks:proposal": Linear(("proposal_agreement",), {"intercept": 8.0, "proposal_agreement": -7.0})}
+    monkeypatch.setattr(pretrained, "model", lambda key, path=None: models.get(key))
+    sure, unsure = {"proposal_agreement": 0.95}, {"proposal_agreement": 0.2}
+    assert prior_probability(sure) == pytest.approx(sigmoid(-4.0 + 6.0 * 0.95))
+    assert prior_probability(sure) > 0.8 > 0.2 > prior_probability(unsure)
+    cost = CostModel()
+    assert cost.expected_clicks(sure, from_proposal=True) < 2.0 < 6.0 < cost.expected_clicks(unsure, from_proposal=True)
+    assert cost.expected_clicks(sure, from_proposal=False) == cost_model.SCRATCH_CLICKS  # no pretrained model
+
+
+def test_pretrained_file_is_read_and_missing_means_none(tmp_path):
+    path = tmp_path / "priors.json"
+    path.write_text(json.dumps({"models": {"acceptance": Linear(("x",), {"intercept": 1.0}).to_dict()}}))
+    real = pretrained.__dict__["_load"]
+    assert real(path)["acceptance"].predict({}) == 1.0
+    assert real(tmp_path / "missing.json") == {}
+
+
+def test_pretrain_rows_hold_every_proposal_and_every_start():
+    outcomes = [_outcome("a", 0.9, 0.9, 3, 0), _outcome("b", 0.3, 0.2, 20, 5)]
+    outcomes[1].scratch.ious = [0.5] * 20  # never reaches the target: priced at max_clicks
+    rows = rows_of(outcomes, 0.85, 20)
+    assert [r[2] for r in rows["acceptance"]] == [1.0, 0.0]
+    assert [r[2] for r in rows["clicks:scratch"]] == [3.0, 20.0]
+    assert [r[2] for r in rows["clicks:proposal"]] == [0.0, 5.0]
+    assert [r[0] for r in rows["acceptance"]] == [0, 1]  # image index, for folds by image
