@@ -36,25 +36,6 @@ def gateway():
 
 
 @pytest.fixture
-def client(settings, gateway):
-    migrate(settings.resolved_database_url)
-    with TestClient(create_app(settings, gateway)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def keys(settings, client):
-    store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
-    tokens = {
-        "admin": store.create("admin", Role.ADMIN, ["*"])[1],
-        "reviewer": store.create("reviewer", Role.REVIEWER, ["p1"])[1],
-        "annotator": store.create("annotator", Role.ANNOTATOR, ["p1"])[1],
-        "other": store.create("other", Role.ANNOTATOR, ["p2"])[1],
-    }
-    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
-
-
-@pytest.fixture
 def project(client, keys):
     for pid in ("p1", "p2"):
         reply = client.post("/v1/projects", json={"project_id": pid, "labels": ["cup", "cat"]}, headers=keys["admin"])

@@ -11,15 +11,11 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
 from services.common import cli
-from services.common.keys import KeyStore, Role
-from services.common.storage import make_engine, make_session_factory, migrate
-from services.gateway.app import create_app
 from services.gateway.client import GatewayClient
 from services.gateway.config import GatewaySettings
 from services.segmentation.video_data import load_sequence
@@ -70,24 +66,12 @@ def gateway():
 
 
 @pytest.fixture
-def client(settings, gateway):
-    migrate(settings.resolved_database_url)
-    with TestClient(create_app(settings, gateway)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def keys(settings, client):
-    store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
-    tokens = {"admin": store.create("admin", Role.ADMIN, ["*"])[1],
-              "reviewer": store.create("reviewer", Role.REVIEWER, ["p1"])[1],
-              "annotator": store.create("annotator", Role.ANNOTATOR, ["p1"])[1],
-              "other": store.create("other", Role.ANNOTATOR, ["p2"])[1]}
+def keys(keys, client):
+    """The shared keys, with projects p1 and p2 created."""
     for pid in ("p1", "p2"):
-        reply = client.post("/v1/projects", json={"project_id": pid, "labels": ["car"]},
-                            headers={"Authorization": f"Bearer {tokens['admin']}"})
+        reply = client.post("/v1/projects", json={"project_id": pid, "labels": ["car"]}, headers=keys["admin"])
         assert reply.status_code == 201, reply.text
-    return {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
+    return keys
 
 
 def upload(client, keys, data: bytes, filename: str, name: str = "", who: str = "admin"):
@@ -133,7 +117,6 @@ def test_video_file_and_zip_of_frames_are_stored_listed_served_and_exported(clie
     assert [(i["id"], i["video_id"], i["frame_id"]) for i in coco["images"]] == [(t + 1, 1, t) for t in range(FRAMES)]
     assert coco["images"][0]["file_name"] == f"{video['video_id']}/00000.jpg"
     assert coco["annotations"] == [] and [c["name"] for c in coco["categories"]] == ["car"]
-
 
 
 class InProcess(GatewayClient):
