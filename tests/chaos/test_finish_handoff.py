@@ -17,9 +17,8 @@ from PIL import Image
 from redis import Redis
 
 from annotation.v1 import common_pb2, segmentation_pb2 as pb, segmentation_pb2_grpc
-from services.common.keys import KeyStore, Role
-from services.common.storage import make_engine, make_session_factory, migrate
 from services.segmentation.sessions import SessionStore
+from tests.chaos.conftest import annotator_key
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +31,7 @@ def _png() -> bytes:
 
 def test_a_retried_finish_hands_on_a_session_whose_server_died_before_sending(chaos_settings, start_server,
                                                                               chaos_report):
-    migrate(chaos_settings.resolved_database_url)
-    engine = make_engine(chaos_settings.resolved_database_url)
-    token = KeyStore(make_session_factory(engine), 0).create("chaos", Role.ANNOTATOR, ["p1"])[1]
-    engine.dispose()
+    token = annotator_key(chaos_settings)
     meta = [("authorization", f"Bearer {token}")]
     start_server(chaos_settings, "segmentation")
     redis = Redis.from_url(chaos_settings.redis_url)

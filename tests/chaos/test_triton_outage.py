@@ -16,9 +16,8 @@ import pytest
 from PIL import Image
 
 from annotation.v1 import common_pb2, segmentation_pb2 as pb, segmentation_pb2_grpc
-from services.common.keys import KeyStore, Role
 from services.common.probes import grpc_health
-from services.common.storage import make_engine, make_session_factory, migrate
+from tests.chaos.conftest import annotator_key
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -41,10 +40,7 @@ def run_outage(settings, triton_server, start_server, chaos_report, name: str, a
     settings = settings.model_copy(update={
         "triton_grpc_url": triton_server.grpc_url, "triton_http_port": triton_server.http_port,
         "segmentation_session_ttl_s": 600})
-    migrate(settings.resolved_database_url)
-    engine = make_engine(settings.resolved_database_url)
-    token = KeyStore(make_session_factory(engine), 0).create("chaos", Role.ANNOTATOR, ["p1"])[1]
-    engine.dispose()
+    token = annotator_key(settings)
     meta = [("authorization", f"Bearer {token}")]
     start_server(settings, "segmentation")
     address = settings.service_address("segmentation")
