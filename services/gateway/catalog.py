@@ -26,7 +26,13 @@ from services.segmentation.images import decode_image
 
 PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+
+
+def display_name(name: str, fallback: str) -> str:
+    """A client-given name fit to show: no control characters, at most 255 characters."""
+    return CONTROL.sub("", name)[:255] or fallback
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class Catalog:
         path = self.image_dir / stored_name
         path.write_bytes(data)
         # display only; control characters (NUL cannot be stored by PostgreSQL) dropped
-        safe_name = CONTROL.sub("", Path(filename or "").name)[:255] or stored_name
+        safe_name = display_name(Path(filename or "").name, stored_name)
         try:
             with self.sessions.begin() as session:
                 position = session.scalar(select(func.coalesce(func.max(Image.position), 0))

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from services.common.errors import InvalidArgument, NotFound
+from services.gateway.catalog import display_name
 from services.segmentation.images import decode_image
 from services.segmentation.video_data import FRAME_SUFFIXES
 from services.segmentation.video_queue import VIDEO_ROOT
@@ -35,7 +36,6 @@ from services.segmentation.video_server import ID
 META = "video.json"
 LABELS = "labels"  # human masks, <index>.png 0/255; not masks/, which video_data reads as every frame's truth
 PARTIAL = ".partial"  # not a valid project id: never listed, never served
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 JPEG_QUALITY = 95
 MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
 
@@ -140,7 +140,7 @@ class VideoStore:
                 source, (height, width) = "video", self._from_video(upload, work / "upload", frames)
             count = sum(1 for _ in frames.iterdir())
             video_id = f"vid_{uuid.uuid4().hex[:16]}"
-            display = CONTROL.sub("", name or Path(filename or "").name)[:255] or video_id
+            display = display_name(name or Path(filename or "").name, video_id)
             meta = {"video_id": video_id, "project_id": project_id, "name": display, "source": source,
                     "frames": count, "width": width, "height": height,
                     "size_bytes": sum(p.stat().st_size for p in frames.iterdir()),
