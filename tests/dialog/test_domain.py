@@ -210,9 +210,8 @@ def test_pretrained_priors_price_proposals_until_answers_exist(monkeypatch, tmp_
 def test_pretrained_file_is_read_and_missing_means_none(tmp_path):
     path = tmp_path / "priors.json"
     path.write_text(json.dumps({"models": {"acceptance": Linear(("x",), {"intercept": 1.0}).to_dict()}}))
-    real = pretrained.__dict__["_load"]
-    assert real(path)["acceptance"].predict({}) == 1.0
-    assert real(tmp_path / "missing.json") == {}
+    assert pretrained._load(path)["acceptance"].predict({}) == 1.0  # the fixture stubs model(), not _load
+    assert pretrained._load(tmp_path / "missing.json") == {}
 
 
 def test_pretrain_rows_hold_every_proposal_and_every_start():
