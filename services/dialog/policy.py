@@ -154,7 +154,7 @@ class Greedy(Policy):
                    key=lambda p: p.expected_seconds)
         scratch = plan_cost(candidate, [Step(SEGMENT)], models)[0]
         if best.steps[0].type == VERIFY:
-            best.reason = (f"proposal likely good (p_accept {best.acceptance[0]:.2f}): "
+            best.reason = (f"cheapest expected plan (p_accept {best.acceptance[0]:.2f}): "
                            + " then ".join(_describe(s) for s in best.steps)
                            + f", expected {best.expected_seconds:.1f} s vs {scratch:.1f} s segmenting")
         else:

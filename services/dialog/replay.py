@@ -4,6 +4,10 @@ time is drawn from a generator seeded by (seed, image, action)), so totals diffe
 
 The greedy policy learns online, as in the service: after each object its cost and acceptance models
 are refitted on the answers it has recorded so far (it starts from the documented priors).
+
+``bounds`` prices two plans no deployable policy can follow, as yardsticks for any: one that knows
+which proposals pass verification (verify the first that does, else segment from scratch), and the
+hindsight minimum over every plan per object.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from services.dialog import cost_model
 from services.dialog.acceptance import AcceptanceModel
 from services.dialog.cost_model import Answer, CostModel
 from services.dialog.outcomes import Outcome, clicks_of
-from services.dialog.policy import Models, Policy
-from services.dialog.questions import SEGMENT, VERIFY, Candidate
+from services.dialog.policy import Models, Plan, Policy
+from services.dialog.questions import SEGMENT, VERIFY, Candidate, Step
 from services.simulation.annotator import Profile
 from services.simulation.timing import QuestionTimer
 
@@ -107,3 +111,42 @@ def fit_models(answers: list[Answer]) -> Models:
     verifies = [a for a in answers if a.type == VERIFY]
     return Models(CostModel(cost_model.fit(answers)),
                   AcceptanceModel.fit([a.features for a in verifies], [bool(a.accepted) for a in verifies]))
+
+
+class _Scripted(Policy):
+    """Follows a given list of steps, whatever the models say."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+
+    def plan(self, candidate, models):
+        return Plan(candidate, self.steps, 0.0)
+
+
+def _plans(proposals: int) -> list[list[Step]]:
+    plans = [[Step(SEGMENT)]]
+    for first in range(proposals):
+        plans += [[Step(VERIFY, first), Step(SEGMENT)], [Step(VERIFY, first), Step(SEGMENT, first)]]
+        for second in range(proposals):
+            if second != first:
+                verify = [Step(VERIFY, first), Step(VERIFY, second)]
+                plans += [verify + [Step(SEGMENT)], verify + [Step(SEGMENT, second)]]
+    return plans
+
+
+def bounds(outcomes: list[Outcome], target: float = 0.85, max_clicks: int = 20, seed: int = 0,
+           profile: Profile = Profile()) -> dict[str, float]:
+    """Total seconds of the two yardstick plans (module docstring), timed like every policy."""
+    models = Models(CostModel(), AcceptanceModel())
+
+    def seconds(outcome: Outcome, steps: list[Step]) -> float:
+        tally = Tally()
+        run_object(outcome, _Scripted(steps), models, target, max_clicks, seed, profile, tally, [])
+        return tally.total_seconds
+
+    known = hindsight = 0.0
+    for outcome in outcomes:
+        passing = [i for i, p in enumerate(outcome.proposals) if p.iou >= target]
+        known += seconds(outcome, [Step(VERIFY, passing[0])] if passing else [Step(SEGMENT)])
+        hindsight += min(seconds(outcome, steps) for steps in _plans(len(outcome.proposals)))
+    return {"known_acceptance": round(known, 2), "hindsight": round(hindsight, 2)}

@@ -6,7 +6,8 @@ by the simulated annotator; total human seconds to get every object to the IoU t
 Outcomes (proposals from the real segmentation service, the standard clicker's runs from scratch and
 from each proposal) are measured once through a private stack (Redis, tritonserver, the segmentation
 server and one without refinement for the network's own confidence) and cached under
-``var/dialog/cache/``; the policies are then replayed on them (``replay.py``). Writes FILE.json and
+``var/dialog/cache/``; the policies are then replayed on them (``replay.py``), beside two yardsticks no
+policy can reach (``replay.bounds``: acceptance known in advance; hindsight). Writes FILE.json and
 FILE.png (total seconds per policy, and cumulative seconds over the objects).
 """
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from services.dialog.outcomes import augment, load_cached, measure, save
 from services.simulation.stack import segmentation_fingerprint
 from services.dialog.policy import registry
-from services.dialog.replay import replay
+from services.dialog.replay import bounds, replay
 from services.segmentation.dataset import load_folder
 
 app = typer.Typer(add_completion=False)
@@ -68,6 +69,11 @@ def plot(report: dict, path: Path) -> None:
     for i, n in enumerate(names):
         bars.text(policies[n]["total_seconds"] / 60, i, f" {policies[n]['total_seconds'] / 60:.1f}", va="center",
                   fontsize=8)
+    for (name, value), style in zip(report.get("bounds", {}).items(), (":", "--")):
+        bars.axvline(value["total_seconds"] / 60, color="black", ls=style, lw=1,
+                     label=f"{name.replace('_', ' ')} (not reachable)")
+    if report.get("bounds"):
+        bars.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     bars.set(xlabel="simulated human minutes (all objects to IoU target)", title="total per policy")
     bars.invert_yaxis()
     for n in names:
@@ -106,6 +112,10 @@ def simulate(data: Path, out: Path, cache: Path | None = None, limit: int = 0, i
     report = {"data": str(data), "objects": len(outcomes), "iou_target": iou_target, "max_clicks": max_clicks,
               "seed": seed, "best_fixed": best_fixed, "measure_seconds": round(measured_s, 1),
               "policies": results}
+    if best_fixed:
+        report["bounds"] = {name: {"total_seconds": value,
+                                   "vs_best_fixed": round(value / fixed[best_fixed]["total_seconds"], 4)}
+                            for name, value in bounds(outcomes, iou_target, max_clicks, seed).items()}
     if "greedy" in results and best_fixed:
         report["greedy_vs_best_fixed"] = round(results["greedy"]["total_seconds"]
                                                / fixed[best_fixed]["total_seconds"], 4)
@@ -134,6 +144,9 @@ def main(
         typer.echo(f"{name:24s} {r['total_seconds']:8.1f} s  questions {r['questions']:4d}  "
                    f"reached {r['objects_reached']}/{r['objects']}  "
                    f"x{report.get('ratios_to_greedy', {}).get(name, float('nan')):.3f} of greedy")
+    for name, value in report.get("bounds", {}).items():
+        typer.echo(f"bound: {name:17s} {value['total_seconds']:8.1f} s  {value['vs_best_fixed']:.3f}x of best fixed "
+                   "(knows outcomes no policy knows)")
     if "greedy_vs_best_fixed" in report:
         typer.echo(f"greedy / best fixed ({report['best_fixed']}) = {report['greedy_vs_best_fixed']:.3f}")
     typer.echo(f"wrote {out} and {out.with_suffix('.png')}")

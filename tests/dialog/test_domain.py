@@ -20,7 +20,7 @@ from services.dialog.questioner import Questioner
 from services.dialog.questions import SEGMENT, VERIFY, Candidate, Step
 from services.dialog.pretrain import rows_of
 from services.dialog.regression import Linear, fit_logistic, fit_ridge, sigmoid
-from services.dialog.replay import replay
+from services.dialog.replay import bounds, replay
 from services.dialog.store import DialogStore
 from services.simulation.clicker import Click
 from services.simulation.timing import VERIFY_S, QuestionTimer, expected_click_s
@@ -77,7 +77,10 @@ def test_logistic_separates_confident_from_unsure_proposals():
     assert model.fitted
     assert model.probability({"mean_confidence": 0.95}) > 0.8 > 0.2 > model.probability({"mean_confidence": 0.2})
     assert fit_logistic(("x",), [], [], 0.0).predict({}) == 0.0
-    assert not AcceptanceModel.fit(rows[:3], [True, True, True]).fitted  # too few, one class
+    assert not AcceptanceModel.fit(rows[:3], [True, True, True]).fitted  # too few
+    # a project whose proposals are all rejected learns that, instead of keeping the prior forever
+    rejected = AcceptanceModel.fit(rows[:10], [False] * 10)
+    assert rejected.fitted and rejected.probability(rows[0]) < 0.2 < prior_probability(rows[0])
     assert prior_probability({"proposal_score": 0.9}) > prior_probability({"proposal_score": 0.1})
 
 
@@ -166,6 +169,19 @@ def _outcome(stem: str, proposal_iou: float, confidence: float, scratch_clicks: 
         return Run([[10 + i, 10 + i, True] for i in range(n)], ious, start)
     return Outcome(stem, 100, 100, [Proposal("centre", proposal_iou, {"mean_confidence": confidence},
                                              run(correct_clicks, proposal_iou))], run(scratch_clicks))
+
+
+def test_bounds_know_what_no_policy_knows():
+    good = _outcome("good", 0.9, 0.3, 6, 0)  # proposal 0 passes
+    bad = _outcome("bad", 0.3, 0.2, 4, 6)  # nothing passes; correcting costs more than starting over
+    seconds = {name: replay([good, bad], policy, seed=1).total_seconds for name, policy in registry().items()}
+    found = bounds([good, bad], seed=1)
+    assert found["hindsight"] <= found["known_acceptance"] <= min(seconds.values())
+    assert found["known_acceptance"] < min(v for k, v in seconds.items() if k != "greedy")
+    alone = {o.stem: bounds([o], seed=1) for o in (good, bad)}
+    assert alone["bad"]["known_acceptance"] == pytest.approx(
+        replay([bad], registry()["always_segment"], seed=1).total_seconds, abs=0.01)
+    assert alone["good"]["known_acceptance"] < replay([good], registry()["always_segment"], seed=1).total_seconds
 
 
 def test_replay_greedy_learns_when_to_verify():
