@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +78,11 @@ class LocalStack:
         return log
 
     def __enter__(self) -> "LocalStack":
+        # The servers run in their own sessions, so a plain kill of this process would orphan them:
+        # turn SIGTERM into an exception that unwinds through __exit__ (main thread only).
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
         try:
             self._up()
         except BaseException:
@@ -133,6 +139,13 @@ class LocalStack:
                 proc.wait()
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+
+def _terminate(_signum, _frame) -> None:
+    raise SystemExit(128 + signal.SIGTERM)
 
 
 def connectable(port: int) -> bool:
