@@ -249,6 +249,16 @@ def videos_list(project: str = typer.Option(..., help="Project id."), url: str =
     console.print(table)
 
 
+@videos_app.command("delete")
+def videos_delete(video: str = typer.Argument(..., help="Video id."),
+                  project: str = typer.Option(..., help="Project id."),
+                  url: str = URL_OPTION, key: str = KEY_OPTION) -> None:
+    """Remove a video with its frames and human masks (admin key)."""
+    with _gateway_client(url, key) as client:
+        _rest(lambda: client.delete_video(project, video))
+    console.print(f"deleted {video}")
+
+
 @videos_app.command("export")
 def videos_export(video: str = typer.Argument(..., help="Video id."),
                   project: str = typer.Option(..., help="Project id."),

@@ -84,6 +84,9 @@ class GatewayClient:
     def videos(self, project_id: str) -> list[dict]:
         return self.request("GET", f"/v1/projects/{project_id}/videos")["videos"]
 
+    def delete_video(self, project_id: str, video_id: str) -> None:
+        self.request("DELETE", f"/v1/projects/{project_id}/videos/{video_id}")
+
     def export_video_coco(self, project_id: str, video_id: str, operation_id: str = "") -> dict:
         return self.request("GET", f"/v1/projects/{project_id}/videos/{video_id}/exports/coco",
                             params={"operation_id": operation_id} if operation_id else None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from annotation.v1 import common_pb2, segmentation_pb2
@@ -94,6 +94,13 @@ def list_videos(request: Request, project_id: str, who: Annotator) -> dict:
 def get_video(request: Request, project_id: str, video_id: str, who: Annotator) -> dict:
     store = _store(request, project_id)
     return video_out(store.video(project_id, video_id), store.masked_frames(project_id, video_id))
+
+
+@router.delete("/{video_id}", tags=["videos"], status_code=204)
+def delete_video(request: Request, project_id: str, video_id: str, who: Admin) -> Response:
+    """Removes the video, its frames and human masks (404 when unknown)."""
+    _store(request, project_id).delete(project_id, video_id)
+    return Response(status_code=204)
 
 
 @router.get("/{video_id}/frames/{index}", tags=["videos"], response_class=FileResponse)

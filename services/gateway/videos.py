@@ -4,7 +4,8 @@ Stored in the layout the segmentation service reads (``video_queue.VIDEO_ROOT``,
 ``VAR_DIR/videos/<project_id>/<video_id>/frames/<index>.jpg|png``, frame order = file-name order
 (zero-padded indices), plus ``video.json`` (display name, size, creation time, propagations started
 through the gateway) and ``labels/<index>.png`` (human masks, where uploaded) beside ``frames/``. An upload is written under ``VAR_DIR/videos/.partial/`` and
-renamed into place once complete, so a refused or failed upload leaves nothing behind. The client's
+renamed into place once complete, so a refused or failed upload leaves nothing behind (and one cut
+off by a crash is swept at the next start, ``sweep_partial``). The client's
 file and entry names are for display and ordering only; they never become paths.
 """
 
@@ -16,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 import zipfile
 from datetime import UTC, datetime
@@ -36,6 +38,9 @@ from services.segmentation.video_server import ID
 META = "video.json"
 LABELS = "labels"  # human masks, <index>.png 0/255; not masks/, which video_data reads as every frame's truth
 PARTIAL = ".partial"  # not a valid project id: never listed, never served
+# An upload older than this in .partial was cut off by a crash (gateways sharing the volume may be
+# writing younger ones); swept when a gateway starts.
+PARTIAL_MAX_AGE_S = 3600
 JPEG_QUALITY = 95
 MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
 
@@ -55,6 +60,22 @@ class VideoStore:
         self.root = Path(var_dir) / VIDEO_ROOT
         self.max_upload_bytes, self.max_frame_bytes = max_upload_bytes, max_frame_bytes
         self.max_pixels, self.max_frames = max_pixels, max_frames
+        self.sweep_partial()
+
+    def sweep_partial(self, max_age_s: float = PARTIAL_MAX_AGE_S) -> int:
+        """Removes uploads left in .partial for longer than ``max_age_s``; returns how many."""
+        partial = self.root / PARTIAL
+        if not partial.is_dir():
+            return 0
+        cutoff, swept = time.time() - max_age_s, 0
+        for entry in partial.iterdir():
+            try:
+                if entry.lstat().st_mtime < cutoff:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                    swept += 1
+            except FileNotFoundError:  # another gateway swept it first
+                pass
+        return swept
 
     # --- reading ---------------------------------------------------------------------------------
     def folder(self, project_id: str, video_id: str) -> Path:
@@ -118,6 +139,17 @@ class VideoStore:
         meta.setdefault("propagations", []).append(
             {"operation_id": operation_id, "label": label, "started_at": datetime.now(UTC).isoformat()})
         _write_json(folder / META, meta)
+
+    def delete(self, project_id: str, video_id: str) -> dict:
+        """Removes a video with its frames and human masks. It leaves the listing in one rename; the
+        files are removed after. Propagations already running on it fail with its frames gone."""
+        folder = self.folder(project_id, video_id)
+        meta = json.loads((folder / META).read_text())
+        (self.root / PARTIAL).mkdir(parents=True, exist_ok=True)
+        doomed = self.root / PARTIAL / f"deleted-{uuid.uuid4().hex}"
+        folder.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        return meta
 
     # --- upload ----------------------------------------------------------------------------------
     def add(self, project_id: str, upload: BinaryIO, filename: str, name: str = "") -> dict:

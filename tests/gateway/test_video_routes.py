@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 import zipfile
 
 import cv2
@@ -128,7 +130,7 @@ class InProcess(GatewayClient):
 
 
 def test_command_line_uploads_lists_and_exports(client, keys, tmp_path, monkeypatch):
-    """``annot videos upload|list|export``, its REST client on this app in place of a network gateway."""
+    """``annot videos upload|list|export|delete``, its REST client on this app in place of a network gateway."""
     gateway = InProcess(client)
     client.headers.update(keys["admin"])
     monkeypatch.setattr(cli, "_gateway_client", lambda url, key: gateway)
@@ -150,6 +152,10 @@ def test_command_line_uploads_lists_and_exports(client, keys, tmp_path, monkeypa
     assert [i["frame_id"] for i in json.loads(out.read_text())["images"]] == [0, 1, 2, 3]
     result = runner.invoke(cli.app, ["videos", "upload", str(out), "--project", "p1"])
     assert result.exit_code == 1 and "422" in result.output
+    result = runner.invoke(cli.app, ["videos", "delete", video["video_id"], "--project", "p1"])
+    assert result.exit_code == 0 and gateway.videos("p1") == []
+    result = runner.invoke(cli.app, ["videos", "delete", video["video_id"], "--project", "p1"])
+    assert result.exit_code == 1 and "404" in result.output
 
 
 def _nothing_stored(client, keys, settings) -> None:
@@ -209,6 +215,35 @@ def test_videos_are_scoped_like_images(client, keys, tmp_path):
     assert client.get("/v1/projects/p3/videos", headers=keys["admin"]).status_code == 404
     reply = client.post(f"{base}/propagation", json={"samples": []}, headers=keys["annotator"])
     assert reply.status_code == 422 and reply.json()["error"]["field"] == "samples"
+
+
+def test_delete_removes_a_video_and_a_restart_sweeps_abandoned_uploads(client, keys, settings, tmp_path):
+    kept = upload(client, keys, avi(davis(2), tmp_path / "k.avi"), "k.avi").json()
+    gone = upload(client, keys, avi(davis(2), tmp_path / "g.avi"), "g.avi").json()
+    base = f"/v1/projects/p1/videos/{gone['video_id']}"
+    mask = png(davis(1, "masks", cv2.IMREAD_GRAYSCALE)[0])
+    assert client.put(f"{base}/masks/0", headers=keys["annotator"],
+                      files={"file": ("m.png", mask, "image/png")}).status_code == 200
+    assert client.delete(base, headers=keys["annotator"]).status_code == 403  # deleting needs admin
+    assert client.delete(f"/v1/projects/p2/videos/{gone['video_id']}", headers=keys["admin"]).status_code == 404
+    assert client.delete(base, headers=keys["admin"]).status_code == 204
+    for path in (base, f"{base}/frames/0"):
+        assert client.get(path, headers=keys["admin"]).status_code == 404, path
+    assert client.delete(base, headers=keys["admin"]).status_code == 404
+    listed = client.get("/v1/projects/p1/videos", headers=keys["admin"]).json()
+    assert [v["video_id"] for v in listed["videos"]] == [kept["video_id"]]
+    root = settings.var_dir / VIDEO_ROOT
+    assert not (root / "p1" / gone["video_id"]).exists() and not any((root / ".partial").iterdir())
+
+    # an upload cut off by a crash stays in .partial; the next gateway start removes it once it is old
+    old, young = root / ".partial" / "old", root / ".partial" / "young"
+    for folder in (old, young):
+        (folder / "frames").mkdir(parents=True)
+        (folder / "frames" / "00000.jpg").write_bytes(b"x")
+    os.utime(old, (time.time() - 2 * 3600,) * 2)
+    client.app.state.videos.__class__(settings.var_dir, 1, 1, 1, 1)  # what a restarted gateway builds
+    assert not old.exists() and young.exists()
+    assert client.get(f"/v1/projects/p1/videos/{kept['video_id']}", headers=keys["admin"]).status_code == 200
 
 
 def test_human_masks_per_frame_are_stored_and_exported(client, keys, settings, tmp_path):
