@@ -77,6 +77,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{P}/videos"): Rule(D, "path"),
     ("GET", f"{P}/videos"): Rule(A, "path"),
     ("GET", f"{P}/videos/{{video_id}}"): Rule(A, "path"),
+    ("DELETE", f"{P}/videos/{{video_id}}"): Rule(D, "path"),
     ("GET", f"{P}/videos/{{video_id}}/frames/{{index}}"): Rule(A, "path"),
     ("PUT", f"{P}/videos/{{video_id}}/masks/{{index}}"): Rule(A, "path"),
     ("POST", f"{P}/videos/{{video_id}}/propagation"): Rule(A, "path"),

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 SCRIPT = """
 import sys, time
 from services.simulation.stack import LocalStack
-with LocalStack(["byproducts"], triton=False) as stack:
+with LocalStack([], triton=False) as stack:
     print(" ".join(str(p.pid) for p in stack.procs), flush=True)
     time.sleep(120)
 """
@@ -37,9 +37,9 @@ def test_sigterm_stops_the_stack_servers():
     pids: list[int] = []
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(p) for p in pids)  # redis and the byproducts server
+        assert len(pids) == 1 and _alive(pids[0])  # its Redis, in a session of its own
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 128 + signal.SIGTERM
+        assert proc.wait(60) == 128 + signal.SIGTERM
         deadline = time.monotonic() + 10
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
