@@ -62,20 +62,18 @@ class VideoStore:
         self.max_pixels, self.max_frames = max_pixels, max_frames
         self.sweep_partial()
 
-    def sweep_partial(self, max_age_s: float = PARTIAL_MAX_AGE_S) -> int:
-        """Removes uploads left in .partial for longer than ``max_age_s``; returns how many."""
+    def sweep_partial(self, max_age_s: float = PARTIAL_MAX_AGE_S) -> None:
+        """Removes uploads left in .partial for longer than ``max_age_s``."""
         partial = self.root / PARTIAL
         if not partial.is_dir():
-            return 0
-        cutoff, swept = time.time() - max_age_s, 0
+            return
+        cutoff = time.time() - max_age_s
         for entry in partial.iterdir():
             try:
                 if entry.lstat().st_mtime < cutoff:
                     shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-                    swept += 1
             except FileNotFoundError:  # another gateway swept it first
                 pass
-        return swept
 
     # --- reading ---------------------------------------------------------------------------------
     def folder(self, project_id: str, video_id: str) -> Path:
@@ -140,16 +138,14 @@ class VideoStore:
             {"operation_id": operation_id, "label": label, "started_at": datetime.now(UTC).isoformat()})
         _write_json(folder / META, meta)
 
-    def delete(self, project_id: str, video_id: str) -> dict:
+    def delete(self, project_id: str, video_id: str) -> None:
         """Removes a video with its frames and human masks. It leaves the listing in one rename; the
         files are removed after. Propagations already running on it fail with its frames gone."""
         folder = self.folder(project_id, video_id)
-        meta = json.loads((folder / META).read_text())
         (self.root / PARTIAL).mkdir(parents=True, exist_ok=True)
         doomed = self.root / PARTIAL / f"deleted-{uuid.uuid4().hex}"
         folder.rename(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
-        return meta
 
     # --- upload ----------------------------------------------------------------------------------
     def add(self, project_id: str, upload: BinaryIO, filename: str, name: str = "") -> dict:

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from services.common import cli
 from services.gateway.client import GatewayClient
 from services.gateway.config import GatewaySettings
+from services.gateway.videos import VideoStore
 from services.segmentation.video_data import load_sequence
 from services.segmentation.video_queue import VIDEO_QUEUE, VIDEO_ROOT
 from services.simulation.clicker import iou
@@ -241,7 +242,7 @@ def test_delete_removes_a_video_and_a_restart_sweeps_abandoned_uploads(client, k
         (folder / "frames").mkdir(parents=True)
         (folder / "frames" / "00000.jpg").write_bytes(b"x")
     os.utime(old, (time.time() - 2 * 3600,) * 2)
-    client.app.state.videos.__class__(settings.var_dir, 1, 1, 1, 1)  # what a restarted gateway builds
+    VideoStore(settings.var_dir, 1, 1, 1, 1)  # what a restarted gateway builds
     assert not old.exists() and young.exists()
     assert client.get(f"/v1/projects/p1/videos/{kept['video_id']}", headers=keys["admin"]).status_code == 200
 
