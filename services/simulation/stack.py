@@ -80,8 +80,8 @@ class LocalStack:
     def __enter__(self) -> "LocalStack":
         # The servers run in their own sessions, so a plain kill of this process would orphan them:
         # turn SIGTERM into an exception that unwinds through __exit__ (main thread only).
-        self._previous_sigterm = None
-        if threading.current_thread() is threading.main_thread():
+        self._sigterm_installed = threading.current_thread() is threading.main_thread()
+        if self._sigterm_installed:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
         try:
             self._up()
@@ -139,9 +139,9 @@ class LocalStack:
                 proc.wait()
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
+        if self._sigterm_installed:  # the previous handler may be None (set outside Python): restore as is
+            signal.signal(signal.SIGTERM, self._previous_sigterm or signal.SIG_DFL)
+            self._sigterm_installed = False
 
 
 def _terminate(_signum, _frame) -> None:
