@@ -107,7 +107,7 @@ quality-train: setup triton-setup system-deps  ## simulate sessions (cached in v
 	$(PY) -m services.quality.train --limit 240 --repeats 2 --folds 5
 
 quality-eval: setup triton-setup system-deps  ## quality model vs single-feature baselines on GrabCut
-	$(PY) -m services.quality.evaluate --data ../shared/data/grabcut --repeats 6 --out var/quality/eval/grabcut.json --update-card
+	$(PY) -m services.quality.evaluate --data ../shared/data/grabcut --out var/quality/eval/grabcut.json --update-card
 
 clean:  ## remove the venv, generated code and runtime state
 	-$(ANNOT) down 2>/dev/null
