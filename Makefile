@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: quality-train quality-eval setup triton-setup system-deps browser-deps protos up down status demo test chaos test-hardening fuzz audit test-unit test-helm helm-tools images bench clean help
+.PHONY: quality-train quality-eval quality-ceiling setup triton-setup system-deps browser-deps protos up down status demo test chaos test-hardening fuzz audit test-unit test-helm helm-tools images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -108,6 +108,9 @@ quality-train: setup triton-setup system-deps  ## simulate sessions (cached in v
 
 quality-eval: setup triton-setup system-deps  ## quality model vs single-feature baselines on GrabCut
 	$(PY) -m services.quality.evaluate --data ../shared/data/grabcut --out var/quality/eval/grabcut.json --update-card
+
+quality-ceiling: setup triton-setup system-deps  ## quality model: learning curve and the true-annotator-profile bound on GrabCut
+	$(PY) -m services.quality.ceiling --out var/quality/eval/ceiling.json
 
 clean:  ## remove the venv, generated code and runtime state
 	-$(ANNOT) down 2>/dev/null

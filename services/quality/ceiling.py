@@ -1,0 +1,134 @@
+"""How far the click-based ranking can go: the training recipe on a quarter, half and all of the
+training sessions (a learning curve), and on all of them with each session's true annotator profile
+appended, scored on the evaluation sessions, over several seeds.
+
+    python -m services.quality.ceiling --out var/quality/eval/ceiling.json   # 800 COCO-MVal sessions -> 300 GrabCut
+
+The profile (target IoU, speed, perception noise, click budget...) is what the simulated annotator drew
+for that session: no deployment knows it. A perfect annotator track record could at best tell it, so the
+``true profile`` figure bounds what reputation features could add. Uses the session caches of
+``services.quality.train`` and ``services.quality.evaluate``, simulating what they lack. Writes FILE.json
+and FILE.png (ROC-AUC per variant, mean and range over the seeds, against the best single-feature
+baseline and the target).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from services.quality.evaluate import baselines
+from services.quality.metrics import ranking_metrics
+from services.quality.model import DEFAULT_THRESHOLD
+from services.quality.train import SESSIONS_DIR, TRAIN_DATA, evaluate_items, featurise, fit
+from services.simulation.annotator import Profile
+from services.simulation.stack import segmentation_fingerprint
+
+PROFILE_FIELDS = tuple(f.name for f in dataclasses.fields(Profile))
+TARGET_ROC_AUC = 0.9
+app = typer.Typer(add_completion=False)
+
+
+Items = list[tuple[np.ndarray, np.ndarray]]  # (steps, session) features per session
+
+
+def with_profile(items: Items, records: list[dict]) -> Items:
+    """``items`` with the session's true annotator profile appended to its session features."""
+    return [(steps, np.concatenate([session, [float(r["profile"][k]) for k in PROFILE_FIELDS]]).astype(np.float32))
+            for (steps, session), r in zip(items, records)]
+
+
+def variants(train: list[dict]) -> dict[str, tuple[list[dict], bool]]:
+    """name -> (training records, append the true profile): a learning curve, then the oracle."""
+    out = {f"recipe, {len(train[::k])} sessions": (train[::k], False) for k in (4, 2, 1)}
+    out[f"recipe + true profile, {len(train)} sessions"] = (train, True)
+    return out
+
+
+def measure(train: list[dict], test: list[dict], seeds: int, **fit_args) -> dict:
+    """Figures on ``test`` of each variant trained on ``train``, one row per seed, and the baselines."""
+    test_items = featurise([r["summary"] for r in test])
+    test_iou = np.asarray([r["true_iou"] for r in test], np.float32)
+    rows: dict[str, list[dict]] = {}
+    for name, (records, oracle) in variants(train).items():
+        items = featurise([r["summary"] for r in records])
+        ious = np.asarray([r["true_iou"] for r in records], np.float32)
+        scored = with_profile(test_items, test) if oracle else test_items
+        if oracle:
+            items = with_profile(items, records)
+        rows[name] = [evaluate_items(fit(items, ious, seed=seed, **fit_args), scored, test_iou)
+                      for seed in range(seeds)]
+        typer.echo(f"{name}: ROC-AUC per seed " + " ".join(str(r["roc_auc"]) for r in rows[name]))
+    return {"variants": {name: {"per_seed": r, "roc_auc_mean": _mean(r, "roc_auc"),
+                                "spearman_mean": _mean(r, "spearman")} for name, r in rows.items()},
+            "baselines": {name: ranking_metrics(q, test_iou, DEFAULT_THRESHOLD)
+                          for name, q in baselines(test_items).items()}}
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r[key] is not None]  # None: undefined for a constant score
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def plot(report: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["variants"])
+    fig, ax = plt.subplots(figsize=(6.8, 0.6 * len(names) + 1.6), dpi=120)
+    for i, name in enumerate(names):
+        aucs = [r["roc_auc"] for r in report["variants"][name]["per_seed"]]
+        ax.barh(i, np.mean(aucs), color="tab:blue", alpha=0.7)
+        ax.plot([min(aucs), max(aucs)], [i, i], color="black", lw=1.5)  # range over the seeds
+    best = max(report["baselines"].items(), key=lambda kv: kv[1]["roc_auc"] or 0)
+    ax.axvline(best[1]["roc_auc"], color="grey", ls=":", label=f"best baseline ({best[0]}) {best[1]['roc_auc']:.3f}")
+    ax.axvline(TARGET_ROC_AUC, color="tab:red", ls="--", label=f"target {TARGET_ROC_AUC}")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set(xlim=(0.5, 1.0), xlabel=f"ROC-AUC for IoU < {DEFAULT_THRESHOLD} (bar: mean, line: range over seeds)",
+           title=title)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@app.command()
+def main(
+    out: Path = typer.Option(..., help="results JSON; the bar plot goes beside it as .png"),
+    data: Path = typer.Option(TRAIN_DATA, exists=True, file_okay=False, help="training images"),
+    limit: int = typer.Option(800, min=1, help="training images spread over --data"),
+    repeats: int = typer.Option(1, min=1, help="simulated training sessions per image"),
+    eval_data: Path = typer.Option(Path("../shared/data/grabcut"), exists=True, file_okay=False),
+    eval_repeats: int = typer.Option(6, min=1, help="simulated sessions per evaluation image"),
+    sessions_dir: Path = typer.Option(None, help="session caches, <DIR name>.jsonl each (default "
+                                      "var/quality/sessions/<model fingerprint>, shared with train and evaluate)"),
+    seeds: int = typer.Option(3, min=1, help="trainings per variant (different seeds)"),
+    members: int = typer.Option(5, min=1), epochs: int = typer.Option(60, min=1),
+) -> None:
+    from services.quality.simulate import simulate_folder
+
+    folder = sessions_dir or SESSIONS_DIR / segmentation_fingerprint()
+    # sessions missing from the caches are simulated first, on one private stack each
+    train = simulate_folder(data, folder / f"{data.name}.jsonl", limit, repeats)
+    test = simulate_folder(eval_data, folder / f"{eval_data.name}.jsonl", 0, eval_repeats)
+    report = measure(train, test, seeds, members=members, epochs=epochs)
+    result = {"command": "python -m services.quality.ceiling " + shlex.join(sys.argv[1:]),
+              "train_data": str(data), "train_count": len(train), "eval_data": str(eval_data),
+              "eval_count": len(test), "threshold": DEFAULT_THRESHOLD, "profile_fields": list(PROFILE_FIELDS),
+              **report}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    plot(report, out.with_suffix(".png"), f"{eval_data.name}: {len(test)} sessions, {seeds} seeds per variant")
+    typer.echo(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    app()
