@@ -85,11 +85,14 @@ def plot(report: dict, path: Path, title: str) -> None:
     names = list(report["variants"])
     fig, ax = plt.subplots(figsize=(6.8, 0.6 * len(names) + 1.6), dpi=120)
     for i, name in enumerate(names):
-        aucs = [r["roc_auc"] for r in report["variants"][name]["per_seed"]]
-        ax.barh(i, np.mean(aucs), color="tab:blue", alpha=0.7)
-        ax.plot([min(aucs), max(aucs)], [i, i], color="black", lw=1.5)  # range over the seeds
+        aucs = [r["roc_auc"] for r in report["variants"][name]["per_seed"] if r["roc_auc"] is not None]
+        if aucs:  # none when the evaluation sessions are all good or all bad
+            ax.barh(i, np.mean(aucs), color="tab:blue", alpha=0.7)
+            ax.plot([min(aucs), max(aucs)], [i, i], color="black", lw=1.5)  # range over the seeds
     best = max(report["baselines"].items(), key=lambda kv: kv[1]["roc_auc"] or 0)
-    ax.axvline(best[1]["roc_auc"], color="grey", ls=":", label=f"best baseline ({best[0]}) {best[1]['roc_auc']:.3f}")
+    if best[1]["roc_auc"] is not None:
+        ax.axvline(best[1]["roc_auc"], color="grey", ls=":",
+                   label=f"best baseline ({best[0]}) {best[1]['roc_auc']:.3f}")
     ax.axvline(TARGET_ROC_AUC, color="tab:red", ls="--", label=f"target {TARGET_ROC_AUC}")
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set(xlim=(0.5, 1.0), xlabel=f"ROC-AUC for IoU < {DEFAULT_THRESHOLD} (bar: mean, line: range over seeds)",
