@@ -18,6 +18,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 from kombu.exceptions import OperationalError
 from prometheus_client import Counter, Gauge
+from redis.exceptions import OutOfMemoryError
 
 from annotation.v1 import byproducts_pb2 as pb
 from annotation.v1 import byproducts_pb2_grpc, common_pb2
@@ -67,19 +68,25 @@ def _refuse(context: grpc.ServicerContext, errors: list[InvalidArgument]) -> Non
     context.abort_with_status(rpc_status.to_status(status))
 
 
+def send_batch(celery, batch_id: str) -> None:
+    """Queues one outbox batch for the worker. Kombu wraps every Redis error in OperationalError; a full
+    Redis (maxmemory) stays OutOfMemoryError, so that the Ingestor answers RESOURCE_EXHAUSTED, not
+    UNAVAILABLE (found by tests/chaos/test_backpressure.py)."""
+    try:
+        celery.send_task("byproducts.persist_batch", args=[batch_id], queue=QUEUE)
+    except OperationalError as exc:
+        if isinstance(exc.__cause__, OutOfMemoryError):
+            raise OutOfMemoryError(str(exc.__cause__)) from exc
+        raise Unavailable(f"the byproducts queue (Redis) is unreachable: {exc}") from exc
+
+
 class ByproductsServicer(byproducts_pb2_grpc.ByproductsServicer):
     def __init__(self, kit: Kit, config: ByproductsSettings | None = None) -> None:
         self.config = config or ByproductsSettings()
         self.engine = make_engine(kit.settings.resolved_database_url)
         celery = kit.celery
 
-        def enqueue(batch_id: str) -> None:
-            try:
-                celery.send_task("byproducts.persist_batch", args=[batch_id], queue=QUEUE)
-            except OperationalError as exc:
-                raise Unavailable(f"the byproducts queue (Redis) is unreachable: {exc}") from exc
-
-        self.ingest = Ingestor(kit.redis, enqueue, self.config)
+        self.ingest = Ingestor(kit.redis, lambda batch_id: send_batch(celery, batch_id), self.config)
         threading.Thread(target=self._redeliver_forever, name="outbox-redeliver", daemon=True).start()
 
     def _redeliver_forever(self) -> None:

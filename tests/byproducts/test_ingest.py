@@ -235,3 +235,28 @@ def test_a_finished_segmentation_session_is_kept_once(bp_settings, stub, worker,
     assert clicks[1].click.iou_change == pytest.approx(0.1)
     time.sleep(1.0)
     assert stored(engine, "seg-1") == 5
+
+
+def test_a_full_broker_on_publish_is_resource_exhausted_not_unavailable(settings, redis_server):
+    """Kombu wraps Redis' OOM on the Celery publish in OperationalError; it must still read as a full
+    broker (retry later), the way Ingestor reports OOM on its own writes."""
+    from redis import Redis as RedisClient
+
+    from services.byproducts.ingest import Ingestor
+    from services.byproducts.server import send_batch
+    from services.common.celery_app import make_celery
+    from services.common.errors import ResourceExhausted, Unavailable
+
+    celery = make_celery("byproducts", settings)
+    client = RedisClient.from_url(settings.redis_url)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)  # below what Redis already uses: every write is refused
+    try:
+        with pytest.raises(ResourceExhausted) as full:
+            Ingestor._call(lambda: send_batch(celery, "batch-1"))
+        assert full.value.reason == "BROKER_FULL" and "out of memory" in full.value.message
+    finally:
+        client.config_set("maxmemory", 0)
+    redis_server.stop()  # a broker that is gone is still UNAVAILABLE
+    with pytest.raises(Unavailable):
+        Ingestor._call(lambda: send_batch(celery, "batch-2"))

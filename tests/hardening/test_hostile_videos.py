@@ -25,7 +25,8 @@ MAX_FRAMES, MAX_PIXELS, MAX_FRAME_BYTES, MAX_BYTES = 6, 64 * 64, 50_000, 200_000
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
 NAMES = st.one_of(st.sampled_from(["0.png", "a/1.jpg", "../x.png", "/abs.png", "..\\w.png", "C:/x.png", ".hidden.png",
                                    "__MACOSX/._0.png", "dir/", "x.txt", "..", "f10.png", "f2.png"]),
-                  st.text(min_size=1, max_size=30))
+                  # zipfile cuts a name at its first NUL and cannot write the empty name left
+                  st.text(min_size=1, max_size=30).filter(lambda name: name.split("\0", 1)[0]))
 
 
 def png(height: int, width: int, value: int = 0) -> bytes:
