@@ -32,10 +32,8 @@ from services.simulation.stack import segmentation_fingerprint
 
 PROFILE_FIELDS = tuple(f.name for f in dataclasses.fields(Profile))
 TARGET_ROC_AUC = 0.9
-app = typer.Typer(add_completion=False)
-
-
 Items = list[tuple[np.ndarray, np.ndarray]]  # (steps, session) features per session
+app = typer.Typer(add_completion=False)
 
 
 def with_profile(items: Items, records: list[dict]) -> Items:
@@ -44,25 +42,26 @@ def with_profile(items: Items, records: list[dict]) -> Items:
             for (steps, session), r in zip(items, records)]
 
 
-def variants(train: list[dict]) -> dict[str, tuple[list[dict], bool]]:
-    """name -> (training records, append the true profile): a learning curve, then the oracle."""
-    out = {f"recipe, {len(train[::k])} sessions": (train[::k], False) for k in (4, 2, 1)}
-    out[f"recipe + true profile, {len(train)} sessions"] = (train, True)
+def variants(count: int) -> dict[str, tuple[slice, bool]]:
+    """name -> (which of ``count`` training sessions, append the true profile): a learning curve, then
+    the oracle."""
+    out = {f"recipe, {len(range(count)[::k])} sessions": (slice(None, None, k), False) for k in (4, 2, 1)}
+    out[f"recipe + true profile, {count} sessions"] = (slice(None), True)
     return out
 
 
 def measure(train: list[dict], test: list[dict], seeds: int, **fit_args) -> dict:
     """Figures on ``test`` of each variant trained on ``train``, one row per seed, and the baselines."""
+    train_items = featurise([r["summary"] for r in train])
+    train_iou = np.asarray([r["true_iou"] for r in train], np.float32)
     test_items = featurise([r["summary"] for r in test])
     test_iou = np.asarray([r["true_iou"] for r in test], np.float32)
     rows: dict[str, list[dict]] = {}
-    for name, (records, oracle) in variants(train).items():
-        items = featurise([r["summary"] for r in records])
-        ious = np.asarray([r["true_iou"] for r in records], np.float32)
-        scored = with_profile(test_items, test) if oracle else test_items
+    for name, (part, oracle) in variants(len(train)).items():
+        items, scored = train_items[part], test_items
         if oracle:
-            items = with_profile(items, records)
-        rows[name] = [evaluate_items(fit(items, ious, seed=seed, **fit_args), scored, test_iou)
+            items, scored = with_profile(items, train[part]), with_profile(test_items, test)
+        rows[name] = [evaluate_items(fit(items, train_iou[part], seed=seed, **fit_args), scored, test_iou)
                       for seed in range(seeds)]
         typer.echo(f"{name}: ROC-AUC per seed " + " ".join(str(r["roc_auc"]) for r in rows[name]))
     return {"variants": {name: {"per_seed": r, "roc_auc_mean": _mean(r, "roc_auc"),
