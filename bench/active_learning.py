@@ -33,15 +33,15 @@ import torch
 import typer
 from torch.nn import functional as F
 
-from services.segmentation.dataset import load_folder, split_stems
+from services.common.active_learning import diversity
+from services.models.click_dataset import load_folder, split_stems
+from services.models.task_net import TinySegNet
 from services.selection.batch import select_batch
 from services.selection.candidates import Candidates
 from services.selection.predictions import Prediction
 from services.selection.predictor import TorchPredictor
 from services.selection.propagation import colour_histogram, nearest
-from services.selection import diversity
 from services.selection.scoring import RegionSpec, score_prediction, score_predictions
-from services.selection.task_model import TinySegNet
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "train" / "coco_mval"
 IGNORE = 255

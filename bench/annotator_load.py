@@ -37,13 +37,19 @@ from redis import Redis
 from sqlalchemy import func, select
 from tqdm import tqdm
 
-from annotation.v1 import byproducts_pb2, byproducts_pb2_grpc, common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from annotation.v1 import (
+    byproducts_pb2,
+    byproducts_pb2_grpc,
+    common_pb2,
+    segmentation_pb2,
+    segmentation_pb2_grpc,
+)
 from services.byproducts.synthetic import session_events
 from services.byproducts.tables import EventRow
+from services.common.masks import decode_rle
 from services.common.settings import REPO_ROOT
 from services.common.storage import make_engine
 from services.quality.tables import ScoredSessionRow
-from services.segmentation.masks import decode_rle
 from services.simulation.annotator import SimulatedAnnotator, sample_profile
 from services.simulation.stack import LocalStack, _wait
 

@@ -26,17 +26,16 @@ from concurrent import futures
 from pathlib import Path
 
 import cv2
-import grpc
 import numpy as np
 import tritonclient.grpc as triton
 import typer
 from PIL import Image
 
 from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from services.common.clicks import Click
+from services.common.images import encode_png
 from services.common.settings import REPO_ROOT
-from services.segmentation.encoding import prepare
-from services.segmentation.images import encode_png
-from services.simulation.clicker import Click
+from services.models.click_encoding import prepare
 from services.simulation.stack import LocalStack
 
 IMAGE = REPO_ROOT.parent / "shared" / "data" / "grabcut" / "images" / "124080.jpg"

@@ -49,7 +49,7 @@ INSTRUMENT = {
     "events": ["services.byproducts.validation"],
     "events_json": ["services.byproducts.validation", "services.gateway.byproducts_routes",
                     "google.protobuf.json_format"],
-    "image": ["services.segmentation.images", "PIL"],
+    "image": ["services.common.images", "PIL"],
     "proto": ["services.common.interceptors"],
     "rle": ["services.segmentation.masks"],
     "video": ["services.gateway.videos", "zipfile"],

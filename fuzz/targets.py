@@ -19,14 +19,21 @@ import numpy as np
 from google.protobuf import descriptor_pool, json_format, message_factory
 from PIL import Image
 
-from annotation.v1 import byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2
+from annotation.v1 import (
+    byproducts_pb2,
+    dialog_pb2,
+    operations_pb2,
+    quality_pb2,
+    segmentation_pb2,
+    selection_pb2,
+)
 from services.byproducts.validation import check_event
 from services.common.errors import InvalidArgument
+from services.common.images import FORMATS, decode_image
 from services.common.interceptors import _check_decoded, _tolerant
+from services.common.masks import decode_rle
 from services.gateway.byproducts_routes import event_batch
 from services.gateway.videos import VideoStore
-from services.segmentation.images import FORMATS, decode_image
-from services.segmentation.masks import decode_rle
 
 MAX_BYTES, MAX_PIXELS = 1 << 20, 1024 * 1024
 
@@ -151,7 +158,7 @@ def seeds(name: str) -> list[bytes]:
             out.append(buffer.getvalue())
         return out
     if name == "rle":
-        from services.segmentation.masks import encode_rle  # noqa: PLC0415
+        from services.common.masks import encode_rle  # noqa: PLC0415
         mask = rng.random((9, 7)) < 0.4
         return [bytes([8, 6]) + encode_rle(mask)[1].encode()]
     if name == "proto":

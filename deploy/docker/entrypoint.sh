@@ -1,6 +1,6 @@
 #!/bin/sh
 # Entrypoint of the service image: the same commands as the local platform
-# (services/common/local_platform.py), one role per container.
+# (services/cli/local_platform.py), one role per container.
 set -eu
 
 SERVICES="selection segmentation byproducts quality dialog"

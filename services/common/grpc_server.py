@@ -23,7 +23,11 @@ from redis import Redis
 
 from annotation.v1 import operations_pb2, operations_pb2_grpc
 from services.common.celery_app import make_celery
-from services.common.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor
+from services.common.interceptors import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    MetricsInterceptor,
+)
 from services.common.keys import KeyStore
 from services.common.logs import configure_logging
 from services.common.operations import OperationStore

@@ -23,7 +23,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from annotation.v1 import common_pb2
-from services.common.errors import DomainError, InvalidArgument, PermissionDenied, Unauthenticated
+from services.common.errors import (
+    DomainError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from services.common.keys import ALL_PROJECTS, KeyStore, Role
 from services.common.request_context import set_request
 

@@ -7,7 +7,6 @@ description is its documentation, printed by ``annot settings``.
 from __future__ import annotations
 
 import json
-
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from services.dialog import pretrained
 from services.dialog.questions import LABEL_REGION, SEGMENT, VERIFY
 from services.dialog.regression import Linear, fit_ridge
-from services.simulation.timing import BOX_S, BOX_SOURCE, VERIFY_S, VERIFY_SOURCE, expected_click_s
+from services.simulation.timing import (
+    BOX_S,
+    BOX_SOURCE,
+    VERIFY_S,
+    VERIFY_SOURCE,
+    expected_click_s,
+)
 
 FIRST_CLICK_S, CLICK_S = expected_click_s()
 # Used only without the pretrained click model (pretrained.py); the learned per-project estimate

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from annotation.v1 import common_pb2, segmentation_pb2
+from services.common.clicks import Click
+from services.common.images import encode_png
+from services.common.masks import decode_rle, iou
 from services.dialog.features import mask_features
-from services.segmentation.images import encode_png
-from services.segmentation.masks import decode_rle
-from services.simulation.clicker import Click, Clicker, iou
+from services.simulation.clicker import Clicker
 from services.simulation.segmentation_session import SegmentationSession
 
 PROPOSAL_SEEDS = ("centre", "centre_corners")

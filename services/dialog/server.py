@@ -14,8 +14,19 @@ import grpc
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from annotation.v1 import common_pb2, dialog_pb2, dialog_pb2_grpc, selection_pb2, selection_pb2_grpc
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from annotation.v1 import (
+    common_pb2,
+    dialog_pb2,
+    dialog_pb2_grpc,
+    selection_pb2,
+    selection_pb2_grpc,
+)
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from services.common.grpc_server import Kit, serve
 from services.common.proto_time import to_timestamp
 from services.dialog import cost_model
@@ -23,7 +34,15 @@ from services.dialog.features import mask_features
 from services.dialog.learning import FIT_MODELS, load_acceptance, load_estimates
 from services.dialog.policy import DEFAULT, registry
 from services.dialog.questioner import Questioner
-from services.dialog.questions import LABEL_REGION, SEGMENT, SKIP, VERIFY, Candidate, Step, prompt
+from services.dialog.questions import (
+    LABEL_REGION,
+    SEGMENT,
+    SKIP,
+    VERIFY,
+    Candidate,
+    Step,
+    prompt,
+)
 from services.dialog.store import DialogStore
 
 TYPES = {VERIFY: dialog_pb2.QUESTION_TYPE_VERIFY, LABEL_REGION: dialog_pb2.QUESTION_TYPE_LABEL_REGION,

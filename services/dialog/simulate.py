@@ -21,10 +21,10 @@ import typer
 from tqdm import tqdm
 
 from services.dialog.outcomes import augment, load_cached, measure, save
-from services.simulation.stack import segmentation_fingerprint
 from services.dialog.policy import registry
 from services.dialog.replay import bounds, replay
-from services.segmentation.dataset import load_folder
+from services.models.click_dataset import load_folder
+from services.simulation.stack import segmentation_fingerprint
 
 app = typer.Typer(add_completion=False)
 

@@ -11,8 +11,8 @@ from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.errors import DomainError, PermissionDenied
 from services.common.keys import KeyStore, Principal, Role
@@ -20,11 +20,22 @@ from services.common.metrics import HttpMetrics
 from services.common.probes import platform_health
 from services.common.settings import Settings, get_settings
 from services.common.storage import make_engine, make_session_factory
-from services.gateway import byproducts_routes, routes_projects, routes_review, routes_sessions, routes_videos
+from services.gateway import (
+    byproducts_routes,
+    routes_projects,
+    routes_review,
+    routes_sessions,
+    routes_videos,
+)
 from services.gateway.auth import CurrentPrincipal, require
 from services.gateway.catalog import Catalog
 from services.gateway.config import GatewaySettings
-from services.gateway.limits import BodySizeLimit, NoNulCharacters, RateLimited, RateLimiter
+from services.gateway.limits import (
+    BodySizeLimit,
+    NoNulCharacters,
+    RateLimited,
+    RateLimiter,
+)
 from services.gateway.upstream import Upstream
 from services.gateway.videos import VideoStore
 from services.gateway.work import WorkStore

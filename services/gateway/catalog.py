@@ -20,9 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.images import decode_image
 from services.common.keys import Principal
 from services.gateway.tables import Image, Project
-from services.segmentation.images import decode_image
 
 PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -69,7 +69,7 @@ class GatewayClient:
             import io  # noqa: PLC0415
             import zipfile  # noqa: PLC0415
 
-            from services.segmentation.video_data import FRAME_SUFFIXES  # noqa: PLC0415 - cv2, only here
+            from services.common.video_layout import FRAME_SUFFIXES  # noqa: PLC0415 - cv2, only here
 
             buffer = io.BytesIO()
             with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # frames are compressed already

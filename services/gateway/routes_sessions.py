@@ -18,11 +18,11 @@ from pydantic import BaseModel, Field
 
 from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2, selection_pb2
 from services.common.errors import DomainError, InvalidArgument
+from services.common.masks import decode_rle
 from services.gateway.auth import Annotator, Caller
 from services.gateway.routes_projects import POOL, image_out, task_out
 from services.gateway.tables import Annotation
 from services.gateway.work import OPEN, Question
-from services.segmentation.masks import decode_rle
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/projects/{project_id}")

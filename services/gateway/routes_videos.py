@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 
 from annotation.v1 import common_pb2, segmentation_pb2
 from services.common.errors import InvalidArgument, NotFound
+from services.common.masks import decode_rle, encode_rle
 from services.gateway.auth import Admin, Annotator, Reviewer
 from services.gateway.coco import coco_video_export
-from services.segmentation.masks import decode_rle, encode_rle
 
 router = APIRouter(prefix="/v1/projects/{project_id}/videos")
 UINT32 = 2**32 - 1

@@ -29,11 +29,9 @@ import numpy as np
 from PIL import Image as PILImage
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.images import decode_image
+from services.common.video_layout import FRAME_SUFFIXES, ID, VIDEO_ROOT
 from services.gateway.catalog import display_name
-from services.segmentation.images import decode_image
-from services.segmentation.video_data import FRAME_SUFFIXES
-from services.segmentation.video_queue import VIDEO_ROOT
-from services.segmentation.video_server import ID
 
 META = "video.json"
 LABELS = "labels"  # human masks, <index>.png 0/255; not masks/, which video_data reads as every frame's truth

@@ -23,10 +23,16 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from services.models.quality_gru import DEFAULT_THRESHOLD
 from services.quality.evaluate import baselines
 from services.quality.metrics import ranking_metrics
-from services.quality.model import DEFAULT_THRESHOLD
-from services.quality.train import SESSIONS_DIR, TRAIN_DATA, evaluate_items, featurise, fit
+from services.quality.train import (
+    SESSIONS_DIR,
+    TRAIN_DATA,
+    evaluate_items,
+    featurise,
+    fit,
+)
 from services.simulation.annotator import Profile
 from services.simulation.stack import segmentation_fingerprint
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from services.models.quality_gru import DEFAULT_THRESHOLD
 from services.quality import features
 from services.quality.metrics import ranking_metrics
-from services.quality.model import DEFAULT_THRESHOLD
 from services.quality.scorer import WEIGHTS, Scorer
 from services.quality.sessions import score_summaries
 from services.simulation.stack import segmentation_fingerprint

@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from services.models.quality_gru import (
+    DEFAULT_THRESHOLD,
+    THRESHOLDS,
+    Ensemble,
+    probability_below,
+)
 from services.quality import features
-from services.quality.model import DEFAULT_THRESHOLD, THRESHOLDS, Ensemble, probability_below
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS = WEIGHTS_DIR / "click_gru.pt"

@@ -9,14 +9,14 @@ import grpc
 from annotation.v1 import common_pb2, quality_pb2, quality_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import Kit, serve
+from services.common.masks import decode_rle
 from services.common.proto_time import to_timestamp
+from services.models.quality_gru import DEFAULT_THRESHOLD
 from services.quality import features
-from services.quality.model import DEFAULT_THRESHOLD
 from services.quality.scorer import Score, Scorer
 from services.quality.sessions import check_threshold, score_summaries
 from services.quality.store import CORRECTED, QualityStore
 from services.quality.summary import from_steps
-from services.segmentation.masks import decode_rle
 
 MAX_BATCH = 1000
 

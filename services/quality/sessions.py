@@ -4,8 +4,8 @@ session) record the score. What the gRPC adapter and the Celery task both call."
 from __future__ import annotations
 
 from services.common.errors import InvalidArgument
+from services.models.quality_gru import DEFAULT_THRESHOLD
 from services.quality import features, summary
-from services.quality.model import DEFAULT_THRESHOLD
 from services.quality.scorer import Score, Scorer
 from services.quality.store import QualityStore
 

@@ -25,11 +25,11 @@ import typer
 from tqdm import tqdm
 
 from annotation.v1 import segmentation_pb2_grpc
-from services.segmentation.dataset import Sample, load_folder
-from services.segmentation.images import encode_png
+from services.common.clicks import split_annotation
+from services.common.images import encode_png
+from services.common.masks import iou as masked_iou
+from services.models.click_dataset import Sample, load_folder
 from services.simulation.annotator import SimulatedAnnotator, sample_profile
-from services.simulation.clicker import split_annotation
-from services.simulation.clicker import iou as masked_iou
 from services.simulation.segmentation_session import SegmentationSession
 
 STATS = ("mean_foreground_probability", "mean_confidence", "uncertain_fraction", "click_confidence",

@@ -15,9 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.masks import decode_rle, iou
 from services.quality.scorer import Score
 from services.quality.tables import ScoredSessionRow
-from services.segmentation.masks import decode_rle, iou
 
 ACCEPTED, REJECTED, CORRECTED = 1, 2, 3
 MAX_PAGE, DEFAULT_PAGE = 1000, 50

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.common.errors import InvalidArgument
-from services.segmentation.masks import decode_rle, encode_rle, iou
+from services.common.masks import decode_rle, encode_rle, iou
 
 MAX_CLICKS = 1000
 

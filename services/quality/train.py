@@ -23,9 +23,14 @@ import torch
 import typer
 from torch import nn
 
+from services.models.quality_gru import (
+    DEFAULT_THRESHOLD,
+    THRESHOLDS,
+    ClickGRU,
+    Ensemble,
+)
 from services.quality import features, summary
 from services.quality.metrics import ranking_metrics
-from services.quality.model import DEFAULT_THRESHOLD, THRESHOLDS, ClickGRU, Ensemble
 from services.quality.scorer import MODEL_NAME, WEIGHTS
 from services.simulation.stack import segmentation_fingerprint
 

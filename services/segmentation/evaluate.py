@@ -25,11 +25,11 @@ import typer
 from tqdm import tqdm
 
 from annotation.v1 import segmentation_pb2_grpc
-from services.segmentation.classic import grabcut_segmenter
-from services.segmentation.dataset import Sample, load_folder
-from services.segmentation.images import encode_png
-from services.simulation.clicker import Click
-from services.simulation.protocol import Segmenter, iou_curve, summarize
+from services.common.clicks import Click, Segmenter
+from services.common.images import encode_png
+from services.models.click_dataset import Sample, load_folder
+from services.segmentation.grabcut import grabcut_segmenter
+from services.simulation.protocol import iou_curve, summarize
 from services.simulation.segmentation_session import SegmentationSession
 
 METHODS = ("model", "model-raw", "grabcut")

@@ -18,7 +18,7 @@ import torch
 import typer
 
 from services.common.settings import REPO_ROOT
-from services.segmentation.model import export_torchscript, load
+from services.models.click_net import export_torchscript, load
 
 MODEL_DIR = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
 

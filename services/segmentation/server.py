@@ -13,13 +13,15 @@ import grpc
 from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import Kit, redis_check, serve
+from services.common.images import decode_image
+from services.common.masks import decode_rle, encode_rle
 from services.common.proto_time import to_timestamp
+from services.models.click_predictor import Predictor
+from services.segmentation import grabcut
 from services.segmentation import sessions as sess
-from services.segmentation.images import decode_image
-from services.segmentation.masks import decode_rle, encode_rle, probability_stats
-from services.segmentation.predictor import Predictor
+from services.segmentation.probability_stats import probability_stats
 from services.segmentation.triton_client import TritonNetwork
-from services.segmentation.video_server import VideoPropagationRpcs
+from services.video.server import VideoPropagationRpcs
 
 OUTCOMES = {
     common_pb2.SESSION_OUTCOME_UNSPECIFIED: "SUBMITTED",
@@ -52,7 +54,8 @@ class SegmentationServicer(VideoPropagationRpcs, segmentation_pb2_grpc.Segmentat
                                        s.segmentation_max_clicks)
 
     def _predictor(self) -> Predictor:
-        return Predictor(self.network, self.network.encoding(), refine=self.settings.segmentation_refine)
+        return Predictor(self.network, self.network.encoding(),
+                         refine=grabcut.refine if self.settings.segmentation_refine else None)
 
     def _image(self, request) -> "object":
         if not request.image_data:

@@ -23,6 +23,7 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
+from services.common.clicks import Click
 from services.common.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -31,10 +32,10 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.masks import decode_rle, encode_rle, iou
 from services.common.request_context import time_remaining
-from services.segmentation.masks import decode_rle, encode_rle, iou, probability_stats
-from services.segmentation.predictor import Predictor
-from services.simulation.clicker import Click
+from services.models.click_predictor import Predictor
+from services.segmentation.probability_stats import probability_stats
 
 ACTIVE, FINISHED = "ACTIVE", "FINISHED"
 

@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from services.common.errors import DomainError, Unavailable
 from services.common.request_context import time_remaining
-from services.segmentation.predictor import EncodingConfig
+from services.models.click_predictor import EncodingConfig
 
 # A restarted Triton is found within about a second, not after gRPC's default backoff of minutes.
 CHANNEL_ARGS = [

@@ -6,7 +6,7 @@ Run: ``celery -A services.segmentation.worker:app worker -Q segmentation`` and, 
 """
 
 from services.common.celery_app import make_celery, report_progress
-from services.segmentation.video_queue import PROPAGATE_VIDEO, VIDEO_QUEUE
+from services.video.tasks import PROPAGATE_VIDEO, VIDEO_QUEUE
 
 app = make_celery("segmentation")
 # An exact name wins over the ``segmentation.*`` pattern route.
@@ -18,6 +18,8 @@ app.conf.task_routes = {PROPAGATE_VIDEO: {"queue": VIDEO_QUEUE}, **app.conf.task
 @app.task(name=PROPAGATE_VIDEO, bind=True, soft_time_limit=3000, time_limit=3300)
 def propagate_video(self, request: dict) -> dict:
     """Propagates a video's human samples to every frame (``video_job.run``); idempotent."""
-    from services.segmentation import video_job  # torch loads in the video worker only, not at import
+    from services.video import (
+        job as video_job,  # torch loads in the video worker only, not at import
+    )
 
     return video_job.run(request, progress=lambda done, total, message: report_progress(self, done, total, message))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.selection.heuristics import HEURISTICS
+from services.common.active_learning.heuristics import HEURISTICS
 from services.selection.scoring import RegionScores
 
 

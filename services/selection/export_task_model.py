@@ -18,7 +18,7 @@ import torch
 import typer
 
 from services.common.settings import REPO_ROOT
-from services.selection.task_model import TinySegNet
+from services.models.task_net import TinySegNet
 
 EXAMPLE = REPO_ROOT / "deploy" / "triton" / "examples" / "selection-task-model"
 

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from services.common.errors import InvalidArgument
-from services.segmentation.images import decode_image
+from services.common.images import decode_image
 
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
 MAX_IMAGE_PIXELS = 8192 * 8192

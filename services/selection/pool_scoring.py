@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from services.segmentation.masks import encode_rle
+from services.common.masks import encode_rle
 from services.selection.candidates import Candidates
 from services.selection.images import load_image
 from services.selection.pool import PoolStore
@@ -19,7 +19,12 @@ from services.selection.predictions import digest
 from services.selection.predictor import Predictor
 from services.selection.propagation import colour_histogram
 from services.selection.score_store import ScoreStore
-from services.selection.scoring import RegionSpec, make_grid, present_classes, score_predictions
+from services.selection.scoring import (
+    RegionSpec,
+    make_grid,
+    present_classes,
+    score_predictions,
+)
 
 
 def score_pool(pools: PoolStore, scores: ScoreStore, project_id: str, pool_id: str, specs: list[RegionSpec],

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.common.active_learning.transforms import TRANSFORMS, invert
 from services.common.errors import InvalidArgument
-from services.selection.transforms import TRANSFORMS, invert
 
 # Wire dtypes: name -> (numpy dtype, tolerance of the per-pixel sum of K probabilities, per class).
 DTYPES = {"FLOAT32": ("<f4", 1e-3), "FLOAT16": ("<f2", 1e-3), "UINT8_UNIT": ("u1", 1 / 255)}

@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
+from services.common.active_learning.transforms import apply, invert
 from services.common.errors import Unavailable
 from services.selection.predictions import Prediction
-from services.selection.transforms import apply, invert
 
 
 class Predictor(Protocol):

@@ -13,7 +13,14 @@ from sqlalchemy.orm import sessionmaker
 from services.common.errors import InvalidArgument
 from services.selection.candidates import Candidates
 from services.selection.scoring import RegionScores
-from services.selection.tables import HEURISTIC_COLUMNS, BatchRow, ItemRow, LabelRow, PoolRow, ScoreRow
+from services.selection.tables import (
+    HEURISTIC_COLUMNS,
+    BatchRow,
+    ItemRow,
+    LabelRow,
+    PoolRow,
+    ScoreRow,
+)
 
 CANDIDATE_COLUMNS = (ScoreRow.item_id, ScoreRow.segment, ScoreRow.x, ScoreRow.y, ScoreRow.width, ScoreRow.height,
                      ScoreRow.area_px, ScoreRow.majority_class, ScoreRow.confidence, ScoreRow.labelled,

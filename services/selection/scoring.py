@@ -13,10 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.selection.heuristics import pixel_maps
+from services.common.active_learning.heuristics import pixel_maps
+from services.common.active_learning.regions import (
+    RegionGrid,
+    image_grid,
+    patch_grid,
+    region_class_means,
+    region_means,
+    stack_grids,
+    stacked_means,
+    superpixel_grid,
+)
 from services.selection.predictions import Prediction
-from services.selection.regions import (RegionGrid, image_grid, patch_grid, region_class_means, region_means,
-                                        stack_grids, stacked_means, superpixel_grid)
 
 GRANULARITIES = ("image", "patch", "superpixel")
 

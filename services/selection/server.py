@@ -12,11 +12,11 @@ import numpy as np
 from google.protobuf import timestamp_pb2
 
 from annotation.v1 import common_pb2, selection_pb2, selection_pb2_grpc
+from services.common.active_learning.heuristics import HEURISTICS
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Kit, serve
 from services.common.proto_time import to_timestamp
 from services.selection.batch import select_batch
-from services.selection.heuristics import HEURISTICS
 from services.selection.labels import LabelRegion, label_key, patch_segment
 from services.selection.pool import Item, PoolInfo, PoolStore
 from services.selection.pool_scoring import superpixel_masks

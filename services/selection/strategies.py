@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.common.active_learning.diversity import select_diverse
+from services.common.active_learning.heuristics import HEURISTICS
 from services.common.errors import InvalidArgument
 from services.selection.candidates import Candidates
-from services.selection.diversity import select_diverse
-from services.selection.heuristics import HEURISTICS
 
 ALL_GRANULARITIES = ("image", "patch", "superpixel")
 

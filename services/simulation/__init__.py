@@ -1,5 +1,2 @@
-"""The simulated annotator: the standard automatic clicker and the NoC protocol."""
-
-from services.simulation.clicker import Click, Clicker, iou, split_annotation
-
-__all__ = ["Click", "Clicker", "iou", "split_annotation"]
+"""The simulated annotator (not deployed): the standard automatic clicker, human-like noise, the timing
+model of each question type, and the drivers that run them against the real services."""

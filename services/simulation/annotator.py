@@ -21,7 +21,9 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from services.simulation.clicker import Click, Clicker, iou
+from services.common.clicks import Click
+from services.common.masks import iou
+from services.simulation.clicker import Clicker
 
 DISPLAY_LONG_SIDE_PX = 800  # the image is shown at about this size; jitter and movement are on screen
 

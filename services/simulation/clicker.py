@@ -3,46 +3,15 @@
 At each step the clicker takes the distance transform (1-pixel zero padding) of the false-negative and
 the false-positive regions and clicks at the maximum-distance point of whichever has the larger maximum:
 a positive click in a missed object part, a negative click in a wrongly included part. Ground-truth
-pixels equal to ``IGNORE`` (128) are excluded from IoU and never clicked; values above 128 are object.
+pixels equal to ``IGNORE`` (128, ``services.common.clicks``) are excluded from IoU and never clicked; values above 128 are object.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
-IGNORE = 128
-
-
-@dataclass(frozen=True)
-class Click:
-    """One click in image pixel coordinates (x to the right, y down)."""
-
-    x: int
-    y: int
-    positive: bool
-
-
-def split_annotation(annotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split a 0/128/255 mask into (object, ignore) boolean maps."""
-    annotation = np.asarray(annotation)
-    return annotation > IGNORE, annotation == IGNORE
-
-
-def iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
-    """Intersection over union of two boolean masks, leaving out ``ignore`` pixels.
-
-    Two empty masks have IoU 1.0 (nothing to segment, nothing segmented).
-    """
-    pred = np.asarray(pred, dtype=bool)
-    gt = np.asarray(gt, dtype=bool)
-    valid = np.ones_like(gt) if ignore is None else ~np.asarray(ignore, dtype=bool)
-    union = np.count_nonzero((pred | gt) & valid)
-    if union == 0:
-        return 1.0
-    return float(np.count_nonzero(pred & gt & valid) / union)
+from services.common.clicks import Click, split_annotation
 
 
 def _padded_distance(region: np.ndarray) -> np.ndarray:

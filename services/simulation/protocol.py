@@ -10,10 +10,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from services.simulation.clicker import Click, Clicker, iou
-
-Segmenter = Callable[[Sequence[Click], "np.ndarray | None"], np.ndarray]
-THRESHOLD = 0.49  # RITM binarises probabilities at > 0.49
+from services.common.clicks import THRESHOLD, Segmenter
+from services.common.masks import iou
+from services.simulation.clicker import Clicker
 
 
 def iou_curve(

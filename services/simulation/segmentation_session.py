@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from annotation.v1 import common_pb2, segmentation_pb2
-from services.segmentation.masks import decode_rle, encode_rle
+from services.common.masks import decode_rle, encode_rle
 
 
 class SegmentationSession:

@@ -171,8 +171,9 @@ def segmentation_fingerprint() -> str:
 
     digest = hashlib.sha256()
     model_dir = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
-    code = REPO_ROOT / "services" / "segmentation"
+    code = REPO_ROOT / "services"
     for path in [*sorted(model_dir.rglob("*.pt")), *sorted(model_dir.rglob("*.pbtxt")),
-                 *(code / name for name in ("classic.py", "encoding.py", "predictor.py", "masks.py"))]:
+                 *(code / name for name in ("segmentation/grabcut.py", "models/click_encoding.py",
+                                            "models/click_predictor.py", "segmentation/probability_stats.py"))]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

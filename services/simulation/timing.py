@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from services.common.clicks import Click
 from services.simulation.annotator import Profile, SimulatedAnnotator
-from services.simulation.clicker import Click
 
 VERIFY_S = 1.8
 VERIFY_SOURCE = ("Konyushkova et al., CVPR 2018, timing model: answering a verification question 1.8 s "

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 from redis import Redis
 
-from annotation.v1 import common_pb2, segmentation_pb2 as pb, segmentation_pb2_grpc
+from annotation.v1 import common_pb2, segmentation_pb2_grpc
+from annotation.v1 import segmentation_pb2 as pb
 from services.segmentation.sessions import SessionStore
 from tests.chaos.conftest import annotator_key
 

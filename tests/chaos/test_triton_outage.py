@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotation.v1 import common_pb2, segmentation_pb2 as pb, segmentation_pb2_grpc
+from annotation.v1 import common_pb2, segmentation_pb2_grpc
+from annotation.v1 import segmentation_pb2 as pb
 from services.common.probes import grpc_health
 from tests.chaos.conftest import annotator_key
 from tests.conftest import wait_until

@@ -97,7 +97,7 @@ def test_an_imported_key_verifies_and_rotates(engine):
 def test_migrate_imports_the_admin_key_from_the_environment(tmp_path, monkeypatch):
     from typer.testing import CliRunner  # noqa: PLC0415
 
-    from services.common import cli  # noqa: PLC0415
+    from services.cli import main as cli  # noqa: PLC0415
     from services.common.settings import get_settings  # noqa: PLC0415
 
     monkeypatch.setenv("ANNOT_VAR_DIR", str(tmp_path))

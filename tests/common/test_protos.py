@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pool
 
-from annotation.v1 import (byproducts_pb2, common_pb2, dialog_pb2, operations_pb2, quality_pb2,
-                           segmentation_pb2, selection_pb2)
+from annotation.v1 import (
+    byproducts_pb2,
+    common_pb2,
+    dialog_pb2,
+    operations_pb2,
+    quality_pb2,
+    segmentation_pb2,
+    selection_pb2,
+)
 from services.common.settings import PROTO_SERVICES
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, selection_pb2, selection_pb2_grpc
+from annotation.v1 import (
+    common_pb2,
+    operations_pb2,
+    operations_pb2_grpc,
+    selection_pb2,
+    selection_pb2_grpc,
+)
 from services.common.keys import KeyStore, Role
 from services.common.storage import make_engine, make_session_factory, migrate
 

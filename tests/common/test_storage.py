@@ -6,7 +6,12 @@ import pytest
 from sqlalchemy import inspect
 
 from services.common.keys import KeyStore, Role
-from services.common.storage import alembic_config, make_engine, make_session_factory, migrate
+from services.common.storage import (
+    alembic_config,
+    make_engine,
+    make_session_factory,
+    migrate,
+)
 
 
 @pytest.mark.unit

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from services.common.clicks import Click
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.dialog import cost_model, pretrained
@@ -16,13 +17,12 @@ from services.dialog.features import mask_features
 from services.dialog.learning import load_models, refit
 from services.dialog.outcomes import Outcome, Proposal, Run
 from services.dialog.policy import Greedy, Models, get_policy, plan_cost, registry
+from services.dialog.pretrain import rows_of
 from services.dialog.questioner import Questioner
 from services.dialog.questions import SEGMENT, VERIFY, Candidate, Step
-from services.dialog.pretrain import rows_of
 from services.dialog.regression import Linear, fit_logistic, fit_ridge, sigmoid
 from services.dialog.replay import bounds, replay
 from services.dialog.store import DialogStore
-from services.simulation.clicker import Click
 from services.simulation.timing import VERIFY_S, QuestionTimer, expected_click_s
 
 pytestmark = pytest.mark.unit

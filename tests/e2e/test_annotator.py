@@ -9,8 +9,6 @@ import io
 import os
 import shutil
 import subprocess
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -18,11 +16,18 @@ import pytest
 from PIL import Image
 from skimage import data as samples
 
-from services.common import local_platform
+from services.cli import local_platform
+from services.common.masks import decode_rle
 from services.common.settings import SERVICES, Settings
 from services.gateway.client import GatewayClient, GatewayError
-from services.segmentation.masks import decode_rle
-from tests.conftest import PYTHON, REPO, free_port, free_port_block, settings_env, wait_until
+from tests.conftest import (
+    PYTHON,
+    REPO,
+    free_port,
+    free_port_block,
+    settings_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +52,7 @@ def platform(tmp_path):
     env = {**os.environ, **settings_env(settings)}
 
     def annot(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-        return subprocess.run([PYTHON, "-m", "services.common.cli", *args], cwd=REPO, env=env, text=True,
+        return subprocess.run([PYTHON, "-m", "services.cli.main", *args], cwd=REPO, env=env, text=True,
                               capture_output=True, timeout=timeout, check=False)
 
     started = annot("up", "--timeout", "200")

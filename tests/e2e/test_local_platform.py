@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from annotation.v1 import operations_pb2, operations_pb2_grpc
-from services.common import local_platform
+from services.cli import local_platform
 from services.common.settings import SERVICES
 from tests.conftest import PYTHON, REPO, free_port, free_port_block, settings_env
 
@@ -37,7 +37,7 @@ def test_up_status_probe_down(tmp_path):
     env = {**os.environ, **settings_env(settings)}
 
     def annot(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([PYTHON, "-m", "services.common.cli", *args], cwd=REPO, env=env, text=True,
+        return subprocess.run([PYTHON, "-m", "services.cli.main", *args], cwd=REPO, env=env, text=True,
                               capture_output=True, timeout=180, check=check)
 
     started = annot("up", "--timeout", "150", check=False)
@@ -61,7 +61,7 @@ def test_up_status_probe_down(tmp_path):
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         listed = annot("call", settings.service_address("dialog"))
         assert "annotation.v1.Dialog" in listed.stdout.split()
-        called = subprocess.run([PYTHON, "-m", "services.common.cli", "call", settings.service_address("dialog"),
+        called = subprocess.run([PYTHON, "-m", "services.cli.main", "call", settings.service_address("dialog"),
                                  "annotation.v1.Operations/ProbeQueue", "-d", '{"timeout_ms": 20000}'],
                                 cwd=REPO, env={**env, "ANNOT_API_KEY": key}, text=True, capture_output=True,
                                 timeout=60, check=True)

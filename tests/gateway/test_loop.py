@@ -13,11 +13,11 @@ from PIL import Image
 from skimage import data as samples
 
 from services.common.keys import KeyStore, Role
+from services.common.masks import decode_rle
 from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
-from services.segmentation.masks import decode_rle
 from tests.conftest import PYTHON, wait_until
 
 pytestmark = pytest.mark.integration

@@ -17,13 +17,14 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
-from services.common import cli
+from services.cli import main as cli
+from services.common.masks import iou
+from services.common.video_layout import VIDEO_ROOT
 from services.gateway.client import GatewayClient
 from services.gateway.config import GatewaySettings
 from services.gateway.videos import VideoStore
-from services.segmentation.video_data import load_sequence
-from services.segmentation.video_queue import VIDEO_QUEUE, VIDEO_ROOT
-from services.simulation.clicker import iou
+from services.video.frames import load_sequence
+from services.video.tasks import VIDEO_QUEUE
 from tests.conftest import PYTHON, SHARED_DATA, start_service, wait_until
 
 pytestmark = pytest.mark.integration

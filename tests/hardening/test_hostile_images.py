@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from services.common.errors import InvalidArgument
-from services.segmentation.images import FORMATS, decode_image
+from services.common.images import FORMATS, decode_image
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::UserWarning")]
 

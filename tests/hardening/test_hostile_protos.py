@@ -16,7 +16,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from annotation.v1 import byproducts_pb2 as pb
-from annotation.v1 import dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2
+from annotation.v1 import (
+    dialog_pb2,
+    operations_pb2,
+    quality_pb2,
+    segmentation_pb2,
+    selection_pb2,
+)
 from services.byproducts.validation import KINDS, MAX_ID, check_event, normalise
 from services.common.errors import InvalidArgument
 from services.common.interceptors import _check_decoded, _tolerant

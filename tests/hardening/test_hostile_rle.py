@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from services.common.errors import InvalidArgument
-from services.segmentation.masks import decode_rle, encode_rle, runs_from_counts
+from services.common.masks import decode_rle, encode_rle, runs_from_counts
 
 pytestmark = pytest.mark.unit
 

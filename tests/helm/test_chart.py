@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kubernetes_validate  # noqa: E402  (pinned in the test extras)
 import pytest
 import yaml
 
-import kubernetes_validate  # noqa: E402  (pinned in the test extras)
-
-from services.segmentation.video_queue import VIDEO_ROOT
+from services.common.video_layout import VIDEO_ROOT
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "annotation-platform"

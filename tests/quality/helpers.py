@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.segmentation.masks import encode_rle
+from services.common.masks import encode_rle
 
 H, W = 60, 80
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.masks import encode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
+from services.models.quality_gru import THRESHOLDS, probability_below
 from services.quality import features, summary
 from services.quality.metrics import ranking_metrics
-from services.quality.model import THRESHOLDS, probability_below
 from services.quality.scorer import WEIGHTS, Scorer
 from services.quality.sessions import check_threshold, record_finished, score_summaries
 from services.quality.store import ACCEPTED, CORRECTED, QualityStore
 from services.quality.train import featurise, fit
-from services.segmentation.masks import encode_rle
 from tests.quality.helpers import H, W, make_summary, square_mask
 
 pytestmark = pytest.mark.unit

@@ -13,11 +13,17 @@ from celery import Celery
 from grpc_status import rpc_status
 from PIL import Image
 
-from annotation.v1 import common_pb2, quality_pb2, quality_pb2_grpc, segmentation_pb2, segmentation_pb2_grpc
+from annotation.v1 import (
+    common_pb2,
+    quality_pb2,
+    quality_pb2_grpc,
+    segmentation_pb2,
+    segmentation_pb2_grpc,
+)
 from services.common.keys import KeyStore, Role
+from services.common.masks import decode_rle, encode_rle
 from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
-from services.segmentation.masks import decode_rle, encode_rle
 from tests.conftest import PYTHON, SHARED_DATA, wait_until
 from tests.quality.helpers import make_summary
 

@@ -15,13 +15,14 @@ from PIL import Image
 from redis import Redis
 
 from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from services.common.clicks import Click
 from services.common.keys import KeyStore, Role
+from services.common.masks import decode_rle, iou
 from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
+from services.models.click_predictor import EncodingConfig, Predictor
+from services.segmentation import grabcut
 from services.segmentation.export import MODEL_DIR
-from services.segmentation.masks import decode_rle, iou
-from services.segmentation.predictor import EncodingConfig, Predictor
-from services.simulation.clicker import Click
 from tests.conftest import PYTHON, SHARED_DATA, start_service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -103,7 +104,7 @@ def test_predict_runs_the_shipped_network_in_triton(call):
             return torch.sigmoid(net(torch.from_numpy(batch))).numpy()
 
     encoding = EncodingConfig(config["size"], config["radius"], config["in_channels"] == 7)
-    expected = Predictor(network, encoding, refine=True).predict(image, clicks, None) > 0.5
+    expected = Predictor(network, encoding, refine=grabcut.refine).predict(image, clicks, None) > 0.5
     assert iou(mask, expected) > 0.99
     assert reply.model_latency_ms > 0 and reply.service_latency_ms >= reply.model_latency_ms
     assert reply.model_version.startswith("clickseg")
@@ -259,11 +260,11 @@ def test_video_propagation_authenticates_before_it_validates(stub, token):
 
 def test_the_simulation_clients_drive_real_sessions(stub, token):
     """The one session client of the simulations, and its three users, against the real service."""
+    from services.common.clicks import IGNORE
     from services.dialog.outcomes import clicker_run
+    from services.models.click_dataset import Sample
     from services.quality.simulate import run_session
-    from services.segmentation.dataset import Sample
     from services.segmentation.evaluate import ServiceSegmenter
-    from services.simulation.clicker import IGNORE
     from services.simulation.segmentation_session import SegmentationSession
 
     data, image = image_bytes()

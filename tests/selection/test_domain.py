@@ -5,16 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from services.common.active_learning import diversity, heuristics
+from services.common.active_learning.regions import (
+    patch_grid,
+    region_means,
+    superpixel_grid,
+)
+from services.common.active_learning.transforms import apply, invert
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.selection import diversity, heuristics, scoring
+from services.selection import scoring
 from services.selection.batch import interleave_classes, select_batch
 from services.selection.candidates import Candidates
 from services.selection.predictions import Prediction, build
 from services.selection.propagation import colour_histogram, js_divergence, nearest
-from services.selection.regions import patch_grid, region_means, superpixel_grid
 from services.selection.scoring import RegionSpec, score_prediction, score_predictions
 from services.selection.strategies import STRATEGIES
-from services.selection.transforms import apply, invert
 
 pytestmark = pytest.mark.unit
 

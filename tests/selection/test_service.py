@@ -10,7 +10,13 @@ import pytest
 from grpc_status import rpc_status
 from PIL import Image
 
-from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, selection_pb2, selection_pb2_grpc
+from annotation.v1 import (
+    common_pb2,
+    operations_pb2,
+    operations_pb2_grpc,
+    selection_pb2,
+    selection_pb2_grpc,
+)
 from services.common.keys import KeyStore, Role
 from services.common.storage import make_engine, make_session_factory, migrate
 from tests.conftest import PYTHON, start_service, wait_until

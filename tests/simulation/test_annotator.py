@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from services.simulation.annotator import PROFILES, Profile, SimulatedAnnotator, sample_profile
+from services.simulation.annotator import (
+    PROFILES,
+    Profile,
+    SimulatedAnnotator,
+    sample_profile,
+)
 from services.simulation.clicker import Clicker
 
 pytestmark = pytest.mark.unit

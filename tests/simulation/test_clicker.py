@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from services.simulation.clicker import Click, Clicker, iou
+from services.common.clicks import Click
+from services.common.masks import iou
+from services.simulation.clicker import Clicker
 from services.simulation.protocol import iou_curve, noc, summarize
 
 pytestmark = pytest.mark.unit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import SHARED_DATA
+
 # One torch thread: CI's two cores are shared by the whole suite, and it keeps fine-tuning reproducible.
 from tests.segmentation.conftest import _one_torch_thread  # noqa: F401 (autouse fixture)
 

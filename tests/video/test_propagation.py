@@ -6,11 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from services.segmentation.video_data import from_frames, load_sequence
-from services.segmentation.video_flow import compute_flows, propagate_interpolate, propagate_nearest, warp
-from services.segmentation.video_propagation import (FineTuneConfig, Labels, Propagator, load_network,
-                                                     temporal_loss)
-from services.simulation.clicker import iou
+from services.common.masks import iou
+from services.video.flow import (
+    compute_flows,
+    propagate_interpolate,
+    propagate_nearest,
+    warp,
+)
+from services.video.frames import from_frames, load_sequence
+from services.video.propagation import (
+    FineTuneConfig,
+    Labels,
+    Propagator,
+    load_network,
+    temporal_loss,
+)
 
 pytestmark = pytest.mark.unit
 

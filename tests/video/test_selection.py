@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.segmentation.video_annotator import LEVELS, VideoAnnotator, click_frame, region_cost
-from services.segmentation.video_data import load_sequence
-from services.segmentation.video_selection import GRANULARITIES, candidates, make_grids, select
+from services.simulation.video_annotator import (
+    LEVELS,
+    VideoAnnotator,
+    click_frame,
+    region_cost,
+)
+from services.video.frames import load_sequence
+from services.video.selection import GRANULARITIES, candidates, make_grids, select
 
 pytestmark = pytest.mark.unit
 

@@ -12,10 +12,10 @@ from grpc_status import rpc_status
 
 from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.common.keys import KeyStore, Role
+from services.common.masks import decode_rle, encode_rle, iou
 from services.common.storage import make_engine, make_session_factory, migrate
-from services.segmentation.masks import decode_rle, encode_rle
-from services.segmentation.video_queue import VIDEO_QUEUE, VIDEO_ROOT
-from services.simulation.clicker import iou
+from services.common.video_layout import VIDEO_ROOT
+from services.video.tasks import VIDEO_QUEUE
 from tests.conftest import PYTHON, start_service, wait_until
 
 pytestmark = pytest.mark.integration

@@ -5,13 +5,11 @@ from __future__ import annotations
 import shutil
 
 import cv2
-import numpy as np
 import pytest
 
 from services.common.celery_app import make_celery
-from services.segmentation.masks import decode_rle, encode_rle
-from services.segmentation.video_queue import PROPAGATE_VIDEO, VIDEO_QUEUE
-from services.simulation.clicker import iou
+from services.common.masks import decode_rle, encode_rle, iou
+from services.video.tasks import PROPAGATE_VIDEO, VIDEO_QUEUE
 from tests.conftest import PYTHON, wait_until
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
-"""Clicks -> probability map: ``encoding.prepare`` -> network -> ``encoding.restore`` -> optional
-``classic.refine`` (GrabCut seeded by the network's probability; on by default because it measurably
-helps, see the training figures).
+"""Clicks -> probability map: ``encoding.prepare`` -> network -> ``encoding.restore`` -> an optional
+refinement (the segmentation service passes ``segmentation.grabcut.refine``, GrabCut seeded by the
+network's probability, because it measurably helps; training validation selects the network alone).
 
 The network is a callable on a batch of encoded crops. The deployed service passes one that calls
 Triton (``triton_client.TritonNetwork``); training-time validation and offline evaluation pass the
@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.segmentation import classic, encoding
-from services.simulation.clicker import Click
-from services.simulation.protocol import Segmenter
+from services.common.clicks import Click, Segmenter
+from services.models import click_encoding as encoding
 
 # (N, C, S, S) float32 click encodings -> (N, 1, S, S) float32 object probabilities.
 Network = Callable[[np.ndarray], np.ndarray]
+# (RGB image, probability, clicks) -> refined probability, all at image size.
+Refiner = Callable[[np.ndarray, np.ndarray, Sequence[Click]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,13 @@ def torch_network(model) -> Network:
 
 
 class Predictor:
-    def __init__(self, network: Network, config: EncodingConfig, refine: bool = True) -> None:
+    def __init__(self, network: Network, config: EncodingConfig, refine: Refiner | None = None) -> None:
         self.network = network
         self.config = config
         self.refine = refine
 
     @classmethod
-    def from_model(cls, model, config: dict, refine: bool = True) -> "Predictor":
+    def from_model(cls, model, config: dict, refine: Refiner | None = None) -> "Predictor":
         encoding_config = EncodingConfig(
             size=config.get("size", encoding.INPUT_SIZE),
             radius=config.get("radius", encoding.RADIUS),
@@ -92,7 +93,7 @@ class Predictor:
         if timings is not None:
             timings["model_ms"] = (time.perf_counter() - start) * 1000
         prob = encoding.restore(prob, crop, image.shape[:2], prev_prob)
-        return (classic.refine(image, prob, clicks) if self.refine else prob), prob
+        return (prob if self.refine is None else self.refine(image, prob, clicks)), prob
 
     def segmenter(self, image: np.ndarray) -> Segmenter:
         return lambda clicks, prev: self.predict(image, clicks, prev)

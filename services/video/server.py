@@ -8,7 +8,6 @@ Proto <-> the JSON request of ``video_job`` and back; the work runs in the Celer
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from annotation.v1 import common_pb2, segmentation_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.operations import status_from_task
 from services.common.operations_server import operation_proto
-from services.segmentation.video_queue import PROPAGATE_VIDEO, VIDEO_QUEUE, VIDEO_ROOT
+from services.common.video_layout import ID, VIDEO_ROOT
+from services.video.tasks import PROPAGATE_VIDEO, VIDEO_QUEUE
 
-ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 METHODS = {segmentation_pb2.PROPAGATION_METHOD_UNSPECIFIED: "finetune",
            segmentation_pb2.PROPAGATION_METHOD_TEST_TIME_FINE_TUNING: "finetune",
            segmentation_pb2.PROPAGATION_METHOD_FLOW_WARP: "flowwarp",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from services.segmentation.colour_prior import colour_prior
-from services.simulation.clicker import Click
+from services.common.clicks import Click
+from services.models.colour_prior import colour_prior
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from services.common.settings import REPO_ROOT
-from services.segmentation.encoding import MEAN, STD
-from services.segmentation.model import ClickSegNet, build
-from services.segmentation.video_flow import Flows
+from services.models.click_encoding import MEAN, STD
+from services.models.click_net import ClickSegNet, build
+from services.video.flow import Flows
 
 SHIPPED_MODEL = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg" / "1" / "model.pt"
 Progress = Callable[[int, int, str], None]

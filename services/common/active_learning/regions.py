@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import slic
 
-from services.selection.transforms import resize
+from services.common.active_learning.transforms import resize
 
 # Fixed SLIC settings, so a superpixel (n_segments, segment_id) is reproducible from the image.
 SLIC_SETTINGS = {"compactness": 10.0, "sigma": 1.0, "start_label": 0, "enforce_connectivity": True}

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+from services.common.video_layout import FRAME_SUFFIXES
 
 
 @dataclass

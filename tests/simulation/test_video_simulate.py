@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from services.segmentation.video_simulate import TARGETS, needed, summarize
+from services.simulation.video_simulate import TARGETS, needed, summarize
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 def test_quick_simulation_writes_json_and_png(video_data, tmp_path):
     out = tmp_path / "sim.json"
-    proc = subprocess.run([sys.executable, "-m", "services.segmentation.video_simulate", "--data", str(video_data),
+    proc = subprocess.run([sys.executable, "-m", "services.simulation.video_simulate", "--data", str(video_data),
                            "--out", str(out), "--sequences", "car-shadow", "--quick"],
                           cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.segmentation.model import build, export_torchscript
-from services.segmentation.train import segmentation_loss
+from services.models.click_net import build, export_torchscript
+from services.models.click_training import segmentation_loss
 
 pytestmark = pytest.mark.unit
 

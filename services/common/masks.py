@@ -1,15 +1,14 @@
-"""Masks on the wire (COCO RLE via pycocotools) and the statistics of a probability map."""
+"""Masks on the wire (COCO RLE via pycocotools), IoU, and resizing of boolean masks."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from services.common.errors import InvalidArgument
-from services.segmentation.encoding import RADIUS
-from services.simulation.clicker import Click
 
 
 def encode_rle(mask: np.ndarray) -> tuple[list[int], str]:
@@ -76,30 +75,22 @@ def decode_rle(size: Sequence[int], counts: str, shape: tuple[int, int], field: 
     return flat.reshape(width, height).T  # column-major, as COCO counts
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+def iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> float:
+    """Intersection over union of two boolean masks, leaving out ``ignore`` pixels.
+
+    Two empty masks have IoU 1.0 (nothing to segment, nothing segmented).
+    """
+    pred = np.asarray(pred, dtype=bool)
+    gt = np.asarray(gt, dtype=bool)
+    valid = np.ones_like(gt) if ignore is None else ~np.asarray(ignore, dtype=bool)
+    union = np.count_nonzero((pred | gt) & valid)
+    if union == 0:
+        return 1.0
+    return float(np.count_nonzero(pred & gt & valid) / union)
 
 
-def probability_stats(
-    prob: np.ndarray, threshold: float, last_click: Click | None, network_prob: np.ndarray | None = None
-) -> dict:
-    """The ProbabilityStats of the proto: the area from the (H, W) map ``prob``, the confidences from
-    ``network_prob`` when given (the network's map before a refinement), else from ``prob``."""
-    mask = prob > threshold
-    source = prob if network_prob is None else network_prob
-    confidence = np.maximum(source, 1 - source)
-    click_confidence = 0.0
-    if last_click is not None:
-        height, width = source.shape
-        ys, xs = np.ogrid[:height, :width]
-        disk = (ys - last_click.y) ** 2 + (xs - last_click.x) ** 2 <= RADIUS**2
-        click_confidence = float(confidence[disk].mean()) if disk.any() else 0.0
-    return {
-        "mean_foreground_probability": float(source[mask].mean()) if mask.any() else 0.0,
-        "mean_confidence": float(confidence.mean()),
-        "uncertain_fraction": float(((source >= 0.25) & (source <= 0.75)).mean()),
-        "click_confidence": click_confidence,
-        "area_px": int(mask.sum()),
-        "threshold": float(threshold),
-    }
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a boolean mask to ``shape`` (H, W)."""
+    if mask.shape == tuple(shape):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from services.common.errors import InvalidArgument
-from services.segmentation.images import decode_image, encode_png
+from services.common.images import decode_image, encode_png
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@
 Each round scores every candidate region of every frame by the mean normalised entropy of the current
 propagated probability, takes the most uncertain half and clusters it into ``b`` clusters (b = the
 round's budget), and sends the member nearest each centroid: the selection service's uncertainty +
-diversity (``services.selection.diversity.select_diverse``, its regions and heuristics), applied to the
+diversity (``services.common.active_learning.diversity.select_diverse``, its regions and heuristics), applied to the
 frames of one video. Clustering features: position in time and space, mean probability, uncertainty and
 mean colour, standardised, so a batch spreads over the video instead of piling onto one hard frame.
 Regions already mostly labelled are not candidates again.
@@ -15,10 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.selection.diversity import select_diverse
-from services.selection.heuristics import max_entropy
-from services.selection.regions import (RegionGrid, image_grid, patch_grid, stack_grids, stacked_means,
-                                        superpixel_grid)
+from services.common.active_learning.diversity import select_diverse
+from services.common.active_learning.heuristics import max_entropy
+from services.common.active_learning.regions import (
+    RegionGrid,
+    image_grid,
+    patch_grid,
+    stack_grids,
+    stacked_means,
+    superpixel_grid,
+)
 
 # name -> (RegionGrid granularity, scale: patch side in original pixels or SLIC n_segments)
 GRANULARITIES: dict[str, tuple[str, int]] = {

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from services.segmentation.encoding import RADIUS, disk_maps
-from services.simulation.clicker import Click
-from services.simulation.protocol import Segmenter
+from services.common.clicks import Click, Segmenter
+from services.models.click_encoding import RADIUS, disk_maps
 
 PROBABLE_RADIUS = 4 * RADIUS
 

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from services.segmentation.encoding import Crop, warp
-from services.simulation.clicker import IGNORE
+from services.common.clicks import IGNORE
+from services.models.click_encoding import Crop, warp
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 

@@ -1,6 +1,6 @@
 """Human-in-the-loop video segmentation, simulated: clicks needed for whole-sequence mIoU targets.
 
-    python -m services.segmentation.video_simulate --data ../shared/data/video --out var/video/sim.json
+    python -m services.simulation.video_simulate --data ../shared/data/video --out var/video/sim.json
 
 Per sequence, in one run: (1) the loop select -> simulated annotator answers -> fine-tune -> predict at
 each granularity (frame, rect64, rect16, superpixel; ``video_selection``), starting from the first
@@ -50,7 +50,7 @@ class SimConfig:
 
 
 def miou(prob: np.ndarray, gt: np.ndarray) -> float:
-    from services.simulation.clicker import iou
+    from services.common.masks import iou
 
     return float(np.mean([iou(p > 0.5, g) for p, g in zip(prob, gt)]))
 
@@ -62,9 +62,9 @@ def needed(curve: list[list[float]], target: float) -> int | None:
 
 
 def _loop(granularity: str, video, flows, annotator, config: SimConfig, budget: int) -> dict:
-    from services.segmentation.video_flow import propagate_interpolate, propagate_nearest
-    from services.segmentation.video_propagation import FineTuneConfig, Labels, Propagator
-    from services.segmentation.video_selection import candidates, make_grids, select
+    from services.video.flow import propagate_interpolate, propagate_nearest
+    from services.video.propagation import FineTuneConfig, Labels, Propagator
+    from services.video.selection import candidates, make_grids, select
 
     length = len(video)
     labels = Labels.empty(length, *video.frames.shape[1:3])
@@ -103,11 +103,16 @@ def _loop(granularity: str, video, flows, annotator, config: SimConfig, budget: 
 def simulate_sequence(folder: Path, config: SimConfig) -> dict:
     import torch
 
-    from services.segmentation.predictor import Predictor
-    from services.segmentation.video_annotator import LEVELS, VideoAnnotator
-    from services.segmentation.video_data import load_sequence
-    from services.segmentation.video_flow import compute_flows, propagate_interpolate, propagate_nearest
-    from services.segmentation.video_propagation import load_network
+    from services.models.click_predictor import Predictor
+    from services.segmentation import grabcut
+    from services.simulation.video_annotator import LEVELS, VideoAnnotator
+    from services.video.flow import (
+        compute_flows,
+        propagate_interpolate,
+        propagate_nearest,
+    )
+    from services.video.frames import load_sequence
+    from services.video.propagation import load_network
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -116,7 +121,7 @@ def simulate_sequence(folder: Path, config: SimConfig) -> dict:
         raise FileNotFoundError(f"{folder}: ground-truth masks are needed to simulate the annotator")
     clicked = load_sequence(folder, config.click_side, config.max_frames)
     flows = compute_flows(video.frames)
-    predictor = Predictor.from_model(load_network(), {"size": 192, "radius": 5}, refine=True)
+    predictor = Predictor.from_model(load_network(), {"size": 192, "radius": 5}, refine=grabcut.refine)
     annotator = VideoAnnotator(clicked.frames, clicked.masks, video.masks, video.scale, predictor.segmenter,
                                config.frame_iou, config.max_clicks)
     length = len(video)
@@ -150,7 +155,7 @@ def simulate_sequence(folder: Path, config: SimConfig) -> dict:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    from services.simulation.clicker import iou
+    from services.common.masks import iou
 
     return iou(a, b)
 
@@ -230,7 +235,7 @@ def main(
     rounds: int = typer.Option(6, min=0), steps: int = typer.Option(40, min=1),
     jobs: int = typer.Option(1, min=1, help="sequences simulated in parallel (one process each)"),
 ) -> None:
-    from services.segmentation.video_data import sequences as find_sequences
+    from services.video.frames import sequences as find_sequences
 
     config = SimConfig(short_side=short_side, click_side=click_side, rounds=rounds, steps=steps)
     if quick:
@@ -242,7 +247,7 @@ def main(
 
     def write() -> dict:  # after every sequence, so a long run can be read while it goes on
         results.sort(key=lambda r: order.index(r["sequence"]))
-        report = {"command": "python -m services.segmentation.video_simulate " + " ".join(sys.argv[1:]),
+        report = {"command": "python -m services.simulation.video_simulate " + " ".join(sys.argv[1:]),
                   "config": asdict(config), "summary": summarize(results), "sequences": results}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1) + "\n")

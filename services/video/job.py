@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from services.common.errors import InvalidArgument
-from services.segmentation.masks import decode_rle, encode_rle
-from services.segmentation.video_annotator import resize_mask
-from services.segmentation.video_data import load_sequence
-from services.segmentation.video_flow import compute_flows, propagate_interpolate, propagate_nearest
-from services.segmentation.video_propagation import FineTuneConfig, Labels, Progress, Propagator
-from services.segmentation.video_selection import GRANULARITIES, candidates, make_grids, select
+from services.common.masks import decode_rle, encode_rle, resize_mask
+from services.video.flow import compute_flows, propagate_interpolate, propagate_nearest
+from services.video.frames import load_sequence
+from services.video.propagation import FineTuneConfig, Labels, Progress, Propagator
+from services.video.selection import GRANULARITIES, candidates, make_grids, select
 
 METHODS = ("finetune", "flowwarp", "interpolate")
 
@@ -61,7 +60,7 @@ def _region(value: dict | None, video, t: int, field: str) -> np.ndarray:
         if kind == "superpixel":
             from skimage.segmentation import slic
 
-            from services.selection.regions import SLIC_SETTINGS
+            from services.common.active_learning.regions import SLIC_SETTINGS
 
             segments = slic(video.source_frame(t), n_segments=int(value["n_segments"]), channel_axis=-1,
                             **SLIC_SETTINGS)

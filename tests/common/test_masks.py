@@ -2,12 +2,14 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
+from services.common.clicks import Click
 from services.common.errors import InvalidArgument
-from services.segmentation.masks import decode_rle, encode_rle, probability_stats
-from services.simulation.clicker import Click
+from services.common.masks import decode_rle, encode_rle
+from services.segmentation.probability_stats import probability_stats
 
 pytestmark = pytest.mark.unit
 

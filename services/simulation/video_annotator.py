@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from services.simulation.clicker import Clicker, iou
-from services.simulation.protocol import THRESHOLD, Segmenter
+from services.common.clicks import THRESHOLD, Segmenter
+from services.common.masks import iou
+from services.simulation.clicker import Clicker
 
 LEVELS = (0.80, 0.85, 0.90, 0.95)
 VERTEX_SPACING_PX = 16
@@ -76,12 +77,6 @@ class Answer:
     pixels: np.ndarray  # bool [H, W]
     mask: np.ndarray  # bool [H, W]
     clicks: int
-
-
-def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if mask.shape == tuple(shape):
-        return mask
-    return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
 class VideoAnnotator:

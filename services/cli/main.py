@@ -4,7 +4,6 @@ REST commands for external tools: projects, images, videos, export, review)."""
 from __future__ import annotations
 
 import os
-
 import signal
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.common import local_platform
+from services.cli import local_platform
 from services.common.keys import KeyStore, Role
 from services.common.settings import Settings, get_settings
 from services.common.storage import make_engine, make_session_factory, migrate
@@ -322,7 +321,8 @@ def call(address: str = typer.Argument(..., help="host:port of a service, e.g. 1
     """Call a unary RPC by name through server reflection, like grpcurl: JSON in, JSON out."""
     from google.protobuf import descriptor_pool, json_format, message_factory  # noqa: PLC0415
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # noqa: PLC0415
-        ProtoReflectionDescriptorDatabase)
+        ProtoReflectionDescriptorDatabase,
+    )
 
     with grpc.insecure_channel(address) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.simulation.clicker import Click
+from services.common.clicks import Click
 
 BINS = 8
 SAMPLE_RADIUS = 12

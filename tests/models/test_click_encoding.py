@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.segmentation import encoding
-from services.segmentation.colour_prior import colour_prior
-from services.simulation.clicker import Click
+from services.common.clicks import Click
+from services.models import click_encoding as encoding
+from services.models.colour_prior import colour_prior
 
 pytestmark = pytest.mark.unit
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
@@ -60,7 +60,7 @@ def test_prepare_restore_round_trip():
 
 
 def test_prepare_on_real_image():
-    from services.segmentation.dataset import load_folder
+    from services.models.click_dataset import load_folder
 
     # ../shared sits beside the project in CI too: a missing file is a failure, not a skip.
     sample = load_folder(DATA / "grabcut", ["124080"])[0]

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from services.segmentation.classic import grabcut, refine
-from services.simulation.clicker import Click, iou
+from services.common.clicks import Click
+from services.common.masks import iou
+from services.segmentation.grabcut import grabcut, refine
 
 pytestmark = pytest.mark.unit
 

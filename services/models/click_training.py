@@ -1,6 +1,6 @@
 """Train the click-conditioned network with RITM-style iterative click simulation.
 
-    python -m services.segmentation.train --data ../shared/data/train/coco_mval --out var/train/run \
+    python -m services.models.click_training --data ../shared/data/train/coco_mval --out var/train/run \
         --minutes 150 [--resume]
 
 Each batch: augmented crops; initial clicks sampled from the mask; then 0..N corrective clicks from the
@@ -24,11 +24,12 @@ import typer
 from scipy import ndimage
 from tqdm import tqdm
 
-from services.segmentation.dataset import load_folder, random_crop, split_stems
-from services.segmentation.encoding import encode
-from services.segmentation.model import build
-from services.segmentation.predictor import Predictor
-from services.simulation.clicker import Click, Clicker
+from services.common.clicks import Click
+from services.models.click_dataset import load_folder, random_crop, split_stems
+from services.models.click_encoding import encode
+from services.models.click_net import build
+from services.models.click_predictor import Predictor
+from services.simulation.clicker import Clicker
 from services.simulation.protocol import evaluate
 
 app = typer.Typer(add_completion=False)
@@ -106,7 +107,7 @@ def validate(model, cfg, val_samples) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model.eval()
-    predictor = Predictor.from_model(model, cfg, refine=False)  # select the network itself
+    predictor = Predictor.from_model(model, cfg)  # select the network itself
     _, summary = evaluate(predictor.segmenter, val_samples, max_clicks=20, stop_at=0.9)
     model.train()
     torch.set_num_threads(threads)
