@@ -26,6 +26,7 @@ from annotation.v1 import (
     quality_pb2,
     segmentation_pb2,
     selection_pb2,
+    video_pb2,
 )
 from services.byproducts.validation import check_event
 from services.common.errors import InvalidArgument
@@ -69,7 +70,7 @@ def rle(data: bytes) -> None:
 def _request_classes() -> list[type]:
     names = sorted({method.input_type.full_name
                     for module in (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2,
-                                   selection_pb2)
+                                   selection_pb2, video_pb2)
                     for service in module.DESCRIPTOR.services_by_name.values() for method in service.methods})
     pool = descriptor_pool.Default()
     return [message_factory.GetMessageClass(pool.FindMessageTypeByName(name)) for name in names]

@@ -3,7 +3,7 @@
 # (services/cli/local_platform.py), one role per container.
 set -eu
 
-SERVICES="selection segmentation byproducts quality dialog"
+SERVICES="selection segmentation byproducts quality dialog video"
 
 service_arg() {
   for s in $SERVICES; do [ "$s" = "${1:-}" ] && return 0; done
@@ -23,11 +23,6 @@ case "$role" in
     # prometheus_client's multiprocess mode: the pool's children count tasks into files here
     export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus-$svc-worker}"
     exec python -m celery -A "services.$svc.worker:app" worker -Q "$svc" -n "$svc@%h" \
-      --without-gossip --without-mingle -l "${ANNOT_LOG_LEVEL:-INFO}" "$@" ;;
-  video-worker)
-    # video propagation: the segmentation app's long fine-tuning jobs on their own queue
-    export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-/tmp/prometheus-video-worker}"
-    exec python -m celery -A services.segmentation.worker:app worker -Q video -n "video@%h" \
       --without-gossip --without-mingle -l "${ANNOT_LOG_LEVEL:-INFO}" "$@" ;;
   gateway)
     exec python -m services.gateway ;;

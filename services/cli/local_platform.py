@@ -26,8 +26,9 @@ TRITON_REPOSITORY = REPO_ROOT / "deploy" / "triton" / "models"
 
 
 TRITON_LAUNCHER = REPO_ROOT / "deploy" / "local" / "tritonserver.sh"
-# Byproduct persistence is the ingest bottleneck (bench/byproducts_ingest.py); the rest idles.
-WORKER_CONCURRENCY = {"byproducts": 2}
+# Byproduct persistence is the ingest bottleneck (bench/byproducts_ingest.py); a video job is minutes of
+# fine-tuning, one at a time; the rest idles.
+WORKER_CONCURRENCY = {"byproducts": 2, "video": 1}
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,6 @@ def programs(settings: Settings) -> list[Program]:
             f"-n {service}@%%h --concurrency {WORKER_CONCURRENCY.get(service, 1)} "
             "--without-gossip --without-mingle -l INFO"), 30,
             (("PROMETHEUS_MULTIPROC_DIR", str(settings.var_dir / "run" / "metrics" / f"{service}-worker")),)))
-    # Video propagation: the segmentation app's long jobs on their own queue and worker.
-    progs.append(Program("video-worker", (
-        f"{python} -m celery -A services.segmentation.worker:app worker -Q video -n video@%%h --concurrency 1 "
-        "--without-gossip --without-mingle -l INFO"), 30,
-        (("PROMETHEUS_MULTIPROC_DIR", str(settings.var_dir / "run" / "metrics" / "video-worker")),)))
     progs.append(Program("gateway", f"{python} -m services.gateway", 40))
     return progs
 

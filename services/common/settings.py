@@ -15,10 +15,9 @@ from urllib.parse import urlparse
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# One service, one gRPC server, one Celery queue of the same name.
-SERVICES: tuple[str, ...] = ("selection", "segmentation", "byproducts", "quality", "dialog")
-# Celery queues: one per service, plus the segmentation service's long video propagation jobs.
-QUEUES: tuple[str, ...] = (*SERVICES, "video")
+# One service, one gRPC server, one Celery queue of the same name (order fixes the metrics ports).
+SERVICES: tuple[str, ...] = ("selection", "segmentation", "byproducts", "quality", "dialog", "video")
+QUEUES: tuple[str, ...] = SERVICES
 
 # Proto service names (package annotation.v1) hosted by each service's server.
 PROTO_SERVICES: dict[str, str] = {
@@ -27,6 +26,7 @@ PROTO_SERVICES: dict[str, str] = {
     "byproducts": "annotation.v1.Byproducts",
     "quality": "annotation.v1.Quality",
     "dialog": "annotation.v1.Dialog",
+    "video": "annotation.v1.Video",
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -93,10 +93,11 @@ class Settings(BaseSettings):
     byproducts_port: int = Field(50053, description="Byproducts service gRPC port.")
     quality_port: int = Field(50054, description="Quality service gRPC port.")
     dialog_port: int = Field(50055, description="Dialog service gRPC port.")
+    video_port: int = Field(50056, description="Video service gRPC port.")
     metrics_port_base: int = Field(
         9100,
-        description="Prometheus metrics ports: the gateway on BASE, the gRPC servers on BASE+1..BASE+5 "
-        "and the Celery workers on BASE+11..BASE+16 by the queue they consume, in QUEUES order (selection, "
+        description="Prometheus metrics ports: the gateway on BASE, the gRPC servers on BASE+1..BASE+6 "
+        "and the Celery workers on BASE+11..BASE+16 by the queue they consume, in SERVICES order (selection, "
         "segmentation, byproducts, quality, dialog, video).",
     )
     service_hosts: dict[str, str] = Field(

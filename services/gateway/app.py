@@ -42,7 +42,7 @@ from services.gateway.work import WorkStore
 
 STATIC = Path(__file__).resolve().parent / "static"
 
-READY_PARTS = ("redis", "selection", "segmentation", "byproducts", "quality", "dialog")
+READY_PARTS = ("redis", "selection", "segmentation", "byproducts", "quality", "dialog", "video")
 
 
 class KeyIn(BaseModel):

@@ -1,6 +1,6 @@
-"""REST routes: videos as data (upload, listing, frames), propagation (on the segmentation service,
-through gRPC) and the COCO export of a video's per-frame masks. Thin: wire format <-> VideoStore and
-the Segmentation RPCs StartPropagation / GetPropagation / StreamPropagationMasks."""
+"""REST routes: videos as data (upload, listing, frames), propagation (on the video service, through
+gRPC) and the COCO export of a video's per-frame masks. Thin: wire format <-> VideoStore and the Video
+RPCs StartPropagation / GetPropagation / StreamPropagationMasks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from annotation.v1 import common_pb2, segmentation_pb2
+from annotation.v1 import common_pb2, video_pb2
 from services.common.errors import InvalidArgument, NotFound
 from services.common.masks import decode_rle, encode_rle
 from services.gateway.auth import Admin, Annotator, Reviewer
@@ -18,10 +18,10 @@ from services.gateway.coco import coco_video_export
 
 router = APIRouter(prefix="/v1/projects/{project_id}/videos")
 UINT32 = 2**32 - 1
-METHODS = {"finetune": segmentation_pb2.PROPAGATION_METHOD_TEST_TIME_FINE_TUNING,
-           "flowwarp": segmentation_pb2.PROPAGATION_METHOD_FLOW_WARP,
-           "interpolate": segmentation_pb2.PROPAGATION_METHOD_INTERPOLATE}
-FLOWS = {"dis": segmentation_pb2.OPTICAL_FLOW_DIS, "farneback": segmentation_pb2.OPTICAL_FLOW_FARNEBACK}
+METHODS = {"finetune": video_pb2.PROPAGATION_METHOD_TEST_TIME_FINE_TUNING,
+           "flowwarp": video_pb2.PROPAGATION_METHOD_FLOW_WARP,
+           "interpolate": video_pb2.PROPAGATION_METHOD_INTERPOLATE}
+FLOWS = {"dis": video_pb2.OPTICAL_FLOW_DIS, "farneback": video_pb2.OPTICAL_FLOW_FARNEBACK}
 
 
 class MaskIn(BaseModel):
@@ -112,7 +112,7 @@ def video_frame(request: Request, project_id: str, video_id: str, who: Annotator
 
 @router.post("/{video_id}/propagation", tags=["videos"], status_code=202)
 def start_propagation(request: Request, project_id: str, video_id: str, body: PropagationIn, who: Annotator) -> dict:
-    """Starts propagating the human samples to every frame (segmentation service, video worker).
+    """Starts propagating the human samples to every frame (video service and worker).
     Returns the operation; follow it with GET .../propagation/{operation_id}."""
     store = _store(request, project_id)
     labels = request.app.state.catalog.project(project_id).labels or ["object"]
@@ -133,10 +133,10 @@ def start_propagation(request: Request, project_id: str, video_id: str, body: Pr
         if s.box is not None:
             region = common_pb2.Region(box=common_pb2.Box(x=s.box.x, y=s.box.y, width=s.box.width,
                                                           height=s.box.height))
-        samples.append(segmentation_pb2.AnnotatedSample(
+        samples.append(video_pb2.AnnotatedSample(
             frame_index=s.frame_index, region=region, clicks=s.clicks,
             mask=common_pb2.Mask(size=s.mask.size, counts=s.mask.counts)))
-    reply = request.app.state.upstream.call("segmentation", "StartPropagation", segmentation_pb2.StartPropagationRequest(
+    reply = request.app.state.upstream.call("video", "StartPropagation", video_pb2.StartPropagationRequest(
         project_id=project_id, video_id=video_id, samples=samples, method=METHODS[body.method],
         flow=FLOWS[body.flow], fine_tune_steps=body.fine_tune_steps, temporal_weight=body.temporal_weight,
         suggest_count=body.suggest_count, click_budget=body.click_budget, quality_target=body.quality_target,
@@ -162,7 +162,7 @@ def _operation_out(operation: common_pb2.Operation) -> dict:
 
 
 def _propagation(request: Request, project_id: str, video_id: str, operation_id: str, key: str):
-    reply = request.app.state.upstream.call("segmentation", "GetPropagation", segmentation_pb2.GetPropagationRequest(
+    reply = request.app.state.upstream.call("video", "GetPropagation", video_pb2.GetPropagationRequest(
         project_id=project_id, operation_id=operation_id), key)
     if reply.video_id != video_id:
         raise NotFound(f"no propagation {operation_id!r} of video {video_id!r}", field="operation_id")
@@ -172,7 +172,7 @@ def _propagation(request: Request, project_id: str, video_id: str, operation_id:
 def _frame_of(region: common_pb2.Region) -> int:
     if region.WhichOneof("kind") == "frame":
         return region.frame.frame_index
-    tail = region.image_id.rpartition("/")[2]  # "<video>/<frame index>" (video_server.GetPropagation)
+    tail = region.image_id.rpartition("/")[2]  # "<video>/<frame index>" (video/server.py GetPropagation)
     return int(tail) if tail.isdigit() else -1
 
 
@@ -206,7 +206,7 @@ def export_video_coco(request: Request, project_id: str, video_id: str, who: Rev
     if operation_id:
         _propagation(request, project_id, video_id, operation_id, who.key)
         for frame in request.app.state.upstream.stream(
-                "segmentation", "StreamPropagationMasks", segmentation_pb2.StreamPropagationMasksRequest(
+                "video", "StreamPropagationMasks", video_pb2.StreamPropagationMasksRequest(
                     project_id=project_id, operation_id=operation_id), who.key):
             masks.append({"frame_index": frame.frame_index, "size": list(frame.mask.size), "counts": frame.mask.counts,
                           "attributes": {"operation_id": operation_id, "human_annotated": frame.human_annotated,

@@ -18,6 +18,7 @@ from annotation.v1 import (
     quality_pb2_grpc,
     segmentation_pb2_grpc,
     selection_pb2_grpc,
+    video_pb2_grpc,
 )
 from services.common import errors
 from services.common.settings import Settings
@@ -28,6 +29,7 @@ STUBS = {
     "byproducts": byproducts_pb2_grpc.ByproductsStub,
     "quality": quality_pb2_grpc.QualityStub,
     "dialog": dialog_pb2_grpc.DialogStub,
+    "video": video_pb2_grpc.VideoStub,
 }
 
 _CODES: dict[grpc.StatusCode, type[errors.DomainError]] = {

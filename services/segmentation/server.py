@@ -1,8 +1,4 @@
-"""gRPC adapter of ``annotation.v1.Segmentation``: proto <-> sessions / predictor, network in Triton.
-
-Video propagation RPCs (StartPropagation, GetPropagation, StreamPropagationMasks) live in
-``video_server.py`` and hand the work to the Celery task ``segmentation.propagate_video`` (queue ``video``).
-"""
+"""gRPC adapter of ``annotation.v1.Segmentation``: proto <-> sessions / predictor, network in Triton."""
 
 from __future__ import annotations
 
@@ -21,7 +17,6 @@ from services.segmentation import grabcut
 from services.segmentation import sessions as sess
 from services.segmentation.probability_stats import probability_stats
 from services.segmentation.triton_client import TritonNetwork
-from services.video.server import VideoPropagationRpcs
 
 OUTCOMES = {
     common_pb2.SESSION_OUTCOME_UNSPECIFIED: "SUBMITTED",
@@ -44,7 +39,7 @@ def _click_pb(click: dict) -> common_pb2.Click:
                             t_ms=click.get("t_ms", 0), index=click.get("index", 0))
 
 
-class SegmentationServicer(VideoPropagationRpcs, segmentation_pb2_grpc.SegmentationServicer):
+class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
     def __init__(self, kit: Kit, network: TritonNetwork) -> None:
         self.kit = kit
         self.settings = s = kit.settings

@@ -1,6 +1,6 @@
 """One propagation job: a folder of ordered frames + human samples -> every frame's mask as COCO RLE.
 
-The body of the Celery task ``segmentation.propagate_video`` (queue ``video``), kept free of celery and
+The body of the Celery task ``video.propagate`` (queue ``video``, ``worker.py``), kept free of celery and
 grpc so it runs and is tested directly. The request carries a path and ids, never pixels (tasks re-fetch
 what they need), and is self-contained (earlier rounds' samples are sent again), so a redelivered task
 computes the same answer.

@@ -1,8 +1,10 @@
-"""gRPC adapter of video propagation (StartPropagation, GetPropagation, StreamPropagationMasks).
+"""gRPC adapter of ``annotation.v1.Video``: StartPropagation, GetPropagation, StreamPropagationMasks.
 
-Proto <-> the JSON request of ``video_job`` and back; the work runs in the Celery task
-``segmentation.propagate_video`` on queue ``video``. A video is an ordered folder of frames at
-``VAR_DIR/videos/<project_id>/<video_id>/frames/`` (frame order = file-name order).
+Proto <-> the JSON request of ``job.py`` and back; the work runs in the Celery task ``video.propagate``
+on queue ``video`` (``worker.py``). A video is an ordered folder of frames at
+``VAR_DIR/videos/<project_id>/<video_id>/frames/`` (frame order = file-name order), written by the gateway.
+
+Run: ``python -m services.video.server``.
 """
 
 from __future__ import annotations
@@ -11,19 +13,22 @@ import json
 import time
 from pathlib import Path
 
-from annotation.v1 import common_pb2, segmentation_pb2
+import grpc
+
+from annotation.v1 import common_pb2, video_pb2, video_pb2_grpc
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.grpc_server import Kit, serve
 from services.common.operations import status_from_task
 from services.common.operations_server import operation_proto
 from services.common.video_layout import ID, VIDEO_ROOT
 from services.video.tasks import PROPAGATE_VIDEO, VIDEO_QUEUE
 
-METHODS = {segmentation_pb2.PROPAGATION_METHOD_UNSPECIFIED: "finetune",
-           segmentation_pb2.PROPAGATION_METHOD_TEST_TIME_FINE_TUNING: "finetune",
-           segmentation_pb2.PROPAGATION_METHOD_FLOW_WARP: "flowwarp",
-           segmentation_pb2.PROPAGATION_METHOD_INTERPOLATE: "interpolate"}
-FLOWS = {segmentation_pb2.OPTICAL_FLOW_UNSPECIFIED: "dis", segmentation_pb2.OPTICAL_FLOW_DIS: "dis",
-         segmentation_pb2.OPTICAL_FLOW_FARNEBACK: "farneback"}
+METHODS = {video_pb2.PROPAGATION_METHOD_UNSPECIFIED: "finetune",
+           video_pb2.PROPAGATION_METHOD_TEST_TIME_FINE_TUNING: "finetune",
+           video_pb2.PROPAGATION_METHOD_FLOW_WARP: "flowwarp",
+           video_pb2.PROPAGATION_METHOD_INTERPOLATE: "interpolate"}
+FLOWS = {video_pb2.OPTICAL_FLOW_UNSPECIFIED: "dis", video_pb2.OPTICAL_FLOW_DIS: "dis",
+         video_pb2.OPTICAL_FLOW_FARNEBACK: "farneback"}
 WORKING_SHORT_SIDE = 240
 FOLLOW_POLL_S = 0.5
 
@@ -54,8 +59,10 @@ def _granularity(request) -> str:
     raise InvalidArgument("suggest_granularity", "FRAME, SUPERPIXEL, or PATCH with suggest_patch_size_px 16 or 64")
 
 
-class VideoPropagationRpcs:
-    """Mixed into the Segmentation servicer (needs ``self.kit`` and ``self.settings``)."""
+class VideoServicer(video_pb2_grpc.VideoServicer):
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        self.settings = kit.settings
 
     def _frames_dir(self, project_id: str, video_id: str) -> Path:
         for field, value in (("project_id", project_id), ("video_id", video_id)):
@@ -96,7 +103,7 @@ class VideoPropagationRpcs:
         self.kit.redis.set(self._meta_key(task.id), json.dumps({
             "video_id": request.video_id, "frames_total": frames,
             "clicks_used": sum(s.clicks for s in request.samples)}), ex=self.settings.operation_ttl_s)
-        return segmentation_pb2.StartPropagationResponse(operation=operation_proto(record, self.kit.celery))
+        return video_pb2.StartPropagationResponse(operation=operation_proto(record, self.kit.celery))
 
     def _state(self, project_id: str, op_id: str):
         record = self.kit.operations.get(op_id, project_id)
@@ -119,7 +126,7 @@ class VideoPropagationRpcs:
             else:  # rectangles and superpixels go out as their bounding boxes
                 region.box.CopyFrom(common_pb2.Box(x=x, y=y, width=w, height=h))
             suggested.append(region)
-        return segmentation_pb2.GetPropagationResponse(
+        return video_pb2.GetPropagationResponse(
             operation=operation_proto(record, self.kit.celery), video_id=meta.get("video_id", ""),
             frames_total=meta.get("frames_total", 0), frames_done=len(result.get("frames", [])),
             estimated_miou=-1.0, clicks_used=meta.get("clicks_used", 0), suggested_samples=suggested)
@@ -137,7 +144,16 @@ class VideoPropagationRpcs:
         if request.start_frame > end:
             raise InvalidArgument("start_frame", f"{request.start_frame} is after end_frame {end}")
         for f in frames[request.start_frame:end]:
-            yield segmentation_pb2.StreamPropagationMasksResponse(
+            yield video_pb2.StreamPropagationMasksResponse(
                 frame_index=f["frame_index"], image_id=f.get("image_id", ""),
                 mask=common_pb2.Mask(size=f["mask"]["size"], counts=f["mask"]["counts"]),
                 confidence=f["confidence"], human_annotated=f["human_annotated"])
+
+
+def register(server: grpc.Server, kit: Kit) -> None:
+    video_pb2_grpc.add_VideoServicer_to_server(VideoServicer(kit), server)
+
+
+if __name__ == "__main__":
+    # Readiness follows Redis (the queue, the operations); the frames are read per request.
+    serve("video", register)

@@ -80,9 +80,9 @@ def _up(url: str) -> bool:
 
 
 def test_the_video_worker_serves_its_queue_on_its_own_port(settings, spawn, tmp_path, monkeypatch):
-    """The segmentation app runs two workers (-Q segmentation, -Q video): the port follows the queue."""
+    """The video service's worker: metrics of its own queue on its own port, none of another queue."""
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prom"))
-    spawn([PYTHON, "-m", "celery", "-A", "services.segmentation.worker:app", "worker", "-Q", "video",
+    spawn([PYTHON, "-m", "celery", "-A", "services.video.worker:app", "worker", "-Q", "video",
            "-n", "video@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
     port = settings.worker_metrics_port("video")
     assert port != settings.worker_metrics_port("segmentation")

@@ -17,13 +17,14 @@ from annotation.v1 import (
     quality_pb2,
     segmentation_pb2,
     selection_pb2,
+    video_pb2,
 )
 from services.common.settings import PROTO_SERVICES
 
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2)
+MODULES = (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2, video_pb2)
 
 
 def test_generated_code_matches_the_protos(tmp_path):
@@ -60,3 +61,20 @@ def test_every_service_of_the_settings_exists_in_the_protos():
     pool = descriptor_pool.Default()
     for name in PROTO_SERVICES.values():
         assert pool.FindServiceByName(name).methods, name
+
+
+def test_every_proto_with_a_service_is_checked_here():
+    with_services = {f"annotation/v1/{p.name}" for p in (REPO / "protos" / "annotation" / "v1").glob("*.proto")
+                     if "\nservice " in p.read_text()}
+    assert with_services == {module.DESCRIPTOR.name for module in MODULES}
+
+
+def test_video_propagation_is_the_video_service_alone():
+    """The RPCs and their messages moved out of Segmentation with their names, so JSON stays the same."""
+    pool = descriptor_pool.Default()
+    video = pool.FindServiceByName("annotation.v1.Video")
+    assert [m.name for m in video.methods] == ["StartPropagation", "GetPropagation", "StreamPropagationMasks"]
+    segmentation = pool.FindServiceByName("annotation.v1.Segmentation")
+    assert not [m.name for m in segmentation.methods if "Propagation" in m.name]
+    assert video_pb2.StartPropagationRequest.DESCRIPTOR.full_name == "annotation.v1.StartPropagationRequest"
+    assert video_pb2.PropagationMethod.DESCRIPTOR.file.name == "annotation/v1/video.proto"

@@ -1,6 +1,6 @@
 """Videos through the gateway's REST API: upload of a video file (OpenCV) and of a zip of frames, listing,
 frames, COCO export with frame ids, refused uploads that leave nothing stored, project scoping, and one
-propagation through the real segmentation server and video worker."""
+propagation through the real video server and worker."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_video_file_and_zip_of_frames_are_stored_listed_served_and_exported(clie
     video = reply.json()
     assert video["frames"] == FRAMES and (video["width"], video["height"]) == SIZE and video["name"] == "car shadow"
     assert video["source"] == "video" and video["video_id"].startswith("vid_")
-    # where the segmentation service reads it (video_server / video_data), in frame order
+    # where the video service reads it (services/common/video_layout.py), in frame order
     stored = settings.var_dir / VIDEO_ROOT / "p1" / video["video_id"]
     assert sorted(p.name for p in (stored / "frames").iterdir()) == [f"{t:05d}.jpg" for t in range(FRAMES)]
     sequence = load_sequence(stored, short_side=0)
@@ -285,8 +285,8 @@ def test_human_masks_per_frame_are_stored_and_exported(client, keys, settings, t
 
 
 def test_propagation_through_the_gateway_exports_per_frame_rle(client, keys, settings, spawn, tmp_path):
-    start_service(spawn, "segmentation", settings)
-    spawn([PYTHON, "-m", "celery", "-A", "services.segmentation.worker:app", "worker", "-Q", VIDEO_QUEUE,
+    start_service(spawn, "video", settings)
+    spawn([PYTHON, "-m", "celery", "-A", "services.video.worker:app", "worker", "-Q", VIDEO_QUEUE,
            "-n", "video-gw@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
     video = upload(client, keys, avi(davis(), tmp_path / "c.avi"), "c.avi").json()
     base = f"/v1/projects/p1/videos/{video['video_id']}"
@@ -297,7 +297,7 @@ def test_propagation_through_the_gateway_exports_per_frame_rle(client, keys, set
         "samples": [sample], "method": "flowwarp", "label": "car"})
     assert reply.status_code == 202, reply.text
     operation = reply.json()["operation_id"]
-    assert reply.json()["kind"] == "segmentation.propagate_video"
+    assert reply.json()["kind"] == "video.propagate"
 
     def finished():
         body = client.get(f"{base}/propagation/{operation}", headers=keys["annotator"]).json()

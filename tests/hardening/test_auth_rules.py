@@ -11,6 +11,7 @@ UNAUTHENTICATED; a key one role too low -> 403 / PERMISSION_DENIED; a key of ano
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import grpc
 import pytest
@@ -24,6 +25,7 @@ from annotation.v1 import (
     quality_pb2,
     segmentation_pb2,
     selection_pb2,
+    video_pb2,
 )
 from services.common.errors import PermissionDenied
 from services.common.interceptors import PUBLIC_SERVICES, required_role
@@ -34,7 +36,9 @@ from tests.hardening.conftest import bearer, gateway_settings
 
 pytestmark = pytest.mark.integration
 
-PROTO_FILES = (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2, common_pb2)
+REPO = Path(__file__).resolve().parents[2]
+PROTO_FILES = (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2, video_pb2,
+               common_pb2)
 # The key one role too low for a rule, all scoped to project p1; None: no lower role exists.
 LOWER = {Role.ANNOTATOR: None, Role.REVIEWER: "annotator_p1", Role.ADMIN: "reviewer_p1"}
 EXACT = {Role.ANNOTATOR: "annotator_p1", Role.REVIEWER: "reviewer_p1", Role.ADMIN: "admin_p1"}
@@ -147,6 +151,8 @@ METHODS = sorted(_methods(), key=lambda m: m.full_name)
 
 def test_every_rpc_declares_a_role():
     assert len(METHODS) > 40  # every service's API is enumerated
+    files = {f"annotation/v1/{p.name}" for p in (REPO / "protos" / "annotation" / "v1").glob("*.proto")}
+    assert files == {module.DESCRIPTOR.name for module in PROTO_FILES}, "a .proto missing from PROTO_FILES"
     for method in METHODS:
         role = method.GetOptions().Extensions[common_pb2.required_role]
         assert role != common_pb2.ROLE_UNSPECIFIED, f"{method.full_name} has no (annotation.v1.required_role)"

@@ -22,6 +22,7 @@ from annotation.v1 import (
     quality_pb2,
     segmentation_pb2,
     selection_pb2,
+    video_pb2,
 )
 from services.byproducts.validation import KINDS, MAX_ID, check_event, normalise
 from services.common.errors import InvalidArgument
@@ -34,7 +35,7 @@ SETTINGS = settings(max_examples=200, deadline=None)
 
 def _request_types():
     names = set()
-    for module in (pb, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2):
+    for module in (pb, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2, video_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             names.update(method.input_type.full_name for method in service.methods)
     return sorted(names)

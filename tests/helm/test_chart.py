@@ -21,7 +21,8 @@ PROD_VALUES = CHART / "values-production-gpu.yaml"
 BIN = Path(sys.executable).parent
 K8S_VERSION = kubernetes_validate.latest_version()   # the newest schema of the pinned kubernetes-validate
 CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}   # not in the core schema
-SERVICES = ("selection", "segmentation", "byproducts", "quality", "dialog")
+SERVICES = ("selection", "segmentation", "byproducts", "quality", "dialog", "video")
+WORKERS = SERVICES[:-1]  # workers.yaml's; video's worker is video-worker.yaml (GPU, long jobs)
 WORKLOADS = {"Deployment", "StatefulSet", "Job", "Pod"}
 
 pytestmark = pytest.mark.unit
@@ -92,7 +93,9 @@ def test_one_deployment_and_service_per_service_and_gateway(default):
     assert "rel-annotation-platform-gateway" in deployments and "rel-annotation-platform-triton" in deployments
     config = by_kind(default, "ConfigMap")["rel-annotation-platform-config"]["data"]
     assert config["ANNOT_HOST"] == "0.0.0.0" and config["ANNOT_ENV"] == "production"
-    assert json.loads(config["ANNOT_SERVICE_HOSTS"])["segmentation"] == "rel-annotation-platform-segmentation:50052"
+    hosts = json.loads(config["ANNOT_SERVICE_HOSTS"])
+    assert hosts["segmentation"] == "rel-annotation-platform-segmentation:50052"
+    assert hosts["video"] == "rel-annotation-platform-video:50056" and config["ANNOT_VIDEO_PORT"] == "50056"
 
 
 @pytest.mark.parametrize("values", ["default", "production"])
@@ -121,6 +124,7 @@ def test_probes(default):
         port = server["ports"][0]["containerPort"]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert server[probe]["grpc"]["port"] == port, (name, probe)
+    for name in WORKERS:
         worker = deployments[f"rel-annotation-platform-{name}-worker"]["spec"]["template"]["spec"]["containers"][0]
         assert "inspect ping" in " ".join(worker["livenessProbe"]["exec"]["command"])
     gateway = deployments["rel-annotation-platform-gateway"]["spec"]["template"]["spec"]["containers"][0]
@@ -169,8 +173,8 @@ def test_triton_hpa_on_queue_time_with_stabilisation(production, helm):
 
 def test_keda_scales_every_worker_on_its_queue(production, default):
     scaled = by_kind(production, "ScaledObject")
-    assert len(scaled) == len(SERVICES)
-    for name in SERVICES:
+    assert len(scaled) == len(WORKERS)
+    for name in WORKERS:
         obj = scaled[f"rel-annotation-platform-{name}-worker"]
         trigger = obj["spec"]["triggers"][0]
         assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == name
@@ -247,7 +251,7 @@ def test_no_secret_in_production_values(production):
 def test_video_worker_consumes_its_own_queue_on_a_gpu_in_production(production, default):
     worker = by_kind(production, "Deployment")["rel-annotation-platform-video-worker"]
     container = containers(worker)[0]
-    assert container["args"][0] == "video-worker"  # entrypoint: celery ... -Q video
+    assert container["args"][:2] == ["worker", "video"]  # entrypoint: celery -A services.video.worker:app -Q video
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert any(t["key"] == "nvidia.com/gpu" for t in pod_spec(worker)["tolerations"])
     cpu = containers(by_kind(default, "Deployment")["rel-annotation-platform-video-worker"])[0]
@@ -255,7 +259,7 @@ def test_video_worker_consumes_its_own_queue_on_a_gpu_in_production(production, 
 
 
 def test_videos_live_on_one_shared_volume_where_the_var_dir_keeps_them(helm, default):
-    """The gateway writes uploaded videos, the segmentation server and the video worker read them:
+    """The gateway writes uploaded videos, the video server and the video worker read them:
     one ReadWriteMany claim mounted at ANNOT_VAR_DIR/videos in exactly those pods."""
     (claim,) = by_kind(default, "PersistentVolumeClaim").values()
     assert claim["metadata"]["name"] == "rel-annotation-platform-videos"
@@ -270,7 +274,7 @@ def test_videos_live_on_one_shared_volume_where_the_var_dir_keeps_them(helm, def
         assert volumes["videos"]["persistentVolumeClaim"]["claimName"] == "rel-annotation-platform-videos"
         mounts = {m["name"]: m["mountPath"] for m in containers(doc)[0]["volumeMounts"]}
         assert mounts["videos"] == f"{var_dir}/{VIDEO_ROOT}"
-    assert sharing == {"gateway", "segmentation", "video-worker"}
+    assert sharing == {"gateway", "video", "video-worker"}
     docs = render(helm, "--set", "videos.persistence.storageClass=nfs", "--set", "videos.persistence.size=5Gi")
     (claim,) = by_kind(docs, "PersistentVolumeClaim").values()
     assert claim["spec"]["storageClassName"] == "nfs" and claim["spec"]["resources"]["requests"]["storage"] == "5Gi"

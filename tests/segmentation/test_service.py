@@ -247,17 +247,6 @@ def test_triton_down_is_unavailable_within_the_deadline_and_recovers(call, trito
     assert info.triton.model_ready and info.input_long_side_px == 192 and info.click_radius_px == 5
 
 
-def test_video_propagation_authenticates_before_it_validates(stub, token):
-    request = segmentation_pb2.StartPropagationRequest(project_id="p1")  # no video_id
-    with pytest.raises(grpc.RpcError) as exc:
-        stub.StartPropagation(request, timeout=5)
-    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    with pytest.raises(grpc.RpcError) as exc:
-        stub.StartPropagation(request, metadata=bearer(token), timeout=5)
-    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert exc.value.details().startswith("video_id:")
-
-
 def test_the_simulation_clients_drive_real_sessions(stub, token):
     """The one session client of the simulations, and its three users, against the real service."""
     from services.common.clicks import IGNORE

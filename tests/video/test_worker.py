@@ -1,4 +1,4 @@
-"""The Celery task segmentation.propagate_video on its own queue: a real worker, real Redis, real frames."""
+"""The Celery task video.propagate on the video service's queue: a real worker, real Redis, real frames."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def test_propagate_video_task_returns_every_frames_mask(settings, spawn, video_d
         shutil.copy(path, frames / path.name)
     first = cv2.imread(str(video_data / "car-shadow" / "masks" / "00000.png"), cv2.IMREAD_GRAYSCALE) > 0
     size, counts = encode_rle(first)
-    worker = spawn([PYTHON, "-m", "celery", "-A", "services.segmentation.worker:app", "worker", "-Q", VIDEO_QUEUE,
+    worker = spawn([PYTHON, "-m", "celery", "-A", "services.video.worker:app", "worker", "-Q", VIDEO_QUEUE,
                     "-n", "video-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
-    app = make_celery("segmentation", settings)
+    app = make_celery("video", settings)
     request = {"frames_dir": str(frames), "short_side": 96, "steps": 5, "suggest_count": 2,
                "suggest_granularity": "superpixel", "samples": [
                    {"frame_index": 0, "mask": {"size": size, "counts": counts}, "clicks": 6}]}

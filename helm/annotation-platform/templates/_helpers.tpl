@@ -13,8 +13,11 @@
 {{- end -}}
 {{- end -}}
 
-{{/* The five services, in SERVICES order (metrics port = base + 1 + index). */}}
-{{- define "annot.serviceNames" -}}selection segmentation byproducts quality dialog{{- end -}}
+{{/* The six services, in SERVICES order (metrics port = base + 1 + index). */}}
+{{- define "annot.serviceNames" -}}selection segmentation byproducts quality dialog video{{- end -}}
+{{/* The services whose worker is workers.yaml's: video's long GPU jobs have video-worker.yaml. Same
+     order, so the metrics port base + 11 + index is the queue's (video's is base + 16). */}}
+{{- define "annot.workerNames" -}}selection segmentation byproducts quality dialog{{- end -}}
 
 {{- define "annot.commonLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
@@ -155,8 +158,8 @@ annotation-platform/service: {{ .service }}
 - {name: var, mountPath: /var/lib/annot}
 {{- end -}}
 
-{{/* The shared video volume, at ANNOT_VAR_DIR/videos (services/segmentation/video_queue.py VIDEO_ROOT):
-     the gateway writes uploads there, the segmentation server and the video worker read them. */}}
+{{/* The shared video volume, at ANNOT_VAR_DIR/videos (services/common/video_layout.py VIDEO_ROOT):
+     the gateway writes uploads there, the video server and the video worker read them. */}}
 {{- define "annot.videosClaim" -}}
 {{- .Values.videos.persistence.existingClaim | default (printf "%s-videos" (include "annot.fullname" .)) -}}
 {{- end -}}
