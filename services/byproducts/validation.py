@@ -17,7 +17,6 @@ MAX_POINTS = 1000
 # Event payload field name -> EventKind number (the oneof mirrors the enum, in order).
 KINDS: dict[str, int] = {field.name: field.number - 9
                          for field in pb.Event.DESCRIPTOR.oneofs_by_name["payload"].fields}
-KIND_NAMES: dict[int, str] = {number: name for name, number in KINDS.items()}
 
 
 def _unit(value: float) -> bool:

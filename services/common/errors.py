@@ -12,6 +12,8 @@ class DomainError(Exception):
 
     code = "INTERNAL"
     http_status = 500
+    # REST's ``details``: every ErrorDetail of a service's answer the gateway relays; None: no such list.
+    details: list[dict] | None = None
 
     def __init__(self, message: str, *, field: str = "", reason: str = "") -> None:
         super().__init__(message)

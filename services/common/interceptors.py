@@ -30,7 +30,7 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.common.keys import ALL_PROJECTS, KeyStore, Role
-from services.common.request_context import set_request
+from services.common.request_context import set_deadline
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             principal = None if role is None else self._keys.verify(_bearer(metadata))
             if principal is not None:
                 principal.authorize(role)
-            set_request(principal, deadline)
+            set_deadline(deadline)
             return principal
 
         def scoped(principal, message):

@@ -1,7 +1,6 @@
-"""Per-request facts set by the transport adapters, readable by plain domain code.
+"""The caller's deadline, set by the gRPC interceptors, readable by plain domain code.
 
-The gRPC interceptors and the gateway set these; domain modules read them without importing
-either transport (a deadline to pass to Redis or Triton, the caller for audit fields).
+Domain modules read it without importing the transport (a deadline to pass to Redis or Triton).
 """
 
 from __future__ import annotations
@@ -9,19 +8,11 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 
-from services.common.keys import Principal
-
-_principal: ContextVar[Principal | None] = ContextVar("principal", default=None)
 _deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
 
 
-def set_request(principal: Principal | None, deadline: float | None) -> None:
-    _principal.set(principal)
+def set_deadline(deadline: float | None) -> None:
     _deadline.set(deadline)
-
-
-def current_principal() -> Principal | None:
-    return _principal.get()
 
 
 def time_remaining(default: float) -> float:

@@ -96,8 +96,11 @@ def _document_error_envelope(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-def _error(status: int, code: str, message: str, field: str = "") -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "field": field, "message": message}})
+def _error(status: int, code: str, message: str, field: str = "", details: list[dict] | None = None) -> JSONResponse:
+    error = {"code": code, "field": field, "message": message}
+    if details is not None:  # relayed from a service: its ErrorDetails, e.g. one per invalid event of a batch
+        error["details"] = details
+    return JSONResponse(status_code=status, content={"error": error})
 
 
 @asynccontextmanager
@@ -134,7 +137,7 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
 
     @app.exception_handler(DomainError)
     def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        response = _error(exc.http_status, exc.code, exc.message, exc.field)
+        response = _error(exc.http_status, exc.code, exc.message, exc.field, exc.details)
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         return response

@@ -1,10 +1,11 @@
 """REST for the byproducts service (web annotator ingest, queries, exports), calling its gRPC API.
 
-The caller's ``Authorization: Bearer`` key is checked here and forwarded, so the service applies the
-same roles and project scopes as to gRPC clients. Bodies and answers use the proto3 JSON mapping of
-the messages (field names as in the proto, snake_case; camelCase is accepted on input). gRPC status
-codes become HTTP ones (INVALID_ARGUMENT 422 with every ErrorDetail, NOT_FOUND 404, RESOURCE_EXHAUSTED
-429, UNAVAILABLE 503, ...).
+The caller's ``Authorization: Bearer`` key is checked here and forwarded (the gateway's one client,
+``upstream.py``), so the service applies the same roles and project scopes as to gRPC clients. Bodies and
+answers use the proto3 JSON mapping of the messages (field names as in the proto, snake_case; camelCase is
+accepted on input). Errors map as on every gateway route (``upstream.domain_error``, then the app's
+handler): INVALID_ARGUMENT 422 with every ErrorDetail in ``details``, NOT_FOUND 404, RESOURCE_EXHAUSTED
+429, UNAVAILABLE 503, ...
 """
 
 from __future__ import annotations
@@ -13,29 +14,19 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-import grpc
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
-from grpc_status import rpc_status
 from pydantic import BaseModel, Field
 
 from annotation.v1 import byproducts_pb2 as pb
-from annotation.v1 import byproducts_pb2_grpc, common_pb2
+from annotation.v1 import common_pb2
 from services.common.errors import InvalidArgument
-from services.gateway.auth import authenticated
+from services.gateway.auth import Caller, CurrentCaller, authenticated
 
 router = APIRouter(prefix="/v1/byproducts", tags=["byproducts"], dependencies=[Depends(authenticated)])
 
-HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 422, grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    # as upstream.py: a method whose behaviour has not landed is a service not available yet, not a crash
-    grpc.StatusCode.UNIMPLEMENTED: 503, grpc.StatusCode.OUT_OF_RANGE: 422, grpc.StatusCode.ABORTED: 409,
-}
-TIMEOUT_S = 30.0
+EXPORT_TIMEOUT_S = 3600.0  # a whole project's export streams through one call
 ENUM_MAX = 2**31 - 1  # proto enums are int32
 
 
@@ -44,55 +35,18 @@ class EventBatchIn(BaseModel):
     events: list[dict[str, Any]] = Field(description="Events in the proto3 JSON mapping of annotation.v1.Event.")
 
 
-class RpcFailed(Exception):
-    def __init__(self, error: grpc.RpcError) -> None:
-        self.error = error
-
-
-def rpc_error_response(error: grpc.RpcError) -> JSONResponse:
-    code = error.code()
-    details = []
-    status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
-    for packed in status.details if status else ():
-        detail = common_pb2.ErrorDetail()
-        if packed.Unpack(detail):
-            details.append({"field": detail.field, "reason": detail.reason, "message": detail.message})
-    field = details[0]["field"] if details else ""
-    body = {"error": {"code": code.name, "field": field, "message": error.details() or code.name, "details": details}}
-    return JSONResponse(status_code=HTTP_STATUS.get(code, 500), content=body)
-
-
-def _stub(request: Request) -> byproducts_pb2_grpc.ByproductsStub:
-    state = request.app.state
-    if getattr(state, "byproducts_stub", None) is None:
-        channel = grpc.insecure_channel(state.settings.service_address("byproducts"))
-        state.byproducts_stub = byproducts_pb2_grpc.ByproductsStub(channel)
-    return state.byproducts_stub
-
-
-def _metadata(request: Request) -> list[tuple[str, str]]:
-    return [("authorization", request.headers.get("authorization", ""))]
-
-
 def _json(message) -> dict:
     return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
-def _unary(request: Request, method: str, message) -> JSONResponse:
-    try:
-        reply = getattr(_stub(request), method)(message, metadata=_metadata(request), timeout=TIMEOUT_S)
-    except grpc.RpcError as error:
-        return rpc_error_response(error)
-    return JSONResponse(_json(reply))
+def _unary(request: Request, who: Caller, method: str, message) -> JSONResponse:
+    return JSONResponse(_json(request.app.state.upstream.call("byproducts", method, message, who.key)))
 
 
-def _stream(request: Request, method: str, message, filename: str):
+def _stream(request: Request, who: Caller, method: str, message, filename: str) -> StreamingResponse:
     """Stream an export's chunks; the first chunk is fetched before answering, so errors get their status."""
-    replies = getattr(_stub(request), method)(message, metadata=_metadata(request), timeout=3600)
-    try:
-        first = next(replies)
-    except grpc.RpcError as error:
-        return rpc_error_response(error)
+    replies = request.app.state.upstream.stream("byproducts", method, message, who.key, EXPORT_TIMEOUT_S)
+    first = next(replies)
 
     def body() -> Iterator[bytes]:
         yield first.data
@@ -142,62 +96,62 @@ def event_batch(project_id: str, events: list[dict[str, Any]]) -> pb.EventBatch:
 
 
 @router.post("/events")
-def record_events(request: Request, body: Annotated[EventBatchIn, Body()]):
+def record_events(request: Request, who: CurrentCaller, body: Annotated[EventBatchIn, Body()]):
     """RecordBatch: all or nothing, at most 5000 events; accepted = durably queued."""
     try:
         batch = event_batch(body.project_id, body.events)
     except InvalidArgument as exc:
-        return JSONResponse(status_code=422, content={"error": {
-            "code": "INVALID_ARGUMENT", "field": exc.field, "message": exc.message, "details": []}})
-    return _unary(request, "RecordBatch", batch)
+        exc.details = []  # every 422 of this route lists the details; a batch that does not parse has none
+        raise
+    return _unary(request, who, "RecordBatch", batch)
 
 
 @router.get("/sessions")
-def list_sessions(request: Request, where: Filter, project_id: str = "", page_size: PageSize = 0,
+def list_sessions(request: Request, who: CurrentCaller, where: Filter, project_id: str = "", page_size: PageSize = 0,
                   page_token: str = ""):
-    return _unary(request, "ListSessions", pb.ListSessionsRequest(
+    return _unary(request, who, "ListSessions", pb.ListSessionsRequest(
         project_id=project_id, filter=where, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token)))
 
 
 @router.get("/sessions/{session_id}")
-def get_session(request: Request, session_id: str, project_id: str = ""):
-    return _unary(request, "GetSession", pb.ByproductsGetSessionRequest(project_id=project_id, session_id=session_id))
+def get_session(request: Request, who: CurrentCaller, session_id: str, project_id: str = ""):
+    return _unary(request, who, "GetSession",
+                  pb.ByproductsGetSessionRequest(project_id=project_id, session_id=session_id))
 
 
 @router.get("/sessions/{session_id}/events")
-def list_events(request: Request, session_id: str, project_id: str = "", from_seq: Seq = 0, to_seq: Seq = 0,
-                kinds: Kinds = None,
-                page_size: PageSize = 0, page_token: str = ""):
-    return _unary(request, "ListEvents", pb.ListEventsRequest(
+def list_events(request: Request, who: CurrentCaller, session_id: str, project_id: str = "", from_seq: Seq = 0,
+                to_seq: Seq = 0, kinds: Kinds = None, page_size: PageSize = 0, page_token: str = ""):
+    return _unary(request, who, "ListEvents", pb.ListEventsRequest(
         project_id=project_id, session_id=session_id, from_seq=from_seq, to_seq=to_seq, kinds=kinds or [],
         page=common_pb2.PageRequest(page_size=page_size, page_token=page_token)))
 
 
 @router.get("/sessions/{session_id}/signals")
-def get_signals(request: Request, session_id: str, project_id: str = ""):
-    return _unary(request, "GetSignals", pb.GetSignalsRequest(project_id=project_id, session_id=session_id))
+def get_signals(request: Request, who: CurrentCaller, session_id: str, project_id: str = ""):
+    return _unary(request, who, "GetSignals", pb.GetSignalsRequest(project_id=project_id, session_id=session_id))
 
 
 @router.get("/signals")
-def list_signals(request: Request, where: Filter, project_id: str = "", page_size: PageSize = 0,
+def list_signals(request: Request, who: CurrentCaller, where: Filter, project_id: str = "", page_size: PageSize = 0,
                  page_token: str = ""):
-    return _unary(request, "ListSignals", pb.ListSignalsRequest(
+    return _unary(request, who, "ListSignals", pb.ListSignalsRequest(
         project_id=project_id, filter=where, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token)))
 
 
 @router.get("/export.jsonl")
-def export_jsonl(request: Request, where: Filter, project_id: str = "",
+def export_jsonl(request: Request, who: CurrentCaller, where: Filter, project_id: str = "",
                  kinds: Kinds = None, include_signals: bool = False):
-    return _stream(request, "ExportJsonl", pb.ExportJsonlRequest(
+    return _stream(request, who, "ExportJsonl", pb.ExportJsonlRequest(
         project_id=project_id, filter=where, kinds=kinds or [], include_signals=include_signals),
         "byproducts.jsonl")
 
 
 @router.get("/luab.jsonl")
-def export_luab(request: Request, where: Filter, project_id: str = "",
+def export_luab(request: Request, who: CurrentCaller, where: Filter, project_id: str = "",
                 heatmap_size: Annotated[int, Query(ge=0, le=512)] = 0,
                 heatmap_sigma: Annotated[float, Query(ge=0)] = 0.0,
                 mouse_weight: Annotated[float, Query(ge=0, le=1)] = 0.0):
-    return _stream(request, "ExportLuab", pb.ExportLuabRequest(
+    return _stream(request, who, "ExportLuab", pb.ExportLuabRequest(
         project_id=project_id, filter=where, heatmap_size=heatmap_size, heatmap_sigma=heatmap_sigma,
         mouse_weight=mouse_weight), "luab.jsonl")

@@ -49,15 +49,21 @@ class NotImplementedYet(errors.Unavailable):
 
 
 def domain_error(service: str, exc: grpc.RpcError) -> errors.DomainError:
-    """The domain error for a failed call, keeping the service's field and message."""
+    """The domain error for a failed call, keeping the service's field, message and every ErrorDetail."""
     code, message = exc.code(), exc.details() or ""
-    field = ""
+    details = []
     status = rpc_status.from_call(exc) if hasattr(exc, "trailing_metadata") else None
-    for detail in status.details if status else ():
+    for packed in status.details if status else ():
         unpacked = common_pb2.ErrorDetail()
-        if detail.Unpack(unpacked) and unpacked.field:
-            field = unpacked.field
-            break
+        if packed.Unpack(unpacked):
+            details.append({"field": unpacked.field, "reason": unpacked.reason, "message": unpacked.message})
+    field = next((detail["field"] for detail in details if detail["field"]), "")
+    error = _error_for(service, code, message, field)
+    error.details = details
+    return error
+
+
+def _error_for(service: str, code: grpc.StatusCode, message: str, field: str) -> errors.DomainError:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return errors.InvalidArgument(field or "request", message)
     if code == grpc.StatusCode.UNIMPLEMENTED:

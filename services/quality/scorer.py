@@ -25,7 +25,6 @@ from services.quality import features
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS = WEIGHTS_DIR / "click_gru.pt"
-CARD = WEIGHTS_DIR / "click_gru.json"
 MODEL_NAME = "click-gru"
 IG_STEPS = 16
 

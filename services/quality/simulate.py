@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -160,11 +160,6 @@ class _segmentation:
         self.channel.close()
         if self.stack is not None:
             self.stack.__exit__(*exc)
-
-
-def iter_summaries(records: Sequence[dict]) -> Iterator[tuple[dict, float]]:
-    for r in records:
-        yield r["summary"], r["true_iou"]
 
 
 @app.command()

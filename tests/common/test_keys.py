@@ -93,23 +93,3 @@ def test_an_imported_key_verifies_and_rotates(engine):
         with pytest.raises(InvalidArgument):
             store.import_key(bad, "admin", Role.ADMIN, ["*"])
 
-
-def test_migrate_imports_the_admin_key_from_the_environment(tmp_path, monkeypatch):
-    from typer.testing import CliRunner  # noqa: PLC0415
-
-    from services.cli import main as cli  # noqa: PLC0415
-    from services.common.settings import get_settings  # noqa: PLC0415
-
-    monkeypatch.setenv("ANNOT_VAR_DIR", str(tmp_path))
-    monkeypatch.setenv("ANNOT_ADMIN_KEY", "ak_00aa11bb22cc33dd." + "k" * 43)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(cli.app, ["migrate", "--admin-key-env", "ANNOT_ADMIN_KEY"])
-        assert result.exit_code == 0, result.output
-        store = KeyStore(make_session_factory(make_engine(f"sqlite:///{tmp_path / 'annotation.db'}")), 0)
-        assert store.verify("ak_00aa11bb22cc33dd." + "k" * 43).role is Role.ADMIN
-        monkeypatch.setenv("ANNOT_ADMIN_KEY", "")
-        skipped = CliRunner().invoke(cli.app, ["migrate", "--admin-key-env", "ANNOT_ADMIN_KEY"])
-        assert skipped.exit_code == 0 and "no admin key imported" in skipped.output
-    finally:
-        get_settings.cache_clear()

@@ -5,7 +5,6 @@ propagation through the real video server and worker."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 import zipfile
@@ -15,12 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
-from typer.testing import CliRunner
 
-from services.cli import main as cli
 from services.common.masks import iou
 from services.common.video_layout import VIDEO_ROOT
-from services.gateway.client import GatewayClient
 from services.gateway.config import GatewaySettings
 from services.gateway.videos import VideoStore
 from services.video.frames import load_sequence
@@ -121,43 +117,6 @@ def test_video_file_and_zip_of_frames_are_stored_listed_served_and_exported(clie
     assert [(i["id"], i["video_id"], i["frame_id"]) for i in coco["images"]] == [(t + 1, 1, t) for t in range(FRAMES)]
     assert coco["images"][0]["file_name"] == f"{video['video_id']}/00000.jpg"
     assert coco["annotations"] == [] and [c["name"] for c in coco["categories"]] == ["car"]
-
-
-class InProcess(GatewayClient):
-    def __init__(self, http) -> None:
-        self.http = http
-
-    def __exit__(self, *exc) -> None:  # the test's client outlives each command
-        pass
-
-
-def test_command_line_uploads_lists_and_exports(client, keys, tmp_path, monkeypatch):
-    """``annot videos upload|list|export|delete``, its REST client on this app in place of a network gateway."""
-    gateway = InProcess(client)
-    client.headers.update(keys["admin"])
-    monkeypatch.setattr(cli, "_gateway_client", lambda url, key: gateway)
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for t, array in enumerate(davis(4)):
-        (folder / f"{t}.jpg").write_bytes(cv2.imencode(".jpg", array)[1].tobytes())
-    (folder / "notes.txt").write_text("not a frame: left out of the zip")
-    runner = CliRunner()
-    result = runner.invoke(cli.app, ["videos", "upload", str(folder), "--project", "p1"])
-    assert result.exit_code == 0 and "4 frames" in result.output, result.output
-    (video,) = gateway.videos("p1")
-    assert video["name"] == "frames" and video["source"] == "frames"
-    result = runner.invoke(cli.app, ["videos", "list", "--project", "p1"])
-    assert result.exit_code == 0 and video["video_id"] in result.output
-    out = tmp_path / "coco.json"
-    result = runner.invoke(cli.app, ["videos", "export", video["video_id"], "--project", "p1", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert [i["frame_id"] for i in json.loads(out.read_text())["images"]] == [0, 1, 2, 3]
-    result = runner.invoke(cli.app, ["videos", "upload", str(out), "--project", "p1"])
-    assert result.exit_code == 1 and "422" in result.output
-    result = runner.invoke(cli.app, ["videos", "delete", video["video_id"], "--project", "p1"])
-    assert result.exit_code == 0 and gateway.videos("p1") == []
-    result = runner.invoke(cli.app, ["videos", "delete", video["video_id"], "--project", "p1"])
-    assert result.exit_code == 1 and "404" in result.output
 
 
 def _nothing_stored(client, keys, settings) -> None:
