@@ -14,6 +14,7 @@ weights (NoC@90 on it, full zoom-in inference at the original resolution).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -28,6 +29,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from services.common.clicks import Click
+from services.models import click_pipeline
 from services.models.click_dataset import augmented_crop, load_folder, split_stems
 from services.models.click_encoding import encode
 from services.models.click_models import ARCHES, build
@@ -106,15 +108,21 @@ def train_step(model, opt, samples, cfg, rng) -> float:
 
 
 def validate(model, cfg, val_samples) -> dict:
-    """NoC on the held-out split (network alone, no GrabCut refinement), one image at a time.
+    """NoC on the held-out split, one image at a time, with what serving runs around the network:
+    the old network alone (no GrabCut refinement), the pretrained one through its whole per-click
+    pipeline (zoom-in and focus pass, ``click_pipeline``).
 
     One thread: batch-1 inference with several OpenMP threads crawls when the cores are shared.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model.eval()
-    predictor = Predictor.from_model(model, cfg)  # select the network itself
-    _, summary = evaluate(predictor.segmenter, val_samples, max_clicks=20, stop_at=0.9)
+    if cfg.get("arch", "click_net") == "click_net":
+        segmenter = Predictor.from_model(model, cfg).segmenter
+    else:
+        pipeline = click_pipeline.from_config(model, cfg)
+        segmenter = functools.partial(click_pipeline.segmenter, pipeline)
+    _, summary = evaluate(segmenter, val_samples, max_clicks=20, stop_at=0.9)
     model.train()
     torch.set_num_threads(threads)
     return summary
