@@ -30,9 +30,16 @@ def _baseline_seeds(labels: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
     return labels
 
 
+# GrabCut fits a 5-component colour GMM to each side (k-means inside OpenCV): with fewer samples than
+# components on either side it asserts, which tiny images and click disks covering the whole window reach.
+GMM_COMPONENTS = 5
+
+
 def _run(image: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
+    """The cut of ``labels``; the labels as they are when one side has too few pixels to model."""
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    if (labels == cv2.GC_FGD).any() or (labels == cv2.GC_PR_FGD).any():
+    objectish = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))
+    if GMM_COMPONENTS <= np.count_nonzero(objectish) <= objectish.size - GMM_COMPONENTS:
         cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), labels, None, bgd, fgd, iterations,
                     cv2.GC_INIT_WITH_MASK)
     return np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
