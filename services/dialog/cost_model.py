@@ -12,18 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from services.common.question_timing import BOX_S, BOX_SOURCE, CLICK_S, FIRST_CLICK_S, VERIFY_S, VERIFY_SOURCE
 from services.dialog import pretrained
 from services.dialog.questions import LABEL_REGION, SEGMENT, VERIFY
 from services.dialog.regression import Linear, fit_ridge
-from services.simulation.timing import (
-    BOX_S,
-    BOX_SOURCE,
-    VERIFY_S,
-    VERIFY_SOURCE,
-    expected_click_s,
-)
 
-FIRST_CLICK_S, CLICK_S = expected_click_s()
 # Used only without the pretrained click model (pretrained.py); the learned per-project estimate
 # replaces either after 3 answers. NoC@85 on ../shared/data/grabcut of an earlier segmentation
 # checkpoint; the service now measures 2.78, but a lower constant makes greedy verify less before it

@@ -1,9 +1,7 @@
 """Human seconds per question type, for simulations of the dialog policy.
 
-Documented priors (Konyushkova, Uijlings, Lampert, Ferrari, "Learning Intelligent Dialogs for Bounding
-Box Annotation", CVPR 2018, timing model): answering a box verification question takes about 1.8 s
-(measured by Papadopoulos et al., CVPR 2016) and drawing a box with extreme clicking about 7 s
-(Papadopoulos et al., ICCV 2017). Interactive segmentation is timed click by click with the simulated
+Documented priors (``services.common.question_timing``): answering a box verification question takes
+about 1.8 s and drawing a box with extreme clicking about 7 s. Interactive segmentation is timed click by click with the simulated
 annotator's own model (``annotator.py``: finding the object, then per click a reaction, a look at the
 mask and a Fitts'-law movement, occasional pauses), so the two never drift apart.
 
@@ -19,14 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.common.clicks import Click
+from services.common.question_timing import BOX_S, VERIFY_S
 from services.simulation.annotator import Profile, SimulatedAnnotator
 
-VERIFY_S = 1.8
-VERIFY_SOURCE = ("Konyushkova et al., CVPR 2018, timing model: answering a verification question 1.8 s "
-                 "(Papadopoulos et al., CVPR 2016)")
-BOX_S = 7.0
-BOX_SOURCE = ("Konyushkova et al., CVPR 2018, timing model: drawing a box by extreme clicking 7 s "
-              "(Papadopoulos et al., ICCV 2017)")
 LOOK_SD = 0.25  # lognormal spread of the verification and box times between questions
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from services.common import question_timing
 from services.common.clicks import Click
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.storage import make_engine, make_session_factory, migrate
@@ -37,6 +38,8 @@ def no_pretrained_priors(monkeypatch):
 def test_timing_priors_and_sampled_seconds():
     first, each = expected_click_s()
     assert 1.0 < each < 3.0 and first > each
+    # the deployed cost model's constants are the simulated annotator's expectation
+    assert (question_timing.FIRST_CLICK_S, question_timing.CLICK_S) == pytest.approx((first, each), abs=1e-3)
     timer = QuestionTimer(rng=np.random.default_rng(0))
     verifies = [timer.verify_s() for _ in range(2000)]
     assert abs(np.mean(verifies) - VERIFY_S) < 0.05
