@@ -19,7 +19,6 @@ Pure torch, no wing imported; traceable and scriptable to TorchScript.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -233,13 +232,12 @@ def load(checkpoint: str | Path) -> tuple[EffClickNet, dict]:
     return model.eval(), state["config"]
 
 
-def export_torchscript(model: EffClickNet, path: str | Path, size: int = 256) -> Path:
-    """Trace the network to TorchScript (input ``(N, 6, H, W)`` float32 -> logits)."""
+def export_torchscript(model: EffClickNet, path: str | Path) -> Path:
+    """Compile the network to TorchScript (input ``(N, 6, H, W)`` float32 -> logits, any H, W).
+
+    Scripted, not traced: the padding to a multiple of 32 depends on the input size.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, model.in_channels, size, size)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model.eval(), example)
-    traced.save(str(path))
+    torch.jit.script(model.eval()).save(str(path))
     return path
