@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from services.common.clicks import THRESHOLD, Segmenter
-from services.common.masks import iou
+from services.common.masks import iou, resize_mask
 from services.simulation.clicker import Clicker
 
 LEVELS = (0.80, 0.85, 0.90, 0.95)

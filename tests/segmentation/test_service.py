@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import grpc
 import numpy as np
@@ -18,12 +17,11 @@ from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.common.clicks import Click
 from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle, iou
-from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.models.click_predictor import EncodingConfig, Predictor
 from services.segmentation import grabcut
 from services.segmentation.export import MODEL_DIR
-from tests.conftest import PYTHON, SHARED_DATA, start_service, wait_until
+from tests.conftest import SHARED_DATA, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -194,22 +192,32 @@ def test_bad_input_is_refused_and_changes_nothing(call):
     assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_an_expired_session_is_not_found(seg_settings, token, spawn, triton_server):
-    settings = seg_settings.model_copy(update={"segmentation_session_ttl_s": 1})
-    spawn([PYTHON, "-m", "services.segmentation.server"], settings)
-    address = settings.service_address("segmentation")
-    wait_until(lambda: grpc_health(address, 0.5) == "SERVING", 30, "segmentation SERVING")
-    with grpc.insecure_channel(address) as channel:
-        stub = segmentation_pb2_grpc.SegmentationStub(channel)
-        data, _ = image_bytes()
-        sid = stub.StartSession(segmentation_pb2.StartSessionRequest(project_id="p1", image_data=data),
-                                metadata=bearer(token), timeout=30).session.session_id
-        time.sleep(2.2)
-        with pytest.raises(grpc.RpcError) as exc:
-            stub.AddClick(segmentation_pb2.AddClickRequest(
-                project_id="p1", session_id=sid, click=common_pb2.Click(x=3, y=3, positive=True)),
-                metadata=bearer(token), timeout=30)
-        assert exc.value.code() == grpc.StatusCode.NOT_FOUND and "expired" in exc.value.details()
+def test_a_session_lives_for_its_ttl_after_each_call_then_is_not_found(call, seg_settings):
+    """The TTL is Redis' to keep (``EXPIRE`` on the session's keys, renewed by every call); the test reads
+    the TTLs the service set and lets Redis expire the keys, rather than sleeping past a TTL."""
+    ttl = seg_settings.segmentation_session_ttl_s  # 600 s
+    redis = Redis.from_url(seg_settings.redis_url)
+    data, _ = image_bytes()
+    sid = call("StartSession", segmentation_pb2.StartSessionRequest(project_id="p1", image_data=data)).session.session_id
+    click = segmentation_pb2.AddClickRequest(project_id="p1", session_id=sid,
+                                             click=common_pb2.Click(x=230, y=200, positive=True))
+    call("AddClick", click)
+    keys = [key for key in redis.scan_iter(f"seg:{sid}*") if not key.endswith(b":lock")]
+    assert f"seg:{sid}".encode() in keys
+    assert all(ttl - 60 < redis.ttl(key) <= ttl for key in keys), {k: redis.ttl(k) for k in keys}
+
+    for key in keys:  # an hour of inactivity later, as far as these keys know
+        redis.expire(key, 100)
+    call("AddClick", click)
+    assert all(redis.ttl(key) > 100 for key in keys), {k: redis.ttl(k) for k in keys}  # renewed by the call
+
+    for key in keys:
+        redis.pexpire(key, 1)
+    wait_until(lambda: not any(redis.exists(key) for key in keys), 10, "Redis expired the session's keys")
+    with pytest.raises(grpc.RpcError) as exc:
+        call("AddClick", click)
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND and "expired" in exc.value.details()
+    assert f"expired after {ttl} s without activity" in exc.value.details()
 
 
 def test_triton_down_is_unavailable_within_the_deadline_and_recovers(call, triton_server):
@@ -220,13 +228,11 @@ def test_triton_down_is_unavailable_within_the_deadline_and_recovers(call, trito
     call("AddClick", click)  # warm: the encoding is known, the channel connected
     triton_server.stop()
     try:
-        started = time.monotonic()
         with pytest.raises(grpc.RpcError) as exc:
             call("AddClick", click, timeout=3)
-        elapsed = time.monotonic() - started
+        # answered by the service within the caller's deadline (a hang would be DEADLINE_EXCEEDED)
         assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, exc.value.details()
         assert "Triton" in exc.value.details()
-        assert elapsed < 3.5  # answered within the caller's deadline, not hung
         got = call("GetSession", segmentation_pb2.SegmentationGetSessionRequest(project_id="p1", session_id=sid))
         assert len(got.session.clicks) == 1  # the failed click left the session as it was
         info = call("GetModelInfo", segmentation_pb2.SegmentationGetModelInfoRequest())
