@@ -5,6 +5,10 @@ network's probability, because it measurably helps; training validation selects 
 The network is a callable on a batch of encoded crops. The deployed service passes one that calls
 Triton (``triton_client.TritonNetwork``); training-time validation and offline evaluation pass the
 local PyTorch module (``torch_network``). Both run exactly this code around it.
+
+A *pipeline* model (``EncodingConfig.pipeline``; the pretrained network, ``click_pipeline``) runs all of
+this, and its focus pass, itself: the predictor hands it the image, the clicks and the previous map
+(``network.segment``) and applies no refinement of its own, since all per-click compute runs in Triton.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from services.models import click_encoding as encoding
 Network = Callable[[np.ndarray], np.ndarray]
 # (RGB image, probability, clicks) -> refined probability, all at image size.
 Refiner = Callable[[np.ndarray, np.ndarray, Sequence[Click]], np.ndarray]
+# (RGB image, clicks, previous probability or None) -> probability, at image size: a pipeline model.
+PipelineNetwork = Callable[[np.ndarray, Sequence[Click], "np.ndarray | None"], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class EncodingConfig:
     size: int = encoding.INPUT_SIZE
     radius: float = encoding.RADIUS
     with_prior: bool = True
+    pipeline: bool = False  # the model takes image, clicks and previous map (``network.segment``)
 
     @property
     def in_channels(self) -> int:
@@ -52,7 +59,8 @@ class Predictor:
     def __init__(self, network: Network, config: EncodingConfig, refine: Refiner | None = None) -> None:
         self.network = network
         self.config = config
-        self.refine = refine
+        # A pipeline model's refinement, if any, runs inside it (Triton), never in the caller's process.
+        self.refine = None if config.pipeline else refine
 
     @classmethod
     def from_model(cls, model, config: dict, refine: Refiner | None = None) -> "Predictor":
@@ -87,6 +95,12 @@ class Predictor:
         when refinement is off): the refined map is near binary, so confidence is read off the
         network's."""
         c = self.config
+        if c.pipeline:
+            start = time.perf_counter()
+            prob = self.network.segment(image, clicks, prev_prob)
+            if timings is not None:
+                timings["model_ms"] = (time.perf_counter() - start) * 1000
+            return prob, prob
         x, crop = encoding.prepare(image, clicks, prev_prob, c.size, c.radius, c.with_prior)
         start = time.perf_counter()
         prob = self.network(x[None])[0, 0]

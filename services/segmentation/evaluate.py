@@ -5,9 +5,12 @@ click-seeded baseline, with the standard clicker, in one run on the same images.
 
 DIR holds ``images/`` and ``masks/`` with matching stems (0 background, 255 object, 128 ignore).
 Methods: ``model`` (the service as deployed: network in Triton + GrabCut refinement), ``model-raw``
-(the network alone, refinement off), ``grabcut`` (OpenCV GrabCut seeded from the clicks, in-process:
-the baseline is not a service). Without ``--address`` a private stack (Redis, tritonserver, the
-segmentation server) is started for the run and stopped after it.
+(the network alone, refinement off), ``lite0`` (the service on the pretrained network's Triton model
+``clickseg_lite0``: zoom-in, network and focus pass all in Triton, nothing refined in the service),
+``lite0-nofocus`` (the same without the focus pass), ``grabcut`` (OpenCV GrabCut seeded from the clicks,
+in-process: the baseline is not a service). Without ``--address`` a private stack (Redis, tritonserver,
+the segmentation servers) is started for the run and stopped after it; while ``clickseg_lite0`` is a
+candidate (``deploy/triton/candidates``) its Triton repository adds the candidate to the served models.
 Writes FILE.json (per-image IoU-per-click curves, mIoU@1..20, NoC@85/90, images never reaching 90%,
 per-click latency) and FILE.png (mIoU against clicks).
 """
@@ -15,6 +18,8 @@ per-click latency) and FILE.png (mIoU against clicks).
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +37,14 @@ from services.segmentation.grabcut import grabcut_segmenter
 from services.simulation.protocol import iou_curve, summarize
 from services.simulation.segmentation_session import SegmentationSession
 
-METHODS = ("model", "model-raw", "grabcut")
+METHODS = ("model", "model-raw", "lite0", "lite0-nofocus", "grabcut")
+# Segmentation-server settings of each service method (``model`` is the deployment's own).
+SERVER_SETTINGS = {
+    "model": {},
+    "model-raw": {"segmentation_refine": False},
+    "lite0": {"triton_model_name": "clickseg_lite0"},
+    "lite0-nofocus": {"triton_model_name": "clickseg_lite0_nofocus"},
+}
 app = typer.Typer(add_completion=False)
 
 
@@ -60,6 +72,25 @@ class ServiceSegmenter:
             return session.mask.astype(np.float32)
 
         return segment
+
+
+def lite0_repository(target: Path) -> Path:
+    """Served models + ``clickseg_lite0`` (a candidate until promoted) + ``clickseg_lite0_nofocus``, its
+    copy with the focus pass off (the same weights, linked), for measuring the focus pass."""
+    from services.segmentation.export import lite0_model_dir, repository_with_candidates
+
+    source = lite0_model_dir()
+    if not (source / "1" / "model.pt").exists():
+        raise typer.BadParameter(f"no weights in {source}: export a checkpoint first "
+                                 "(python -m services.segmentation.export --checkpoint ...)", param_hint="--method")
+    nofocus = target / "_variants" / "clickseg_lite0_nofocus"
+    (nofocus / "1").mkdir(parents=True)
+    config = (source / "config.pbtxt").read_text().replace('name: "clickseg_lite0"', 'name: "clickseg_lite0_nofocus"')
+    (nofocus / "config.pbtxt").write_text(config.replace(
+        'key: "focus" value: { string_value: "true" }', 'key: "focus" value: { string_value: "false" }'))
+    for name in ("model.py", "model.pt"):
+        (nofocus / "1" / name).symlink_to((source / "1" / name).resolve())
+    return repository_with_candidates(target / "repo", {"clickseg_lite0": source, nofocus.name: nofocus})
 
 
 def _latency(values: list[float]) -> dict:
@@ -115,11 +146,14 @@ def evaluate(data: Path, out: Path, methods: Sequence[str], max_clicks: int = 20
     latency: dict = {}
     service_methods = [m for m in methods if m != "grabcut"]
     stack = None
+    repository = None
     if service_methods and not address:
         from services.simulation.stack import LocalStack
 
-        overrides = {"segmentation-raw": {"segmentation_refine": False}} if "model-raw" in methods else {}
-        stack = LocalStack(["segmentation"] if "model" in methods else [], overrides=overrides).__enter__()
+        overrides = {f"segmentation-{m}": SERVER_SETTINGS[m] for m in service_methods}
+        if any(m.startswith("lite0") for m in service_methods):
+            repository = lite0_repository(Path(tempfile.mkdtemp(prefix="annot-eval-repo-")))
+        stack = LocalStack([], overrides=overrides, triton_repository=repository).__enter__()
     try:
         for method in methods:
             started = time.perf_counter()
@@ -127,7 +161,7 @@ def evaluate(data: Path, out: Path, methods: Sequence[str], max_clicks: int = 20
                 results[method] = run_method(method, grabcut_segmenter, samples, max_clicks, stop_at)
             else:
                 if stack is not None:
-                    target = stack.addresses["segmentation" if method == "model" else "segmentation-raw"]
+                    target = stack.addresses[f"segmentation-{method}"]
                     metadata = stack.auth
                 else:
                     target, metadata = address, [("authorization", f"Bearer {token}")]
@@ -140,6 +174,8 @@ def evaluate(data: Path, out: Path, methods: Sequence[str], max_clicks: int = 20
     finally:
         if stack is not None:
             stack.__exit__(None, None, None)
+        if repository is not None:
+            shutil.rmtree(repository.parent, ignore_errors=True)
     report = {
         "data": str(data), "images": len(samples), "max_clicks": max_clicks, "stop_at": stop_at,
         "image_sizes": sorted({f"{s.image.shape[1]}x{s.image.shape[0]}" for s in samples})[:10],

@@ -6,6 +6,10 @@ writes ``deploy/triton/models/clickseg/1/model.pt`` (TorchScript), ``1/training.
 config and validation figures of the checkpoint) and sets the encoding parameters of both model
 configs (``input_size``, ``click_radius``, ``colour_prior``) to the checkpoint's, so the service
 encodes clicks exactly as the network was trained.
+
+A checkpoint of the pretrained network (``arch`` ``effnet_lite0``) goes to the ``clickseg_lite0`` model
+(in ``deploy/triton/models`` once promoted, ``deploy/triton/candidates`` until then) as the TorchScript of
+its whole per-click pipeline (``services/models/click_pipeline.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,18 @@ import torch
 import typer
 
 from services.common.settings import REPO_ROOT
-from services.models.click_net import export_torchscript, load
+from services.models import click_pipeline
+from services.models.click_models import load
+from services.models.click_net import export_torchscript
 
 MODEL_DIR = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
+CANDIDATES = REPO_ROOT / "deploy" / "triton" / "candidates"
+
+
+def lite0_model_dir() -> Path:
+    """The pretrained network's model folder: served once promoted, a candidate until then."""
+    served = MODEL_DIR.parent / "clickseg_lite0"
+    return served if served.exists() else CANDIDATES / "clickseg_lite0"
 
 app = typer.Typer(add_completion=False)
 
@@ -32,9 +45,15 @@ def set_parameter(config_text: str, key: str, value: str) -> str:
     return pattern.sub(lambda m: m.group(1) + value + m.group(2), config_text)
 
 
-def export(checkpoint: Path, model_dir: Path = MODEL_DIR, version: int = 1) -> Path:
+def export(checkpoint: Path, model_dir: Path | None = None, version: int = 1) -> Path:
     model, config = load(checkpoint)
-    target = export_torchscript(model, model_dir / str(version) / "model.pt", config.get("size", 192))
+    pipeline = config.get("arch", "click_net") != "click_net"
+    model_dir = model_dir or (lite0_model_dir() if pipeline else MODEL_DIR)
+    path = model_dir / str(version) / "model.pt"
+    if pipeline:
+        target = click_pipeline.export(click_pipeline.from_config(model, config), path)
+    else:
+        target = export_torchscript(model, path, config.get("size", 192))
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     figures_path = Path(checkpoint).parent / "figures.json"
     figures = json.loads(figures_path.read_text()) if figures_path.exists() else {}
@@ -57,16 +76,34 @@ def export(checkpoint: Path, model_dir: Path = MODEL_DIR, version: int = 1) -> P
         text = path.read_text()
         for key, value in params.items():
             text = set_parameter(text, key, value)
-        text = re.sub(r"dims: \[ \d+, -1, -1 \]", f"dims: [ {config.get('in_channels', 7)}, -1, -1 ]",
-                      text, count=1)
+        if not pipeline:  # the click encoding's channels are the input's first dimension
+            text = re.sub(r"dims: \[ \d+, -1, -1 \]", f"dims: [ {config.get('in_channels', 7)}, -1, -1 ]",
+                          text, count=1)
         path.write_text(text)
+    return target
+
+
+def repository_with_candidates(target: Path, candidates: dict[str, Path] | None = None) -> Path:
+    """A Triton model repository at ``target``: links to every served model plus the candidates
+    (name -> folder; default: every candidate with exported weights), for measuring a candidate
+    end to end without serving it."""
+    if candidates is None:
+        candidates = {p.name: p for p in sorted(CANDIDATES.iterdir())
+                      if (p / "config.pbtxt").exists() and (p / "1" / "model.pt").exists()}
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in [*sorted(p for p in MODEL_DIR.parent.iterdir() if (p / "config.pbtxt").exists())]:
+        (target / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+    for name, folder in candidates.items():
+        if not (target / name).exists():
+            (target / name).symlink_to(Path(folder).resolve(), target_is_directory=True)
     return target
 
 
 @app.command()
 def main(
     checkpoint: Path = typer.Option(..., exists=True, help="best.pt or last.pt written by training"),
-    model_dir: Path = typer.Option(MODEL_DIR, help="the model's folder in the Triton repository"),
+    model_dir: Path = typer.Option(None, help="the model's folder in the Triton repository (default: "
+                                   "clickseg, or clickseg_lite0 for the pretrained network)"),
     version: int = typer.Option(1, min=1),
 ) -> None:
     target = export(checkpoint, model_dir, version)

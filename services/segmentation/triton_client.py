@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import threading
 
+from collections.abc import Sequence
+
 import numpy as np
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
+from services.common.clicks import Click
 from services.common.errors import DomainError, Unavailable
 from services.common.request_context import time_remaining
 from services.models.click_predictor import EncodingConfig
@@ -71,6 +74,7 @@ class TritonNetwork:
                     size=int(params.get("input_size", 192)),
                     radius=float(params.get("click_radius", 5)),
                     with_prior=params.get("colour_prior", "true").lower() == "true",
+                    pipeline=params.get("interface", "encoded") == "pipeline",
                 )
             return self._encoding
 
@@ -86,6 +90,31 @@ class TritonNetwork:
         except InferenceServerException as exc:
             raise self._error(exc, "run the model") from None
         return result.as_numpy("PROB")
+
+    def segment(self, image: np.ndarray, clicks: Sequence[Click], prev: np.ndarray | None) -> np.ndarray:
+        """A pipeline model's probability (H, W) for the image, its clicks and the previous map.
+
+        The previous map travels as uint8 (probability x 255): what the session store keeps anyway,
+        a quarter of the bytes of float32.
+        """
+        image = np.ascontiguousarray(image, dtype=np.uint8)[None]
+        rows = np.array([[[c.x, c.y, int(c.positive)] for c in clicks]], dtype=np.int32).reshape(1, -1, 3)
+        inputs = [triton.InferInput("IMAGE", list(image.shape), "UINT8"),
+                  triton.InferInput("CLICKS", list(rows.shape), "INT32")]
+        inputs[0].set_data_from_numpy(image)
+        inputs[1].set_data_from_numpy(rows)
+        if prev is not None:
+            prev_u8 = np.clip(np.rint(np.asarray(prev, np.float32) * 255), 0, 255).astype(np.uint8)[None]
+            inputs.append(triton.InferInput("PREV", list(prev_u8.shape), "UINT8"))
+            inputs[2].set_data_from_numpy(prev_u8)
+        try:
+            result = self.client.infer(
+                self.model, inputs, model_version=self.version,
+                outputs=[triton.InferRequestedOutput("PROB")], client_timeout=self._timeout(),
+            )
+        except InferenceServerException as exc:
+            raise self._error(exc, "run the model") from None
+        return result.as_numpy("PROB")[0]
 
     def status(self) -> dict:
         """What GetModelInfo reports; never raises (ready = false and the error instead)."""

@@ -1,0 +1,84 @@
+"""Triton Python-backend model: the whole per-click computation of the pretrained click network
+(``model.pt`` beside this file: TorchScript of ``services/models/click_pipeline.py``), on CPU or GPU.
+
+Inputs per request (leading batch dimension N, usually 1): ``IMAGE`` (N, H, W, 3) uint8 RGB, ``CLICKS``
+(N, K, 3) int32 rows ``(x, y, positive)``, optional ``PREV`` (N, H, W) uint8 previous probability x 255.
+Output ``PROB`` (N, H, W) float32 object probability. All requests of one dynamic batch, whatever their
+image sizes, go through the pipeline together, so their network passes run as one batch.
+"""
+
+import json
+import os
+import site
+import sys
+from pathlib import Path
+
+# The backend stub's embedded interpreter ignores PYTHONPATH; the local launcher
+# (deploy/local/tritonserver.sh) names the virtual environment that holds torch this way.
+# NVIDIA's container has torch installed system-wide and leaves it unset. The venv goes first: the
+# stub is built against numpy 1.x and must not pick up a numpy 2 from the base installation.
+for _dir in filter(None, os.environ.get("TRITON_MODEL_SITE_PACKAGES", "").split(os.pathsep)):
+    _before = list(sys.path)
+    site.addsitedir(_dir)
+    sys.path[:] = [p for p in sys.path if p not in _before] + _before
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+def _check(image, clicks, prev):
+    """None, or what is wrong with one request's arrays (the message names the input)."""
+    if image.ndim != 4 or image.shape[3] != 3 or min(image.shape[1:3]) < 16:
+        return f"IMAGE must be (N, H, W, 3) with H, W >= 16, got {image.shape}"
+    if clicks.ndim != 3 or clicks.shape[0] != image.shape[0] or clicks.shape[2] != 3 or clicks.shape[1] < 1:
+        return f"CLICKS must be (N, K, 3) with K >= 1 and N as IMAGE's, got {clicks.shape}"
+    height, width = image.shape[1:3]
+    xs, ys = clicks[..., 0], clicks[..., 1]
+    if (xs < 0).any() or (xs >= width).any() or (ys < 0).any() or (ys >= height).any():
+        return f"CLICKS must lie inside the {width}x{height} image"
+    if prev is not None and prev.shape != image.shape[:3]:
+        return f"PREV must be (N, H, W) as IMAGE, got {prev.shape} for IMAGE {image.shape}"
+    return None
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        threads = int(params.get("torch_threads", "0"))
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if args["model_instance_kind"] == "GPU":
+            self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
+        else:
+            self.device = torch.device("cpu")
+        path = Path(__file__).resolve().parent / "model.pt"
+        self.pipeline = torch.jit.load(str(path), map_location=self.device).eval()
+        self.pipeline.focus = params.get("focus", "true").lower() == "true"
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        images, clicks, prevs, owners = [], [], [], []
+        for i, request in enumerate(requests):
+            image = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy()
+            click = pb_utils.get_input_tensor_by_name(request, "CLICKS").as_numpy()
+            prev_tensor = pb_utils.get_input_tensor_by_name(request, "PREV")
+            prev = None if prev_tensor is None else prev_tensor.as_numpy()
+            error = _check(image, click, prev)
+            if error:
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(error))
+                continue
+            for n in range(image.shape[0]):
+                images.append(torch.from_numpy(np.ascontiguousarray(image[n])).to(self.device))
+                clicks.append(torch.from_numpy(np.ascontiguousarray(click[n], dtype=np.int32)).to(self.device))
+                prevs.append(torch.zeros(0, device=self.device) if prev is None else
+                             torch.from_numpy(prev[n].astype(np.float32) / 255.0).to(self.device))
+                owners.append(i)
+        if images:
+            with torch.inference_mode():
+                probs = [p.float().cpu().numpy() for p in self.pipeline(images, clicks, prevs)]
+            for i in sorted(set(owners)):
+                batch = np.stack([p for p, owner in zip(probs, owners) if owner == i])
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PROB", batch)])
+        return responses
