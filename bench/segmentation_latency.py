@@ -7,9 +7,15 @@ the dynamic_batching block removed):
     request (what perf_analyzer would measure; it is not installable here);
   * ``service-raw``: AddClick through the segmentation service with GrabCut refinement off (click
     encoding + Triton + RLE + Redis): the overhead ratio service-raw / triton is the service's cost;
-  * ``service``: AddClick as deployed by default (refinement on).
-Reports p50/p95 per click and the ratios; absolute times hold only for the machine they were
-measured on (the CPU build of Triton here).
+  * ``service``: AddClick as deployed by default (refinement on);
+  * ``triton-lite0``: the pretrained network's Triton model (``clickseg_lite0``: zoom-in, network and
+    focus pass), called with exactly what the service sends it (image, clicks, previous map fed back
+    from the last answer, sessions of 8 clicks), and ``service-lite0``: AddClick through a service on
+    that model; service-lite0 / triton-lite0 is that service's own cost.
+Reports p50/p95 per click, the ratios, and CPU milliseconds per click of the Triton process (with its
+Python-backend stubs) and of the service process during each row; absolute times hold only for the
+machine they were measured on (the CPU build of Triton here). While ``clickseg_lite0`` is a candidate
+(``deploy/triton/candidates``, weights exported there), the run's repository adds it.
 
     python -m bench.segmentation_latency --out bench/results
 """
@@ -17,6 +23,7 @@ measured on (the CPU build of Triton here).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -36,6 +43,7 @@ from services.common.clicks import Click
 from services.common.images import encode_png
 from services.common.settings import REPO_ROOT
 from services.models.click_encoding import prepare
+from services.segmentation.export import repository_with_candidates
 from services.simulation.stack import LocalStack
 
 IMAGE = REPO_ROOT.parent / "shared" / "data" / "grabcut" / "images" / "124080.jpg"
@@ -60,13 +68,39 @@ def _clicks(mask: np.ndarray, n: int, seed: int) -> list[Click]:
     return out
 
 
-def _repository_without_batching(workdir: Path) -> Path:
+def _repositories(workdir: Path, lite0: bool) -> dict[str, Path]:
+    """batching -> model repository: the served models (+ the lite0 candidate), as shipped and with
+    every dynamic_batching block removed."""
+    linked = repository_with_candidates(workdir / "linked", None if lite0 else {})
     repo = workdir / "models"
-    shutil.copytree(REPO_ROOT / "deploy" / "triton" / "models", repo)
-    config = repo / "clickseg" / "config.pbtxt"
-    text = re.sub(r"dynamic_batching \{[^}]*\}\n", "", config.read_text())
-    config.write_text(text)
-    return repo
+    shutil.copytree(linked, repo, symlinks=False)
+    for config in repo.glob("*/config.pbtxt"):
+        config.write_text(re.sub(r"dynamic_batching \{[^}]*\}\n", "", config.read_text()))
+    return {"batching": linked, "no-batching": repo}
+
+
+def _cpu_seconds(session_id: int) -> float:
+    """User + system CPU seconds of every live process in the session (a server and its children)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id:  # field 6 of /proc/PID/stat: the session id
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _with_cpu(stack: LocalStack, service: str, measure) -> dict:
+    """``measure()``'s stats plus CPU ms per click of Triton and of ``service`` while it ran."""
+    names = {"triton": stack.pids["triton"], "service": stack.pids[service]} if service else {
+        "triton": stack.pids["triton"]}
+    before = {k: _cpu_seconds(pid) for k, pid in names.items()}
+    stats = measure()
+    for key, pid in names.items():
+        stats[f"{key}_cpu_ms_per_click"] = round((_cpu_seconds(pid) - before[key]) * 1000 / stats["n"], 1)
+    return stats
 
 
 def _stats(ms: list[float]) -> dict:
@@ -90,6 +124,37 @@ def _run_for(concurrency: int, seconds: float, work) -> list[float]:
     with futures.ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(loop, range(concurrency)))
     return samples
+
+
+def measure_triton_lite0(url: str, image: np.ndarray, mask: np.ndarray, concurrency: int, seconds: float) -> dict:
+    """The pipeline model called as the service calls it: image, clicks so far, previous map (uint8)."""
+    clients = [triton.InferenceServerClient(url) for _ in range(concurrency)]
+    state = [{"clicks": [], "n": 8, "prev": None} for _ in range(concurrency)]
+    pixels = image[None]
+
+    def work(i: int) -> float:
+        s = state[i]
+        if s["n"] >= 8:
+            s["clicks"], s["n"], s["prev"] = _clicks(mask, 8, seed=i * 1000 + len(s["clicks"])), 0, None
+        s["n"] += 1
+        rows = np.array([[[c.x, c.y, int(c.positive)] for c in s["clicks"][:s["n"]]]], dtype=np.int32)
+        inputs = [triton.InferInput("IMAGE", list(pixels.shape), "UINT8"),
+                  triton.InferInput("CLICKS", list(rows.shape), "INT32")]
+        inputs[0].set_data_from_numpy(pixels)
+        inputs[1].set_data_from_numpy(rows)
+        if s["prev"] is not None:
+            inputs.append(triton.InferInput("PREV", list(s["prev"].shape), "UINT8"))
+            inputs[2].set_data_from_numpy(s["prev"])
+        started = time.perf_counter()
+        prob = clients[i].infer("clickseg_lite0", inputs, outputs=[triton.InferRequestedOutput("PROB")],
+                                client_timeout=60).as_numpy("PROB")
+        elapsed = (time.perf_counter() - started) * 1000
+        s["prev"] = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
+        return elapsed
+
+    work(0)
+    state[0]["n"] = 8
+    return _stats(_run_for(concurrency, seconds, work))
 
 
 def measure_triton(url: str, crop: np.ndarray, concurrency: int, seconds: float) -> dict:
@@ -133,57 +198,81 @@ def measure_service(stack: LocalStack, name: str, image: np.ndarray, mask: np.nd
         return _stats(_run_for(concurrency, seconds, work))
 
 
+ROWS = ("triton", "service-raw", "service", "triton-lite0", "service-lite0")
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110, sharey=True)
+    markers = dict(zip(ROWS, "os^vD"))
     for ax, batching in zip(axes, ("batching", "no-batching")):
         rows = results[batching]
-        for name, marker in (("triton", "o"), ("service-raw", "s"), ("service", "^")):
-            xs = sorted(int(c) for c in rows)
-            ax.plot(xs, [rows[str(c)][name]["p95_ms"] for c in xs], marker=marker, label=f"{name} p95")
-            ax.plot(xs, [rows[str(c)][name]["p50_ms"] for c in xs], marker=marker, ls=":", label=f"{name} p50")
+        xs = sorted(int(c) for c in rows)
+        for name in ROWS:
+            if name not in rows[str(xs[0])]:
+                continue
+            line, = ax.plot(xs, [rows[str(c)][name]["p95_ms"] for c in xs], marker=markers[name],
+                            label=f"{name} p95")
+            ax.plot(xs, [rows[str(c)][name]["p50_ms"] for c in xs], marker=markers[name], ls=":",
+                    color=line.get_color(), label=f"{name} p50")
         ax.set(xscale="log", yscale="log", xlabel="concurrent sessions", title=f"dynamic {batching}",
                xticks=xs, xticklabels=[str(x) for x in xs])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"ms per click ({SIZE}x{SIZE} image)")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
+def _ratio(row: dict, a: str, b: str, key: str) -> float:
+    return round(row[a][key] / row[b][key], 2)
+
+
 @app.command()
 def main(out: Path = Path("bench/results"), seconds: float = 8.0,
-         concurrency: list[int] = typer.Option([1, 8, 32])) -> None:
+         concurrency: list[int] = typer.Option([1, 8, 32]),
+         lite0: bool = typer.Option(True, help="also measure the pretrained network's model (clickseg_lite0)")) -> None:
     out.mkdir(parents=True, exist_ok=True)
     image, mask = _image()
     results: dict = {"image": f"{SIZE}x{SIZE}", "seconds_per_point": seconds}
     workdir = Path(tempfile.mkdtemp(prefix="annot-bench-seg-"))
+    overrides = {"segmentation-raw": {"segmentation_refine": False}}
+    if lite0:
+        overrides["segmentation-lite0"] = {"triton_model_name": "clickseg_lite0"}
     try:
-        for batching, repository in (("batching", None), ("no-batching", _repository_without_batching(workdir))):
-            with LocalStack(["segmentation"], triton_repository=repository,
-                            overrides={"segmentation-raw": {"segmentation_refine": False}}) as stack:
+        for batching, repository in _repositories(workdir, lite0).items():
+            with LocalStack(["segmentation"], triton_repository=repository, overrides=overrides) as stack:
+                url = stack.settings.triton_grpc_url
                 crop, _ = prepare(image, [Click(240, 240, True)], None)
                 rows = {}
                 for c in concurrency:
                     row = {
-                        "triton": measure_triton(stack.settings.triton_grpc_url, crop, c, seconds),
-                        "service-raw": measure_service(stack, "segmentation-raw", image, mask, c, seconds),
-                        "service": measure_service(stack, "segmentation", image, mask, c, seconds),
+                        "triton": _with_cpu(stack, "", lambda: measure_triton(url, crop, c, seconds)),
+                        "service-raw": _with_cpu(stack, "segmentation-raw", lambda: measure_service(
+                            stack, "segmentation-raw", image, mask, c, seconds)),
+                        "service": _with_cpu(stack, "segmentation", lambda: measure_service(
+                            stack, "segmentation", image, mask, c, seconds)),
                     }
-                    row["overhead_ratio_p50"] = round(row["service-raw"]["p50_ms"] / row["triton"]["p50_ms"], 2)
-                    row["overhead_ratio_p95"] = round(row["service-raw"]["p95_ms"] / row["triton"]["p95_ms"], 2)
-                    row["refine_ratio_p50"] = round(row["service"]["p50_ms"] / row["service-raw"]["p50_ms"], 2)
+                    row["overhead_ratio_p50"] = _ratio(row, "service-raw", "triton", "p50_ms")
+                    row["overhead_ratio_p95"] = _ratio(row, "service-raw", "triton", "p95_ms")
+                    row["refine_ratio_p50"] = _ratio(row, "service", "service-raw", "p50_ms")
+                    if lite0:
+                        row["triton-lite0"] = _with_cpu(stack, "", lambda: measure_triton_lite0(
+                            url, image, mask, c, seconds))
+                        row["service-lite0"] = _with_cpu(stack, "segmentation-lite0", lambda: measure_service(
+                            stack, "segmentation-lite0", image, mask, c, seconds))
+                        row["lite0_overhead_ratio_p50"] = _ratio(row, "service-lite0", "triton-lite0", "p50_ms")
+                        row["lite0_overhead_ratio_p95"] = _ratio(row, "service-lite0", "triton-lite0", "p95_ms")
                     rows[str(c)] = row
-                    typer.echo(f"{batching:11s} c={c:2d}  triton p50 {row['triton']['p50_ms']:7.1f} p95 "
-                               f"{row['triton']['p95_ms']:7.1f} | service-raw p50 {row['service-raw']['p50_ms']:7.1f}"
-                               f" p95 {row['service-raw']['p95_ms']:7.1f} | service p50 "
-                               f"{row['service']['p50_ms']:7.1f} p95 {row['service']['p95_ms']:7.1f} ms | "
-                               f"overhead x{row['overhead_ratio_p50']}")
+                    typer.echo(f"{batching:11s} c={c:2d}  " + " | ".join(
+                        f"{name} p50 {row[name]['p50_ms']:7.1f} p95 {row[name]['p95_ms']:7.1f}"
+                        for name in ROWS if name in row) + f" | overhead x{row['overhead_ratio_p50']}"
+                        + (f", lite0 x{row['lite0_overhead_ratio_p50']}" if lite0 else ""))
                 results[batching] = rows
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -197,6 +286,17 @@ def main(out: Path = Path("bench/results"), seconds: float = 8.0,
             lines.append(f"| {batching} | {c} | {row['triton']['p50_ms']} / {row['triton']['p95_ms']} | "
                          f"{row['service-raw']['p50_ms']} / {row['service-raw']['p95_ms']} | "
                          f"x{row['overhead_ratio_p50']} | {row['service']['p50_ms']} / {row['service']['p95_ms']} |")
+    if lite0:
+        lines += ["", "Pretrained network (clickseg_lite0, everything per click in Triton); CPU ms per click "
+                  "of each process", "",
+                  "| batching | sessions | Triton p50/p95 ms | service p50/p95 ms | overhead p50 / p95 | "
+                  "CPU ms/click: Triton, service |", "|---|---|---|---|---|---|"]
+        for batching in ("batching", "no-batching"):
+            for c, row in results[batching].items():
+                t, sv = row["triton-lite0"], row["service-lite0"]
+                lines.append(f"| {batching} | {c} | {t['p50_ms']} / {t['p95_ms']} | {sv['p50_ms']} / {sv['p95_ms']} "
+                             f"| x{row['lite0_overhead_ratio_p50']} / x{row['lite0_overhead_ratio_p95']} | "
+                             f"{sv['triton_cpu_ms_per_click']}, {sv['service_cpu_ms_per_click']} |")
     (out / "segmentation_latency.md").write_text("\n".join(lines) + "\n")
     typer.echo(f"wrote {out / 'segmentation_latency.json'}, .md and .png")
 

@@ -63,6 +63,7 @@ class LocalStack:
         self.dir = Path(tempfile.mkdtemp(prefix="annot-stack-"))
         self.procs: list[subprocess.Popen] = []
         self.addresses: dict[str, str] = {}
+        self.pids: dict[str, int] = {}  # name -> process (and session) id, e.g. for CPU accounting
         self.token = ""
 
     @property
@@ -75,6 +76,7 @@ class LocalStack:
             self.procs.append(subprocess.Popen(
                 args, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True))
+        self.pids[name] = self.procs[-1].pid
         return log
 
     def __enter__(self) -> "LocalStack":
