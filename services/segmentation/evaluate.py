@@ -7,7 +7,9 @@ DIR holds ``images/`` and ``masks/`` with matching stems (0 background, 255 obje
 Methods: ``model`` (the service as deployed: network in Triton + GrabCut refinement), ``model-raw``
 (the network alone, refinement off), ``lite0`` (the service on the pretrained network's Triton model
 ``clickseg_lite0``: zoom-in, network and focus pass all in Triton, nothing refined in the service),
-``lite0-nofocus`` (the same without the focus pass), ``grabcut`` (OpenCV GrabCut seeded from the clicks,
+``lite0-nofocus`` (the same without the focus pass), ``lite0-grabcut-local`` (the candidate's TorchScript
+in-process followed by the service's GrabCut refinement: does GrabCut still pay on top of the pretrained
+network, which would have to move it into Triton?), ``grabcut`` (OpenCV GrabCut seeded from the clicks,
 in-process: the baseline is not a service). Without ``--address`` a private stack (Redis, tritonserver,
 the segmentation servers) is started for the run and stopped after it; while ``clickseg_lite0`` is a
 candidate (``deploy/triton/candidates``) its Triton repository adds the candidate to the served models.
@@ -21,7 +23,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -37,7 +39,8 @@ from services.segmentation.grabcut import grabcut_segmenter
 from services.simulation.protocol import iou_curve, summarize
 from services.simulation.segmentation_session import SegmentationSession
 
-METHODS = ("model", "model-raw", "lite0", "lite0-nofocus", "grabcut")
+METHODS = ("model", "model-raw", "lite0", "lite0-nofocus", "lite0-grabcut-local", "grabcut")
+LOCAL_METHODS = ("lite0-grabcut-local", "grabcut")
 # Segmentation-server settings of each service method (``model`` is the deployment's own).
 SERVER_SETTINGS = {
     "model": {},
@@ -93,6 +96,23 @@ def lite0_repository(target: Path) -> Path:
     return repository_with_candidates(target / "repo", {"clickseg_lite0": source, nofocus.name: nofocus})
 
 
+def lite0_grabcut_local() -> Callable[[np.ndarray], Segmenter]:
+    """The exported lite0 pipeline in-process, then GrabCut refinement (what the old service did)."""
+    import torch
+
+    from services.models import click_pipeline
+    from services.segmentation.export import lite0_model_dir
+    from services.segmentation.grabcut import refine
+
+    pipeline = torch.jit.load(str(lite0_model_dir() / "1" / "model.pt")).eval()
+
+    def make(image: np.ndarray) -> Segmenter:
+        segment = click_pipeline.segmenter(pipeline, image)
+        return lambda clicks, prev: refine(image, segment(clicks, prev), clicks)
+
+    return make
+
+
 def _latency(values: list[float]) -> dict:
     if not values:
         return {}
@@ -144,7 +164,7 @@ def evaluate(data: Path, out: Path, methods: Sequence[str], max_clicks: int = 20
                                  param_hint="--method")
     results: dict = {}
     latency: dict = {}
-    service_methods = [m for m in methods if m != "grabcut"]
+    service_methods = [m for m in methods if m not in LOCAL_METHODS]
     stack = None
     repository = None
     if service_methods and not address:
@@ -159,6 +179,8 @@ def evaluate(data: Path, out: Path, methods: Sequence[str], max_clicks: int = 20
             started = time.perf_counter()
             if method == "grabcut":
                 results[method] = run_method(method, grabcut_segmenter, samples, max_clicks, stop_at)
+            elif method == "lite0-grabcut-local":
+                results[method] = run_method(method, lite0_grabcut_local(), samples, max_clicks, stop_at)
             else:
                 if stack is not None:
                     target = stack.addresses[f"segmentation-{method}"]
