@@ -1,5 +1,6 @@
-"""The small binary-segmentation task model of the active-learning benchmark, shared with the example
-Triton task model (``services/selection/export_task_model.py``) so both run the same network."""
+"""The small segmentation task model of the active-learning benchmark, shared with the example Triton
+task model (``services/selection/export_task_model.py``) and the project task models the training wing
+trains (``services/training/task_model.py``), so all run the same network."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ from torch.nn import functional as F
 
 class TinySegNet(nn.Module):
     """A 3-level encoder-decoder (~6k parameters at width 8) with spatial dropout for MC-dropout members.
-    ``forward(x [N, 3, H, W] in [0, 1]) -> (logits [N, 2, H, W], embedding [N, 2 * width])``."""
+    ``forward(x [N, 3, H, W] in [0, 1]) -> (logits [N, classes, H, W], embedding [N, 2 * width])``; two
+    classes (background, object) for the benchmark, background + a project's labels for the training wing."""
 
-    def __init__(self, width: int = 8) -> None:
+    def __init__(self, width: int = 8, classes: int = 2) -> None:
         super().__init__()
         block = lambda i, o, s=1: nn.Sequential(nn.Conv2d(i, o, 3, s, 1), nn.BatchNorm2d(o), nn.ReLU())  # noqa: E731
         self.enc1, self.enc2, self.enc3 = block(5, width), block(width, 2 * width, 2), block(2 * width, 2 * width, 2)
         self.drop = nn.Dropout2d(0.2)
         self.dec = block(4 * width, width)
-        self.head = nn.Conv2d(2 * width, 2, 1)
+        self.head = nn.Conv2d(2 * width, classes, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = x.shape  # + two coordinate channels: a centre prior is easy to learn

@@ -14,34 +14,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
 import typer
 
-from services.common.settings import REPO_ROOT
-from services.models.task_net import TinySegNet
-
-EXAMPLE = REPO_ROOT / "deploy" / "triton" / "examples" / "selection-task-model"
+from services.models.task_repository import build_network, write_config, write_version
 
 app = typer.Typer(add_completion=False)
 
 
-def build_network(seed: int = 0, weights: Path | None = None, width: int = 8) -> torch.jit.ScriptModule:
-    torch.manual_seed(seed)
-    net = TinySegNet(width)
-    if weights is not None:
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return torch.jit.script(net.eval())
-
-
 def export(out: Path, name: str = "selection_task", seed: int = 0, weights: Path | None = None) -> Path:
-    """The model's folder ``out / name``, replaced if present."""
+    """The model's folder ``out / name``, replaced if present (the layout of ``services/models/task_repository.py``)."""
     target = Path(out) / name
     if target.exists():
         shutil.rmtree(target)
-    (target / "1").mkdir(parents=True)
-    shutil.copy(EXAMPLE / "config.pbtxt", target / "config.pbtxt")
-    shutil.copy(EXAMPLE / "1" / "model.py", target / "1" / "model.py")
-    build_network(seed, weights).save(str(target / "1" / "model.pt"))
+    write_config(target)
+    write_version(target, 1, build_network(seed, weights))
     return target
 
 

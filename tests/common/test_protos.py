@@ -17,6 +17,7 @@ from annotation.v1 import (
     quality_pb2,
     segmentation_pb2,
     selection_pb2,
+    training_pb2,
     video_pb2,
 )
 from services.common.settings import PROTO_SERVICES
@@ -24,7 +25,8 @@ from services.common.settings import PROTO_SERVICES
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2, video_pb2)
+MODULES = (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2, training_pb2,
+           video_pb2)
 
 
 def test_generated_code_matches_the_protos(tmp_path):

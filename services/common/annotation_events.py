@@ -1,0 +1,68 @@
+"""The loop's event on the wire: ``annotation.v1.AnnotationSubmitted`` as a Celery task argument.
+
+One submitted annotation is one typed message (protos/annotation/v1/common.proto), enqueued once by its
+owner to every queue that needs it as the task ``<queue>.annotation_submitted``. Celery carries JSON, so the
+argument is the message's proto3 JSON (field names as in the proto); ``decode`` parses it back with the
+proto's own schema (an unknown field or a wrong type is refused, not guessed) and checks what every
+receiver relies on, raising ``InvalidArgument`` naming the field. Senders and receivers share this one
+codec; nobody re-parses the dict by hand.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from annotation.v1 import common_pb2
+from services.common.errors import InvalidArgument
+from services.common.masks import decode_rle
+
+TASK_SUFFIX = "annotation_submitted"  # the task on each receiving queue: f"{queue}.{TASK_SUFFIX}"
+MAX_ID = 128
+MAX_LABEL = 200
+MAX_CLICKS = 1000
+
+
+def encode(event: common_pb2.AnnotationSubmitted) -> dict:
+    """The Celery argument of ``event`` (JSON-serialisable)."""
+    return json_format.MessageToDict(event, preserving_proto_field_name=True)
+
+
+def _text(value: str, field: str, limit: int, required: bool = True) -> None:
+    if required and not value:
+        raise InvalidArgument(field, "required", reason="REQUIRED")
+    if len(value) > limit or "\x00" in value:
+        raise InvalidArgument(field, f"at most {limit} characters, no NUL")
+
+
+def decode(payload: dict, check_mask: bool = True) -> common_pb2.AnnotationSubmitted:
+    """The event of a task argument, checked: ids present, image size known, mask of the image's size and
+    well formed (``check_mask``), clicks inside the image."""
+    if not isinstance(payload, dict):
+        raise InvalidArgument("payload", "an AnnotationSubmitted JSON object is needed")
+    event = common_pb2.AnnotationSubmitted()
+    try:
+        json_format.ParseDict(payload, event)
+    except json_format.ParseError as exc:
+        raise InvalidArgument("payload", f"not an AnnotationSubmitted message: {exc}") from None
+    _text(event.project_id, "project_id", MAX_ID)
+    _text(event.annotation_id, "annotation_id", MAX_ID)
+    _text(event.session_id, "session_id", MAX_ID, required=False)
+    _text(event.task_id, "task_id", MAX_ID, required=False)
+    _text(event.image.image_id, "image.image_id", 255)
+    _text(event.label, "label", MAX_LABEL)
+    width, height = event.image.width, event.image.height
+    if not width or not height:
+        raise InvalidArgument("image", "width and height are required (the mask's size)", reason="REQUIRED")
+    if not event.HasField("mask"):
+        raise InvalidArgument("mask", "required", reason="REQUIRED")
+    if check_mask:
+        decode_rle(event.mask.size, event.mask.counts, (height, width), "mask")
+    elif list(event.mask.size) != [height, width]:
+        raise InvalidArgument("mask.size", f"mask size {list(event.mask.size)} differs from the image's "
+                              f"{[height, width]}")
+    if len(event.clicks) > MAX_CLICKS:
+        raise InvalidArgument("clicks", f"at most {MAX_CLICKS} clicks")
+    for i, click in enumerate(event.clicks):
+        if not (0 <= click.x < width and 0 <= click.y < height):
+            raise InvalidArgument(f"clicks[{i}]", f"({click.x}, {click.y}) lies outside the {width}x{height} image")
+    return event
