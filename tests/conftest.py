@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def free_port_block(size: int = 15) -> int:
-    """A free port p with p+1..p+size free too (the metrics ports are BASE..BASE+15)."""
+def free_port_block(size: int = 20) -> int:
+    """A free port p with p+1..p+size free too (the metrics ports are BASE..BASE+17)."""
     for _ in range(200):
         base = free_port()
         socks = []
@@ -83,10 +83,10 @@ class Redis:
 
 class Triton:
     """The real tritonserver (deploy/local/tritonserver.sh) on deploy/triton/models (or
-    ``model_repository``), CPU, free ports."""
+    ``model_repository``), CPU, free ports; ``args``: more tritonserver flags (``--model-control-mode``)."""
 
-    def __init__(self, workdir: Path, model_repository: Path | None = None) -> None:
-        self.dir, self.model_repository = workdir, model_repository
+    def __init__(self, workdir: Path, model_repository: Path | None = None, args: tuple[str, ...] = ()) -> None:
+        self.dir, self.model_repository, self.args = workdir, model_repository, tuple(args)
         self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.proc: subprocess.Popen | None = None
@@ -103,7 +103,7 @@ class Triton:
         if self.model_repository is not None:
             env["TRITON_MODEL_REPOSITORY"] = str(self.model_repository)
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([str(launcher), "--exit-timeout-secs", "2"], env=env, stdout=log,
+            self.proc = subprocess.Popen([str(launcher), "--exit-timeout-secs", "2", *self.args], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_until(self.ready, timeout_s, "triton ready", interval_s=0.25)

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # One service, one gRPC server, one Celery queue of the same name (order fixes the metrics ports).
-SERVICES: tuple[str, ...] = ("selection", "segmentation", "byproducts", "quality", "dialog", "video")
+SERVICES: tuple[str, ...] = ("selection", "segmentation", "byproducts", "quality", "dialog", "video", "training")
 QUEUES: tuple[str, ...] = SERVICES
 
 # Proto service names (package annotation.v1) hosted by each service's server.
@@ -27,6 +27,7 @@ PROTO_SERVICES: dict[str, str] = {
     "quality": "annotation.v1.Quality",
     "dialog": "annotation.v1.Dialog",
     "video": "annotation.v1.Video",
+    "training": "annotation.v1.Training",
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,11 +95,12 @@ class Settings(BaseSettings):
     quality_port: int = Field(50054, description="Quality service gRPC port.")
     dialog_port: int = Field(50055, description="Dialog service gRPC port.")
     video_port: int = Field(50056, description="Video service gRPC port.")
+    training_port: int = Field(50057, description="Training service gRPC port.")
     metrics_port_base: int = Field(
         9100,
-        description="Prometheus metrics ports: the gateway on BASE, the gRPC servers on BASE+1..BASE+6 "
-        "and the Celery workers on BASE+11..BASE+16 by the queue they consume, in SERVICES order (selection, "
-        "segmentation, byproducts, quality, dialog, video).",
+        description="Prometheus metrics ports: the gateway on BASE, the gRPC servers on BASE+1..BASE+7 "
+        "and the Celery workers on BASE+11..BASE+17 by the queue they consume, in SERVICES order (selection, "
+        "segmentation, byproducts, quality, dialog, video, training).",
     )
     service_hosts: dict[str, str] = Field(
         default_factory=dict,
@@ -141,6 +143,20 @@ class Settings(BaseSettings):
         7 * 24 * 3600, gt=0, description="Seconds an Operation record stays queryable."
     )
 
+    training_model_repository: str = Field(
+        "",
+        description="Triton model repository the training worker publishes promoted versions into (a folder "
+        "Triton also serves, started with --model-control-mode=explicit); empty means VAR_DIR/triton/published.",
+    )
+    training_publish: bool = Field(
+        True, description="Load promoted versions into Triton with its model-control API (load_model); false: "
+        "only write them into the repository (a Triton that polls it, or none)."
+    )
+    training_heldout_percent: int = Field(
+        20, ge=1, le=90, description="Share of a project's images held out for evaluation and the promotion "
+        "gate, chosen by a hash of project and image id (stable across snapshots)."
+    )
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> "Settings":
         if self.celery_task_soft_time_limit_s >= self.celery_task_time_limit_s:
@@ -152,6 +168,11 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var_dir / 'annotation.db'}"
+
+    @property
+    def resolved_model_repository(self) -> Path:
+        return Path(self.training_model_repository) if self.training_model_repository else \
+            self.var_dir / "triton" / "published"
 
     @property
     def redis_port(self) -> int:

@@ -1,0 +1,83 @@
+"""Publishing model versions to Triton without a restart.
+
+A promoted version is written into the Triton model repository the training worker shares with Triton
+(``Settings.resolved_model_repository``: a shared volume in Kubernetes) as a new numbered version of the
+project's model (``<kind>-<project slug>-<hash>``), the model's ``config.pbtxt`` is set to serve exactly
+that version, and Triton is asked to load it through its model repository API (explicit model control:
+Triton runs with ``--model-control-mode=explicit``). Triton keeps serving the loaded version until the
+reload is ready, then swaps. Rolling back re-points the config at the earlier version and loads again;
+rolling back the only version unloads the model and removes its folder (the project is back on the base
+model). The weights stay in the registry's artifact folder, so any version can be published again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+from services.common.errors import FailedPrecondition, Unavailable
+from services.models.task_repository import write_config, write_version
+from services.training.registry import ModelVersion
+
+
+def scripted_path(weights: Path) -> Path:
+    """The TorchScript file kept beside a version's weights (what Triton runs)."""
+    return weights.with_name("model.pt")
+
+
+def triton_model_name(project_id: str, kind: str) -> str:
+    """A Triton model (folder) name for the project's model of ``kind``: readable, unique, path-safe."""
+    slug = re.sub(r"[^a-z0-9]+", "-", project_id.lower()).strip("-")[:40] or "project"
+    return f"{kind}-{slug}-{hashlib.sha256(project_id.encode()).hexdigest()[:8]}"
+
+
+class TritonPublisher:
+    """``publish(version)`` / ``withdraw(project, kind)``; ``url`` empty: write the repository only."""
+
+    def __init__(self, repository: Path, url: str, timeout_s: float = 120.0) -> None:
+        self.repository, self.url, self.timeout_s = Path(repository), url, timeout_s
+
+    def _client(self):
+        import tritonclient.grpc as triton  # noqa: PLC0415 - only where a model is published
+
+        return triton.InferenceServerClient(self.url)
+
+    def _call(self, what: str, call) -> None:
+        from tritonclient.utils import InferenceServerException  # noqa: PLC0415
+
+        try:
+            call(self._client())
+        except InferenceServerException as exc:
+            raise Unavailable(f"Triton at {self.url} could not {what}: {exc.message()}") from None
+
+    def write(self, mv: ModelVersion) -> Path:
+        """The version's folder in the repository (written once) and the config serving it."""
+        if mv.kind != "task":
+            raise FailedPrecondition(f"publishing {mv.kind} models is not built yet", field="kind")
+        model_dir = self.repository / triton_model_name(mv.project_id, mv.kind)
+        if not (model_dir / str(mv.version) / "model.pt").is_file():
+            write_version(model_dir, mv.version, scripted_path(Path(mv.artifact)))
+        write_config(model_dir, len(mv.class_names), [mv.version])
+        return model_dir
+
+    def publish(self, mv: ModelVersion) -> str:
+        """Writes ``mv`` and has Triton serve it; the model's name. UNAVAILABLE when Triton refuses."""
+        name = self.write(mv).name
+        if self.url:
+            self._call(f"load {name} version {mv.version}",
+                       lambda client: client.load_model(name, client_timeout=self.timeout_s))
+            ready = []
+            self._call(f"report {name} version {mv.version} ready",
+                       lambda client: ready.append(client.is_model_ready(name, str(mv.version))))
+            if not ready[0]:
+                raise Unavailable(f"Triton at {self.url} loaded {name} but version {mv.version} is not ready")
+        return name
+
+    def withdraw(self, project_id: str, kind: str) -> None:
+        """Triton stops serving the project's model of ``kind``; its folder leaves the repository."""
+        name = triton_model_name(project_id, kind)
+        if self.url:
+            self._call(f"unload {name}", lambda client: client.unload_model(name, client_timeout=self.timeout_s))
+        shutil.rmtree(self.repository / name, ignore_errors=True)

@@ -1,0 +1,192 @@
+"""The training service as clients meet it: a real server, a real Celery worker on the ``training`` queue,
+real Redis and SQL, and the real tritonserver in explicit model-control mode serving the repository the
+worker publishes into. Annotations arrive the way the loop sends them: the Celery task
+``training.annotation_submitted`` carrying an ``AnnotationSubmitted``."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as triton_grpc
+from grpc_status import rpc_status
+
+from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, training_pb2, training_pb2_grpc
+from services.common import annotation_events
+from services.common.celery_app import make_celery
+from services.common.image_files import load_image
+from services.common.keys import KeyStore, Role
+from services.common.storage import make_engine, make_session_factory, migrate
+from services.training.publishing import triton_model_name
+from services.training.snapshots import is_heldout
+from tests.conftest import PYTHON, Triton, start_service, wait_until
+from tests.training.helpers import event, write_project
+
+pytestmark = pytest.mark.integration
+P = "proj-loop"
+TASK = training_pb2.MODEL_KIND_TASK
+FAST = training_pb2.TaskModelConfig(steps=120, image_size=32, batch_size=8, checkpoint_every=40)
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    """tritonserver on an empty repository that only the training worker fills, models loaded by API."""
+    repository = tmp_path_factory.mktemp("published")
+    server = Triton(tmp_path_factory.mktemp("training-triton"), model_repository=repository,
+                    args=("--model-control-mode=explicit",))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def service(settings, spawn, triton):
+    settings = settings.model_copy(update={"triton_grpc_url": triton.grpc_url,
+                                           "training_model_repository": str(triton.model_repository)})
+    migrate(settings.resolved_database_url)
+    admin = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0).create(
+        f"admin-{time.time_ns()}", Role.ADMIN, ["*"])[1]
+    start_service(spawn, "training", settings)
+    spawn([PYTHON, "-m", "celery", "-A", "services.training.worker:app", "worker", "-Q", "training",
+           "-n", "training-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"],
+          settings)
+    celery = make_celery("training", settings)
+    with grpc.insecure_channel(settings.service_address("training")) as channel:
+        yield {"stub": training_pb2_grpc.TrainingStub(channel), "ops": operations_pb2_grpc.OperationsStub(channel),
+               "admin": [("authorization", f"Bearer {admin}")], "celery": celery, "triton": triton}
+
+
+def submit(service, annotations) -> None:
+    """Sends each annotation as the loop does and waits until the worker stored it."""
+    results = [service["celery"].send_task("training.annotation_submitted", queue="training",
+                                           args=[annotation_events.encode(event(a))]) for a in annotations]
+    for result in results:
+        assert result.get(timeout=60)["recorded"] in (True, False)
+
+
+def refused(call) -> tuple[grpc.StatusCode, str, str]:
+    with pytest.raises(grpc.RpcError) as error:
+        call()
+    detail = common_pb2.ErrorDetail()
+    rpc_status.from_call(error.value).details[0].Unpack(detail)
+    return error.value.code(), detail.field, error.value.details()
+
+
+def finished(service, op_id: str, project: str = P, timeout_s: float = 240) -> common_pb2.Operation:
+    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(  # noqa: E731
+        project_id=project, operation_id=op_id), metadata=service["admin"]).operation
+    done = (common_pb2.Operation.SUCCEEDED, common_pb2.Operation.FAILED, common_pb2.Operation.CANCELLED)
+    return wait_until(lambda: (o := get()).state in done and o, timeout_s, "training job finished")
+
+
+def train(service, project: str = P, config: training_pb2.TaskModelConfig = FAST) -> common_pb2.Operation:
+    op = service["stub"].StartTraining(training_pb2.StartTrainingRequest(project_id=project, kind=TASK, task=config),
+                                       metadata=service["admin"]).operation
+    assert op.kind == "training.train" and op.state == common_pb2.Operation.PENDING
+    return finished(service, op.id, project)
+
+
+def test_annotations_to_a_promoted_task_model_served_by_triton(service, tmp_path):
+    stub, admin = service["stub"], service["admin"]
+    items = write_project(tmp_path / "images", P, 40)
+    submit(service, items)
+    submit(service, items[:3])  # redelivered events change nothing
+
+    made = stub.CreateSnapshot(training_pb2.CreateSnapshotRequest(project_id=P), metadata=admin)
+    again = stub.CreateSnapshot(training_pb2.CreateSnapshotRequest(project_id=P), metadata=admin)
+    assert made.created and not again.created and again.snapshot.snapshot_id == made.snapshot.snapshot_id
+    snapshot = stub.GetSnapshot(training_pb2.GetSnapshotRequest(
+        project_id=P, snapshot_id=made.snapshot.snapshot_id, include_entries=True), metadata=admin).snapshot
+    assert snapshot.annotation_count == len(snapshot.entries) == 40
+    assert list(snapshot.class_names) == ["background", "cat", "dog"]
+    assert {e.image.image_id for e in snapshot.entries if e.heldout} == \
+        {a.image_id for a in items if is_heldout(P, a.image_id, 20)}
+
+    first = train(service)
+    assert first.state == common_pb2.Operation.SUCCEEDED, first.error.message
+    assert first.result["state"] == "PROMOTED" and first.result["model_version"] == 1
+    assert first.result["snapshot_id"] == made.snapshot.snapshot_id  # nothing new: the same snapshot
+    current = stub.GetModelVersion(training_pb2.GetModelVersionRequest(project_id=P, kind=TASK), metadata=admin)
+    v1 = current.version
+    assert current.current and v1.state == training_pb2.MODEL_STATE_PROMOTED and v1.figures["miou"] > 0.7
+    assert v1.parent_version == 0 and json.loads(v1.gate_json)["passed"] and "StartTraining" in v1.command
+    name = triton_model_name(P, "task")
+    assert v1.triton_model_name == name
+
+    # Triton serves version 1 in the selection task-model contract: K = 3 class probabilities, an embedding.
+    client = triton_grpc.InferenceServerClient(service["triton"].grpc_url)
+    assert client.is_model_ready(name, "1")
+    image = load_image(items[0].uri).astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+    request = triton_grpc.InferInput("IMAGE", list(image.shape), "FP32")
+    request.set_data_from_numpy(image)
+    reply = client.infer(name, [request])
+    probabilities = reply.as_numpy("PROBABILITIES")
+    assert probabilities.shape == (1, 3, 40, 40) and reply.as_numpy("EMBEDDING").shape == (1, 16)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+    # A much weaker candidate (2 steps) does not pass the gate; Triton keeps serving version 1.
+    weak = train(service, config=training_pb2.TaskModelConfig(steps=2, image_size=32))
+    assert weak.state == common_pb2.Operation.SUCCEEDED and weak.result["state"] == "REJECTED"
+    assert weak.result["gate"]["current_version"] == 1
+    listed = stub.ListModelVersions(training_pb2.ListModelVersionsRequest(project_id=P), metadata=admin)
+    assert [v.version for v in listed.versions] == [2, 1] and dict(listed.current) == {"TASK": 1}
+    assert client.is_model_ready(name, "1") and not client.is_model_ready(name, "2")
+
+    # Rollback: back on the base model, Triton no longer serves the project's task model.
+    rolled = stub.RollbackModelVersion(training_pb2.RollbackModelVersionRequest(
+        project_id=P, kind=TASK, reason="test"), metadata=admin)
+    assert rolled.rolled_back.version == 1 and not rolled.HasField("current")
+    assert not client.is_model_ready(name, "1")
+    code, field, _ = refused(lambda: stub.PromoteModelVersion(training_pb2.PromoteModelVersionRequest(
+        project_id=P, kind=TASK, version=1), metadata=admin))
+    assert (code, field) == (grpc.StatusCode.FAILED_PRECONDITION, "force")
+    back = stub.PromoteModelVersion(training_pb2.PromoteModelVersionRequest(
+        project_id=P, kind=TASK, version=1, force=True, reason="rolled back by mistake"), metadata=admin).version
+    assert back.state == training_pb2.MODEL_STATE_PROMOTED and json.loads(back.gate_json)["forced"]
+    assert client.is_model_ready(name, "1")
+
+
+def test_bad_requests_get_clear_errors_and_one_job_per_project_and_kind(service, tmp_path):
+    stub, admin = service["stub"], service["admin"]
+
+    def start(**fields):
+        return lambda: stub.StartTraining(training_pb2.StartTrainingRequest(**fields), metadata=admin)
+
+    assert refused(start(project_id="nobody", kind=TASK))[:2] == (grpc.StatusCode.NOT_FOUND, "project_id")
+    items = write_project(tmp_path / "images", P, 30)
+    submit(service, items)
+    assert refused(start(project_id=P))[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "kind")
+    code, field, message = refused(start(project_id=P, kind=training_pb2.MODEL_KIND_INTERACTIVE))
+    assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "kind") and "not trained yet" in message
+    assert refused(start(project_id=P, kind=TASK, task=training_pb2.TaskModelConfig(image_size=8)))[:2] == \
+        (grpc.StatusCode.INVALID_ARGUMENT, "task.image_size")
+    assert refused(start(project_id=P, kind=TASK, snapshot_id="f" * 32))[:2] == \
+        (grpc.StatusCode.NOT_FOUND, "snapshot_id")
+    # A project whose only annotations are machine-made: its snapshot would be empty.
+    pseudo = [a.__class__(**{**a.__dict__, "project_id": "pseudo", "pseudo_label": True}) for a in items[:4]]
+    submit(service, pseudo)
+    code, field, message = refused(lambda: stub.CreateSnapshot(training_pb2.CreateSnapshotRequest(
+        project_id="pseudo"), metadata=admin))
+    assert (code, field) == (grpc.StatusCode.FAILED_PRECONDITION, "project_id") and "empty" in message
+    assert refused(start(project_id="pseudo", kind=TASK))[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "project_id")
+
+    # A long job runs (with progress); a second one of the same project and kind is refused, naming it.
+    long = stub.StartTraining(training_pb2.StartTrainingRequest(
+        project_id=P, kind=TASK, task=training_pb2.TaskModelConfig(steps=100000, image_size=32)),
+        metadata=admin).operation
+    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(  # noqa: E731
+        project_id=P, operation_id=long.id), metadata=admin).operation
+    running = wait_until(lambda: (o := get()).state == common_pb2.Operation.RUNNING and o.progress > 0 and o, 120,
+                         "the long job reports progress")
+    assert running.message.startswith("step ")
+    code, field, message = refused(start(project_id=P, kind=TASK, task=FAST))
+    assert (code, field) == (grpc.StatusCode.FAILED_PRECONDITION, "kind") and long.id in message
+    service["ops"].CancelOperation(operations_pb2.CancelOperationRequest(project_id=P, operation_id=long.id),
+                                   metadata=admin)
+    assert finished(service, long.id).state == common_pb2.Operation.CANCELLED
+    # Cancelled (its worker process killed mid-step), it blocks nothing.
+    after = train(service)
+    assert after.state == common_pb2.Operation.SUCCEEDED and after.result["state"] == "PROMOTED", after.error.message
