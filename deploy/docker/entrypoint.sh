@@ -3,7 +3,7 @@
 # (services/cli/local_platform.py), one role per container.
 set -eu
 
-SERVICES="selection segmentation byproducts quality dialog video"
+SERVICES="selection segmentation byproducts quality dialog video training"
 
 service_arg() {
   for s in $SERVICES; do [ "$s" = "${1:-}" ] && return 0; done

@@ -26,9 +26,9 @@ TRITON_REPOSITORY = REPO_ROOT / "deploy" / "triton" / "models"
 
 
 TRITON_LAUNCHER = REPO_ROOT / "deploy" / "local" / "tritonserver.sh"
-# Byproduct persistence is the ingest bottleneck (bench/byproducts_ingest.py); a video job is minutes of
-# fine-tuning, one at a time; the rest idles.
-WORKER_CONCURRENCY = {"byproducts": 2, "video": 1}
+# Byproduct persistence is the ingest bottleneck (bench/byproducts_ingest.py); a video or training job is
+# minutes of fine-tuning, one at a time; the rest idles.
+WORKER_CONCURRENCY = {"byproducts": 2, "video": 1, "training": 1}
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,17 @@ class Program:
 
 
 def triton_program(settings: Settings) -> Program:
-    """The real tritonserver of the nvidia-pytriton wheel (.venv-triton) on deploy/triton/models."""
+    """The real tritonserver of the nvidia-pytriton wheel (.venv-triton) on deploy/triton/models and the
+    repository the training worker publishes into, every model loaded at start and then through the
+    model-control API (explicit mode: a promoted version is loaded without a restart)."""
     grpc_port = settings.triton_grpc_url.rsplit(":", 1)[-1]
     env = (("ANNOT_TRITON_GRPC_PORT", grpc_port), ("ANNOT_TRITON_HTTP_PORT", str(settings.triton_http_port)),
            ("ANNOT_TRITON_METRICS_PORT", str(settings.triton_metrics_port)),
            ("TRITON_HOME", str(settings.var_dir / "triton" / "server")),
            ("TRITON_MODEL_REPOSITORY", str(TRITON_REPOSITORY)))
-    return Program("triton", f"{TRITON_LAUNCHER} --exit-timeout-secs 5", 15, env)
+    published = shlex.quote(str(settings.resolved_model_repository))
+    return Program("triton", f"{TRITON_LAUNCHER} --exit-timeout-secs 5 --model-repository {published} "
+                   "--model-control-mode=explicit --load-model=*", 15, env)
 
 
 def programs(settings: Settings) -> list[Program]:
@@ -145,6 +149,7 @@ def up(settings: Settings, timeout_s: float = 120.0) -> dict[str, str]:
     for key in ("run", "log"):
         paths[key].mkdir(parents=True, exist_ok=True)
     (settings.var_dir / "redis").mkdir(parents=True, exist_ok=True)
+    settings.resolved_model_repository.mkdir(parents=True, exist_ok=True)
     if supervisor_pid(settings) is None:
         paths["conf"].write_text(render_config(settings))
         subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(paths["conf"])],

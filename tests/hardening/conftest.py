@@ -22,6 +22,8 @@ from annotation.v1 import (
     segmentation_pb2_grpc,
     selection_pb2,
     selection_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
     video_pb2,
     video_pb2_grpc,
 )
@@ -33,7 +35,7 @@ from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from services.simulation.stack import free_port
 
-PROTO_MODULES = (selection_pb2, segmentation_pb2, byproducts_pb2, quality_pb2, dialog_pb2, video_pb2)
+PROTO_MODULES = (selection_pb2, segmentation_pb2, byproducts_pb2, quality_pb2, dialog_pb2, video_pb2, training_pb2)
 SERVICERS = (
     (selection_pb2_grpc.SelectionServicer, selection_pb2_grpc.add_SelectionServicer_to_server),
     (segmentation_pb2_grpc.SegmentationServicer, segmentation_pb2_grpc.add_SegmentationServicer_to_server),
@@ -41,6 +43,7 @@ SERVICERS = (
     (quality_pb2_grpc.QualityServicer, quality_pb2_grpc.add_QualityServicer_to_server),
     (dialog_pb2_grpc.DialogServicer, dialog_pb2_grpc.add_DialogServicer_to_server),
     (video_pb2_grpc.VideoServicer, video_pb2_grpc.add_VideoServicer_to_server),
+    (training_pb2_grpc.TrainingServicer, training_pb2_grpc.add_TrainingServicer_to_server),
 )
 
 
