@@ -21,8 +21,8 @@ PROD_VALUES = CHART / "values-production-gpu.yaml"
 BIN = Path(sys.executable).parent
 K8S_VERSION = kubernetes_validate.latest_version()   # the newest schema of the pinned kubernetes-validate
 CRD_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}   # not in the core schema
-SERVICES = ("selection", "segmentation", "byproducts", "quality", "dialog", "video")
-WORKERS = SERVICES[:-1]  # workers.yaml's; video's worker is video-worker.yaml (GPU, long jobs)
+SERVICES = ("selection", "segmentation", "byproducts", "quality", "dialog", "video", "training")
+WORKERS = SERVICES[:-2]  # workers.yaml's; video-worker.yaml and training-worker.yaml (GPU, long jobs) are apart
 WORKLOADS = {"Deployment", "StatefulSet", "Job", "Pod"}
 
 pytestmark = pytest.mark.unit
@@ -195,11 +195,11 @@ def test_network_policies(default):
         assert "gateway" in sources and "worker" not in sources
     triton_callers = {peer["podSelector"]["matchLabels"].get("annotation-platform/service")
                       for peer in policies["rel-annotation-platform-triton"]["spec"]["ingress"][0]["from"]}
-    assert triton_callers == {"segmentation"}
+    assert triton_callers == {"segmentation", "training"}  # training loads the versions it publishes
     egress_to_triton = {name for name in SERVICES for rule in policies[f"rel-annotation-platform-{name}"]["spec"]["egress"]
                         for peer in rule.get("to", []) if peer.get("podSelector", {}).get("matchLabels", {}).get(
                             "app.kubernetes.io/component") == "triton"}
-    assert egress_to_triton == {"segmentation"}
+    assert egress_to_triton == {"segmentation", "training"}
 
 
 def test_every_deployment_serves_metrics_that_prometheus_may_scrape(production):
@@ -261,8 +261,7 @@ def test_video_worker_consumes_its_own_queue_on_a_gpu_in_production(production, 
 def test_videos_live_on_one_shared_volume_where_the_var_dir_keeps_them(helm, default):
     """The gateway writes uploaded videos, the video server and the video worker read them:
     one ReadWriteMany claim mounted at ANNOT_VAR_DIR/videos in exactly those pods."""
-    (claim,) = by_kind(default, "PersistentVolumeClaim").values()
-    assert claim["metadata"]["name"] == "rel-annotation-platform-videos"
+    claim = by_kind(default, "PersistentVolumeClaim")["rel-annotation-platform-videos"]
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["resources"]["requests"]["storage"]
     var_dir = by_kind(default, "ConfigMap")["rel-annotation-platform-config"]["data"]["ANNOT_VAR_DIR"]
     sharing = set()
@@ -276,13 +275,51 @@ def test_videos_live_on_one_shared_volume_where_the_var_dir_keeps_them(helm, def
         assert mounts["videos"] == f"{var_dir}/{VIDEO_ROOT}"
     assert sharing == {"gateway", "video", "video-worker"}
     docs = render(helm, "--set", "videos.persistence.storageClass=nfs", "--set", "videos.persistence.size=5Gi")
-    (claim,) = by_kind(docs, "PersistentVolumeClaim").values()
+    claim = by_kind(docs, "PersistentVolumeClaim")["rel-annotation-platform-videos"]
     assert claim["spec"]["storageClassName"] == "nfs" and claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
     docs = render(helm, "--set", "videos.persistence.existingClaim=my-videos")
-    assert not by_kind(docs, "PersistentVolumeClaim")
+    assert "rel-annotation-platform-videos" not in by_kind(docs, "PersistentVolumeClaim")
     gateway = by_kind(docs, "Deployment")["rel-annotation-platform-gateway"]
     assert {v["name"]: v for v in pod_spec(gateway)["volumes"]}["videos"]["persistentVolumeClaim"] == {
         "claimName": "my-videos"}
+
+
+def test_training_worker_consumes_its_own_queue_on_a_gpu_in_production(production, default):
+    worker = by_kind(production, "Deployment")["rel-annotation-platform-training-worker"]
+    container = containers(worker)[0]
+    assert container["args"][:2] == ["worker", "training"]  # celery -A services.training.worker:app -Q training
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod_spec(worker)["tolerations"])
+    cpu = containers(by_kind(default, "Deployment")["rel-annotation-platform-training-worker"])[0]
+    assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
+    assert {p["containerPort"] for p in cpu["ports"]} == {9117}  # metrics: base + 11 + the queue's index
+
+
+def test_published_models_are_one_volume_the_training_service_writes_and_triton_serves(helm, default):
+    """Promoted versions: written by the training server and worker at ANNOT_VAR_DIR/triton/published
+    (Settings.resolved_model_repository), read by Triton as a second repository in explicit model-control
+    mode (loaded through its API, no restart)."""
+    claim = by_kind(default, "PersistentVolumeClaim")["rel-annotation-platform-published-models"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    var_dir = by_kind(default, "ConfigMap")["rel-annotation-platform-config"]["data"]["ANNOT_VAR_DIR"]
+    sharing = {}
+    for name, doc in by_kind(default, "Deployment").items():
+        volumes = {v["name"]: v for v in pod_spec(doc).get("volumes", [])}
+        if "published-models" in volumes:
+            assert volumes["published-models"]["persistentVolumeClaim"]["claimName"] == \
+                "rel-annotation-platform-published-models"
+            mounts = {m["name"]: m for m in containers(doc)[0]["volumeMounts"]}
+            sharing[name.removeprefix("rel-annotation-platform-")] = mounts["published-models"]
+    assert set(sharing) == {"training", "training-worker", "triton"}
+    for writer in ("training", "training-worker"):
+        assert sharing[writer]["mountPath"] == f"{var_dir}/triton/published" and not sharing[writer].get("readOnly")
+    assert sharing["triton"] == {"name": "published-models", "mountPath": "/published", "readOnly": True}
+    args = containers(by_kind(default, "Deployment")["rel-annotation-platform-triton"])[0]["args"]
+    assert {"--model-repository=/published", "--model-control-mode=explicit", "--load-model=*"} <= set(args)
+    docs = render(helm, "--set", "trainingWorker.enabled=false")
+    args = containers(by_kind(docs, "Deployment")["rel-annotation-platform-triton"])[0]["args"]
+    assert "--model-control-mode=explicit" not in args and "rel-annotation-platform-training-worker" not in \
+        by_kind(docs, "Deployment")
 
 
 def test_redis_is_durable_and_refuses_writes_before_its_memory_limit(production):

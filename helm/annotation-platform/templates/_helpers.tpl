@@ -13,10 +13,11 @@
 {{- end -}}
 {{- end -}}
 
-{{/* The six services, in SERVICES order (metrics port = base + 1 + index). */}}
-{{- define "annot.serviceNames" -}}selection segmentation byproducts quality dialog video{{- end -}}
-{{/* The services whose worker is workers.yaml's: video's long GPU jobs have video-worker.yaml. Same
-     order, so the metrics port base + 11 + index is the queue's (video's is base + 16). */}}
+{{/* The seven services, in SERVICES order (metrics port = base + 1 + index). */}}
+{{- define "annot.serviceNames" -}}selection segmentation byproducts quality dialog video training{{- end -}}
+{{/* The services whose worker is workers.yaml's: video's and training's long GPU jobs have video-worker.yaml
+     and training-worker.yaml. Same order, so the metrics port base + 11 + index is the queue's (video's is
+     base + 16, training's base + 17). */}}
 {{- define "annot.workerNames" -}}selection segmentation byproducts quality dialog{{- end -}}
 
 {{- define "annot.commonLabels" -}}
@@ -169,6 +170,19 @@ annotation-platform/service: {{ .service }}
 {{- end -}}
 {{- define "annot.videosMount" -}}
 - {name: videos, mountPath: /var/lib/annot/videos}
+{{- end -}}
+
+{{/* The shared volume of promoted model versions, at ANNOT_VAR_DIR/triton/published
+     (Settings.resolved_model_repository): the training server and worker write, Triton reads. */}}
+{{- define "annot.publishedModelsClaim" -}}
+{{- .Values.publishedModels.persistence.existingClaim | default (printf "%s-published-models" (include "annot.fullname" .)) -}}
+{{- end -}}
+{{- define "annot.publishedModelsVolume" -}}
+- name: published-models
+  persistentVolumeClaim: {claimName: {{ include "annot.publishedModelsClaim" . }}}
+{{- end -}}
+{{- define "annot.publishedModelsMount" -}}
+- {name: published-models, mountPath: /var/lib/annot/triton/published}
 {{- end -}}
 
 {{- define "annot.podSecurityContext" -}}
