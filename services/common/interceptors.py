@@ -79,7 +79,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
         def around(behavior, streaming_request, streaming_response):
             def record(context, start, failed):
-                code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+                code = context.code() or (grpc.StatusCode.OK if not failed else grpc.StatusCode.UNKNOWN
+                                          if context.is_active() else grpc.StatusCode.CANCELLED)
                 HANDLED.labels(service, method, code.name).inc()
                 LATENCY.labels(service, method).observe(time.perf_counter() - start)
 
@@ -150,6 +151,12 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                                                                   _input_type(method)))
 
         def fail(context, exc):
+            if isinstance(exc, grpc.RpcError) and not context.is_active():
+                # The client cancelled or went away while the servicer read its request stream (a grpcurl
+                # closing its reflection stream): nothing to answer, no incident. gRPC raised this error
+                # itself and ends the call quietly when it comes back.
+                log.info("%s: the client went away", method)
+                raise exc
             if isinstance(exc, NotImplementedError):  # declared in the proto, behaviour not built yet
                 context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is declared but not implemented yet")
             if _aborted(context):  # context.abort() raised inside the behaviour: already mapped
