@@ -71,7 +71,7 @@ test: setup triton-setup system-deps helm-tools browser-deps  ## the whole suite
 chaos: setup triton-setup system-deps  ## long fault-injection variants: kill -9, restarts, outages, full Redis, stalled consumer
 	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
 
-test-hardening: setup  ## hostile input, fuzz smoke, schemathesis, auth enumeration (about a minute)
+test-hardening: setup browser-deps  ## hostile input, fuzz smoke, schemathesis, auth enumeration, the XSS browser test (about a minute)
 	$(PY) -m pytest tests/hardening -q
 
 FUZZ_SECONDS ?= 60

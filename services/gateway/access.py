@@ -54,10 +54,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("*", "/static"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
-    ("GET", "/docs/oauth2-redirect"): PUBLIC,
-    ("GET", "/redoc"): PUBLIC,
+    ("*", "/docs/assets"): PUBLIC,  # Swagger UI's files, from the swagger-ui-bundle wheel
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/v1/config"): PUBLIC,
+    # web sessions: login takes the key in its body (verified there); logout ends the cookie's session, if any
+    ("POST", "/v1/login"): PUBLIC,
+    ("POST", "/v1/logout"): PUBLIC,
     # keys
     ("GET", "/v1/whoami"): Rule(A),
     ("GET", "/v1/keys"): Rule(D),

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Body, FastAPI, Request
+import swagger_ui_bundle
+from fastapi import Body, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -27,7 +28,7 @@ from services.gateway import (
     routes_sessions,
     routes_videos,
 )
-from services.gateway.auth import CurrentPrincipal, require
+from services.gateway.auth import CurrentPrincipal, check_csrf, require, same_origin, web_session
 from services.gateway.catalog import Catalog
 from services.gateway.config import GatewaySettings
 from services.gateway.limits import (
@@ -36,8 +37,11 @@ from services.gateway.limits import (
     RateLimited,
     RateLimiter,
 )
+from services.gateway.security_headers import SecurityHeaders
+from services.gateway.text import DisplayName
 from services.gateway.upstream import Upstream
 from services.gateway.videos import VideoStore
+from services.gateway.web_sessions import COOKIE, OpenSession, WebSessionStore
 from services.gateway.work import WorkStore
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -46,7 +50,7 @@ READY_PARTS = ("redis", "selection", "segmentation", "byproducts", "quality", "d
 
 
 class KeyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayName = Field(min_length=1)
     role: Literal["annotator", "reviewer", "admin"]
     projects: list[str] = Field(min_length=1, description="Project ids, or ['*'] for every project.")
 
@@ -56,6 +60,23 @@ class KeyOut(BaseModel):
     name: str
     role: str
     projects: list[str]
+
+
+class LoginIn(BaseModel):
+    key: str = Field(min_length=1, max_length=200, description="The API key (ak_<id>.<secret>).")
+
+
+class WebSessionOut(BaseModel):
+    csrf_token: str = Field(description="Send back as X-CSRF-Token on every request that changes state.")
+    expires_at: str
+
+
+class WhoAmIOut(KeyOut):
+    session: WebSessionOut | None = Field(None, description="The web session, when the cookie authenticated.")
+
+
+def _session_out(session: OpenSession) -> WebSessionOut:
+    return WebSessionOut(csrf_token=session.csrf_token, expires_at=session.expires_at.isoformat())
 
 
 def _key_out(principal: Principal) -> KeyOut:
@@ -112,11 +133,15 @@ async def _lifespan(app: FastAPI):
 def create_app(settings: Settings | None = None, gateway: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     gateway = gateway or GatewaySettings()
-    app = FastAPI(title="Annotation platform gateway", version="0.1.0", lifespan=_lifespan)
+    # /docs is served below from the pinned Swagger UI wheel (no CDN: it works offline, under the CSP);
+    # ReDoc has no such package, so no /redoc.
+    app = FastAPI(title="Annotation platform gateway", version="0.1.0", lifespan=_lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.gateway = gateway
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
     app.state.keys = KeyStore(sessions, settings.auth_cache_ttl_s)
+    app.state.web_sessions = WebSessionStore(sessions, gateway.web_session_ttl_s)
     app.state.limiter = RateLimiter(gateway.rate_per_s, gateway.rate_burst)
     app.state.catalog = Catalog(sessions, settings.var_dir / "images", gateway.max_upload_bytes,
                                 gateway.max_image_pixels)
@@ -127,13 +152,15 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     app.add_middleware(NoNulCharacters)  # inside the size limit: it buffers JSON bodies
     app.add_middleware(BodySizeLimit, max_bytes=gateway.max_request_bytes,
                        upload_limits={"/images": gateway.max_upload_bytes, "/videos": gateway.max_video_upload_bytes})
-    app.add_middleware(HttpMetrics)  # added last: outermost, so it also counts the size limit's 413s
+    app.add_middleware(HttpMetrics)  # outside the limits, so it also counts the size limit's 413s
+    app.add_middleware(SecurityHeaders)  # outermost: every response, the 413s and 422s of the limits too
     app.include_router(routes_projects.router)
     app.include_router(routes_sessions.router)
     app.include_router(routes_review.router)
     app.include_router(routes_videos.router)
     app.include_router(byproducts_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
 
     @app.exception_handler(DomainError)
     def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
@@ -144,12 +171,17 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
 
     @app.get("/", include_in_schema=False)
     def annotator_page() -> FileResponse:
-        """The web annotator (the key is entered once and kept in the browser's localStorage)."""
+        """The web annotator (the key is exchanged once for an HttpOnly session cookie: POST /v1/login)."""
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/review", include_in_schema=False)
     def review_page() -> FileResponse:
         return FileResponse(STATIC / "review.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs_page() -> FileResponse:
+        """Swagger UI from the swagger-ui-bundle wheel (/docs/assets) and static/docs.js: offline, no inline script."""
+        return FileResponse(STATIC / "docs.html", headers={"Cache-Control": "no-cache"})
 
     @app.exception_handler(RequestValidationError)
     def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,7 +189,7 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
         loc = list(first["loc"])
         if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
             loc = loc[1:]
-        field = ".".join(str(part) for part in loc)
+        field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
         if first.get("type") == "json_invalid" or not field:  # the body as a whole: not JSON, not an object
             field = "body"
         return _error(422, "INVALID_ARGUMENT", first["msg"], field)
@@ -189,8 +221,45 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
                 "max_video_frames": gateway.max_video_frames}
 
     @app.get("/v1/whoami", tags=["auth"])
-    def whoami(principal: CurrentPrincipal) -> KeyOut:
-        return _key_out(principal)
+    def whoami(request: Request, principal: CurrentPrincipal, response: Response) -> WhoAmIOut:
+        """The caller's key; with the session cookie, also the session's CSRF token and expiry."""
+        session = web_session(request)
+        response.headers["Cache-Control"] = "no-store"
+        return WhoAmIOut(**_key_out(principal).model_dump(), session=session and _session_out(session))
+
+    @app.post("/v1/login", tags=["auth"])
+    def login(request: Request, body: Annotated[LoginIn, Body()], response: Response) -> WhoAmIOut:
+        """Exchange an API key for a web session: an HttpOnly, SameSite=Strict cookie (Secure over https)
+        that the browser sends from then on, so the page never keeps the key. Answers the CSRF token that
+        requests changing state must send as X-CSRF-Token. API clients keep using Bearer keys."""
+        if not same_origin(request):
+            raise PermissionDenied("log in from this gateway's own page", field="Origin")
+        keys: KeyStore = request.app.state.keys
+        principal = keys.verify(body.key)
+        request.app.state.limiter.take(principal.key_id)
+        cookie, session = request.app.state.web_sessions.open(body.key, principal.key_id)
+        secure = gateway.cookie_secure if gateway.cookie_secure is not None else request.url.scheme == "https"
+        response.set_cookie(COOKIE, cookie, max_age=int(gateway.web_session_ttl_s), path="/", secure=secure,
+                            httponly=True, samesite="strict")
+        response.headers["Cache-Control"] = "no-store"
+        return WhoAmIOut(**_key_out(principal).model_dump(), session=_session_out(session))
+
+    @app.post("/v1/logout", tags=["auth"], status_code=204)
+    def logout(request: Request) -> Response:
+        """End the web session the cookie names (with its CSRF token) and clear the cookie; no-op without one."""
+        response = Response(status_code=204)
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            store: WebSessionStore = request.app.state.web_sessions
+            try:
+                session = store.resolve(cookie)
+            except DomainError:  # ended or expired already: only the cookie is left to clear
+                session = None
+            if session is not None:
+                check_csrf(request, session)
+                store.close(cookie)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
 
     # An admin scoped to some projects manages only keys within them (no global key from a project admin).
     @app.get("/v1/keys", tags=["auth"])
@@ -213,6 +282,7 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
         if not admin.covers(keys.get(key_id).projects):
             raise PermissionDenied("an admin key may only revoke keys within its own projects", field="key_id")
         keys.revoke(key_id)
+        request.app.state.web_sessions.close_for_key(key_id)
 
     _document_error_envelope(app)
     return app

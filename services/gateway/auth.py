@@ -1,29 +1,81 @@
-"""Authentication, role checks and per-key rate limits as FastAPI dependencies
-(``Authorization: Bearer <API key>``)."""
+"""Authentication, role checks and per-key rate limits as FastAPI dependencies.
+
+Two ways in: ``Authorization: Bearer <API key>`` (API clients, unchanged), or the web session cookie a
+browser got from ``POST /v1/login`` (web_sessions.py). A request authenticated by the cookie that changes
+state (any method but GET/HEAD/OPTIONS) must also carry the session's CSRF token in ``X-CSRF-Token``, and
+its ``Origin`` (when the browser sends one) must be this gateway: a page of another site can make the
+browser send the cookie (SameSite=Strict already stops most of that), but it can neither read the token
+nor set the header without a CORS preflight, which this gateway never answers.
+"""
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
-from services.common.errors import Unauthenticated
+from services.common.errors import PermissionDenied, Unauthenticated
 from services.common.keys import KeyStore, Principal, Role
+from services.gateway.web_sessions import COOKIE, CSRF_HEADER, OpenSession
 
 
 def keystore(request: Request) -> KeyStore:
     return request.app.state.keys
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_origin(request: Request) -> bool:
+    """Whether the browser's Origin (when it sends one) and Sec-Fetch-Site say this gateway's own page."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    # behind a proxy that rewrites Host, the public host is in X-Forwarded-Host (a browser cannot set it)
+    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "").split(",")[0].strip()}
+    return urlsplit(origin).netloc.lower() in {host.lower() for host in hosts if host}
+
+
+def check_csrf(request: Request, session: OpenSession) -> None:
+    if request.method in SAFE_METHODS:
+        return
+    if not same_origin(request):
+        raise PermissionDenied("cross-origin request refused for a session cookie", field="Origin")
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not sent or not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+        raise PermissionDenied(f"missing or wrong {CSRF_HEADER} header (the token from POST /v1/login or "
+                               "GET /v1/whoami) on a request authenticated by the session cookie", field=CSRF_HEADER)
+
+
+def web_session(request: Request) -> OpenSession | None:
+    """The web session that authenticated this request (None: a Bearer key did, or none yet)."""
+    return getattr(request.state, "web_session", None)
+
+
 def _token(request: Request) -> str:
+    cached = getattr(request.state, "api_key", None)
+    if cached is not None:
+        return cached
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if not header:
-        raise Unauthenticated("missing Authorization header ('Bearer <API key>')")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("Authorization header must be 'Bearer <API key>'")
-    return token.strip()
+    if header:
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("Authorization header must be 'Bearer <API key>'")
+        token = token.strip()
+    elif request.cookies.get(COOKIE):
+        session = request.app.state.web_sessions.resolve(request.cookies[COOKIE])
+        check_csrf(request, session)
+        request.state.web_session = session
+        token = session.key
+    else:
+        raise Unauthenticated("missing Authorization header ('Bearer <API key>') or session cookie (POST /v1/login)")
+    request.state.api_key = token
+    return token
 
 
 def authenticated(request: Request, keys: Annotated[KeyStore, Depends(keystore)]) -> Principal:

@@ -32,3 +32,9 @@ class GatewaySettings(BaseSettings):
     grpc_timeout_s: float = Field(30.0, gt=0, description="Deadline of a call to a service.")
     fallback_timeout_s: float = Field(
         2.0, gt=0, description="Deadline of calls whose failure has a fallback (the dialog policy).")
+    web_session_ttl_s: float = Field(
+        8 * 3600.0, gt=0, le=30 * 86400, description="Lifetime of a browser's login (POST /v1/login): the "
+        "session cookie and its server-side record expire together; log in again after it.")
+    cookie_secure: bool | None = Field(
+        None, description="Mark the session cookie Secure: true always, false never, unset when the request "
+        "came over https (behind a TLS-terminating proxy, set true, or run uvicorn with --proxy-headers).")

@@ -1,4 +1,4 @@
-"""The gateway's tables (migration 0005_gateway): projects, images, tasks and annotations."""
+"""The gateway's tables (migration 0005_gateway): projects, images, tasks and annotations; web sessions (0007)."""
 
 from __future__ import annotations
 
@@ -80,3 +80,18 @@ class Annotation(Base):
     quality_operation_id: Mapped[str] = mapped_column(String(64))
     byproducts_operation_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class WebSession(Base):
+    """A browser's login (migration 0007_gateway_web_sessions): the API key it was opened with, sealed
+    with a secret that only the browser's HttpOnly cookie holds; the CSRF token its page sends back."""
+
+    __tablename__ = "gateway_web_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    sealed_key: Mapped[str] = mapped_column(Text)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    expires_at: Mapped[datetime] = mapped_column(TZ, index=True)

@@ -79,6 +79,7 @@ def browser():
 
 
 def test_annotate_in_the_browser_then_the_demo(platform, tmp_path):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: PLC0415
     from selenium.webdriver.common.action_chains import ActionChains  # noqa: PLC0415
     from selenium.webdriver.common.by import By  # noqa: PLC0415
     from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
@@ -94,9 +95,13 @@ def test_annotate_in_the_browser_then_the_demo(platform, tmp_path):
     driver = browser()
     try:
         driver.get(url + "/?project=web")
-        driver.execute_script("localStorage.setItem('annot.key', arguments[0]);", key)
-        driver.get(url + "/?project=web")
-        wait = WebDriverWait(driver, 60)
+        wait = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+        # log in once: the key is exchanged for an HttpOnly session cookie, the page keeps no key
+        login = wait.until(lambda d: d.find_element(By.ID, "key-input") if d.find_element(By.ID, "key-input")
+                           .is_displayed() else None)
+        login.send_keys(key)
+        driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        wait.until(lambda d: d.find_element(By.ID, "work").is_displayed())
         canvas = driver.find_element(By.ID, "canvas")
         wait.until(lambda d: canvas.get_attribute("data-session-id"))
         assert "Segment" in driver.find_element(By.ID, "prompt").text

@@ -1,5 +1,7 @@
 // The web annotator: question -> interactive segmentation (left click positive, right or
 // Shift+click negative) -> mask overlay after every click -> submit or skip -> next question.
+// User text (project names, labels, prompts, reasons) only ever reaches the page as text (textContent,
+// fillSelect): never as HTML.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const state = { whoami: null, config: null, project: null, question: null, session: null, image: null,
@@ -7,19 +9,33 @@ const state = { whoami: null, config: null, project: null, question: null, sessi
 
 function showError(err) { $("error").textContent = err ? String(err.message || err) : ""; }
 
+function showLogin(message) {
+  $("login").hidden = false; $("work").hidden = true; $("logout").hidden = true;
+  $("login-error").textContent = message || "";
+}
+
 async function boot() {
-  $("forget-key").onclick = (e) => { e.preventDefault(); Api.key = ""; location.reload(); };
-  $("login-form").onsubmit = async (e) => { e.preventDefault(); Api.key = $("key-input").value.trim(); await boot(); };
-  if (!Api.key) { $("login").hidden = false; $("work").hidden = true; return; }
-  try { state.whoami = await Api.get("/v1/whoami"); }
-  catch (err) { Api.key = ""; $("login").hidden = false; $("login-error").textContent = err.message; return; }
-  $("login").hidden = true; $("work").hidden = false;
+  $("logout").onclick = async (e) => {
+    e.preventDefault();
+    try { await Api.logout(); } catch (err) { showError(err); return; }
+    location.reload();
+  };
+  $("login-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const input = $("key-input");
+    try { await Api.login(input.value.trim()); } catch (err) { input.value = ""; showLogin(err.message); return; }
+    input.value = "";  // the key leaves the page: only the HttpOnly cookie remains
+    location.reload();
+  };
+  state.whoami = await Api.whoami();
+  if (!state.whoami) { showLogin(""); return; }
+  $("login").hidden = true; $("work").hidden = false; $("logout").hidden = false;
   $("whoami").textContent = `${state.whoami.name} (${state.whoami.role})`;
   state.config = await Api.get("/v1/config");
   state.recorder = new Recorder(state.config.byproducts_ingest);
   state.recorder.report();
   const projects = await Api.get("/v1/projects");
-  $("project").innerHTML = projects.map((p) => `<option value="${p.project_id}">${p.name}</option>`).join("");
+  fillSelect($("project"), projects.map((p) => ({ value: p.project_id, text: p.name })));
   const wanted = new URLSearchParams(location.search).get("project") || localStorage.getItem("annot.project");
   if (wanted && projects.some((p) => p.project_id === wanted)) $("project").value = wanted;
   $("project").onchange = () => { localStorage.setItem("annot.project", $("project").value); loadProject(projects); };
@@ -30,7 +46,7 @@ async function boot() {
 async function loadProject(projects) {
   state.project = projects.find((p) => p.project_id === $("project").value) || null;
   if (!state.project) { $("prompt").textContent = "No project is visible to this key."; return; }
-  $("label").innerHTML = state.project.labels.map((l, i) => `<option value="${l}">${i + 1}. ${l}</option>`).join("");
+  fillSelect($("label"), state.project.labels.map((l, i) => ({ value: l, text: `${i + 1}. ${l}` })));
   await nextQuestion();
 }
 
@@ -39,9 +55,16 @@ async function nextQuestion() {
   state.session = null; state.clicks = []; state.mask = null; state.overlay = null; updateInfo();
   const base = `/v1/projects/${encodeURIComponent(state.project.project_id)}`;
   const next = await Api.post(`${base}/questions/next`);
+  const held = next.held_by_others || 0;
+  $("held").dataset.held = held;
+  $("held").textContent = held ? `${held} image${held > 1 ? "s" : ""} held by others` : "";
   if (next.exhausted) {
     state.question = null; state.bitmap = null; draw();
-    $("prompt").textContent = "Nothing left to annotate in this project."; $("reason").textContent = "";
+    $("prompt").textContent = held
+      ? `Nothing free to annotate right now: ${held} image${held > 1 ? "s are" : " is"} held by other annotators.`
+      : "Nothing left to annotate in this project.";
+    $("reason").textContent = held && next.lease_expires_at
+      ? `The first lease ends at ${new Date(next.lease_expires_at).toLocaleTimeString()}; ask again then.` : "";
     return;
   }
   state.question = next.task; state.image = next.image;
@@ -94,8 +117,8 @@ function updateInfo(area = 0, clicks = 0) {
 
 async function act(work) {  // one request at a time; the UI ignores input while busy
   if (state.busy || !state.session) return;
-  state.busy = true; document.body.style.cursor = "progress"; showError(null);
-  try { await work(); } catch (err) { showError(err); } finally { state.busy = false; document.body.style.cursor = ""; }
+  state.busy = true; document.body.classList.add("busy"); showError(null);
+  try { await work(); } catch (err) { showError(err); } finally { state.busy = false; document.body.classList.remove("busy"); }
 }
 
 function sessionPath(suffix) {

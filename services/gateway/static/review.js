@@ -1,14 +1,15 @@
 // Reviewer view: the quality service's review queue (worst first) with each mask over its image.
+// User text reaches the page only as text nodes (fillSelect, td.append(string)), never as HTML.
 "use strict";
 const $ = (id) => document.getElementById(id);
 let nextToken = "";
 
 async function boot() {
-  if (!Api.key) { location.href = "/"; return; }
-  const who = await Api.get("/v1/whoami");
+  const who = await Api.whoami();
+  if (!who) { location.href = "/"; return; }  // the annotator page logs in
   $("whoami").textContent = `${who.name} (${who.role})`;
   const projects = await Api.get("/v1/projects");
-  $("project").innerHTML = projects.map((p) => `<option value="${p.project_id}">${p.name}</option>`).join("");
+  fillSelect($("project"), projects.map((p) => ({ value: p.project_id, text: p.name })));
   const wanted = new URLSearchParams(location.search).get("project") || localStorage.getItem("annot.project");
   if (wanted && projects.some((p) => p.project_id === wanted)) $("project").value = wanted;
   $("project").onchange = () => load(true);
@@ -18,7 +19,7 @@ async function boot() {
 
 async function load(reset) {
   $("error").textContent = "";
-  if (reset) { $("items").innerHTML = ""; nextToken = ""; }
+  if (reset) { $("items").replaceChildren(); nextToken = ""; }
   const project = encodeURIComponent($("project").value);
   try {
     const page = await Api.get(`/v1/projects/${project}/review?page_size=20&page_token=${encodeURIComponent(nextToken)}`);
@@ -32,7 +33,7 @@ async function row(project, item) {
   const tr = document.createElement("tr");
   const canvas = document.createElement("canvas");
   try {
-    const bitmap = await Api.imageBitmap(`/v1/projects/${project}/images/${item.image_id}/content`);
+    const bitmap = await Api.imageBitmap(`/v1/projects/${project}/images/${encodeURIComponent(item.image_id)}/content`);
     canvas.width = bitmap.width; canvas.height = bitmap.height;
     const ctx = canvas.getContext("2d");
     ctx.drawImage(bitmap, 0, 0);
