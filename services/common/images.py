@@ -7,6 +7,7 @@ The pixel limit is checked on the header, before any pixel is decoded, so a deco
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -15,6 +16,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from services.common.errors import InvalidArgument
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+
+
+_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
+
+
+def _said(exc: Exception) -> str:
+    """A decoder's message fit for a client: no Python object reprs (``<_io.BytesIO object at 0x...>``)."""
+    return _REPR.sub("the image", str(exc))
 
 
 def decode_image(data: bytes, max_bytes: int, max_pixels: int, field: str = "image_data") -> np.ndarray:
@@ -39,14 +48,14 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, field: str = "ima
     except InvalidArgument:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidArgument(field, f"image is over the limit of {max_pixels} pixels: {exc}") from None
-    except UnidentifiedImageError as exc:
-        raise InvalidArgument(field, f"not a decodable image ({', '.join(FORMATS)}): {exc}") from None
+        raise InvalidArgument(field, f"image is over the limit of {max_pixels} pixels: {_said(exc)}") from None
+    except UnidentifiedImageError:  # PIL's message is only the repr of our BytesIO
+        raise InvalidArgument(field, f"not a decodable image: the bytes are none of {', '.join(FORMATS)}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
-        raise InvalidArgument(field, f"corrupt or truncated image: {exc}") from None
+        raise InvalidArgument(field, f"corrupt or truncated image: {_said(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - PIL's plugins raise other types on hostile bytes too
         # (a TIFF whose strip offset is a rational: TypeError; found by fuzz/targets.py:image)
-        raise InvalidArgument(field, f"corrupt image ({type(exc).__name__}: {exc})") from None
+        raise InvalidArgument(field, f"corrupt image ({type(exc).__name__}: {_said(exc)})") from None
     return np.ascontiguousarray(array)
 
 

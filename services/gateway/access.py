@@ -69,6 +69,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/projects"): Rule(D, "body"),
     ("GET", "/v1/projects"): Rule(A, "key"),
     ("GET", P): Rule(A, "path"),
+    ("DELETE", P): Rule(D, "path"),
     ("POST", f"{P}/images"): Rule(D, "path"),
     ("GET", f"{P}/images"): Rule(A, "path"),
     ("GET", f"{P}/images/{{image_id}}"): Rule(A, "path"),

@@ -23,6 +23,7 @@ from annotation.v1 import byproducts_pb2 as pb
 from annotation.v1 import common_pb2
 from services.common.errors import InvalidArgument
 from services.gateway.auth import Caller, CurrentCaller, authenticated
+from services.gateway.json_paths import non_finite, proto_parse_field
 
 router = APIRouter(prefix="/v1/byproducts", tags=["byproducts"], dependencies=[Depends(authenticated)])
 
@@ -89,10 +90,14 @@ def event_batch(project_id: str, events: list[dict[str, Any]]) -> pb.EventBatch:
     """The EventBatch of a REST body (proto3 JSON mapping), or InvalidArgument on ``events``.
     ParseDict raises more than ParseError on hostile JSON (OverflowError for an integer too large
     for a float field, found by fuzz/targets.py:events_json)."""
+    bad = non_finite(events, "events")
+    if bad is not None:  # a JSON NaN / Infinity literal: named where it is, not just "events"
+        raise InvalidArgument(bad, "not a finite number (NaN and Infinity are refused)")
     try:
         return ParseDict({"project_id": project_id, "events": events}, pb.EventBatch())
     except (ParseError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise InvalidArgument("events", str(exc) or type(exc).__name__) from None
+        message = str(exc) or type(exc).__name__
+        raise InvalidArgument(proto_parse_field(message, "events"), message) from None
 
 
 @router.post("/events")

@@ -1,7 +1,8 @@
 """Projects and their images: creation, listing, upload checks and storage on disk.
 
 Image bytes are stored under ``VAR_DIR/images`` with a generated name (``<uuid>.<ext>`` from the
-decoded format); the client's file name is kept for display only and never touches a path.
+decoded format); the client's file name is kept for display only (its base name by either separator,
+``..\\..\\y.png`` is ``y.png``) and never touches a path.
 """
 
 from __future__ import annotations
@@ -12,27 +13,36 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from PIL import Image as PILImage
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.images import decode_image
 from services.common.keys import Principal
-from services.gateway.tables import Image, Project
+from services.gateway.tables import Annotation, Image, Project, Task
+from services.gateway.text import refusal
 
 PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
 
 
 def display_name(name: str, fallback: str) -> str:
-    """A client-given name fit to show: no control characters, at most 255 characters."""
-    return CONTROL.sub("", name)[:255] or fallback
+    """A client-given name fit to show: no control characters, bidirectional overrides or separators
+    (text.refusal), at most 255 characters."""
+    kept = "".join(char for char in name if refusal(char) is None).strip()[:255]
+    return kept or fallback
+
+
+def file_display_name(filename: str, fallback: str) -> str:
+    """An uploaded file's name fit to show: its base name whichever separator the client's system uses
+    (PureWindowsPath splits on / and \\ and drops a drive), never just dots."""
+    name = display_name(PureWindowsPath(filename or "").name, fallback)
+    return fallback if not name.strip(". ") else name
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,20 @@ class Catalog:
             raise NotFound(f"no project {project_id!r}", field="project_id")
         return row
 
+    def delete_project(self, project_id: str) -> dict[str, int]:
+        """Deletes a project's rows (annotations, tasks, images, the project) in one transaction, then its
+        image files. Counts of what went."""
+        self.project(project_id)
+        with self.sessions.begin() as session:
+            stored = list(session.scalars(select(Image.stored_name).where(Image.project_id == project_id)).all())
+            annotations = session.execute(delete(Annotation).where(Annotation.project_id == project_id)).rowcount
+            tasks = session.execute(delete(Task).where(Task.project_id == project_id)).rowcount
+            session.execute(delete(Image).where(Image.project_id == project_id))
+            session.execute(delete(Project).where(Project.project_id == project_id))
+        for name in stored:
+            (self.image_dir / name).unlink(missing_ok=True)
+        return {"images": len(stored), "tasks": tasks, "annotations": annotations}
+
     def projects(self, principal: Principal) -> list[Project]:
         """The projects the key may see (annotators and reviewers only their own)."""
         with self.sessions() as session:
@@ -92,7 +116,7 @@ class Catalog:
         path = self.image_dir / stored_name
         path.write_bytes(data)
         # display only; control characters (NUL cannot be stored by PostgreSQL) dropped
-        safe_name = display_name(Path(filename or "").name, stored_name)
+        safe_name = file_display_name(filename, stored_name)
         try:
             with self.sessions.begin() as session:
                 position = session.scalar(select(func.coalesce(func.max(Image.position), 0))

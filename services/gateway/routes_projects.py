@@ -1,7 +1,9 @@
 """REST routes: projects, image upload and download, tasks. Thin: wire format <-> Catalog/WorkStore.
 
 Selection is told about projects (a pool ``default``), images (items) as they arrive, best effort:
-the gateway works without the selection service, and says so in the response.
+the gateway works without the selection service, and says so in the response. The pool's classes are
+``background`` and the project's labels (``pool_classes``), as the Pool message says binary object
+segmentation is; so a one-label project gets a pool too.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from annotation.v1 import common_pb2, selection_pb2
 from services.common.errors import DomainError
-from services.common.keys import Role
+from services.common.keys import ApiKey, KeyStore, Role
 from services.gateway.auth import Admin, Annotator, CurrentCaller, require
 from services.gateway.tables import Image, Project, Task
+from services.gateway.text import DisplayName, LabelList
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/projects")
@@ -25,10 +29,22 @@ POOL = "default"
 MAX_OFFSET = 2**31 - 1  # SQL integers: a larger offset is a 422, not a driver overflow
 
 
+BACKGROUND = "background"
+
+
 class ProjectIn(BaseModel):
     project_id: str = Field(min_length=1, max_length=64, description="[A-Za-z0-9_.-], unique.")
-    name: str = Field("", max_length=200)
-    labels: list[str] = Field(default_factory=lambda: ["object"], max_length=1000)
+    name: DisplayName = Field("", description="Shown to annotators; no control characters.")
+    labels: LabelList = Field(default_factory=lambda: ["object"], description=(
+        "1-1000 distinct labels of at most 100 characters, no control characters. One label is a binary "
+        "object segmentation project."))
+
+
+def pool_classes(labels: list[str]) -> list[str]:
+    """The selection pool's class axis for a project's labels: background first, then the labels (a
+    project that names background itself keeps its order)."""
+    classes = list(labels) if BACKGROUND in labels else [BACKGROUND, *labels]
+    return classes if len(classes) >= 2 else [BACKGROUND, "object"]
 
 
 def project_out(row: Project) -> dict:
@@ -67,8 +83,44 @@ def create_project(request: Request, body: ProjectIn, who: CurrentCaller) -> dic
     who.principal.authorize(Role.ADMIN, body.project_id)
     row = request.app.state.catalog.create_project(body.project_id, body.name, body.labels, who.annotator_id)
     selection = _selection(request, "CreatePool", selection_pb2.CreatePoolRequest(
-        project_id=row.project_id, pool_id=POOL, display_name=row.name, class_names=row.labels), who.key)
+        project_id=row.project_id, pool_id=POOL, display_name=row.name, class_names=pool_classes(row.labels)),
+        who.key)
     return {**project_out(row), "selection": selection}
+
+
+@router.delete("/{project_id}", tags=["projects"])
+def delete_project(request: Request, project_id: str, who: Admin) -> dict:
+    """Deletes the project with its images (files too), tasks, annotations and videos; the project leaves
+    every key's scope, and keys scoped to it alone are revoked (a project later made with the same id does
+    not fall to old keys). What other services keep about it (byproducts, quality scores, dialog answers,
+    the selection pool) stays until they have delete calls of their own."""
+    removed = request.app.state.catalog.delete_project(project_id)
+    videos = request.app.state.videos
+    doomed = videos.videos(project_id)
+    for video in doomed:
+        videos.delete(project_id, video["video_id"])
+    revoked, rescoped = _unscope_keys(request, project_id)
+    return {"project_id": project_id, **removed, "videos": len(doomed), "keys_revoked": revoked,
+            "keys_rescoped": rescoped}
+
+
+def _unscope_keys(request: Request, project_id: str) -> tuple[int, int]:
+    """Takes a deleted project out of every key's scope; revokes (and logs out) keys left with none."""
+    keys: KeyStore = request.app.state.keys
+    revoked, rescoped = [], 0
+    with request.app.state.catalog.sessions.begin() as session:
+        for row in session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))).all():
+            if project_id not in row.projects:
+                continue
+            remaining = [p for p in row.projects if p != project_id]
+            if remaining:
+                row.projects, rescoped = remaining, rescoped + 1
+            else:
+                revoked.append(row.id)
+    for key_id in revoked:
+        keys.revoke(key_id)
+        request.app.state.web_sessions.close_for_key(key_id)
+    return len(revoked), rescoped
 
 
 @router.get("", tags=["projects"])
@@ -135,7 +187,7 @@ def image_content(request: Request, project_id: str, image_id: str, who: Annotat
 
 @router.get("/{project_id}/tasks", tags=["tasks"])
 def list_tasks(request: Request, project_id: str, who: Annotator,
-               state: Annotated[str, Query(pattern="^(|open|submitted|skipped)$")] = "",
+               state: Annotated[str, Query(pattern="^(|open|submitted|skipped|released)$")] = "",
                offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
     tasks = request.app.state.work.tasks(project_id, state, offset, limit)
     if who.principal.role < Role.REVIEWER:  # annotators see their own tasks

@@ -14,37 +14,53 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2, selection_pb2
 from services.common.errors import DomainError, InvalidArgument
 from services.common.masks import decode_rle
 from services.gateway.auth import Annotator, Caller
 from services.gateway.routes_projects import POOL, image_out, task_out
-from services.gateway.tables import Annotation
-from services.gateway.work import OPEN, Question
+from services.gateway.tables import Annotation, Project
+from services.gateway.text import LabelChoice
+from services.gateway.work import OPEN, RELEASED, SKIPPED, Question
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/projects/{project_id}")
 QUESTION_TYPES = {v: k.removeprefix("QUESTION_TYPE_") for k, v in dialog_pb2.QuestionType.items()}
 
 
+class NextIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+    skip: bool = Field(False, description="Skip the question this key holds first: its lease is released and "
+                       "it is not asked of this key again.")
+
+
 class StartIn(BaseModel):
     task_id: str = Field("", description="The task (from next question) the session serves.")
     image_id: str = Field("", description="Or an image directly (external tools); a task is issued.")
-    label: str = Field("", max_length=200)
+    label: LabelChoice = Field("", description="One of the project's labels; empty: decided at finish.")
 
 
 class ClickIn(BaseModel):
-    x: float = Field(description="Column in image pixels, in [0, width).")
-    y: float = Field(description="Row in image pixels, in [0, height).")
+    model_config = ConfigDict(strict=True)  # a JSON true or "3" is no coordinate: 422, not 1 or 3
+    x: float = Field(allow_inf_nan=False, description="Column in image pixels, in [0, width).")
+    y: float = Field(allow_inf_nan=False, description="Row in image pixels, in [0, height).")
     positive: bool = True
     t_ms: int = Field(0, ge=0, le=2**32 - 1, description="Milliseconds since the session started.")
 
 
 class FinishIn(BaseModel):
     outcome: Literal["submitted", "skipped", "abandoned"] = "submitted"
-    label: str = Field("", max_length=200)
+    label: LabelChoice = Field("", description="One of the project's labels; empty: the session's, else the "
+                               "project's first.")
+
+
+def check_label(project: Project, label: str) -> str:
+    if label and label not in project.labels:
+        raise InvalidArgument("label", f"{label[:100]!r} is not a label of project {project.project_id!r}; "
+                              f"one of {project.labels[:20]}")
+    return label
 
 
 def mask_out(mask: common_pb2.Mask) -> dict:
@@ -95,11 +111,17 @@ def _dialog_question(request: Request, project_id: str, who: Caller) -> Question
 
 
 @router.post("/questions/next", tags=["loop"])
-def next_question(request: Request, project_id: str, who: Annotator) -> dict:
-    """The next question for this annotator (their open task first). ``exhausted`` when none is left."""
+def next_question(request: Request, project_id: str, who: Annotator,
+                  body: Annotated[NextIn | None, Body()] = None) -> dict:
+    """The next question for this annotator: the task it holds first (a reload resumes; any other task it
+    holds is released), unless ``skip``. ``exhausted`` when none is left for this key; ``held_by_others``
+    counts the images that wait in other annotators' leases (``lease_expires_at``: the first ends)."""
     catalog, work = request.app.state.catalog, request.app.state.work
     catalog.project(project_id)
-    task = work.open_task(project_id, who.annotator_id)
+    task = work.hold_one(project_id, who.annotator_id)
+    if task is not None and body is not None and body.skip:
+        work.close(task, SKIPPED)
+        task = None
     if task is None:
         asked = _dialog_question(request, project_id, who)
         if isinstance(asked, Question):
@@ -114,30 +136,41 @@ def next_question(request: Request, project_id: str, who: Annotator) -> dict:
                 task = work.issue(project_id, who.annotator_id, Question(
                     image_id=image_id, reason=f"no question from the dialog policy ({asked}); "
                     "segmenting the next unannotated image of the project instead"))
+    held, first_expiry = work.held_by_others(project_id, who.annotator_id)
+    leases = {"held_by_others": held, "lease_expires_at": first_expiry.isoformat() if first_expiry else None}
     if task is None:
-        return {"exhausted": True, "task": None, "image": None}
-    return {"exhausted": False, "task": task_out(task), "image": image_out(catalog.image(project_id, task.image_id))}
+        return {"exhausted": True, "task": None, "image": None, **leases}
+    return {"exhausted": False, "task": task_out(task), "image": image_out(catalog.image(project_id, task.image_id)),
+            **leases}
 
 
 @router.post("/sessions", tags=["loop"], status_code=201)
 def start_session(request: Request, project_id: str, who: Annotator, body: Annotated[StartIn, Body()]) -> dict:
     catalog, work = request.app.state.catalog, request.app.state.work
+    check_label(catalog.project(project_id), body.label)
+    issued = False
     if body.task_id:
         task = work.task(project_id, body.task_id)
     elif body.image_id:
         catalog.image(project_id, body.image_id)
         task = work.issue(project_id, who.annotator_id, Question(image_id=body.image_id, policy="client",
                                                                  reason="image chosen by the client"))
+        issued = True
     else:
         raise InvalidArgument("task_id", "give task_id (from questions/next) or image_id")
     if task.state != OPEN:
         raise InvalidArgument("task_id", f"task {task.task_id!r} is already {task.state.lower()}")
     image = catalog.image(project_id, task.image_id)
     session_id = uuid.uuid4().hex
-    reply = request.app.state.upstream.call("segmentation", "StartSession", segmentation_pb2.StartSessionRequest(
-        project_id=project_id, image=common_pb2.ImageRef(image_id=image.image_id),
-        image_data=catalog.image_bytes(image), session_id=session_id, annotator_id=who.annotator_id,
-        task_id=task.task_id, label=body.label), who.key)
+    try:
+        reply = request.app.state.upstream.call("segmentation", "StartSession", segmentation_pb2.StartSessionRequest(
+            project_id=project_id, image=common_pb2.ImageRef(image_id=image.image_id),
+            image_data=catalog.image_bytes(image), session_id=session_id, annotator_id=who.annotator_id,
+            task_id=task.task_id, label=body.label), who.key)
+    except DomainError:
+        if issued:  # the task this call issued would hold its image with no session behind it
+            work.close(task, RELEASED)
+        raise
     work.attach_session(task, session_id)
     return {**session_out(reply.session), "image": image_out(image)}
 
@@ -179,6 +212,7 @@ def finish(request: Request, project_id: str, session_id: str, who: Annotator,
     """Submit or skip: the final mask is stored, the session goes to the byproducts and quality
     queues (by the segmentation service), and the dialog and selection services hear the answer."""
     outcome = body.outcome.upper()
+    check_label(request.app.state.catalog.project(project_id), body.label)
     reply = request.app.state.upstream.call("segmentation", "FinishSession", segmentation_pb2.FinishSessionRequest(
         project_id=project_id, session_id=session_id, label=body.label,
         outcome=common_pb2.SessionOutcome.Value(f"SESSION_OUTCOME_{outcome}")), who.key)

@@ -31,7 +31,7 @@ from PIL import Image as PILImage
 from services.common.errors import InvalidArgument, NotFound
 from services.common.images import decode_image
 from services.common.video_layout import FRAME_SUFFIXES, ID, VIDEO_ROOT
-from services.gateway.catalog import display_name
+from services.gateway.catalog import display_name, file_display_name
 
 META = "video.json"
 LABELS = "labels"  # human masks, <index>.png 0/255; not masks/, which video_data reads as every frame's truth
@@ -166,7 +166,7 @@ class VideoStore:
                 source, (height, width) = "video", self._from_video(upload, work / "upload", frames)
             count = sum(1 for _ in frames.iterdir())
             video_id = f"vid_{uuid.uuid4().hex[:16]}"
-            display = display_name(name or Path(filename or "").name, video_id)
+            display = display_name(name, video_id) if name else file_display_name(filename, video_id)
             meta = {"video_id": video_id, "project_id": project_id, "name": display, "source": source,
                     "frames": count, "width": width, "height": height,
                     "size_bytes": sum(p.stat().st_size for p in frames.iterdir()),

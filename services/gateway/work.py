@@ -3,6 +3,11 @@
 The fallback question when no dialog policy answers: segment the project's next image that has no
 submitted annotation, is not held by another annotator's open task (a lease), and that this
 annotator has not skipped. An annotator's own open task is handed back first (a reload resumes).
+
+Leases: an open task holds its image for LEASE after its last touch. A key holds at most one lease per
+project once it asks for a question (``hold_one`` releases its others); skipping releases the lease (and
+the image is not asked of that key again); an abandoned session releases it too. ``held_by_others``
+says how many images wait in other annotators' leases, so "nothing left" is not said while they do.
 """
 
 from __future__ import annotations
@@ -11,13 +16,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from services.common.errors import FailedPrecondition, NotFound
 from services.gateway.tables import Annotation, Image, Task
 
-OPEN, SUBMITTED, SKIPPED = "OPEN", "SUBMITTED", "SKIPPED"
+OPEN, SUBMITTED, SKIPPED, RELEASED = "OPEN", "SUBMITTED", "SKIPPED", "RELEASED"
 LEASE = timedelta(minutes=15)
 
 
@@ -41,6 +46,40 @@ class WorkStore:
         with self.sessions() as session:
             return session.scalars(select(Task).where(Task.project_id == project_id, Task.assignee == assignee,
                                                       Task.state == OPEN).order_by(Task.created_at)).first()
+
+    def hold_one(self, project_id: str, assignee: str) -> Task | None:
+        """The key's current task (its oldest open one), every other open task of the key in the project
+        released: asking for a question leaves a key holding one image at most."""
+        now = datetime.now(UTC)
+        with self.sessions.begin() as session:
+            tasks = session.scalars(select(Task).where(Task.project_id == project_id, Task.assignee == assignee,
+                                                       Task.state == OPEN).order_by(Task.created_at)).all()
+            for extra in tasks[1:]:
+                extra.state, extra.updated_at = RELEASED, now
+            return tasks[0] if tasks else None
+
+    def close(self, task: Task, state: str) -> None:
+        """Ends an open task without a result: SKIPPED (not asked of this key again) or RELEASED."""
+        with self.sessions.begin() as session:
+            row = session.get(Task, task.task_id)
+            if row is not None and row.state == OPEN:
+                row.state, row.updated_at = state, datetime.now(UTC)
+
+    def held_by_others(self, project_id: str, assignee: str) -> tuple[int, datetime | None]:
+        """Images without a submitted annotation that other keys' live leases hold, and when the first
+        of those leases ends."""
+        now = datetime.now(UTC)
+        with self.sessions() as session:
+            done = select(Annotation.image_id).where(Annotation.project_id == project_id,
+                                                     Annotation.outcome == SUBMITTED)
+            count, first = session.execute(
+                select(func.count(func.distinct(Task.image_id)), func.min(Task.updated_at)).where(
+                    Task.project_id == project_id, Task.state == OPEN, Task.assignee != assignee,
+                    Task.updated_at > now - LEASE, Task.image_id.not_in(done))).one()
+        if not count:
+            return 0, None
+        first = first if first.tzinfo else first.replace(tzinfo=UTC)  # SQLite gives naive datetimes
+        return int(count), first + LEASE
 
     def next_image(self, project_id: str, assignee: str) -> str | None:
         """The fallback choice: the first image (upload order) nobody finished or holds."""
@@ -95,8 +134,8 @@ class WorkStore:
                 return existing
             session.add(annotation)
             task = session.get(Task, annotation.task_id)
-            if task is not None and task.state == OPEN:
-                task.state = annotation.outcome if annotation.outcome in (SUBMITTED, SKIPPED) else OPEN
+            if task is not None and task.state == OPEN:  # abandoned: the lease goes, the image may be asked again
+                task.state = annotation.outcome if annotation.outcome in (SUBMITTED, SKIPPED) else RELEASED
                 task.updated_at = datetime.now(UTC)
         return annotation
 

@@ -43,6 +43,9 @@ PROTO_FILES = (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmenta
 LOWER = {Role.ANNOTATOR: None, Role.REVIEWER: "annotator_p1", Role.ADMIN: "reviewer_p1"}
 EXACT = {Role.ANNOTATOR: "annotator_p1", Role.REVIEWER: "reviewer_p1", Role.ADMIN: "admin_p1"}
 OTHER_PROJECT = "admin_p2"  # the highest role, on project p2 only
+# Routes whose right-key call would destroy what the rest of the audit uses (project p1 and the keys scoped
+# to it): that call goes to a project of its own, with a key of the rule's role scoped to it.
+DESTRUCTIVE = {("DELETE", "/v1/projects/{project_id}")}
 
 
 # --- REST ------------------------------------------------------------------------------------------
@@ -62,8 +65,8 @@ def test_rules_of_forwarded_routes_match_the_rpc_roles():
             assert required_role("/" + rule.rpc) == rule.role, f"{method} {path}: rule {rule.role} vs proto"
 
 
-def _url(path: str, rule) -> str:
-    url = re.sub(r"\{project_id\}", "p1", path)
+def _url(path: str, rule, project: str = "p1") -> str:
+    url = re.sub(r"\{project_id\}", project, path)
     url = re.sub(r"\{[a-z_]+\}", "x", url)
     if url == "/static":
         url = "/static/api.js"
@@ -109,6 +112,9 @@ def test_rest_route_follows_its_rule(client, platform, projects, route, rule):
         assert reply.json()["error"]["field"] in ("project_id", "")
     right = keys[EXACT[rule.role]] if rule.scope != "none" else keys["admin"] if rule.role == Role.ADMIN \
         else keys["annotator_p1"]
+    if route in DESTRUCTIVE:
+        assert client.post("/v1/projects", json={"project_id": "doomed"}, headers=bearer(keys["admin"])).status_code == 201
+        right, url = platform.store.create("doomed", rule.role, ["doomed"])[1], _url(path, rule, "doomed")
     reply = _call(client, method, url, right, _body(method, path))
     assert reply.status_code not in (401, 403, 500), (route, reply.status_code, reply.text)
 

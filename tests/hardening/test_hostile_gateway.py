@@ -12,6 +12,7 @@ import io
 import json
 import re
 
+import httpx
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -130,6 +131,8 @@ def test_path_traversal_in_every_path_parameter(client, projects, admin, platfor
             url = path.replace("{" + name + "}", hostile)
             url = re.sub(r"\{project_id\}", "p1", url)
             url = re.sub(r"\{[a-z_]+\}", "x", url)
+            if method == "DELETE" and httpx.URL("http://x" + url).raw_path.decode().count("/") < url.count("/"):
+                continue  # the client resolved ".." itself: ".../videos/.." is DELETE /v1/projects/p1, another route
             reply = client.request(method, url, headers=admin)
             check(reply)
             assert b"root:" not in reply.content  # /etc/passwd never served
