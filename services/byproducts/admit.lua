@@ -1,12 +1,13 @@
 -- Admission of byproduct events against each session's ingest state, atomically (one script run).
 --
 -- ARGV[1] = mode: "all" (admit every event or none) or "prefix" (stop at the first bad event and
--- admit those before it); ARGV[2] = TTL of the state in seconds; then 6 values per event:
--- session_id, event_id, seq, t_ms, project_id, is_session_start ("1"/"0").
+-- admit those before it); ARGV[2] = TTL of the state in seconds; then 8 values per event:
+-- session_id, event_id, seq, t_ms, project_id, is_session_start ("1"/"0"), owner (the annotator a
+-- session_start names; "" otherwise), actor (the annotator the caller is limited to; "" for any).
 --
 -- State per session (hash tag {sid} keeps a session's keys on one node):
---   bp:{sid}:m  hash   p = project, max = highest seq, tmax = its t_ms, n = distinct events,
---                      miss = JSON list of missing [first, last] seq ranges below max
+--   bp:{sid}:m  hash   p = project, o = owner (annotator), max = highest seq, tmax = its t_ms,
+--                      n = distinct events, miss = JSON list of missing [first, last] seq ranges below max
 --   bp:{sid}:q  zset   member event_id, score seq   (which id holds a seq, which seq an id holds)
 --   bp:{sid}:e  hash   event_id -> t_ms            (neighbour times for out-of-order events)
 --
@@ -14,7 +15,7 @@
 -- seq) or "E|field|REASON|message"; gaps = {sid, json ranges, ...} for touched sessions with gaps.
 
 local mode, ttl = ARGV[1], tonumber(ARGV[2])
-local count = (#ARGV - 2) / 6
+local count = (#ARGV - 2) / 8
 local meta, pend, pend_eid, pend_seq, order = {}, {}, {}, {}, {}
 
 local function key(sid, suffix) return 'bp:{' .. sid .. '}:' .. suffix end
@@ -22,9 +23,9 @@ local function key(sid, suffix) return 'bp:{' .. sid .. '}:' .. suffix end
 local function load(sid)
   local m = meta[sid]
   if m then return m end
-  local v = redis.call('HMGET', key(sid, 'm'), 'p', 'max', 'tmax', 'miss', 'n')
+  local v = redis.call('HMGET', key(sid, 'm'), 'p', 'max', 'tmax', 'miss', 'n', 'o')
   m = {p = v[1], max = tonumber(v[2]) or 0, tmax = tonumber(v[3]) or 0,
-       miss = v[4] and cjson.decode(v[4]) or {}, n = tonumber(v[5]) or 0}
+       miss = v[4] and cjson.decode(v[4]) or {}, n = tonumber(v[5]) or 0, o = v[6] or ''}
   meta[sid], pend[sid], pend_eid[sid], pend_seq[sid] = m, {}, {}, {}
   order[#order + 1] = sid
   return m
@@ -80,13 +81,16 @@ local function fill_gap(m, seq)
   end
 end
 
-local function admit(sid, eid, seq, t, project, start)
+local function admit(sid, eid, seq, t, project, start, owner, actor)
   local m = load(sid)
   if not m.p and not start then
     return 'E|session_id|UNKNOWN_SESSION|session ' .. sid .. ' has no recorded session_start (seq 1)'
   end
   if m.p and m.p ~= project then
     return 'E|project_id|PROJECT_MISMATCH|session ' .. sid .. ' belongs to another project'
+  end
+  if actor ~= '' and ((m.p and m.o ~= actor) or (not m.p and owner ~= actor)) then
+    return 'E|session_id|NOT_SESSION_OWNER|session ' .. sid .. ' belongs to another annotator'
   end
   local held = seq_of(sid, eid)
   if held then
@@ -109,7 +113,7 @@ local function admit(sid, eid, seq, t, project, start)
   if next_t and t > next_t then
     return string.format('E|t_ms|TIME_BACKWARDS|t_ms %d is after t_ms %d of seq %d', t, next_t, next_seq)
   end
-  if start then m.p = project end
+  if start then m.p, m.o = project, owner end
   fill_gap(m, seq)
   if seq > m.max then m.max, m.tmax = seq, t end
   m.n = m.n + 1
@@ -122,9 +126,9 @@ end
 
 local statuses, failed = {}, false
 for i = 0, count - 1 do
-  local b = 3 + i * 6
+  local b = 3 + i * 8
   local status = admit(ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), ARGV[b + 4],
-                       ARGV[b + 5] == '1')
+                       ARGV[b + 5] == '1', ARGV[b + 6], ARGV[b + 7])
   statuses[#statuses + 1] = status
   if string.sub(status, 1, 1) == 'E' then
     failed = true
@@ -147,7 +151,7 @@ for _, sid in ipairs(order) do
       redis.call('ZADD', key(sid, 'q'), unpack(zargs))
       redis.call('HSET', key(sid, 'e'), unpack(hargs))
     end
-    redis.call('HSET', key(sid, 'm'), 'p', m.p, 'max', string.format('%d', m.max),
+    redis.call('HSET', key(sid, 'm'), 'p', m.p, 'o', m.o, 'max', string.format('%d', m.max),
                'tmax', string.format('%d', m.tmax), 'n', m.n, 'miss', cjson.encode(m.miss))
   end
   if m.p then

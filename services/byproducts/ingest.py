@@ -4,9 +4,11 @@ Order of one ingest step (a RecordBatch, or one chunk of a Record stream):
 
 1. back-pressure: wait while more than ``max_queue_messages`` batches wait to be stored, at most
    ``backpressure_wait_s`` and never past the caller's deadline, then refuse (RESOURCE_EXHAUSTED);
-2. admission (``admit.lua``, atomic): unknown session, project mismatch, seq conflicts, event ids
-   reused at another seq, times going backwards against the neighbouring seqs; duplicates (same
-   event_id at the same seq) are recognised; gaps in seq are tracked;
+2. admission (``admit.lua``, atomic): unknown session, project mismatch, another annotator's session
+   (PERMISSION_DENIED: a session belongs to the annotator its session_start names, which for an
+   annotator's key is the key itself), seq conflicts, event ids reused at another seq, times going
+   backwards against the neighbouring seqs; duplicates (same event_id at the same seq) are
+   recognised; gaps in seq are tracked;
 3. the admitted events *and the duplicates* go to the outbox as one batch, and its id to the queue.
    Sending duplicates again costs the worker a few rows that ``ON CONFLICT DO NOTHING`` drops, and
    closes the window where a server died between admission and enqueueing: a retry of an
@@ -29,7 +31,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from annotation.v1 import byproducts_pb2 as pb
 from services.byproducts.config import ByproductsSettings
 from services.byproducts.outbox import Outbox
-from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.common.errors import DomainError, InvalidArgument, PermissionDenied, ResourceExhausted, Unavailable
 from services.common.request_context import time_remaining
 
 ADMIT_LUA = (Path(__file__).with_name("admit.lua")).read_text()
@@ -47,11 +49,12 @@ def decode_batch(payload: str) -> list[pb.Event]:
 
 @dataclass
 class Admission:
-    """What became of each event of one step; ``errors`` name fields as ``events[i].<field>``."""
+    """What became of each event of one step; ``errors`` name fields as ``events[i].<field>``
+    (PermissionDenied for an event into another annotator's session, InvalidArgument otherwise)."""
 
     new: list[pb.Event] = field(default_factory=list)
     duplicates: list[pb.Event] = field(default_factory=list)
-    errors: list[InvalidArgument] = field(default_factory=list)
+    errors: list[DomainError] = field(default_factory=list)
     gaps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
 
@@ -88,8 +91,12 @@ class Ingestor:
                     field="events", reason="QUEUE_FULL")
             time.sleep(0.05)
 
-    def admit(self, events: Sequence[pb.Event], positions: Sequence[int], all_or_nothing: bool) -> Admission:
+    def admit(self, events: Sequence[pb.Event], positions: Sequence[int], all_or_nothing: bool,
+              actor: str = "") -> Admission:
         """Check ``events`` (named ``events[positions[k]]``) against the sessions' state and record them.
+
+        ``actor``: the annotator the caller is limited to (an annotator's key id); events into a session
+        another annotator owns are refused. Empty: any session (reviewers, admins, the worker).
 
         ``all_or_nothing``: every problem is reported and nothing is recorded if there is one; the events
         are checked in (session, seq) order, so a batch may hold a session's start after its other events.
@@ -100,8 +107,9 @@ class Ingestor:
         args: list = ["all" if all_or_nothing else "prefix", self._config.session_state_ttl_s]
         for k in order:
             e = events[k]
-            args += [e.session_id, e.event_id, e.seq, e.t_ms, e.project_id,
-                     "1" if e.WhichOneof("payload") == "session_start" else "0"]
+            start = e.WhichOneof("payload") == "session_start"
+            args += [e.session_id, e.event_id, e.seq, e.t_ms, e.project_id, "1" if start else "0",
+                     e.session_start.session.annotator_id if start else "", actor]
         statuses, gaps = self._call(lambda: self._admit(args=args))
         admission = Admission()
         for k, status in zip(order, statuses):
@@ -112,7 +120,9 @@ class Ingestor:
                 admission.duplicates.append(events[k])
             else:
                 _, suffix, reason, message = status.split("|", 3)
-                admission.errors.append(InvalidArgument(f"events[{positions[k]}].{suffix}", message, reason=reason))
+                name = f"events[{positions[k]}].{suffix}"
+                admission.errors.append(PermissionDenied(message, field=name, reason=reason)
+                                        if reason == "NOT_SESSION_OWNER" else InvalidArgument(name, message, reason=reason))
         admission.errors.sort(key=lambda error: _position(error.field))
         for i in range(0, len(gaps), 2):
             ranges = _json_ranges(gaps[i + 1])

@@ -26,8 +26,9 @@ from services.byproducts import export, luab, queries
 from services.byproducts.config import ByproductsSettings
 from services.byproducts.ingest import QUEUE, Admission, Ingestor
 from services.byproducts.validation import check_event, normalise
-from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.common.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unavailable
 from services.common.grpc_server import Kit, serve
+from services.common.request_context import caller
 from services.common.storage import make_engine
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,14 @@ def _refuse(context: grpc.ServicerContext, errors: list[InvalidArgument]) -> Non
     status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
                                message=f"{errors[0]}{more}; nothing of this batch was accepted", details=details)
     context.abort_with_status(rpc_status.to_status(status))
+
+
+def _own_start(event: pb.Event) -> None:
+    """A session_start that names no annotator names the caller (the interceptor refuses an annotator's
+    key naming another); the session then belongs to that annotator."""
+    if event.WhichOneof("payload") == "session_start":
+        session = event.session_start.session
+        session.annotator_id = caller().acting_as(session.annotator_id)
 
 
 def send_batch(celery, batch_id: str) -> None:
@@ -108,7 +117,7 @@ class ByproductsServicer(byproducts_pb2_grpc.ByproductsServicer):
 
     def _step(self, events: list[pb.Event], positions: list[int], all_or_nothing: bool) -> Admission:
         self.ingest.wait_for_room()
-        admission = self.ingest.admit(events, positions, all_or_nothing)
+        admission = self.ingest.admit(events, positions, all_or_nothing, actor=caller().owner_scope or "")
         self.ingest.send(admission.new + admission.duplicates)
         return admission
 
@@ -127,11 +136,14 @@ class ByproductsServicer(byproducts_pb2_grpc.ByproductsServicer):
             positions.clear()
             if admission.errors:
                 error = admission.errors[0]
-                raise InvalidArgument(error.field, f"{error.message}; the {summary.accepted + summary.duplicates} "
-                                      "events before it were accepted", reason=error.reason)
+                message = f"{error.message}; the {summary.accepted + summary.duplicates} events before it were accepted"
+                if isinstance(error, PermissionDenied):
+                    raise PermissionDenied(message, field=error.field, reason=error.reason)
+                raise InvalidArgument(error.field, message, reason=error.reason)
 
         for index, event in enumerate(request_iterator):
             summary.received += 1
+            _own_start(event)
             problem = check_event(event, f"events[{index}]")
             if problem is not None:
                 flush()
@@ -163,6 +175,7 @@ class ByproductsServicer(byproducts_pb2_grpc.ByproductsServicer):
                 errors.append(InvalidArgument(f"events[{index}].project_id", "must be empty or the batch's project_id",
                                               reason="PROJECT_MISMATCH"))
                 continue
+            _own_start(event)
             problem = check_event(event, f"events[{index}]")
             if problem is not None:
                 errors.append(problem)
@@ -171,6 +184,10 @@ class ByproductsServicer(byproducts_pb2_grpc.ByproductsServicer):
         if errors:
             _refuse(context, errors)
         admission = self._step(list(events), list(range(len(events))), all_or_nothing=True)
+        denied = [error for error in admission.errors if isinstance(error, PermissionDenied)]
+        if denied:  # nothing of the batch was accepted
+            raise PermissionDenied(f"{denied[0].message}; nothing of this batch was accepted", field=denied[0].field,
+                                   reason=denied[0].reason)
         if admission.errors:
             _refuse(context, admission.errors)
         summary = _Summary()

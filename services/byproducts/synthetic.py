@@ -17,9 +17,11 @@ SAMPLE_MS = 50
 
 
 def session_events(session_id: str, project_id: str, n_events: int, *, seed: int = 0, image_id: str = "img-1",
-                   annotator_id: str = "ann-1", task_id: str = "task-1", points_per_mouse: int = 5,
+                   annotator_id: str = "", task_id: str = "task-1", points_per_mouse: int = 5,
                    click_every: int = 25, start_ms: int = 1_760_000_000_000) -> list[pb.Event]:
-    """``n_events`` >= 3 valid events of one submitted session, seq 1..n_events."""
+    """``n_events`` >= 3 valid events of one submitted session, seq 1..n_events. ``annotator_id`` empty:
+    the session is the recording key's own (the server names it); another annotator's id may be given
+    only by a reviewer's or admin's key."""
     rng = random.Random(seed)
     events: list[pb.Event] = []
     t = 0

@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 from redis import Redis
 
 from annotation.v1 import operations_pb2, operations_pb2_grpc
+from services.common import service_identity
 from services.common.celery_app import make_celery
 from services.common.interceptors import (
     AuthInterceptor,
@@ -53,6 +54,8 @@ class Kit:
     keys: KeyStore
     sessions: object  # sqlalchemy sessionmaker
     operations: OperationStore
+    # This service's own key for calling other services (service_identity.py); empty if it calls none.
+    service_key: str = ""
 
 
 # A dependency check raises (any exception) when the dependency is unusable.
@@ -81,6 +84,7 @@ class ServiceServer:
         self.kit = Kit(settings, redis, celery,
                        KeyStore(sessions, settings.auth_cache_ttl_s), sessions,
                        OperationStore(redis, service, settings.operation_ttl_s))
+        self.kit.service_key = service_identity.provision(self.kit.keys, settings, service)
         self._checks = checks
         self._stopping = threading.Event()
         self.health = health.HealthServicer(experimental_non_blocking=True)

@@ -30,7 +30,7 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.common.keys import ALL_PROJECTS, KeyStore, Role
-from services.common.request_context import set_deadline
+from services.common.request_context import set_deadline, set_principal
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,55 @@ def required_role(full_method: str) -> Role | None:
     return Role(role)
 
 
+# Where a request names an annotator. An annotator's key acts only as itself: every such field must be
+# empty or the key's own id (tests/hardening/test_auth_rules.py drives each path of every RPC).
+IDENTITY_FIELD = "annotator_id"
+
+
+@functools.lru_cache(maxsize=1024)
+def identity_paths(type_name: str) -> tuple[tuple, ...]:
+    """Paths (tuples of field descriptors) from a message type to every ``annotator_id`` string field
+    below it, through singular and repeated message fields (google.* types and cycles left out)."""
+    found: list[tuple] = []
+
+    def walk(descriptor, prefix: tuple, seen: frozenset) -> None:
+        for field in descriptor.fields:
+            if field.name == IDENTITY_FIELD and field.type == field.TYPE_STRING and not field.is_repeated:
+                found.append((*prefix, field))
+            elif field.type == field.TYPE_MESSAGE and field.message_type.full_name not in seen \
+                    and not field.message_type.full_name.startswith("google."):
+                walk(field.message_type, (*prefix, field), seen | {field.message_type.full_name})
+
+    descriptor = descriptor_pool.Default().FindMessageTypeByName(type_name)
+    walk(descriptor, (), frozenset({type_name}))
+    return tuple(found)
+
+
+def _identity_values(message, path: tuple, at: str):
+    """(field path with indices, value) of every ``annotator_id`` the request sets along ``path``."""
+    field, rest = path[0], path[1:]
+    if not rest:
+        yield f"{at}{field.name}", getattr(message, field.name)
+        return
+    if field.is_repeated:
+        for i, item in enumerate(getattr(message, field.name)):
+            yield from _identity_values(item, rest, f"{at}{field.name}[{i}].")
+    elif message.HasField(field.name):
+        yield from _identity_values(getattr(message, field.name), rest, f"{at}{field.name}.")
+
+
+def check_identity(principal, message) -> None:
+    """An annotator's key may name no other annotator than itself in a request (StartSession by A with
+    annotator_id B stored B: found by the hostile tester). Reviewers, admins and services may act for one."""
+    if principal.owner_scope is None:
+        return
+    for path in identity_paths(message.DESCRIPTOR.full_name):
+        for name, value in _identity_values(message, path, ""):
+            if value and value != principal.key_id:
+                raise PermissionDenied(f"an annotator's key acts only as itself: {name} must be empty or "
+                                       f"{principal.key_id!r} (the key's id)", field=name)
+
+
 def _bearer(metadata) -> str:
     for key, value in metadata or ():
         if key == "authorization":
@@ -253,17 +302,21 @@ class AuthInterceptor(grpc.ServerInterceptor):
             role = required_role(method)
             principal = None if role is None else self._keys.verify(_bearer(metadata))
             if principal is not None:
-                principal.authorize(role)
+                principal.authorize_call(method, role)
             set_deadline(deadline)
+            set_principal(principal)
             return principal
 
         def scoped(principal, message):
-            if principal is None or "project_id" not in message.DESCRIPTOR.fields_by_name:
+            if principal is None or isinstance(message, _Undecodable):
+                return message
+            check_identity(principal, message)
+            if "project_id" not in message.DESCRIPTOR.fields_by_name:
                 return message
             if "\x00" in message.project_id:  # every store is keyed by it; PostgreSQL cannot hold NUL
                 raise InvalidArgument("project_id", "must not contain NUL characters")
             if message.project_id:
-                principal.authorize(Role.ANNOTATOR, message.project_id)
+                principal.authorize_project(message.project_id)
             elif ALL_PROJECTS not in principal.projects:
                 # Only an unrestricted key may leave it empty; the service decides if empty is valid.
                 raise InvalidArgument("project_id", "must name a project: this key is scoped to projects")

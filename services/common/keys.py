@@ -3,6 +3,10 @@
 A key reads ``ak_<id>.<secret>``; the id finds the row, the secret is compared by hash in constant
 time. Secrets are 256-bit random, so a plain SHA-256 is enough (no password stretching needed),
 and the plaintext exists only in the create() return value.
+
+A fourth role, ``service``, is no person's and stands outside that order: a service key (named
+``service:<service>``, see ``service_identity.py``) may call exactly the RPCs ``SERVICE_GRANTS`` lists for
+its service and nothing else, no REST route and no RPC of people. It cannot be minted through the API.
 """
 
 from __future__ import annotations
@@ -31,18 +35,32 @@ ALL_PROJECTS = "*"
 
 
 class Role(IntEnum):
-    """Same numbers as ``annotation.v1.Role``; a higher role may do what a lower one may."""
+    """Same numbers as ``annotation.v1.Role``; a higher role may do what a lower one may.
+
+    SERVICE is outside that order (never compared with the others): see ``Principal.authorize_call``."""
 
     ANNOTATOR = 1
     REVIEWER = 2
     ADMIN = 3
+    SERVICE = 100
 
     @classmethod
     def parse(cls, name: str) -> "Role":
-        try:
-            return cls[name.upper()]
-        except KeyError:
+        """A person's role by name; ``service`` is refused (service keys come from ``service_identity``)."""
+        role = cls.__members__.get(name.upper())
+        if role is None or role == cls.SERVICE:
             raise InvalidArgument("role", f"unknown role {name!r}; one of annotator, reviewer, admin")
+        return role
+
+
+SERVICE_PREFIX = "service:"
+# Least privilege between services: the RPCs each calling service's key may call, by full method name
+# ("/package.Service/Method"). A service that calls no other service has no key. The user's project
+# scope was checked against the user's own key by the first service; the service key acts for any project.
+SERVICE_GRANTS: dict[str, frozenset[str]] = {
+    # NextQuestion over a pool: the dialog asks selection for the pool's next candidates.
+    "dialog": frozenset({"/annotation.v1.Selection/SelectBatch"}),
+}
 
 
 @dataclass(frozen=True)
@@ -55,10 +73,43 @@ class Principal:
     def may_access(self, project_id: str) -> bool:
         return ALL_PROJECTS in self.projects or project_id in self.projects
 
+    @property
+    def service(self) -> str:
+        """The service a service key belongs to; empty for a person's key."""
+        return self.name.removeprefix(SERVICE_PREFIX) if self.role == Role.SERVICE else ""
+
+    @property
+    def owner_scope(self) -> str | None:
+        """Whose sessions, questions and events this key may see and change: its own (an annotator:
+        the key id, which is the annotator id everywhere), or None for all in its projects (reviewers,
+        admins, and services acting for a user whose key the first service checked)."""
+        return self.key_id if self.role == Role.ANNOTATOR else None
+
+    def acting_as(self, annotator_id: str) -> str:
+        """The annotator a request acts for: the key's own id when the request names none. Another id
+        than the key's is refused for annotators (by the gRPC interceptor, for every field named
+        ``annotator_id``); reviewers, admins and services may act for an annotator explicitly."""
+        return annotator_id or self.key_id
+
     def authorize(self, required: Role, project_id: str = "") -> None:
+        if self.role == Role.SERVICE:
+            raise PermissionDenied(f"a service key (of {self.service!r}) may call only the RPCs granted to its "
+                                   "service, never a route or RPC for people")
         if self.role < required:
             raise PermissionDenied(f"role {self.role.name.lower()} may not do this; needs {required.name.lower()}")
         if project_id and not self.may_access(project_id):
+            raise PermissionDenied(f"key is not scoped to project {project_id!r}", field="project_id")
+
+    def authorize_call(self, method: str, required: Role) -> None:
+        """An RPC (``/package.Service/Method``): a service key by its service's grants, a person by role."""
+        if self.role == Role.SERVICE:
+            if method not in SERVICE_GRANTS.get(self.service, frozenset()):
+                raise PermissionDenied(f"the service key of {self.service!r} is not granted {method}")
+            return
+        self.authorize(required)
+
+    def authorize_project(self, project_id: str) -> None:
+        if not self.may_access(project_id):
             raise PermissionDenied(f"key is not scoped to project {project_id!r}", field="project_id")
 
     def covers(self, projects) -> bool:

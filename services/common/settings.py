@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # One service, one gRPC server, one Celery queue of the same name (order fixes the metrics ports).
@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     auth_cache_ttl_s: float = Field(
         30.0, ge=0, description="Seconds a verified API key stays cached; revocation latency."
     )
+    service_key: SecretStr = Field(
+        SecretStr(""),
+        description="This service's own API key (ak_<id>.<secret>), which it calls other services with "
+        "(role service, least privilege: services/common/keys.py SERVICE_GRANTS); its hash is stored at start. "
+        "Empty: outside production, one kept at VAR_DIR/service-keys/<service>.key; production requires it.",
+    )
 
     celery_task_time_limit_s: int = Field(600, gt=0, description="Hard time limit of a task.")
     celery_task_soft_time_limit_s: int = Field(
@@ -193,7 +199,8 @@ class Settings(BaseSettings):
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process read these same settings."""
-        return {f"ANNOT_{name.upper()}": json.dumps(value) if isinstance(value, dict) else str(value)
+        return {f"ANNOT_{name.upper()}": json.dumps(value) if isinstance(value, dict)
+                else value.get_secret_value() if isinstance(value, SecretStr) else str(value)
                 for name, value in ((n, getattr(self, n)) for n in type(self).model_fields)}
 
     def service_address(self, service: str) -> str:

@@ -25,10 +25,13 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
 from services.common.grpc_server import Kit, serve
 from services.common.proto_time import to_timestamp
+from services.common.request_context import caller
+from services.common.service_identity import metadata as service_metadata
 from services.dialog import cost_model
 from services.dialog.features import mask_features
 from services.dialog.learning import FIT_MODELS, load_acceptance, load_estimates
@@ -115,17 +118,25 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
         return question
 
     def _pool_candidates(self, request, context) -> list[dialog_pb2.Candidate]:
+        """Selection's next candidates of the pool, asked with the dialog's own service key (granted
+        SelectBatch only), never the caller's: the caller's key was checked against the project here.
+        An empty strategy is selection's default (combined once a task model scored the pool, uniform
+        before); a pool with fewer eligible regions than asked gives what it has."""
         pool = request.pool
         if not pool.pool_id:
             raise InvalidArgument("pool.pool_id", "must be set", reason="REQUIRED")
-        metadata = [(k, v) for k, v in context.invocation_metadata() if k == "authorization"]
+        if not self.kit.service_key:
+            raise FailedPrecondition("this dialog server has no service key to call selection with "
+                                     "(ANNOT_SERVICE_KEY)", field="pool")
+        deadline = context.time_remaining()
         try:
             with grpc.insecure_channel(self.kit.settings.service_address("selection")) as channel:
                 reply = selection_pb2_grpc.SelectionStub(channel).SelectBatch(selection_pb2.SelectBatchRequest(
                     project_id=request.project_id, pool_id=pool.pool_id, strategy=pool.strategy,
                     granularity=pool.granularity, patch_size_px=pool.patch_size_px,
-                    budget=pool.candidate_count or 50), metadata=metadata,
-                    timeout=self.kit.settings.default_deadline_s)
+                    budget=pool.candidate_count or 50, up_to_budget=True),
+                    metadata=service_metadata(self.kit.service_key),
+                    timeout=min(self.kit.settings.default_deadline_s, deadline or self.kit.settings.default_deadline_s))
         except grpc.RpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.NOT_FOUND:
@@ -160,8 +171,8 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
                 raise InvalidArgument("allowed_types", f"unknown question type(s) {unknown}")
             allowed = frozenset(TYPE_NAMES[t] for t in request.allowed_types)
         blobs = {c.key: w.SerializeToString(deterministic=True) for c, w in zip(candidates, wire)}
-        row = self.questioner.next_question(request.project_id, request.annotator_id, candidates, blobs,
-                                            request.policy, allowed)
+        row = self.questioner.next_question(request.project_id, caller().acting_as(request.annotator_id),
+                                            candidates, blobs, request.policy, allowed)
         if row is None:
             return dialog_pb2.NextQuestionResponse(exhausted=True)
         return dialog_pb2.NextQuestionResponse(question=self._question_pb(row))
@@ -185,9 +196,14 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
             answer = {"reason": request.skip.reason}
         answer["byproducts_session_id"] = request.byproducts_session_id
         question = self.store.get(request.project_id, request.question_id)
+        owner = caller().owner_scope
+        if owner is not None and question.annotator_id != owner:
+            raise PermissionDenied(f"question {request.question_id!r} was asked of another annotator; an annotator "
+                                   "answers only their own questions", field="question_id")
         candidate = candidate_from_pb(dialog_pb2.Candidate.FromString(question.candidate), "candidate")
-        recorded = self.questioner.record(request.project_id, request.question_id, request.annotator_id, kind,
-                                          answer, request.seconds_taken, candidate)
+        recorded = self.questioner.record(request.project_id, request.question_id,
+                                          request.annotator_id or owner or "", kind, answer, request.seconds_taken,
+                                          candidate)
         self.kit.celery.send_task(FIT_MODELS, args=[request.project_id,
                                                     request.annotator_id or recorded.question.annotator_id],
                                   queue="dialog")

@@ -9,6 +9,11 @@ here, and drives every route with no key, a key of too low a role and a key of a
 
 gRPC methods carry their rule in the proto (``option (annotation.v1.required_role)``), enforced by
 ``services/common/interceptors.py``; the same test enumerates them from the descriptors.
+
+Within a project, annotators are separated: a rule with ``owner`` says the route reaches one annotator's
+own thing (a task, a segmentation session, a byproducts session), which another annotator's key is
+refused (403) and reviewers and admins reach. The audit fails for an annotator route naming a task or
+session without that mark, and drives every marked route with two annotators' keys.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ class Rule:
     role: Role | None  # None: public, no key needed
     scope: Scope = "none"
     rpc: str = ""  # routes checked by a service: the RPC whose proto role applies ("Service/Method")
+    # Annotators reach only their own (task, session, events); reviewers and admins all in the project.
+    # Checked by the gateway (tasks) or the service the route calls (sessions, byproducts events).
+    owner: bool = False
 
     @property
     def public(self) -> bool:
@@ -75,7 +83,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/images/{{image_id}}"): Rule(A, "path"),
     ("GET", f"{P}/images/{{image_id}}/content"): Rule(A, "path"),
     ("GET", f"{P}/tasks"): Rule(A, "path"),
-    ("GET", f"{P}/tasks/{{task_id}}"): Rule(A, "path"),
+    ("GET", f"{P}/tasks/{{task_id}}"): Rule(A, "path", owner=True),
     # videos: uploads as image uploads (admin), reading and propagation as annotation, export as review
     ("POST", f"{P}/videos"): Rule(D, "path"),
     ("GET", f"{P}/videos"): Rule(A, "path"),
@@ -88,18 +96,18 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/videos/{{video_id}}/exports/coco"): Rule(R, "path"),
     # the annotation loop
     ("POST", f"{P}/questions/next"): Rule(A, "path"),
-    ("POST", f"{P}/sessions"): Rule(A, "path"),
-    ("GET", f"{P}/sessions/{{session_id}}"): Rule(A, "path"),
-    ("POST", f"{P}/sessions/{{session_id}}/clicks"): Rule(A, "path"),
-    ("POST", f"{P}/sessions/{{session_id}}/undo"): Rule(A, "path"),
-    ("POST", f"{P}/sessions/{{session_id}}/redo"): Rule(A, "path"),
-    ("POST", f"{P}/sessions/{{session_id}}/finish"): Rule(A, "path"),
+    ("POST", f"{P}/sessions"): Rule(A, "path", owner=True),  # on a task: the task's assignee only
+    ("GET", f"{P}/sessions/{{session_id}}"): Rule(A, "path", owner=True),
+    ("POST", f"{P}/sessions/{{session_id}}/clicks"): Rule(A, "path", owner=True),
+    ("POST", f"{P}/sessions/{{session_id}}/undo"): Rule(A, "path", owner=True),
+    ("POST", f"{P}/sessions/{{session_id}}/redo"): Rule(A, "path", owner=True),
+    ("POST", f"{P}/sessions/{{session_id}}/finish"): Rule(A, "path", owner=True),
     # review and exports
     ("GET", f"{P}/review"): Rule(R, "path"),
     ("GET", f"{P}/annotations/{{session_id}}"): Rule(R, "path"),
     ("GET", f"{P}/exports/coco"): Rule(R, "path"),
     # byproducts: a key is required here; role and project are checked by the service
-    ("POST", f"{B}/events"): Rule(A, "body", BYPRODUCTS + "RecordBatch"),
+    ("POST", f"{B}/events"): Rule(A, "body", BYPRODUCTS + "RecordBatch", owner=True),
     ("GET", f"{B}/sessions"): Rule(R, "query", BYPRODUCTS + "ListSessions"),
     ("GET", f"{B}/sessions/{{session_id}}"): Rule(R, "query", BYPRODUCTS + "GetSession"),
     ("GET", f"{B}/sessions/{{session_id}}/events"): Rule(R, "query", BYPRODUCTS + "ListEvents"),

@@ -80,6 +80,8 @@ def _token(request: Request) -> str:
 
 def authenticated(request: Request, keys: Annotated[KeyStore, Depends(keystore)]) -> Principal:
     principal = keys.verify(_token(request))
+    if principal.role == Role.SERVICE:  # a service's own key calls its granted RPCs only, never the front door
+        raise PermissionDenied(f"a service key (of {principal.service!r}) may not use the gateway")
     limiter = getattr(request.app.state, "limiter", None)
     if limiter is not None:
         limiter.take(principal.key_id)

@@ -32,6 +32,10 @@ class GatewaySettings(BaseSettings):
     grpc_timeout_s: float = Field(30.0, gt=0, description="Deadline of a call to a service.")
     fallback_timeout_s: float = Field(
         2.0, gt=0, description="Deadline of calls whose failure has a fallback (the dialog policy).")
+    selection_strategy: str = Field(
+        "", max_length=64, description="Selection strategy the dialog draws each project's candidates with "
+        "(a name from Selection.ListStrategies); empty: selection's default, combined once a task model has "
+        "scored the project's pool and uniform before.")
     web_session_ttl_s: float = Field(
         8 * 3600.0, gt=0, le=30 * 86400, description="Lifetime of a browser's login (POST /v1/login): the "
         "session cookie and its server-side record expire together; log in again after it.")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from annotation.v1 import common_pb2, selection_pb2
-from services.common.errors import DomainError
+from services.common.errors import DomainError, PermissionDenied
 from services.common.keys import ApiKey, KeyStore, Role
 from services.gateway.auth import Admin, Annotator, CurrentCaller, require
 from services.gateway.tables import Image, Project, Task
@@ -197,4 +197,7 @@ def list_tasks(request: Request, project_id: str, who: Annotator,
 
 @router.get("/{project_id}/tasks/{task_id}", tags=["tasks"])
 def get_task(request: Request, project_id: str, task_id: str, who: Annotator) -> dict:
-    return task_out(request.app.state.work.task(project_id, task_id))
+    task = request.app.state.work.task(project_id, task_id)
+    if who.principal.owner_scope is not None and task.assignee != who.principal.owner_scope:
+        raise PermissionDenied(f"task {task_id!r} is assigned to another annotator", field="task_id")
+    return task_out(task)

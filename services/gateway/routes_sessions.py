@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2, selection_pb2
-from services.common.errors import DomainError, InvalidArgument
+from services.common.errors import DomainError, InvalidArgument, PermissionDenied
 from services.common.masks import decode_rle
 from services.gateway.auth import Annotator, Caller
 from services.gateway.routes_projects import POOL, image_out, task_out
@@ -96,7 +96,7 @@ def _dialog_question(request: Request, project_id: str, who: Caller) -> Question
     try:
         reply = upstream.call("dialog", "NextQuestion", dialog_pb2.NextQuestionRequest(
             project_id=project_id, annotator_id=who.annotator_id,
-            pool=dialog_pb2.PoolReference(pool_id=POOL),
+            pool=dialog_pb2.PoolReference(pool_id=POOL, strategy=request.app.state.gateway.selection_strategy),
             allowed_types=[dialog_pb2.QUESTION_TYPE_SEGMENT]), who.key, timeout)
     except DomainError as exc:
         return f"{exc.code}: {exc.message}"
@@ -158,6 +158,9 @@ def start_session(request: Request, project_id: str, who: Annotator, body: Annot
         issued = True
     else:
         raise InvalidArgument("task_id", "give task_id (from questions/next) or image_id")
+    if who.principal.owner_scope is not None and task.assignee != who.principal.owner_scope:
+        raise PermissionDenied(f"task {task.task_id!r} is assigned to another annotator; an annotator works "
+                               "only on their own tasks", field="task_id")
     if task.state != OPEN:
         raise InvalidArgument("task_id", f"task {task.task_id!r} is already {task.state.lower()}")
     image = catalog.image(project_id, task.image_id)

@@ -12,6 +12,7 @@ from services.common.grpc_server import Kit, redis_check, serve
 from services.common.images import decode_image
 from services.common.masks import decode_rle, encode_rle
 from services.common.proto_time import to_timestamp
+from services.common.request_context import caller
 from services.models.click_predictor import Predictor
 from services.segmentation import grabcut
 from services.segmentation import sessions as sess
@@ -124,7 +125,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
             initial = {"size": list(request.initial_mask.size), "counts": request.initial_mask.counts}
         session = self.store.start(
             request.project_id, image, session_id=request.session_id, image_id=request.image.image_id,
-            uri=request.image.uri, annotator_id=request.annotator_id, task_id=request.task_id,
+            uri=request.image.uri, annotator_id=caller().acting_as(request.annotator_id), task_id=request.task_id,
             label=request.label, initial_mask=initial)
         return segmentation_pb2.StartSessionResponse(session=self._session_pb(session))
 
@@ -133,19 +134,20 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         if not request.HasField("click"):
             raise InvalidArgument("click", "required")
         c = request.click
-        update = self.store.add_click(request.project_id, request.session_id, c.x, c.y, c.positive, c.t_ms)
+        update = self.store.add_click(request.project_id, request.session_id, c.x, c.y, c.positive, c.t_ms,
+                                      owner=caller().owner_scope)
         return segmentation_pb2.AddClickResponse(click=_click_pb(update.click),
                                                  update=self._update_pb(update, started))
 
     def Undo(self, request, context):
         started = time.perf_counter()
-        update = self.store.undo(request.project_id, request.session_id)
+        update = self.store.undo(request.project_id, request.session_id, owner=caller().owner_scope)
         return segmentation_pb2.UndoResponse(undone_click=_click_pb(update.click),
                                              update=self._update_pb(update, started))
 
     def Redo(self, request, context):
         started = time.perf_counter()
-        update = self.store.redo(request.project_id, request.session_id)
+        update = self.store.redo(request.project_id, request.session_id, owner=caller().owner_scope)
         return segmentation_pb2.RedoResponse(redone_click=_click_pb(update.click),
                                              update=self._update_pb(update, started))
 
@@ -154,7 +156,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         if outcome is None:
             raise InvalidArgument("outcome", f"unknown outcome {request.outcome}")
         session, finished_now = self.store.finish(request.project_id, request.session_id, outcome,
-                                                  request.label)
+                                                  request.label, owner=caller().owner_scope)
         # A server that died (or lost Redis) between marking the session finished and handing it on left
         # no operation ids; a retried FinishSession hands it on now (both tasks are idempotent).
         if finished_now or "byproducts_operation_id" not in session.meta:
@@ -175,7 +177,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         )
 
     def GetSession(self, request, context):
-        session = self.store.load(request.project_id, request.session_id)
+        session = self.store.load(request.project_id, request.session_id, owner=caller().owner_scope)
         return segmentation_pb2.SegmentationGetSessionResponse(session=self._session_pb(session))
 
     def GetModelInfo(self, request, context):

@@ -30,6 +30,7 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
 from services.common.masks import decode_rle, encode_rle, iou
@@ -129,7 +130,8 @@ class SessionStore:
         return self.redis.lock(f"seg:{session_id}:lock", timeout=60,
                                blocking_timeout=max(0.01, time_remaining(30.0)))
 
-    def load(self, project_id: str, session_id: str, with_image: bool = False) -> Session:
+    def load(self, project_id: str, session_id: str, with_image: bool = False, owner: str | None = None) -> Session:
+        """``owner``: the annotator the caller is limited to (None: any, for reviewers and admins)."""
         if not session_id:
             raise InvalidArgument("session_id", "required")
         base, probs_key, _ = self._keys(session_id)
@@ -147,6 +149,9 @@ class SessionStore:
         meta = json.loads(meta)
         if meta["project_id"] != project_id:
             raise NotFound(f"no session {session_id!r} in project {project_id!r}")
+        if owner is not None and meta.get("annotator_id") != owner:
+            raise PermissionDenied(f"session {session_id!r} belongs to another annotator; an annotator sees and "
+                                   "changes only their own sessions", field="session_id")
         session = Session(meta)
         if with_image and image is not None:  # a finished session no longer holds its pixels
             session.image = np.frombuffer(image, np.uint8).reshape(meta["height"], meta["width"], 3)
@@ -180,9 +185,9 @@ class SessionStore:
         return Session(meta, image)
 
     def add_click(self, project_id: str, session_id: str, x: float, y: float, positive: bool,
-                  t_ms: int = 0) -> Update:
+                  t_ms: int = 0, owner: str | None = None) -> Update:
         with self._locked(session_id):
-            session = self.load(project_id, session_id, with_image=True)
+            session = self.load(project_id, session_id, with_image=True, owner=owner)
             self._require_active(session)
             if len(session.steps) >= self.max_clicks:
                 raise FailedPrecondition(f"the session has the maximum of {self.max_clicks} clicks")
@@ -212,16 +217,16 @@ class SessionStore:
             session.last_prob = prob
             return Update(session, click, mask, step["stats"], step["iou"], step["model_ms"])
 
-    def undo(self, project_id: str, session_id: str) -> Update:
-        return self._move(project_id, session_id, undo=True)
+    def undo(self, project_id: str, session_id: str, owner: str | None = None) -> Update:
+        return self._move(project_id, session_id, undo=True, owner=owner)
 
-    def redo(self, project_id: str, session_id: str) -> Update:
-        return self._move(project_id, session_id, undo=False)
+    def redo(self, project_id: str, session_id: str, owner: str | None = None) -> Update:
+        return self._move(project_id, session_id, undo=False, owner=owner)
 
-    def _move(self, project_id: str, session_id: str, undo: bool) -> Update:
+    def _move(self, project_id: str, session_id: str, undo: bool, owner: str | None = None) -> Update:
         """Undo: the last step and its map go to the redo stack; redo: back. No model call."""
         with self._locked(session_id):
-            session = self.load(project_id, session_id)
+            session = self.load(project_id, session_id, owner=owner)
             self._require_active(session)
             base, probs_key, redo_key = self._keys(session_id)
             source, target = (session.meta["steps"], session.meta["redo"]) if undo else \
@@ -245,10 +250,11 @@ class SessionStore:
                 np.zeros(session.shape, np.float32) if prob is None else prob, session.meta["threshold"], None)
             return Update(session, moved["click"], mask, stats, iou(mask, before), 0.0)
 
-    def finish(self, project_id: str, session_id: str, outcome: str, label: str = "") -> tuple[Session, bool]:
+    def finish(self, project_id: str, session_id: str, outcome: str, label: str = "",
+               owner: str | None = None) -> tuple[Session, bool]:
         """Marks the session finished; returns it and whether this call finished it (idempotent)."""
         with self._locked(session_id):
-            session = self.load(project_id, session_id)
+            session = self.load(project_id, session_id, owner=owner)
             if session.meta["state"] == FINISHED:
                 return session, False
             session.meta.update(state=FINISHED, outcome=outcome, update_time=time.time(),

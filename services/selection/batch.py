@@ -1,7 +1,10 @@
 """One selection round: eligibility, score band, strategy order, class balance, budget.
 
 Budgets count regions or annotated pixels (so patches, superpixels and whole images compare on
-annotation cost). A budget larger than what is eligible is INVALID_ARGUMENT (field ``budget``).
+annotation cost). A budget larger than what is eligible is INVALID_ARGUMENT (field ``budget``), unless
+the caller takes what there is (``up_to_budget``).
+
+Before any task model has scored a pool, ``select_unscored`` draws uniformly among its unlabelled items.
 """
 
 from __future__ import annotations
@@ -39,16 +42,49 @@ def interleave_classes(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return rows[np.lexsort((cls, rank_of))]
 
 
-def select_batch(c: Candidates, strategy_name: str, budget: int, unit: str = "regions",
-                 params: dict[str, float] | None = None, class_balanced: bool = False,
-                 band: tuple[float, float] | None = None, item_filter: np.ndarray | None = None,
-                 seed: int | None = None) -> Selected:
-    strategy = get_strategy(strategy_name)
-    values = resolve_params(strategy, params or {})
+def _affordable(budget: int, available: int, unit: str, up_to_budget: bool, what: str) -> int:
     if budget <= 0:
         raise InvalidArgument("budget", "must be > 0", reason="OUT_OF_RANGE")
     if unit not in ("regions", "pixels"):
         raise InvalidArgument("budget_unit", "must be regions or pixels")
+    if budget > available:
+        if up_to_budget:
+            return available
+        raise InvalidArgument("budget", f"{budget} {unit} requested but only {available} eligible ({what}) in the "
+                              "pool", reason="OUT_OF_RANGE")
+    return budget
+
+
+def select_unscored(c: Candidates, budget: int, unit: str = "regions", item_filter: np.ndarray | None = None,
+                    seed: int | None = None, up_to_budget: bool = False) -> Selected:
+    """Uniform random draw among the unlabelled items of a pool no task model has scored yet: with no
+    model, every item is as worth a human's time as any other (the baseline every strategy must beat)."""
+    eligible = ~c.labelled
+    if item_filter is not None:
+        eligible &= item_filter[c.item_index]
+    rows = np.flatnonzero(eligible)
+    available = len(rows) if unit == "regions" else int(c.area_px[rows].sum())
+    budget = _affordable(budget, available, unit, up_to_budget, "unlabelled")
+    ordered = np.random.default_rng(seed).permutation(rows)
+    if unit == "regions":
+        chosen = ordered[:budget]
+        used = len(chosen)
+    else:
+        fits = np.cumsum(c.area_px[ordered]) <= budget
+        chosen = ordered[fits] if fits.all() else ordered[: int(np.argmin(fits))]
+        used = int(c.area_px[chosen].sum())
+    reason = "uniform random draw: no task model has scored the pool yet"
+    return Selected(chosen, np.full(len(chosen), 0.5), [reason] * len(chosen), np.full(len(chosen), -1), used,
+                    len(rows))
+
+
+def select_batch(c: Candidates, strategy_name: str, budget: int, unit: str = "regions",
+                 params: dict[str, float] | None = None, class_balanced: bool = False,
+                 band: tuple[float, float] | None = None, item_filter: np.ndarray | None = None,
+                 seed: int | None = None, up_to_budget: bool = False) -> Selected:
+    strategy = get_strategy(strategy_name)
+    values = resolve_params(strategy, params or {})
+    _affordable(budget, budget, unit, False, "")  # budget > 0, a known unit
     score = strategy.score(c)
     eligible = ~c.labelled & np.isfinite(score)
     if len(c) and not np.isfinite(score).any():
@@ -63,9 +99,9 @@ def select_batch(c: Candidates, strategy_name: str, budget: int, unit: str = "re
         eligible &= (score >= low) & (score <= high)
     rows = np.flatnonzero(eligible)
     available = len(rows) if unit == "regions" else int(c.area_px[rows].sum())
-    if budget > available:
-        raise InvalidArgument("budget", f"{budget} {unit} requested but only {available} eligible (unlabelled, "
-                              "scored, in band) in the pool", reason="OUT_OF_RANGE")
+    budget = _affordable(budget, available, unit, up_to_budget, "unlabelled, scored, in band")
+    if budget == 0:  # nothing eligible, and the caller takes what there is
+        return Selected(rows, np.zeros(0), [], np.zeros(0, np.int64), 0, 0)
     # Number of regions to aim for: clusters of uncertainty_diversity for pixel budgets too.
     wanted = budget if unit == "regions" else max(1, int(round(budget / max(np.median(c.area_px[rows]), 1))))
     rng = np.random.default_rng(seed)

@@ -68,3 +68,16 @@ class Candidates:
                    cat(lambda s: s.boxes), cat(lambda s: s.area_px), cat(lambda s: s.majority_class),
                    cat(lambda s: s.confidence), {h: cat(lambda s, h=h: s.scores[h]) for h in HEURISTICS},
                    np.zeros(n, bool) if labelled is None else labelled, labels, embeddings, sizes)
+
+
+def unscored(item_ids: list[str], sizes: list[tuple[int, int]], labelled: list[bool]) -> Candidates:
+    """One whole-image row per item with no heuristic score (NaN): what a pool offers before any task
+    model has scored it. ``sizes``: (height, width) of each item, 0 when unknown."""
+    n = len(item_ids)
+    hw = np.asarray(sizes, np.int64).reshape(-1, 2)
+    boxes = np.stack([np.zeros(n, np.int64), np.zeros(n, np.int64), hw[:, 1], hw[:, 0]], axis=1) if n \
+        else np.zeros((0, 4), np.int64)
+    return Candidates(np.arange(n, dtype=np.int64), list(item_ids), np.zeros(n, np.int64), boxes,
+                      hw[:, 0] * hw[:, 1], np.zeros(n, np.int64), np.zeros(n, np.float32),
+                      {h: np.full(n, np.nan, np.float32) for h in HEURISTICS}, np.asarray(labelled, bool).reshape(n),
+                      None, None, hw)

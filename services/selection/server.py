@@ -16,7 +16,9 @@ from services.common.active_learning.heuristics import HEURISTICS
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Kit, serve
 from services.common.proto_time import to_timestamp
-from services.selection.batch import select_batch
+from services.common.request_context import caller
+from services.selection.batch import select_batch, select_unscored
+from services.selection.candidates import unscored
 from services.selection.labels import LabelRegion, label_key, patch_segment
 from services.selection.pool import Item, PoolInfo, PoolStore
 from services.selection.pool_scoring import superpixel_masks
@@ -24,9 +26,11 @@ from services.selection.predictions import build
 from services.selection.propagation import find_candidates
 from services.selection.score_store import Label, ScoreStore
 from services.selection.scoring import RegionSpec
-from services.selection.strategies import STRATEGIES, get_strategy
+from services.selection.strategies import STRATEGIES, get_strategy, resolve_params
 
 MAX_ITEMS = 10000
+DEFAULT_STRATEGY = "combined"  # an empty SelectBatchRequest.strategy; "uniform" while the pool has no scores
+UNSCORED_STRATEGIES = ("", "uniform")  # what a pool no task model has scored yet can serve
 GRANULARITY = {common_pb2.GRANULARITY_UNSPECIFIED: "image", common_pb2.GRANULARITY_IMAGE: "image",
                common_pb2.GRANULARITY_FRAME: "image", common_pb2.GRANULARITY_PATCH: "patch",
                common_pb2.GRANULARITY_SUPERPIXEL: "superpixel"}
@@ -180,14 +184,20 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
 
     def SelectBatch(self, request, context):
         pool = self._pools.get_pool(request.project_id, request.pool_id)
-        strategy = get_strategy(request.strategy)
+        strategy = get_strategy(request.strategy or DEFAULT_STRATEGY)
         spec = _spec(request.granularity, request.patch_size_px, request.n_superpixels)
         if spec.granularity not in strategy.granularities:
             raise InvalidArgument("granularity", f"strategy {strategy.name!r} does not support {spec.granularity}")
         candidates = self._scores.candidates(request.project_id, request.pool_id, spec.key, len(pool.class_names))
-        if len(candidates) == 0:
-            raise FailedPrecondition(f"pool {request.pool_id!r} has no scores for {spec.key}; run StartScoring",
-                                     field="granularity")
+        fresh = len(candidates) == 0 and spec.granularity == "image" and request.strategy in UNSCORED_STRATEGIES
+        if fresh:  # no task model has scored the pool yet: a normal state of a new project, not an error
+            strategy = get_strategy("uniform")
+            items = self._pools.items(request.project_id, request.pool_id)
+            candidates = unscored([i.item_id for i in items], [(i.height, i.width) for i in items],
+                                  [i.labelled for i in items])
+        elif len(candidates) == 0:
+            raise FailedPrecondition(f"pool {request.pool_id!r} has no scores for {spec.key}; run StartScoring "
+                                     "(only uniform selects among unscored images)", field="granularity")
         item_filter = None
         if request.item_ids:
             wanted = set(request.item_ids)
@@ -197,8 +207,18 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
             item_filter = np.array([i in wanted for i in candidates.item_ids])
         band = (request.score_band.low, request.score_band.high) if request.HasField("score_band") else None
         unit = "pixels" if request.budget_unit == selection_pb2.BUDGET_UNIT_PIXELS else "regions"
-        chosen = select_batch(candidates, request.strategy, int(request.budget), unit, dict(request.params),
-                              request.class_balanced, band, item_filter, request.seed or None)
+        if fresh:
+            if band is not None:
+                raise FailedPrecondition(f"pool {request.pool_id!r} has no scores yet for a score band to filter on",
+                                         field="score_band")
+            if request.params:
+                resolve_params(strategy, dict(request.params))  # unknown names are still refused
+            chosen = select_unscored(candidates, int(request.budget), unit, item_filter, request.seed or None,
+                                     request.up_to_budget)
+        else:
+            chosen = select_batch(candidates, strategy.name, int(request.budget), unit, dict(request.params),
+                                  request.class_balanced, band, item_filter, request.seed or None,
+                                  request.up_to_budget)
         masks = {}
         if spec.granularity == "superpixel":
             masks = {row: common_pb2.Mask(size=size, counts=counts) for row, (size, counts) in superpixel_masks(
@@ -218,7 +238,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
         selection_id = self._scores.record_batch(
             request.project_id, request.pool_id, strategy.name,
             {"granularity": spec.key, "budget": int(request.budget), "unit": unit, "params": dict(request.params),
-             "class_balanced": request.class_balanced, "seed": int(request.seed)},
+             "class_balanced": request.class_balanced, "seed": int(request.seed), "asked": request.strategy,
+             "unscored": fresh, "up_to_budget": request.up_to_budget},
             [{"item_id": r.item_id, "segment": int(candidates.segment[row]), "score": r.score}
              for r, row in zip(regions, chosen.rows)])
         return selection_pb2.SelectBatchResponse(selection_id=selection_id, regions=regions,
@@ -236,7 +257,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
             key, segment, region = label_key(_label_region(label), items.get(label.item_id), f"labels[{i}]")
             labels.append(Label(label.item_id, key, segment, region, list(label.class_labels),
                                 {"size": list(label.mask.size), "counts": label.mask.counts} if label.HasField("mask") else None,
-                                label.annotator_id, label.label_time.ToDatetime() if label.HasField("label_time") else None))
+                                caller().acting_as(label.annotator_id), label.label_time.ToDatetime() if label.HasField("label_time") else None))
         recorded, completed = self._scores.report_labels(request.project_id, request.pool_id, labels,
                                                          len(pool.class_names))
         return selection_pb2.ReportLabelsResponse(recorded=recorded, items_completed=completed)

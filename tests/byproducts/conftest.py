@@ -18,6 +18,11 @@ def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
 
 
+def key_id(token: str) -> str:
+    """The id of an API key, which is the annotator id of what it records."""
+    return token.removeprefix("ak_").partition(".")[0]
+
+
 @pytest.fixture
 def bp_settings(settings: Settings, monkeypatch) -> Settings:
     """Short visibility timeout and outbox redelivery: what a killed worker held is stored within seconds."""

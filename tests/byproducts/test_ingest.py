@@ -11,7 +11,7 @@ from annotation.v1 import byproducts_pb2 as pb
 from annotation.v1 import common_pb2
 from services.byproducts.synthetic import session_events
 from services.byproducts.tables import EventRow
-from tests.byproducts.conftest import bearer
+from tests.byproducts.conftest import bearer, key_id
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def test_a_streamed_session_is_stored_once_with_stats_and_signals(stub, worker, 
     assert (again.accepted, again.duplicates) == (0, 2500)
     reply = stub.GetSession(pb.ByproductsGetSessionRequest(project_id="p1", session_id="s-stream"),
                             metadata=bearer(keys["reviewer"]), timeout=10)
-    assert reply.session.annotator_id == "ann-1" and reply.session.image.image_id == "img-1"
+    assert reply.session.annotator_id == key_id(keys["annotator"]) and reply.session.image.image_id == "img-1"
     assert reply.session.outcome == common_pb2.SESSION_OUTCOME_SUBMITTED
     assert (reply.stats.event_count, reply.stats.last_seq, len(reply.stats.missing)) == (2500, 2500, 0)
 

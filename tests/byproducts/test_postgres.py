@@ -45,9 +45,9 @@ def test_persist_is_idempotent_on_postgres(postgres_url):
 def test_stream_replay_and_queries_on_postgres(stub, worker, keys, engine):
     sid = f"pg-{uuid.uuid4().hex[:8]}"
     events = session_events(sid, "p1", 3000, annotator_id=f"ann-{sid}")
-    summary = stub.Record(iter(events), metadata=bearer(keys["annotator"]), timeout=60)
+    summary = stub.Record(iter(events), metadata=bearer(keys["admin"]), timeout=60)  # for ann-<sid>
     assert summary.accepted == 3000
-    replay = stub.Record(iter(events[:1500]), metadata=bearer(keys["annotator"]), timeout=60)
+    replay = stub.Record(iter(events[:1500]), metadata=bearer(keys["admin"]), timeout=60)
     assert (replay.accepted, replay.duplicates) == (0, 1500)
     wait_until(lambda: stored(engine, sid) == 3000, 60, "stored in PostgreSQL")
     meta = bearer(keys["reviewer"])

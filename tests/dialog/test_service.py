@@ -25,13 +25,14 @@ def service(settings, spawn):
     store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
     keys = {role: store.create(f"{role.name}-{time.time_ns()}", role, [P])[1]
             for role in (Role.ANNOTATOR, Role.REVIEWER)}
+    annotator_id = store.verify(keys[Role.ANNOTATOR]).key_id  # an annotator's key names only itself
     start_service(spawn, "dialog", settings)
     spawn([PYTHON, "-m", "celery", "-A", "services.dialog.worker:app", "worker", "-Q", "dialog",
            "-n", "dialog-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
     with grpc.insecure_channel(settings.service_address("dialog")) as channel:
         yield {"stub": dialog_pb2_grpc.DialogStub(channel),
                "annotator": [("authorization", f"Bearer {keys[Role.ANNOTATOR]}")],
-               "reviewer": [("authorization", f"Bearer {keys[Role.REVIEWER]}")]}
+               "reviewer": [("authorization", f"Bearer {keys[Role.REVIEWER]}")], "annotator_id": annotator_id}
 
 
 def error_of(call) -> tuple[grpc.StatusCode, str]:
@@ -65,12 +66,12 @@ def candidates() -> dialog_pb2.CandidateList:
 
 
 def test_question_answer_follow_up_and_learning(service):
-    stub, ann, rev = service["stub"], service["annotator"], service["reviewer"]
+    stub, ann, rev, a1 = service["stub"], service["annotator"], service["reviewer"], service["annotator_id"]
     policies = stub.ListPolicies(dialog_pb2.ListPoliciesRequest(), metadata=ann).policies
     assert [p.name for p in policies if p.is_default] == ["greedy"]
     assert {"always_segment", "verify_k_then_segment"} <= {p.name for p in policies}
 
-    first = stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, annotator_id="a1",
+    first = stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, annotator_id=a1,
                                                              candidates=candidates()), metadata=ann).question
     # the confident proposal is cheaper to verify than segmenting the other image from scratch
     assert first.type == dialog_pb2.QUESTION_TYPE_VERIFY and first.image.image_id == "im1"
@@ -79,31 +80,31 @@ def test_question_answer_follow_up_and_learning(service):
     assert 0 < first.acceptance_probability < 1 and first.expected_seconds > 0 and "p_accept" in first.reason
     assert first.gain_per_second == pytest.approx(first.expected_gain / first.expected_seconds)
 
-    second = stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, annotator_id="a1",
+    second = stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, annotator_id=a1,
                                                               candidates=candidates()), metadata=ann).question
     assert second.type == dialog_pb2.QUESTION_TYPE_SEGMENT and second.image.image_id == "im0"
     assert stub.NextQuestion(dialog_pb2.NextQuestionRequest(project_id=P, candidates=candidates()),
                              metadata=ann).exhausted
 
     assert error_of(lambda: stub.RecordAnswer(dialog_pb2.RecordAnswerRequest(
-        project_id=P, question_id=first.question_id, annotator_id="a1", seconds_taken=2.0,
+        project_id=P, question_id=first.question_id, annotator_id=a1, seconds_taken=2.0,
         segment=dialog_pb2.SegmentAnswer(click_count=2)), metadata=ann)) == (grpc.StatusCode.INVALID_ARGUMENT, "answer")
     reply = stub.RecordAnswer(dialog_pb2.RecordAnswerRequest(
-        project_id=P, question_id=first.question_id, annotator_id="a1", seconds_taken=2.1,
+        project_id=P, question_id=first.question_id, annotator_id=a1, seconds_taken=2.1,
         verify=dialog_pb2.VerifyAnswer(accepted=False)), metadata=ann)
     follow = reply.follow_up
     assert follow.type == dialog_pb2.QUESTION_TYPE_SEGMENT and follow.image.image_id == "im1"
     assert follow.question_id != first.question_id and "follow-up" in follow.reason
     assert error_of(lambda: stub.RecordAnswer(dialog_pb2.RecordAnswerRequest(
-        project_id=P, question_id=first.question_id, annotator_id="a1", seconds_taken=1.0,
+        project_id=P, question_id=first.question_id, annotator_id=a1, seconds_taken=1.0,
         verify=dialog_pb2.VerifyAnswer(accepted=True)), metadata=ann))[0] == grpc.StatusCode.FAILED_PRECONDITION
     done = stub.RecordAnswer(dialog_pb2.RecordAnswerRequest(
-        project_id=P, question_id=follow.question_id, annotator_id="a1", seconds_taken=7.5,
+        project_id=P, question_id=follow.question_id, annotator_id=a1, seconds_taken=7.5,
         segment=dialog_pb2.SegmentAnswer(mask=proposal_mask(), label="cat", click_count=3)), metadata=ann)
     assert not done.HasField("follow_up")
 
     def learned():
-        costs = stub.GetCostModel(dialog_pb2.GetCostModelRequest(project_id=P, annotator_id="a1"), metadata=rev)
+        costs = stub.GetCostModel(dialog_pb2.GetCostModelRequest(project_id=P, annotator_id=a1), metadata=rev)
         verify = next(c for c in costs.costs if c.type == dialog_pb2.QUESTION_TYPE_VERIFY)
         return verify.project_estimate.observations == 1 and verify.annotator_estimate.observations == 1
     wait_until(learned, 30, "the worker refitted the models")

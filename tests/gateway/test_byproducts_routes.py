@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def tokens(settings):
     migrate(settings.resolved_database_url)
     store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
-    return {role: store.create(role.name, role, ["p1"])[1] for role in Role}
+    return {role: store.create(role.name, role, ["p1"])[1] for role in (Role.ANNOTATOR, Role.REVIEWER, Role.ADMIN)}
 
 
 @pytest.fixture
@@ -57,8 +57,9 @@ def test_rest_ingest_query_and_export(client, tokens):
         got = client.get("/v1/byproducts/sessions/rest-1", params={"project_id": "p1"}, headers=reviewer)
         return got.status_code == 200 and got.json()
     found = wait_until(session, 30, "session stored")
-    assert found["session"]["annotator_id"] == "ann-1" and found["stats"]["event_count"] == "60"
-    listed = client.get("/v1/byproducts/sessions", params={"project_id": "p1", "annotator_id": "ann-1"},
+    annotator = tokens[Role.ANNOTATOR].removeprefix("ak_").partition(".")[0]  # the recording key's own id
+    assert found["session"]["annotator_id"] == annotator and found["stats"]["event_count"] == "60"
+    listed = client.get("/v1/byproducts/sessions", params={"project_id": "p1", "annotator_id": annotator},
                         headers=reviewer).json()
     assert [s["session_id"] for s in listed["sessions"]] == ["rest-1"]
     clicks = client.get("/v1/byproducts/sessions/rest-1/events",

@@ -74,7 +74,7 @@ def annotate(seg, token: str, session_id: str) -> tuple[list[quality_pb2.ClickSt
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     seg.StartSession(segmentation_pb2.StartSessionRequest(
-        project_id=P, session_id=session_id, image_data=buffer.getvalue(), annotator_id="alice", task_id="t1",
+        project_id=P, session_id=session_id, image_data=buffer.getvalue(), task_id="t1",  # annotator: the key
         image=common_pb2.ImageRef(image_id="124080")), metadata=bearer(token), timeout=60)
     steps, mask = [], None
     for i, (x, y, positive) in enumerate([(75, 62, True), (60, 40, True), (10, 10, False)]):
@@ -105,7 +105,8 @@ def test_finished_sessions_are_scored_listed_rescored_and_reviewed(platform):
 
     listed = wait_until(lambda: (q := queue()).items and q, 60, "the worker scored the finished session")
     (item,) = listed.items
-    assert item.session_id == "sess-1" and item.annotator_id == "alice" and item.click_count == 3
+    annotator = platform["tokens"]["annotator"].removeprefix("ak_").partition(".")[0]  # the key's id
+    assert item.session_id == "sess-1" and item.annotator_id == annotator and item.click_count == 3
     assert item.image.image_id == "124080" and (item.image.width, item.image.height) == (160, 120)
     assert (decode_rle(item.mask.size, item.mask.counts, (120, 160), "mask") == mask).all()
     assert 0 <= item.score.predicted_iou <= 1 and 0 <= item.score.probability_below_threshold <= 1

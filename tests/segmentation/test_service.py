@@ -113,7 +113,7 @@ def test_predict_runs_the_shipped_network_in_triton(call):
 def test_session_clicks_undo_redo_and_finish(call, seg_settings):
     data, image = image_bytes()
     start = call("StartSession", segmentation_pb2.StartSessionRequest(
-        project_id="p1", image_data=data, annotator_id="ann-1", task_id="t-1")).session
+        project_id="p1", image_data=data, task_id="t-1")).session  # the annotator: the key's own id
     sid = start.session_id
     assert start.state == segmentation_pb2.SEGMENTATION_SESSION_STATE_ACTIVE
     assert (start.image.width, start.image.height) == (image.shape[1], image.shape[0])
