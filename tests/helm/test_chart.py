@@ -3,6 +3,7 @@ manifest against a current Kubernetes schema, and assert what SREs rely on."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -370,3 +371,30 @@ def test_the_migration_job_imports_the_admin_key_from_its_secret(helm):
     assert ref["name"] == "platform-keys" and ref["key"] == "admin-key"
     plain = by_kind(render(helm), "Job")["rel-annotation-platform-migrate"]
     assert plain["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]  # no key configured
+
+
+def test_calling_services_get_their_own_key_and_only_their_calls_are_open(default, production):
+    """The dialog calls selection with its own service key (issue 19, item 4): the key comes from the
+    chart's Secret to the dialog server only, and the NetworkPolicies open dialog -> selection, no more."""
+    secret = by_kind(default, "Secret")["rel-annotation-platform-service-keys"]  # production: the operator's
+    token = base64.b64decode(secret["data"]["dialog"]).decode()
+    key_id, _, key_secret = token.removeprefix("ak_").partition(".")
+    assert token.startswith("ak_") and key_id.isalnum() and len(key_secret) >= 32
+    for docs, secret_name in ((default, "rel-annotation-platform-service-keys"),
+                              (production, "annotation-service-keys")):
+        for name in SERVICES:
+            env = {e["name"]: e for c in containers(by_kind(docs, "Deployment")[f"rel-annotation-platform-{name}"])
+                   for e in c.get("env", [])}
+            if name == "dialog":
+                assert env["ANNOT_SERVICE_KEY"]["valueFrom"]["secretKeyRef"] == {"name": secret_name, "key": "dialog"}
+            else:
+                assert "ANNOT_SERVICE_KEY" not in env, name
+    policies = by_kind(default, "NetworkPolicy")
+    callers = {name: {peer["podSelector"]["matchLabels"].get("annotation-platform/service")
+                      for rule in policies[f"rel-annotation-platform-{name}"]["spec"]["ingress"]
+                      for peer in rule.get("from", []) if "podSelector" in peer} - {None} for name in SERVICES}
+    assert callers == {name: {"dialog"} if name == "selection" else set() for name in SERVICES}
+    called = {name: {peer.get("podSelector", {}).get("matchLabels", {}).get("annotation-platform/service")
+                     for rule in policies[f"rel-annotation-platform-{name}"]["spec"]["egress"]
+                     for peer in rule.get("to", [])} - {None} for name in SERVICES}
+    assert called == {name: {"selection"} if name == "dialog" else set() for name in SERVICES}

@@ -19,6 +19,19 @@
      and training-worker.yaml. Same order, so the metrics port base + 11 + index is the queue's (video's is
      base + 16, training's base + 17). */}}
 {{- define "annot.workerNames" -}}selection segmentation byproducts quality dialog{{- end -}}
+{{/* Service-to-service gRPC calls (caller: callees), made with the caller's own service key
+     (services/common/keys.py SERVICE_GRANTS says which RPCs): its Secret entry, its env, the NetworkPolicies. */}}
+{{- define "annot.serviceCalls" -}}dialog: [selection]{{- end -}}
+{{- define "annot.serviceKeysSecret" -}}
+{{- .Values.serviceKeys.existingSecret | default (printf "%s-service-keys" (include "annot.fullname" .)) -}}
+{{- end -}}
+{{/* A service key kept across upgrades: the Secret's value if it exists, else a new ak_<id>.<secret>. */}}
+{{- define "annot.keepServiceKey" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name -}}
+{{- if and $existing (index $existing.data .key) -}}{{ index $existing.data .key | b64dec }}{{- else -}}
+{{- printf "ak_%s.%s" (randAlphaNum 16) (randAlphaNum 43) -}}
+{{- end -}}
+{{- end -}}
 
 {{- define "annot.commonLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
