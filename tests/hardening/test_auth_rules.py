@@ -34,6 +34,7 @@ from annotation.v1 import (
     segmentation_pb2,
     segmentation_pb2_grpc,
     selection_pb2,
+    training_pb2,
     video_pb2,
 )
 from services.common import service_identity
@@ -50,8 +51,8 @@ from tests.hardening.conftest import bearer, gateway_settings, hardening_setting
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PROTO_FILES = (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2, video_pb2,
-               common_pb2)
+PROTO_FILES = (byproducts_pb2, dialog_pb2, operations_pb2, quality_pb2, segmentation_pb2, selection_pb2, training_pb2,
+               video_pb2, common_pb2)
 # The key one role too low for a rule, all scoped to project p1; None: no lower role exists.
 LOWER = {Role.ANNOTATOR: None, Role.REVIEWER: "annotator_p1", Role.ADMIN: "reviewer_p1"}
 EXACT = {Role.ANNOTATOR: "annotator_p1", Role.REVIEWER: "reviewer_p1", Role.ADMIN: "admin_p1"}
