@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from services.common.image_files import load_image
 from services.common.masks import encode_rle
 from services.selection.candidates import Candidates
-from services.selection.images import load_image
 from services.selection.pool import PoolStore
 from services.selection.predictions import digest
 from services.selection.predictor import Predictor

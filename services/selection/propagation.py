@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from services.common.errors import FailedPrecondition, NotFound
-from services.selection.images import load_image
+from services.common.image_files import load_image
 
 BINS = 8  # per RGB channel: a joint 8x8x8 = 512-bin histogram
 

@@ -25,6 +25,8 @@ import numpy as np
 import typer
 from tqdm import tqdm
 
+from services.common.masks import iou
+
 TARGETS = (0.80, 0.90, 0.95)
 FIRST_BUDGET = {"frame": 1, "rect64": 8, "rect16": 16, "superpixel": 16}  # round r asks (r + 1) x this
 
@@ -50,8 +52,6 @@ class SimConfig:
 
 
 def miou(prob: np.ndarray, gt: np.ndarray) -> float:
-    from services.common.masks import iou
-
     return float(np.mean([iou(p > 0.5, g) for p, g in zip(prob, gt)]))
 
 
@@ -129,7 +129,7 @@ def simulate_sequence(folder: Path, config: SimConfig) -> dict:
     sampled = list(range(0, length, config.every_stride))
     runs = [annotator.run(t) for t in sampled]
     every = [[round(length * float(np.mean([r.noc[level] for r in runs]))),
-              float(np.mean([_iou(r.masks[level], clicked.masks[t]) for r, t in zip(runs, sampled)]))]
+              float(np.mean([iou(r.masks[level], clicked.masks[t]) for r, t in zip(runs, sampled)]))]
              for level in LEVELS]
     curves: dict[str, list[list[float]]] = {"every-frame-interactive": every}
     for name, propagate in (("every-k-flowwarp", propagate_nearest), ("every-k-interpolate", propagate_interpolate)):
@@ -152,12 +152,6 @@ def simulate_sequence(folder: Path, config: SimConfig) -> dict:
         "needed": {name: {str(t): needed(c, t) for t in TARGETS} for name, c in curves.items()},
         "wall_s": round(time.perf_counter() - started, 1),
     }
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    from services.common.masks import iou
-
-    return iou(a, b)
 
 
 def summarize(results: list[dict]) -> dict:

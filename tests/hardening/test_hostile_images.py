@@ -153,7 +153,7 @@ def test_hostile_exif_orientation_is_applied_or_refused():
 def test_selection_reads_only_local_images_within_the_limits(tmp_path):
     """Pool item URIs come from RegisterItems: anything but a readable image within the limits is
     "not at hand" (None), never an exception that fails the scoring task, never a bomb expanded."""
-    from services.selection.images import load_image  # noqa: PLC0415
+    from services.common.image_files import load_image  # noqa: PLC0415
 
     good = tmp_path / "ok.png"
     good.write_bytes(encode(np.zeros((4, 6, 3), np.uint8), "PNG"))

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from annotation.v1 import common_pb2, operations_pb2, selection_pb2
+from services.common.image_files import load_image
 from services.common.storage import make_engine, make_session_factory
 from services.selection.export_task_model import export
-from services.selection.images import load_image
 from services.selection.pool import PoolStore
 from services.selection.predictor import TorchPredictor, TritonPredictor
 from services.selection.scoring import RegionSpec, score_predictions
