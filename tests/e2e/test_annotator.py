@@ -20,6 +20,7 @@ from services.cli import local_platform
 from services.common.masks import decode_rle
 from services.common.settings import SERVICES, Settings
 from services.gateway.client import GatewayClient, GatewayError
+from tests.browser import chromium
 from tests.conftest import (
     PYTHON,
     REPO,
@@ -31,7 +32,6 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 CUP = (300, 180)  # image pixels of a point on the cup in skimage's coffee (600 x 400)
 ARTIFACTS = REPO / "var" / "artifacts"
 
@@ -64,20 +64,6 @@ def platform(tmp_path):
         assert local_platform.supervisor_pid(settings) is None
 
 
-def browser():
-    from selenium import webdriver  # noqa: PLC0415
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.fail("chromium missing: run `make browser-deps` (make test does)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1200,1000"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
 def test_annotate_in_the_browser_then_the_demo(platform, tmp_path):
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: PLC0415
     from selenium.webdriver.common.action_chains import ActionChains  # noqa: PLC0415
@@ -92,7 +78,7 @@ def test_annotate_in_the_browser_then_the_demo(platform, tmp_path):
         (coffee,) = client.upload("web", [("coffee.png", png(samples.coffee()))])
         config = client.config()
 
-    driver = browser()
+    driver = chromium()
     try:
         driver.get(url + "/?project=web")
         wait = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))

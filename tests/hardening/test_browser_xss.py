@@ -10,7 +10,6 @@ how many images other annotators' leases hold (item 5).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -21,11 +20,11 @@ import uvicorn
 from services.common.keys import Role
 from services.gateway.app import create_app
 from services.simulation.stack import free_port
+from tests.browser import chromium
 from tests.hardening.conftest import bearer, gateway_settings
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TITLE = "Annotator · annotation platform"
 HOSTILE_NAME = "<img src=x onerror=\"document.title='pwned'\">"
 HOSTILE_LABEL = "<svg onload=\"document.title='pwned-label'\"></svg>"
@@ -78,24 +77,9 @@ def hostile(gateway, platform):
     return platform.keys["admin"]
 
 
-def browser():
-    from selenium import webdriver  # noqa: PLC0415
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.fail("chromium missing: run `make browser-deps` (make test does)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1200,1000"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
 @pytest.fixture(scope="module")
 def driver():
-    chrome = browser()
+    chrome = chromium(console_log=True)
     yield chrome
     chrome.quit()
 
