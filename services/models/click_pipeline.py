@@ -227,7 +227,7 @@ def segmenter(pipeline: nn.Module, image):
     """A ``Segmenter`` ((clicks, prev) -> probability, numpy) for one image, run in-process."""
     import numpy as np
 
-    image_t = torch.from_numpy(np.ascontiguousarray(image))
+    image_t = torch.from_numpy(np.array(image, dtype=np.uint8))  # a writable copy: torch warns on read-only
 
     def run(clicks, prev):
         rows = [[c.x, c.y, int(c.positive)] for c in clicks]

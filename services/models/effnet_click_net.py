@@ -9,10 +9,14 @@ Any H, W works (padded internally to a multiple of 32).
   ``efficientnet_lite0`` would be the well-kept choice, but timm imports torchvision, and PyPI's
   torchvision does not load beside this torch build.
 - Click fusion (RITM's Conv1S): the click maps and previous mask go through a small stride-2 conv whose
-  output is added to the stem conv's, before its BatchNorm. Its last layer starts at zero, so at the start
-  of training the pretrained stem sees exactly what ImageNet training showed it.
+  output is added to the stem's (after its activation, as RITM does, so the pretrained BatchNorm's
+  statistics stay the image's). Its last layer starts at zero, so at the start of training the encoder
+  sees exactly what ImageNet training showed it.
 - Decoder: FPN over strides 4/8/16/32 (plus global context), merged at stride 4, then a light fusion with
-  the stride-2 stem features; logits upsampled bilinearly.
+  the stride-2 stem features; logits upsampled bilinearly. The decoder also gets the click maps and
+  previous mask themselves at strides 4 and 2: it starts from random weights at the full learning rate,
+  so the network answers clicks within tens of iterations while the early fusion grows (measured: with
+  early fusion alone, 65 iterations left the output blind to where the click was).
 
 Pure torch, no wing imported; traceable and scriptable to TorchScript.
 """
@@ -166,8 +170,8 @@ class EffClickNet(nn.Module):
         self.lateral = nn.ModuleList([_conv_bn_relu(c, decoder) for c in FEATURE_CHANNELS])
         self.context = nn.Sequential(nn.Conv2d(FEATURE_CHANNELS[-1], decoder, 1), nn.Sigmoid())
         self.smooth = nn.ModuleList([_separable(decoder) for _ in FEATURE_CHANNELS])
-        self.merge = _conv_bn_relu(decoder * len(FEATURE_CHANNELS), decoder)
-        self.fuse2 = nn.Sequential(_conv_bn_relu(decoder + STEM_CHANNELS, 32), _separable(32))
+        self.merge = _conv_bn_relu(decoder * len(FEATURE_CHANNELS) + extra_channels, decoder)
+        self.fuse2 = nn.Sequential(_conv_bn_relu(decoder + STEM_CHANNELS + extra_channels, 32), _separable(32))
         self.head = nn.Conv2d(32, 1, 1)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
@@ -179,9 +183,9 @@ class EffClickNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in encoder]
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        """Stride-2 stem features of RGB + click maps (Conv1S fusion before the stem's BatchNorm)."""
+        """Stride-2 stem features of RGB + click maps (Conv1S: added to the stem's activations)."""
         enc = self.encoder
-        return F.relu6(enc._bn0(enc._conv_stem(x[:, :3]) + self.maps_stem(x[:, 3:])))
+        return F.relu6(enc._bn0(enc._conv_stem(x[:, :3]))) + self.maps_stem(x[:, 3:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
@@ -203,8 +207,10 @@ class EffClickNet(nn.Module):
         merged: list[torch.Tensor] = []
         for i, smooth in enumerate(self.smooth):
             merged.append(smooth(tops[i]) if i == 0 else _up(smooth(tops[i]), tops[0]))
-        d4 = self.merge(torch.cat(merged, 1))
-        d2 = self.fuse2(torch.cat([_up(d4, s2), s2], 1))
+        maps2 = F.avg_pool2d(x[:, 3:], 2)
+        maps4 = F.avg_pool2d(maps2, 2)
+        d4 = self.merge(torch.cat(merged + [maps4], 1))
+        d2 = self.fuse2(torch.cat([_up(d4, s2), s2, maps2], 1))
         logits = F.interpolate(self.head(d2), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits[..., :height, :width]
 
