@@ -16,7 +16,7 @@ from annotation.v1 import byproducts_pb2 as pb
 from services.byproducts.outbox import BATCHES
 from services.byproducts.synthetic import session_events
 from services.byproducts.tables import EventRow
-from tests.byproducts.conftest import bearer
+from tests.byproducts.conftest import bearer, key_id
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,8 @@ def check_exactly_once(engine, events: list[pb.Event]) -> None:
 
 def test_kill_9_of_the_worker_mid_stream_stores_every_acknowledged_event_once(
         bp_settings, stub, start_worker, keys, engine):
-    events = [e for n in range(4) for e in session_events(f"s-kill-{n}", "p1", 25_000, seed=n)]
+    me = key_id(keys["annotator"])  # the service records the key's own id as the annotator
+    events = [e for n in range(4) for e in session_events(f"s-kill-{n}", "p1", 25_000, seed=n, annotator_id=me)]
     worker = start_worker(bp_settings, "first")
     results: dict = {}
 
@@ -77,7 +78,7 @@ def test_a_queue_message_lost_with_its_worker_is_sent_again_from_the_outbox(
     the batches and the server sends them again after REDELIVER_AFTER_S (4 s in these tests).
     """
     redis = Redis.from_url(bp_settings.redis_url)
-    events = session_events("s-lost", "p1", 3000, seed=7)
+    events = session_events("s-lost", "p1", 3000, seed=7, annotator_id=key_id(keys["annotator"]))
     for first in range(0, len(events), 1000):
         stub.RecordBatch(pb.EventBatch(project_id="p1", events=events[first:first + 1000]),
                          metadata=bearer(keys["annotator"]), timeout=10)
@@ -92,7 +93,8 @@ def test_a_queue_message_lost_with_its_worker_is_sent_again_from_the_outbox(
 
 def test_redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged(
         bp_settings, redis_server, stub, worker, keys, engine):
-    events = [e for n in range(2) for e in session_events(f"s-redis-{n}", "p1", 10_000, seed=10 + n)]
+    me = key_id(keys["annotator"])
+    events = [e for n in range(2) for e in session_events(f"s-redis-{n}", "p1", 10_000, seed=10 + n, annotator_id=me)]
     batches = [events[i:i + 500] for i in range(0, len(events), 500)]
     acknowledged: list[int] = []
     retries = 0
