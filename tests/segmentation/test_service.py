@@ -253,8 +253,9 @@ def test_triton_down_is_unavailable_within_the_deadline_and_recovers(call, trito
     assert info.triton.model_ready and info.input_long_side_px == 192 and info.click_radius_px == 5
 
 
-def test_the_simulation_clients_drive_real_sessions(stub, token):
-    """The one session client of the simulations, and its three users, against the real service."""
+def test_the_simulation_clients_drive_real_sessions(stub, seg_settings):
+    """The one session client of the simulations, and its three users, against the real service. They act
+    for simulated annotators, so they hold an admin key, as ``LocalStack`` gives them."""
     from services.common.clicks import IGNORE
     from services.dialog.outcomes import clicker_run
     from services.models.click_dataset import Sample
@@ -266,7 +267,8 @@ def test_the_simulation_clients_drive_real_sessions(stub, token):
     annotation = np.zeros(image.shape[:2], np.uint8)
     annotation[150:260, 170:300] = 255
     annotation[150:152, 170:300] = IGNORE
-    metadata = bearer(token)
+    store = KeyStore(make_session_factory(make_engine(seg_settings.resolved_database_url)), 0)
+    metadata = bearer(store.create("simulation", Role.ADMIN, ["p1"])[1])
     with SegmentationSession(stub, metadata, "p1", data, image.shape[:2]) as session:
         session.click(230, 200, True)
         first = session.mask.copy()
