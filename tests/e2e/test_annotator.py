@@ -90,8 +90,9 @@ def test_annotate_in_the_browser_then_the_demo(platform, tmp_path):
         wait.until(lambda d: d.find_element(By.ID, "work").is_displayed())
         canvas = driver.find_element(By.ID, "canvas")
         wait.until(lambda d: canvas.get_attribute("data-session-id"))
-        assert "Segment" in driver.find_element(By.ID, "prompt").text
-        assert "dialog" in driver.find_element(By.ID, "reason").text  # the policy, or why the fallback asked
+        # the dialog's question, not the gateway's fallback (whose prompt is "Segment the main object...")
+        assert "until the mask fits" in driver.find_element(By.ID, "prompt").text
+        assert "no question from the dialog" not in driver.find_element(By.ID, "reason").text
         rect = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON();", canvas)
         dx = CUP[0] * rect["width"] / coffee["width"] - rect["width"] / 2
         dy = CUP[1] * rect["height"] / coffee["height"] - rect["height"] / 2
