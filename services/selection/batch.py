@@ -28,6 +28,17 @@ class Selected:
     considered: int
 
 
+def _take(ordered: np.ndarray, budget: int, unit: str, area_px: np.ndarray) -> tuple[np.ndarray, int]:
+    """The first rows of ``ordered`` within ``budget`` (regions, or pixels with the first that does not fit
+    ending the batch), and the budget they use."""
+    if unit == "regions":
+        chosen = ordered[:budget]
+        return chosen, len(chosen)
+    fits = np.cumsum(area_px[ordered]) <= budget
+    chosen = ordered[fits] if fits.all() else ordered[: int(np.argmin(fits))]
+    return chosen, int(area_px[chosen].sum())
+
+
 def interleave_classes(rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Round-robin over classes, keeping each class's own order (vectorised: rank within class)."""
     if len(rows) == 0:
@@ -66,13 +77,7 @@ def select_unscored(c: Candidates, budget: int, unit: str = "regions", item_filt
     available = len(rows) if unit == "regions" else int(c.area_px[rows].sum())
     budget = _affordable(budget, available, unit, up_to_budget, "unlabelled")
     ordered = np.random.default_rng(seed).permutation(rows)
-    if unit == "regions":
-        chosen = ordered[:budget]
-        used = len(chosen)
-    else:
-        fits = np.cumsum(c.area_px[ordered]) <= budget
-        chosen = ordered[fits] if fits.all() else ordered[: int(np.argmin(fits))]
-        used = int(c.area_px[chosen].sum())
+    chosen, used = _take(ordered, budget, unit, c.area_px)
     reason = "uniform random draw: no task model has scored the pool yet"
     return Selected(chosen, np.full(len(chosen), 0.5), [reason] * len(chosen), np.full(len(chosen), -1), used,
                     len(rows))
@@ -110,13 +115,7 @@ def select_batch(c: Candidates, strategy_name: str, budget: int, unit: str = "re
     balanced = class_balanced or strategy.always_class_balanced
     if balanced:
         ordered = interleave_classes(ordered, c.majority_class)
-    if unit == "regions":
-        chosen = ordered[:budget]
-        used = len(chosen)
-    else:
-        fits = np.cumsum(c.area_px[ordered]) <= budget
-        chosen = ordered[fits] if fits.all() else ordered[: int(np.argmin(fits))]
-        used = int(c.area_px[chosen].sum())
+    chosen, used = _take(ordered, budget, unit, c.area_px)
     chosen_scores = np.nan_to_num(ranking.score[chosen])
     notes = ranking.notes or {}
     reasons = [strategy.reason(float(v), notes.get(int(r), ranking.note)) for r, v in zip(chosen, chosen_scores)]
