@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
+from annotation.v1 import common_pb2
 from services.common.errors import InvalidArgument, NotFound
 from services.training.tables import AnnotationRow
 
@@ -88,3 +89,15 @@ class AnnotationStore:
             return list(session.scalars(select(AnnotationRow).where(
                 AnnotationRow.project_id == project_id, AnnotationRow.state == ACCEPTED)
                 .order_by(AnnotationRow.annotation_id)))
+
+
+def annotation_of(event: common_pb2.AnnotationSubmitted) -> Annotation:
+    """The stored form of one decoded ``AnnotationSubmitted`` event."""
+    return Annotation(
+        project_id=event.project_id, annotation_id=event.annotation_id, image_id=event.image.image_id,
+        uri=event.image.uri, width=event.image.width, height=event.image.height, label=event.label,
+        mask_counts=event.mask.counts,
+        clicks=[{"x": c.x, "y": c.y, "positive": c.positive, "t_ms": c.t_ms, "index": c.index} for c in event.clicks],
+        session_id=event.session_id, task_id=event.task_id, annotator_id=event.annotator_id,
+        model_version=event.model_version, total_time_ms=event.total_time_ms, pseudo_label=event.pseudo_label,
+        submit_time=event.submit_time.ToDatetime(tzinfo=UTC) if event.HasField("submit_time") else None)

@@ -11,17 +11,15 @@ Run: ``celery -A services.training.worker:app worker -Q training``.
 
 from __future__ import annotations
 
-from datetime import UTC
 from functools import lru_cache
 
 from sqlalchemy.exc import OperationalError
 
-from annotation.v1 import common_pb2
 from services.common import annotation_events
 from services.common.celery_app import make_celery, report_progress
 from services.common.settings import get_settings
 from services.common.storage import make_engine, make_session_factory
-from services.training.annotations import Annotation, AnnotationStore
+from services.training.annotations import AnnotationStore, annotation_of
 from services.training.jobs import JobStore
 from services.training.publishing import TritonPublisher
 from services.training.registry import Registry
@@ -42,17 +40,6 @@ def publisher() -> TritonPublisher:
     settings = get_settings()
     return TritonPublisher(settings.resolved_model_repository,
                            settings.triton_grpc_url if settings.training_publish else "")
-
-
-def annotation_of(event: common_pb2.AnnotationSubmitted) -> Annotation:
-    return Annotation(
-        project_id=event.project_id, annotation_id=event.annotation_id, image_id=event.image.image_id,
-        uri=event.image.uri, width=event.image.width, height=event.image.height, label=event.label,
-        mask_counts=event.mask.counts,
-        clicks=[{"x": c.x, "y": c.y, "positive": c.positive, "t_ms": c.t_ms, "index": c.index} for c in event.clicks],
-        session_id=event.session_id, task_id=event.task_id, annotator_id=event.annotator_id,
-        model_version=event.model_version, total_time_ms=event.total_time_ms, pseudo_label=event.pseudo_label,
-        submit_time=event.submit_time.ToDatetime(tzinfo=UTC) if event.HasField("submit_time") else None)
 
 
 @app.task(name=ANNOTATION_SUBMITTED, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
