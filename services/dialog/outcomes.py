@@ -26,7 +26,7 @@ from services.common.clicks import Click
 from services.common.images import encode_png
 from services.common.masks import decode_rle, iou
 from services.dialog.features import mask_features
-from services.simulation.clicker import Clicker
+from services.models.clicker import Clicker
 from services.simulation.segmentation_session import SegmentationSession
 
 PROPOSAL_SEEDS = ("centre", "centre_corners")

@@ -34,8 +34,7 @@ from services.models.click_dataset import augmented_crop, load_folder, split_ste
 from services.models.click_encoding import encode
 from services.models.click_models import ARCHES, build
 from services.models.click_predictor import Predictor
-from services.simulation.clicker import Clicker
-from services.simulation.protocol import evaluate
+from services.models.clicker import Clicker, evaluate
 
 app = typer.Typer(add_completion=False)
 

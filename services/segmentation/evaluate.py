@@ -35,8 +35,8 @@ from annotation.v1 import segmentation_pb2_grpc
 from services.common.clicks import Click, Segmenter
 from services.common.images import encode_png
 from services.models.click_dataset import Sample, load_folder
+from services.models.clicker import iou_curve, summarize
 from services.segmentation.grabcut import grabcut_segmenter
-from services.simulation.protocol import iou_curve, summarize
 from services.simulation.segmentation_session import SegmentationSession
 
 METHODS = ("model", "model-raw", "lite0", "lite0-nofocus", "lite0-grabcut-local", "grabcut")

@@ -23,7 +23,7 @@ import numpy as np
 
 from services.common.clicks import Click
 from services.common.masks import iou
-from services.simulation.clicker import Clicker
+from services.models.clicker import Clicker
 
 DISPLAY_LONG_SIDE_PX = 800  # the image is shown at about this size; jitter and movement are on screen
 

@@ -1,6 +1,6 @@
 """The simulated annotator of a video and its cost model, in clicks.
 
-- **A whole frame** is segmented interactively: the standard clicker (``services.simulation.clicker``)
+- **A whole frame** is segmented interactively: the standard clicker (``services.models.clicker``)
   clicks on the errors of the platform's segmentation (the shipped network with the service's own
   predictor code: zoom-in click encoding and GrabCut refinement) until the frame's IoU reaches
   ``frame_iou`` or ``max_clicks`` clicks; cost = those clicks, label = the mask the annotator ends with
@@ -22,7 +22,7 @@ import numpy as np
 
 from services.common.clicks import THRESHOLD, Segmenter
 from services.common.masks import iou, resize_mask
-from services.simulation.clicker import Clicker
+from services.models.clicker import Clicker
 
 LEVELS = (0.80, 0.85, 0.90, 0.95)
 VERTEX_SPACING_PX = 16

@@ -7,7 +7,7 @@ from services.simulation.annotator import (
     SimulatedAnnotator,
     sample_profile,
 )
-from services.simulation.clicker import Clicker
+from services.models.clicker import Clicker
 
 pytestmark = pytest.mark.unit
 

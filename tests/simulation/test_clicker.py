@@ -3,8 +3,7 @@ import pytest
 
 from services.common.clicks import Click
 from services.common.masks import iou
-from services.simulation.clicker import Clicker
-from services.simulation.protocol import iou_curve, noc, summarize
+from services.models.clicker import Clicker, iou_curve, noc, summarize
 
 pytestmark = pytest.mark.unit
 
