@@ -102,8 +102,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{P}/sessions/{{session_id}}/undo"): Rule(A, "path", owner=True),
     ("POST", f"{P}/sessions/{{session_id}}/redo"): Rule(A, "path", owner=True),
     ("POST", f"{P}/sessions/{{session_id}}/finish"): Rule(A, "path", owner=True),
+    ("POST", f"{P}/tasks/{{task_id}}/answer"): Rule(A, "path", owner=True),  # verify, labels, skip: the assignee
+    ("GET", f"{P}/progress"): Rule(A, "path"),
     # review and exports
     ("GET", f"{P}/review"): Rule(R, "path"),
+    ("POST", f"{P}/review/{{session_id}}"): Rule(R, "path"),
     ("GET", f"{P}/annotations/{{session_id}}"): Rule(R, "path"),
     ("GET", f"{P}/exports/coco"): Rule(R, "path"),
     # byproducts: a key is required here; role and project are checked by the service

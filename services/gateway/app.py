@@ -23,6 +23,7 @@ from services.common.settings import Settings, get_settings
 from services.common.storage import make_engine, make_session_factory
 from services.gateway import (
     byproducts_routes,
+    routes_answers,
     routes_projects,
     routes_review,
     routes_sessions,
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     app.include_router(routes_review.router)
     app.include_router(routes_videos.router)
     app.include_router(byproducts_routes.router)
+    app.include_router(routes_answers.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
 

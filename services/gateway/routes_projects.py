@@ -59,10 +59,14 @@ def image_out(row: Image) -> dict:
 
 
 def task_out(row: Task) -> dict:
+    detail = row.detail or {}
     return {"task_id": row.task_id, "image_id": row.image_id, "question_type": row.question_type,
             "question_id": row.question_id, "policy": row.policy, "reason": row.reason, "prompt": row.prompt,
             "assignee": row.assignee, "state": row.state.lower(), "session_id": row.session_id,
-            "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat()}
+            "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
+            # what the page draws: the region (kind, box, superpixel mask), the proposal (mask or box)
+            "region": detail.get("region", {"kind": "whole_image"}), "proposal": detail.get("proposal"),
+            "proposed_label": detail.get("proposed_label", ""), "plan": detail.get("plan", [row.question_type])}
 
 
 def _selection(request: Request, method: str, message, key: str) -> str:

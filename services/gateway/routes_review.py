@@ -4,12 +4,13 @@ the COCO JSON export of the masks. (Byproducts export as JSON Lines: byproducts_
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Body, Query, Request
+from pydantic import BaseModel, Field
 
 from annotation.v1 import common_pb2, quality_pb2
-from services.common.errors import Unavailable
+from services.common.errors import InvalidArgument, Unavailable
 from services.gateway.auth import Reviewer
 from services.gateway.coco import coco_export
 from services.gateway.routes_sessions import mask_out
@@ -43,6 +44,39 @@ def review_queue(request: Request, project_id: str, who: Reviewer,
         raise Unavailable(f"the review queue needs the quality service, which is unavailable: {exc.message}") from None
     return {"items": [_review_item(i) for i in reply.items], "next_page_token": reply.page.next_page_token,
             "total": reply.page.total_size}
+
+
+class VerdictIn(BaseModel):
+    verdict: Literal["accepted", "rejected", "corrected"]
+    corrected_session_id: str = Field("", max_length=128, description="For corrected: the finished session "
+                                      "(opened from the stored mask) whose mask is the correction.")
+    comment: str = Field("", max_length=2000)
+
+
+@router.post("/review/{session_id}", tags=["review"])
+def record_review(request: Request, project_id: str, session_id: str, who: Reviewer,
+                  body: Annotated[VerdictIn, Body()]) -> dict:
+    """A reviewer's verdict on a finished mask, to quality's RecordReview (its training labels): accepted,
+    rejected, or corrected with the mask of a session the reviewer finished from it. 503 while quality is down."""
+    work = request.app.state.work
+    work.annotation(project_id, session_id)
+    review = quality_pb2.RecordReviewRequest(
+        project_id=project_id, session_id=session_id, reviewer_id=who.annotator_id, comment=body.comment,
+        verdict=quality_pb2.ReviewVerdict.Value(f"REVIEW_VERDICT_{body.verdict.upper()}"))
+    if body.verdict == "corrected":
+        if not body.corrected_session_id:
+            raise InvalidArgument("corrected_session_id", "a corrected verdict names the session of the correction")
+        fixed = work.annotation(project_id, body.corrected_session_id)
+        if fixed.outcome != "SUBMITTED":
+            raise InvalidArgument("corrected_session_id", f"session {fixed.session_id!r} was not submitted")
+        review.corrected_mask.CopyFrom(common_pb2.Mask(size=[fixed.mask_height, fixed.mask_width],
+                                                       counts=fixed.mask_counts))
+    try:
+        reply = request.app.state.upstream.call("quality", "RecordReview", review, who.key)
+    except Unavailable as exc:
+        raise Unavailable(f"the verdict was not recorded, the quality service is unavailable: {exc.message}") from None
+    item = reply.item
+    return {**_review_item(item), "true_iou": item.true_iou if item.true_iou >= 0 else None}
 
 
 @router.get("/annotations/{session_id}", tags=["review"])

@@ -8,12 +8,15 @@ down, or without candidates) the fallback asks to segment the next unannotated i
 
 from __future__ import annotations
 
+import io
 import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Body, Request
+from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field
 
 from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2, selection_pb2
@@ -23,7 +26,7 @@ from services.gateway.auth import Annotator, Caller
 from services.gateway.routes_projects import POOL, image_out, task_out
 from services.gateway.tables import Annotation, Project
 from services.gateway.text import LabelChoice
-from services.gateway.work import OPEN, RELEASED, SKIPPED, Question
+from services.gateway.work import OPEN, RELEASED, SKIPPED, Question, question_detail
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/projects/{project_id}")
@@ -36,10 +39,17 @@ class NextIn(BaseModel):
                        "it is not asked of this key again.")
 
 
+class MaskIn(BaseModel):
+    size: list[int] = Field(min_length=2, max_length=2, description="[height, width] of the image.")
+    counts: str = Field(min_length=1, max_length=2_000_000, description="COCO compressed RLE.")
+
+
 class StartIn(BaseModel):
     task_id: str = Field("", description="The task (from next question) the session serves.")
     image_id: str = Field("", description="Or an image directly (external tools); a task is issued.")
     label: LabelChoice = Field("", description="One of the project's labels; empty: decided at finish.")
+    initial_mask: MaskIn | None = Field(None, description="The mask the first click refines (e.g. a stored mask "
+                                        "under review); default: the task's proposal mask, if it has one.")
 
 
 class ClickIn(BaseModel):
@@ -89,6 +99,11 @@ def session_out(session: segmentation_pb2.SegmentationSession) -> dict:
             "redo_depth": session.redo_depth}
 
 
+# Every question type the web annotator shows (VERIFY, LABEL_REGION, SEGMENT, SKIP): each renders as itself.
+SHOWN_TYPES = [dialog_pb2.QUESTION_TYPE_VERIFY, dialog_pb2.QUESTION_TYPE_LABEL_REGION,
+               dialog_pb2.QUESTION_TYPE_SEGMENT, dialog_pb2.QUESTION_TYPE_SKIP]
+
+
 def _dialog_question(request: Request, project_id: str, who: Caller) -> Question | str:
     """The dialog policy's question over the project's selection pool, or why there is none (then the
     fallback asks; a policy with nothing left in the pool does not hide images the pool lacks)."""
@@ -97,17 +112,29 @@ def _dialog_question(request: Request, project_id: str, who: Caller) -> Question
         reply = upstream.call("dialog", "NextQuestion", dialog_pb2.NextQuestionRequest(
             project_id=project_id, annotator_id=who.annotator_id,
             pool=dialog_pb2.PoolReference(pool_id=POOL, strategy=request.app.state.gateway.selection_strategy),
-            allowed_types=[dialog_pb2.QUESTION_TYPE_SEGMENT]), who.key, timeout)
+            allowed_types=SHOWN_TYPES), who.key, timeout)
     except DomainError as exc:
         return f"{exc.code}: {exc.message}"
     if reply.exhausted or not reply.HasField("question"):
         return "it has no candidate left in the selection pool"
     q = reply.question
-    if q.type != dialog_pb2.QUESTION_TYPE_SEGMENT:
+    if q.type not in SHOWN_TYPES:
         return f"it asked a {QUESTION_TYPES[q.type]} question, which this client does not show"
-    return Question(image_id=q.image.image_id or q.region.image_id, question_type="SEGMENT",
-                    question_id=q.question_id, policy=q.policy or "dialog", reason=q.reason,
-                    prompt=q.prompt or Question.prompt)
+    return question_of(request, project_id, q)
+
+
+def question_of(request: Request, project_id: str, q: dialog_pb2.Question) -> Question | str:
+    """A dialog Question as the gateway issues it: type, prompt and what the page draws (``detail``)."""
+    catalog = request.app.state.catalog
+    image_id = q.image.image_id or q.region.image_id
+    try:
+        image = catalog.image(project_id, image_id)
+    except DomainError as exc:
+        return f"its question names an unknown image ({exc.message})"
+    detail = question_detail(q, image.width, image.height,
+                             lambda: np.asarray(PILImage.open(io.BytesIO(catalog.image_bytes(image))).convert("RGB")))
+    return Question(image_id=image_id, question_type=QUESTION_TYPES[q.type], question_id=q.question_id,
+                    policy=q.policy or "dialog", reason=q.reason, prompt=q.prompt or Question.prompt, detail=detail)
 
 
 @router.post("/questions/next", tags=["loop"])
@@ -165,11 +192,14 @@ def start_session(request: Request, project_id: str, who: Annotator, body: Annot
         raise InvalidArgument("task_id", f"task {task.task_id!r} is already {task.state.lower()}")
     image = catalog.image(project_id, task.image_id)
     session_id = uuid.uuid4().hex
+    initial = body.initial_mask.model_dump() if body.initial_mask else ((task.detail or {}).get("proposal") or {}).get("mask")
     try:
         reply = request.app.state.upstream.call("segmentation", "StartSession", segmentation_pb2.StartSessionRequest(
             project_id=project_id, image=common_pb2.ImageRef(image_id=image.image_id),
             image_data=catalog.image_bytes(image), session_id=session_id, annotator_id=who.annotator_id,
-            task_id=task.task_id, label=body.label), who.key)
+            task_id=task.task_id, label=body.label,
+            initial_mask=common_pb2.Mask(size=initial["size"], counts=initial["counts"]) if initial else None),
+            who.key)
     except DomainError:
         if issued:  # the task this call issued would hold its image with no session behind it
             work.close(task, RELEASED)

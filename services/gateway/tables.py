@@ -57,6 +57,8 @@ class Task(Base):
     session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(TZ)
     updated_at: Mapped[datetime] = mapped_column(TZ)
+    # What the page shows besides the prompt (migration 0009): region, proposal, proposed label, plan.
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class Annotation(Base):

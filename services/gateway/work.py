@@ -13,12 +13,13 @@ says how many images wait in other annotators' leases, so "nothing left" is not 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
+from annotation.v1 import dialog_pb2
 from services.common.errors import FailedPrecondition, NotFound
 from services.gateway.tables import Annotation, Image, Task
 
@@ -36,6 +37,8 @@ class Question:
     policy: str = "fallback"
     reason: str = ""
     prompt: str = "Segment the main object: left click on it, right click on background."
+    # region {kind, box, mask}, proposal {mask | box}, proposed_label, plan: what the page draws
+    detail: dict = field(default_factory=dict)
 
 
 class WorkStore:
@@ -100,7 +103,7 @@ class WorkStore:
         task = Task(task_id=f"task_{uuid.uuid4().hex[:16]}", project_id=project_id, image_id=question.image_id,
                     question_type=question.question_type, question_id=question.question_id,
                     policy=question.policy, reason=question.reason, prompt=question.prompt, assignee=assignee,
-                    state=OPEN, session_id=None, created_at=now, updated_at=now)
+                    state=OPEN, session_id=None, created_at=now, updated_at=now, detail=question.detail or None)
         with self.sessions.begin() as session:
             session.add(task)
         return task
@@ -152,3 +155,54 @@ class WorkStore:
             return list(session.scalars(select(Annotation).where(
                 Annotation.project_id == project_id, Annotation.outcome == outcome)
                 .order_by(Annotation.created_at)).all())
+
+
+def _box(box) -> list[float]:
+    return [box.x, box.y, box.width, box.height]
+
+
+def region_detail(region, width: int, height: int, pixels=None) -> dict:
+    """A Region message as the page draws it: ``kind`` and, unless the whole image, its ``box`` [x, y, w, h]
+    in image pixels (a patch clipped to the image); a superpixel also its ``mask`` (COCO RLE), from SLIC with
+    selection's settings on ``pixels()`` (the image as an array), when given."""
+    kind = region.WhichOneof("kind") or "whole_image"
+    if kind == "box":
+        return {"kind": kind, "box": _box(region.box)}
+    if kind == "patch":
+        p = region.patch
+        x, y = p.col * p.size_px, p.row * p.size_px
+        return {"kind": kind, "box": [x, y, max(0, min(p.size_px, width - x)), max(0, min(p.size_px, height - y))]}
+    if kind == "superpixel" and pixels is not None and region.superpixel.n_segments:
+        # only superpixel questions pay for importing SLIC
+        import numpy as np
+        from skimage.segmentation import slic
+
+        from services.common.active_learning.regions import SLIC_SETTINGS
+        from services.common.masks import encode_rle
+
+        image = pixels()
+        labels = slic(image, n_segments=region.superpixel.n_segments,
+                      channel_axis=-1 if image.ndim == 3 else None, **SLIC_SETTINGS)
+        inside = labels == region.superpixel.segment_id
+        rows, cols = np.nonzero(inside)
+        if rows.size:
+            box = [int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)]
+            size, counts = encode_rle(inside)
+            return {"kind": kind, "box": box, "mask": {"size": list(size), "counts": counts}}
+    return {"kind": kind}
+
+
+def question_detail(question, width: int, height: int, pixels=None) -> dict:
+    """What a dialog Question shows besides its prompt: region, proposal (mask or box), proposed label, plan."""
+    detail = {"region": region_detail(question.region, width, height, pixels),
+              "proposed_label": question.proposed_label,
+              "plan": [dialog_pb2.QuestionType.Name(t).removeprefix("QUESTION_TYPE_") for t in question.plan],
+              "expected_seconds": question.expected_seconds,
+              "acceptance_probability": question.acceptance_probability}
+    which = question.WhichOneof("proposal")
+    if which == "proposal_mask":
+        detail["proposal"] = {"mask": {"size": list(question.proposal_mask.size),
+                                       "counts": question.proposal_mask.counts}}
+    elif which == "proposal_box":
+        detail["proposal"] = {"box": _box(question.proposal_box)}
+    return detail

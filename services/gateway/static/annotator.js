@@ -1,18 +1,38 @@
-// The web annotator: question -> interactive segmentation (left click positive, right or
-// Shift+click negative) -> mask overlay after every click -> submit or skip -> next question.
+// The web annotator: the dialog's next question, rendered for what it is, answered from the keyboard:
+//   VERIFY        the proposal (mask or box) over the image; Y yes, N no (then clicks correct it, starting
+//                 from the proposal as the session's initial mask);
+//   LABEL_REGION  the region highlighted; boxes dragged inside it, each with a label; clicks outside refused;
+//   SEGMENT       clicks (left positive, right or Shift negative) -> mask after every click; N keeps the object
+//                 and starts another on the same image; Enter when the image is done;
+//   SKIP          nothing to do: Enter goes on.
+// Answers without a segmentation session go to POST .../tasks/{id}/answer (the dialog's RecordAnswer) with the
+// seconds since the question was shown. ?correct=<session_id> opens a stored mask for a reviewer's correction.
 // User text (project names, labels, prompts, reasons) only ever reaches the page as text (textContent,
 // fillSelect): never as HTML.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { whoami: null, config: null, project: null, question: null, session: null, image: null,
-  bitmap: null, overlay: null, clicks: [], mask: null, busy: false, recorder: null };
+const PALETTE = [[30, 144, 255], [255, 133, 27], [46, 204, 64], [177, 13, 201], [255, 220, 0], [57, 204, 204]];
+const state = { whoami: null, config: null, project: null, question: null, mode: "idle", session: null, image: null,
+  bitmap: null, overlay: null, clicks: [], mask: null, busy: false, recorder: null, shownAt: 0,
+  objects: [], proposal: null, region: null, boxes: [], drag: null, correcting: null };
 
-function showError(err) { $("error").textContent = err ? String(err.message || err) : ""; }
+const STATUS_WORDS = { 400: "Refused, the request is invalid", 401: "Not logged in", 403: "Not allowed",
+  404: "Not found", 409: "Refused, it changed meanwhile", 413: "Refused, too large", 422: "Refused, invalid input",
+  429: "Too many requests, slow down", 503: "A service is unavailable" };
+
+function showError(err) {
+  if (!err) { $("error").textContent = ""; return; }
+  const words = err.status ? (STATUS_WORDS[err.status] || `Refused (${err.status})`) : "";
+  $("error").textContent = words ? `${words}: ${err.message}` : String(err.message || err);
+}
+function refuse(message) { $("error").textContent = `Refused: ${message}`; }
 
 function showLogin(message) {
   $("login").hidden = false; $("work").hidden = true; $("logout").hidden = true;
   $("login-error").textContent = message || "";
 }
+
+const base = () => `/v1/projects/${encodeURIComponent(state.project.project_id)}`;
 
 async function boot() {
   $("logout").onclick = async (e) => {
@@ -36,25 +56,53 @@ async function boot() {
   state.recorder.report();
   const projects = await Api.get("/v1/projects");
   fillSelect($("project"), projects.map((p) => ({ value: p.project_id, text: p.name })));
-  const wanted = new URLSearchParams(location.search).get("project") || localStorage.getItem("annot.project");
+  const params = new URLSearchParams(location.search);
+  const wanted = params.get("project") || localStorage.getItem("annot.project");
   if (wanted && projects.some((p) => p.project_id === wanted)) $("project").value = wanted;
   $("project").onchange = () => { localStorage.setItem("annot.project", $("project").value); loadProject(projects); };
   bindInput();
-  await loadProject(projects);
+  await loadProject(projects, params.get("correct"));
 }
 
-async function loadProject(projects) {
+async function loadProject(projects, correct) {
   state.project = projects.find((p) => p.project_id === $("project").value) || null;
   if (!state.project) { $("prompt").textContent = "No project is visible to this key."; return; }
   fillSelect($("label"), state.project.labels.map((l, i) => ({ value: l, text: `${i + 1}. ${l}` })));
-  await nextQuestion();
+  if (correct) await openCorrection(correct); else await nextQuestion();
+}
+
+async function showProgress() {
+  try {
+    const p = await Api.get(`${base()}/progress`);
+    const el = $("progress");
+    el.dataset.done = p.done; el.dataset.todo = p.to_do; el.dataset.model = p.model ? p.model.version : "";
+    const model = p.model ? `model ${p.model.name} version ${p.model.version}` : `model unknown (${p.model_error})`;
+    el.textContent = `${p.done} of ${p.images} images done · ${p.to_do} to do · ${model}`;
+  } catch (err) { $("progress").textContent = `progress unavailable: ${err.message}`; }
+}
+
+function setMode(mode, typeText) {
+  state.mode = mode;
+  document.body.dataset.mode = mode;
+  $("question-type").textContent = typeText || "";
+  $("verify-tools").hidden = mode !== "verify";
+  $("segment-tools").hidden = mode !== "segment";
+  $("region-tools").hidden = mode !== "label_region";
+  $("label-tools").hidden = mode === "verify" || mode === "skip" || mode === "idle";
+}
+
+function resetImage() {
+  state.session = null; state.clicks = []; state.mask = null; state.overlay = null; state.objects = [];
+  state.proposal = null; state.region = null; state.boxes = []; state.drag = null; state.redo = [];
+  delete $("canvas").dataset.sessionId; updateInfo();
 }
 
 async function nextQuestion() {
   showError(null);
-  state.session = null; state.clicks = []; state.mask = null; state.overlay = null; updateInfo();
-  const base = `/v1/projects/${encodeURIComponent(state.project.project_id)}`;
-  const next = await Api.post(`${base}/questions/next`);
+  resetImage();
+  setMode("idle", "");
+  showProgress();
+  const next = await Api.post(`${base()}/questions/next`);
   const held = next.held_by_others || 0;
   $("held").dataset.held = held;
   $("held").textContent = held ? `${held} image${held > 1 ? "s" : ""} held by others` : "";
@@ -67,16 +115,39 @@ async function nextQuestion() {
       ? `The first lease ends at ${new Date(next.lease_expires_at).toLocaleTimeString()}; ask again then.` : "";
     return;
   }
-  state.question = next.task; state.image = next.image;
-  $("prompt").textContent = next.task.prompt;
-  $("reason").textContent = `${next.task.policy}: ${next.task.reason}`;
-  state.bitmap = await Api.imageBitmap(next.image.url);
+  await showTask(next.task, next.image);
+}
+
+async function showTask(task, image) {
+  state.question = task; state.image = image;
+  $("prompt").textContent = task.prompt;
+  $("reason").textContent = `${task.policy}: ${task.reason}`;
+  document.body.dataset.taskId = task.task_id; document.body.dataset.questionType = task.question_type;
+  state.bitmap = await Api.imageBitmap(image.url);
   const canvas = $("canvas");
-  canvas.width = next.image.width; canvas.height = next.image.height;
-  state.session = await Api.post(`${base}/sessions`, { task_id: next.task.task_id, label: $("label").value });
-  state.recorder.start(state.project.project_id, state.session.session_id, next.task.task_id, next.image, state.whoami.id);
-  canvas.dataset.sessionId = state.session.session_id;
+  canvas.width = image.width; canvas.height = image.height;
+  const region = task.region || { kind: "whole_image" };
+  state.region = region.box ? region : null;
+  if (region.mask) state.region.overlay = Rle.overlay(region.mask, [255, 255, 255, 0]).canvas;
+  if (task.proposed_label && state.project.labels.includes(task.proposed_label)) $("label").value = task.proposed_label;
+  state.proposal = task.proposal || null;
+  if (state.proposal && state.proposal.mask) state.proposal.overlay = Rle.overlay(state.proposal.mask, [255, 220, 0, 130]).canvas;
+  const type = task.question_type;
+  state.shownAt = performance.now();
+  if (type === "VERIFY") setMode("verify", "VERIFY");
+  else if (type === "LABEL_REGION") setMode("label_region", "LABEL REGION");
+  else if (type === "SKIP") setMode("skip", "SKIP");
+  else { setMode("segment", "SEGMENT"); await startSession(task.task_id); }
   draw(); canvas.focus();
+}
+
+async function startSession(taskId, extra = {}) {
+  const body = { label: $("label").value, ...extra };
+  if (taskId) body.task_id = taskId; else body.image_id = state.image.image_id;
+  state.session = await Api.post(`${base()}/sessions`, body);
+  state.clicks = []; state.mask = null; state.overlay = null; state.redo = []; updateInfo();
+  state.recorder.start(state.project.project_id, state.session.session_id, state.session.task_id, state.image, state.whoami.id);
+  $("canvas").dataset.sessionId = state.session.session_id;
 }
 
 function draw() {
@@ -84,6 +155,23 @@ function draw() {
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   if (!state.bitmap) return;
   ctx.drawImage(state.bitmap, 0, 0);
+  const lw = Math.max(2, Math.round(Math.max(canvas.width, canvas.height) / 300));
+  if (state.region) {  // dim everything outside the region, outline it
+    const [x, y, w, h] = state.region.box;
+    ctx.save(); ctx.fillStyle = "rgba(0, 0, 0, 0.45)";
+    ctx.beginPath(); ctx.rect(0, 0, canvas.width, canvas.height); ctx.rect(x, y, w, h); ctx.fill("evenodd");
+    ctx.restore();
+    ctx.lineWidth = lw; ctx.strokeStyle = "#ffdc00"; ctx.setLineDash([]); ctx.strokeRect(x, y, w, h);
+  }
+  for (const o of state.objects) ctx.drawImage(o.overlay, 0, 0);
+  if (state.proposal && !state.clicks.length) {  // the proposal, or the initial mask before the first click
+    if (state.proposal.overlay) ctx.drawImage(state.proposal.overlay, 0, 0);
+    if (state.proposal.box) {
+      const [x, y, w, h] = state.proposal.box;
+      ctx.lineWidth = lw; ctx.strokeStyle = "#ffdc00"; ctx.setLineDash([3 * lw, 2 * lw]); ctx.strokeRect(x, y, w, h);
+      ctx.setLineDash([]);
+    }
+  }
   if (state.overlay) ctx.drawImage(state.overlay, 0, 0);
   const r = Math.max(4, Math.round(Math.max(canvas.width, canvas.height) / 120));
   for (const c of state.clicks) {
@@ -91,6 +179,15 @@ function draw() {
     ctx.fillStyle = c.positive ? "#2ecc40" : "#ff4136"; ctx.fill();
     ctx.lineWidth = Math.max(1, r / 3); ctx.strokeStyle = "white"; ctx.stroke();
   }
+  const boxes = state.drag ? [...state.boxes, state.drag] : state.boxes;
+  boxes.forEach((b, i) => {
+    const [red, green, blue] = PALETTE[i % PALETTE.length];
+    ctx.lineWidth = lw; ctx.strokeStyle = `rgb(${red}, ${green}, ${blue})`; ctx.strokeRect(...b.box);
+    if (b.label) {
+      ctx.font = `${Math.max(12, 4 * lw)}px system-ui, sans-serif`; ctx.fillStyle = ctx.strokeStyle;
+      ctx.fillText(b.label, b.box[0] + lw, b.box[1] + Math.max(12, 4 * lw));
+    }
+  });
 }
 
 function toImage(event) {  // CSS pixels of the canvas -> image pixels
@@ -99,12 +196,17 @@ function toImage(event) {  // CSS pixels of the canvas -> image pixels
            y: (event.clientY - rect.top) * ($("canvas").height / rect.height) };
 }
 
+function inRegion(p) {
+  if (!state.region) return true;
+  const [x, y, w, h] = state.region.box;
+  return p.x >= x && p.x < x + w && p.y >= y && p.y < y + h;
+}
+
 function applyUpdate(reply) {
   state.mask = reply.mask;
-  const { canvas, area } = Rle.overlay(reply.mask);
+  const color = PALETTE[state.objects.length % PALETTE.length];
+  const { canvas, area } = Rle.overlay(reply.mask, [...color, 120]);
   state.overlay = canvas;
-  const info = $("mask-info");
-  info.dataset.area = area; info.dataset.clicks = reply.click_count;
   $("latency").textContent = `model ${reply.model_latency_ms.toFixed(0)} ms · service ${reply.service_latency_ms.toFixed(0)} ms`;
   updateInfo(area, reply.click_count); draw();
 }
@@ -113,75 +215,228 @@ function updateInfo(area = 0, clicks = 0) {
   const info = $("mask-info");
   info.dataset.area = area; info.dataset.clicks = clicks;
   info.textContent = clicks ? `mask: ${area} px after ${clicks} click${clicks > 1 ? "s" : ""}` : "no mask yet";
+  const n = state.objects.length + state.boxes.length;
+  $("objects-info").dataset.objects = n;
+  $("objects-info").textContent = n ? `${n} object${n > 1 ? "s" : ""} kept` : "";
 }
 
 async function act(work) {  // one request at a time; the UI ignores input while busy
-  if (state.busy || !state.session) return;
+  if (state.busy || !state.question) return;
   state.busy = true; document.body.classList.add("busy"); showError(null);
   try { await work(); } catch (err) { showError(err); } finally { state.busy = false; document.body.classList.remove("busy"); }
 }
 
 function sessionPath(suffix) {
-  return `/v1/projects/${encodeURIComponent(state.project.project_id)}/sessions/${state.session.session_id}/${suffix}`;
+  return `${base()}/sessions/${state.session.session_id}/${suffix}`;
 }
+
+const seconds = () => Math.max(0.001, (performance.now() - state.shownAt) / 1000);
+
+function after(message) {
+  $("reason").textContent = message;
+  setTimeout(() => nextQuestion().catch(showError), 0);
+}
+
+// Answers without a segmentation session: verify, labels, skip -> the dialog's RecordAnswer.
+async function answer(body) {
+  const reply = await Api.post(`${base()}/tasks/${encodeURIComponent(state.question.task_id)}/answer`,
+    { ...body, seconds: seconds() });
+  document.body.dataset.lastAnswer = JSON.stringify({ task_id: reply.task.task_id, state: reply.task.state,
+    dialog: reply.dialog, ...body });
+  return reply;
+}
+
+const verify = (accepted) => act(async () => {
+  if (state.mode !== "verify") return;
+  const reply = await answer({ verify: { accepted } });
+  if (accepted) { after(`yes recorded (${reply.dialog})`); return; }
+  // rejected: the plan's next step, a session that starts from the proposal
+  const proposal = state.proposal;
+  resetImage();
+  await showTask(reply.follow_up.task, reply.follow_up.image);
+  if (!state.proposal) state.proposal = proposal;
+  $("reason").textContent = `no recorded (${reply.dialog}); ${reply.follow_up.task.reason}`;
+  draw();
+});
 
 function click(event, positive) {
   const p = toImage(event);
+  if (state.mode !== "segment" || !state.session) {
+    if (state.mode === "verify") refuse("answer the proposal with Y (yes) or N (no) first");
+    return;
+  }
   act(async () => {
     const t0 = performance.now();
     const reply = await Api.post(sessionPath("clicks"), { x: p.x, y: p.y, positive, t_ms: state.recorder.tMs() });
-    state.clicks.push({ x: p.x, y: p.y, positive });
+    state.clicks.push({ x: p.x, y: p.y, positive }); state.redo = [];
     state.recorder.click(p.x, p.y, positive, reply.click.index, 1 - reply.iou_with_previous, performance.now() - t0);
     applyUpdate(reply);
   });
 }
 
 const undo = () => act(async () => {
-  if (!state.clicks.length) return;
+  if (state.mode === "label_region") {
+    if (state.boxes.length) { state.boxes.pop(); updateInfo(); draw(); } else refuse("no object to remove");
+    return;
+  }
+  if (state.mode !== "segment") return;
+  if (!state.clicks.length) { refuse("nothing to undo"); return; }
   const reply = await Api.post(sessionPath("undo"));
-  state.redo = state.redo || []; state.redo.push(state.clicks.pop());
-  state.recorder.undo(reply.click.index); applyUpdate(reply);
+  state.redo.push(state.clicks.pop());
+  state.recorder.undo(reply.click.index);
+  if (!state.clicks.length) { state.overlay = null; updateInfo(); draw(); } else applyUpdate(reply);
 });
 const redo = () => act(async () => {
+  if (state.mode !== "segment") return;
+  if (!state.redo.length) { refuse("nothing to redo"); return; }
   const reply = await Api.post(sessionPath("redo"));
+  state.redo.pop();
   state.clicks.push({ x: reply.click.x, y: reply.click.y, positive: reply.click.positive });
   state.recorder.redo(reply.click.index); applyUpdate(reply);
 });
-const finish = (outcome) => act(async () => {
+
+async function finishSession(outcome) {
   const label = $("label").value;
   const reply = await Api.post(sessionPath("finish"), { outcome, label });
   await state.recorder.end(outcome, reply.session.mask, label, reply.session.clicks.length);
-  $("reason").textContent = `${outcome}: session ${reply.session.session_id} (${reply.session.clicks.length} clicks, ${reply.seconds.toFixed(1)} s)`;
   document.body.dataset.lastSession = reply.session.session_id;
   state.session = null;
-  setTimeout(() => nextQuestion().catch(showError), 0);
+  return reply;
+}
+
+// N: keep this object (submitted with its label) and start another on the same image.
+const nextObject = () => act(async () => {
+  if (state.mode !== "segment") return;
+  if (!state.clicks.length) { refuse("click on an object before keeping it"); return; }
+  const reply = await finishSession("submitted");
+  state.objects.push({ overlay: state.overlay, label: reply.session.label, session_id: reply.session.session_id });
+  state.proposal = null;
+  await startSession(null);
+  $("reason").textContent = `object ${state.objects.length} kept (${reply.session.label}); click on the next one`;
+  draw();
 });
+
+// Enter: this question is done.
+const done = () => act(async () => {
+  if (state.mode === "verify") { refuse("answer the proposal with Y (yes) or N (no)"); return; }
+  if (state.mode === "skip") {
+    const reply = await answer({ skip: { reason: "nothing to ask" } });
+    after(`skip recorded (${reply.dialog})`); return;
+  }
+  if (state.mode === "label_region") {
+    const reply = await answer({ labels: state.boxes.map((b) => ({ label: b.label, box: b.box })) });
+    after(`${state.boxes.length} object${state.boxes.length === 1 ? "" : "s"} labelled (${reply.dialog})`); return;
+  }
+  if (state.mode !== "segment" || !state.session) return;
+  if (!state.clicks.length && !state.objects.length) { refuse("click on the object first (or press S to skip)"); return; }
+  const outcome = state.clicks.length ? "submitted" : "abandoned";  // an empty extra object is no answer
+  const reply = await finishSession(outcome);
+  if (state.correcting) { await recordCorrection(reply.session.session_id); return; }
+  const kept = state.objects.length + (outcome === "submitted" ? 1 : 0);
+  after(`submitted: ${kept} object${kept > 1 ? "s" : ""}, last session ${reply.session.session_id} ` +
+    `(${reply.session.clicks.length} clicks, ${reply.seconds.toFixed(1)} s)`);
+});
+
+const skip = () => act(async () => {
+  if (state.mode === "segment" && state.session) {
+    const reply = await finishSession(state.objects.length ? "abandoned" : "skipped");
+    after(`skipped: session ${reply.session.session_id}`);
+  } else if (["verify", "label_region", "skip"].includes(state.mode)) {
+    const reply = await answer({ skip: { reason: "skipped by the annotator" } });
+    after(`skipped (${reply.dialog})`);
+  }
+});
+
+// Label the objects in a region: drag a box inside the region; each box takes the current label.
+function dragStart(event) {
+  const p = toImage(event);
+  if (!inRegion(p)) { refuse("draw inside the highlighted region"); return; }
+  state.drag = { start: p, box: [p.x, p.y, 0, 0], label: $("label").value };
+}
+function dragMove(event) {
+  if (!state.drag) return;
+  const p = toImage(event), s = state.drag.start, [rx, ry, rw, rh] = state.region ? state.region.box
+    : [0, 0, $("canvas").width, $("canvas").height];
+  const x = Math.max(rx, Math.min(rx + rw, p.x)), y = Math.max(ry, Math.min(ry + rh, p.y));
+  state.drag.box = [Math.min(s.x, x), Math.min(s.y, y), Math.abs(x - s.x), Math.abs(y - s.y)];
+  draw();
+}
+function dragEnd(event) {
+  if (!state.drag) return;
+  dragMove(event);
+  const d = state.drag; state.drag = null;
+  if (d.box[2] < 3 || d.box[3] < 3) { refuse("drag a box around the object"); draw(); return; }
+  state.boxes.push({ label: d.label, box: d.box.map((v) => Math.round(v * 10) / 10) });
+  updateInfo(); draw();
+}
+
+// A reviewer's correction: the stored mask is the session's initial mask; Enter records the verdict.
+async function openCorrection(sessionId) {
+  setMode("idle", "");
+  resetImage();
+  const stored = await Api.get(`${base()}/annotations/${encodeURIComponent(sessionId)}`);
+  const image = await Api.get(`${base()}/images/${encodeURIComponent(stored.image_id)}`);
+  state.correcting = sessionId;
+  await showTask({ task_id: "", question_type: "CORRECT", prompt: "Correct the stored mask with clicks; Enter records the correction.",
+    policy: "review", reason: `correcting session ${sessionId} (${stored.label})`, proposal: { mask: stored.mask },
+    region: { kind: "whole_image" }, proposed_label: stored.label }, image);
+  setMode("segment", "CORRECT");
+  await startSession(null, { initial_mask: stored.mask });
+  draw();
+}
+
+async function recordCorrection(correctedSession) {
+  const project = encodeURIComponent(state.project.project_id);
+  const reply = await Api.post(`${base()}/review/${encodeURIComponent(state.correcting)}`,
+    { verdict: "corrected", corrected_session_id: correctedSession });
+  document.body.dataset.lastVerdict = reply.verdict;
+  $("reason").textContent = `correction recorded (true IoU ${reply.true_iou === null ? "?" : reply.true_iou.toFixed(3)})`;
+  state.correcting = null; setMode("idle", "");
+  setTimeout(() => { location.href = `/review?project=${project}`; }, 800);
+}
+
+function toggleHelp(show) {
+  $("help").hidden = show === undefined ? !$("help").hidden : !show;
+}
 
 function bindInput() {
   const canvas = $("canvas");
   canvas.addEventListener("mousedown", (e) => {
+    if (state.busy) return;
+    if (state.mode === "label_region") { if (e.button === 0) dragStart(e); return; }
     if (e.button === 0) click(e, !e.shiftKey);
     else if (e.button === 2) click(e, false);
   });
+  canvas.addEventListener("mouseup", (e) => { if (state.mode === "label_region") dragEnd(e); });
   canvas.addEventListener("contextmenu", (e) => e.preventDefault());
-  canvas.addEventListener("mousemove", (e) => { if (state.session) { const p = toImage(e); state.recorder.mouse(p.x, p.y); } });
-  $("undo").onclick = undo; $("redo").onclick = redo;
-  $("submit").onclick = () => finish("submitted"); $("skip").onclick = () => finish("skipped");
+  canvas.addEventListener("mousemove", (e) => {
+    if (state.mode === "label_region") { dragMove(e); return; }
+    if (state.session) { const p = toImage(e); state.recorder.mouse(p.x, p.y); }
+  });
+  $("undo").onclick = undo; $("redo").onclick = redo; $("remove-box").onclick = undo;
+  $("next-object").onclick = nextObject; $("yes").onclick = () => verify(true); $("no").onclick = () => verify(false);
+  $("submit").onclick = done; $("skip").onclick = skip; $("help-button").onclick = () => toggleHelp();
   $("label").onchange = () => state.recorder.category($("label").selectedIndex, $("label").value, false);
   document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "INPUT" || !state.session) return;
+    if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT" || $("work").hidden) return;
     const key = e.key.toLowerCase();
     let action = "";
-    if (key === "z") { action = "undo"; undo(); }
-    else if (key === "y") { action = "redo"; redo(); }
-    else if (e.key === "Enter") { action = "submit"; finish("submitted"); }
-    else if (key === "s" && !e.ctrlKey) { action = "skip"; finish("skipped"); }
+    if (e.key === "?") { action = "help"; toggleHelp(); }
+    else if (e.key === "Escape") { action = "help"; toggleHelp(false); }
+    else if (!state.question) return;
+    else if (state.mode === "verify" && key === "y" && !e.ctrlKey) { action = "yes"; verify(true); }
+    else if (state.mode === "verify" && key === "n") { action = "no"; verify(false); }
+    else if ((key === "z" && e.shiftKey) || key === "y") { action = "redo"; redo(); }
+    else if (key === "z" || e.key === "Backspace") { action = "undo"; undo(); }
+    else if (key === "n") { action = "next_object"; nextObject(); }
+    else if (e.key === "Enter") { action = "submit"; done(); }
+    else if (key === "s" && !e.ctrlKey) { action = "skip"; skip(); }
     else if (/^[1-9]$/.test(e.key) && Number(e.key) <= $("label").options.length) {
       action = "label"; $("label").selectedIndex = Number(e.key) - 1;
       state.recorder.category($("label").selectedIndex, $("label").value, true);
     }
     if (action) { e.preventDefault(); }
-    state.recorder.key(e, action);
+    if (state.session) state.recorder.key(e, action);
   });
   window.addEventListener("beforeunload", () => state.recorder && state.recorder.flush());
 }
