@@ -12,12 +12,17 @@ ARG TORCH_VERSION=2.13.0
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # numpy is deliberately not installed here: the Python backend's stub is built against the image's own
 # numpy, which must stay the one imported (a numpy 2 beside a numpy-1 stub returns empty tensors).
+ARG OPENCV_VERSION=4.10.0.84
 RUN python3 -m pip install --break-system-packages --target=/opt/model-deps "torch==${TORCH_VERSION}" \
- && rm -rf /opt/model-deps/numpy /opt/model-deps/numpy-*
+      "opencv-python-headless==${OPENCV_VERSION}" \
+ && rm -rf /opt/model-deps/numpy /opt/model-deps/numpy-* /opt/model-deps/numpy.libs
 
 # ---- final
 FROM ${TRITON_IMAGE}
 COPY --from=deps /opt/model-deps /opt/model-deps
+# The project modules the click model imports (GrabCut refinement): numpy + OpenCV only.
+COPY services/__init__.py /opt/model-deps/services/__init__.py
+COPY services/models/__init__.py services/models/grabcut.py services/models/click_disks.py /opt/model-deps/services/models/
 # Python backend models import from here (python3.12 in 25.01; resolved at build time).
 RUN site="$(python3 -c 'import site; print(site.getsitepackages()[0])')" \
  && mkdir -p "$site" && echo /opt/model-deps > "$site/model-deps.pth"

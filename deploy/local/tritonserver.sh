@@ -25,8 +25,9 @@ fi
 # The stub links libpython3.x.so: take the interpreter's own (DESIGN.md), then the wheel's libraries.
 LIBDIR="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"
 export LD_LIBRARY_PATH="$LIBDIR:$SITE/nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The stub's embedded interpreter ignores PYTHONPATH; the model adds this venv's packages (torch).
-export TRITON_MODEL_SITE_PACKAGES="$SITE"
+# The stub's embedded interpreter ignores PYTHONPATH; the model adds this venv's packages (torch, OpenCV)
+# and the repository root, for the project modules a model imports (services/models/grabcut.py).
+export TRITON_MODEL_SITE_PACKAGES="$SITE:$ROOT"
 
 exec "$HOME_DIR/bin/tritonserver" \
   --model-repository "${TRITON_MODEL_REPOSITORY:-$ROOT/deploy/triton/models}" \

@@ -14,24 +14,12 @@ import cv2
 import numpy as np
 
 from services.common.clicks import Click
+from services.models.click_disks import RADIUS, disk_maps
 from services.models.colour_prior import colour_prior
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-RADIUS = 5
 INPUT_SIZE = 192
-
-
-def disk_maps(
-    clicks: Sequence[Click], height: int, width: int, radius: float = RADIUS
-) -> np.ndarray:
-    """(2, H, W) float32: 1 inside a disk of ``radius`` px around each positive / negative click."""
-    maps = np.zeros((2, height, width), dtype=np.float32)
-    ys, xs = np.ogrid[:height, :width]
-    for click in clicks:
-        disk = (ys - click.y) ** 2 + (xs - click.x) ** 2 <= radius**2
-        maps[0 if click.positive else 1][disk] = 1.0
-    return maps
 
 
 def encode(

@@ -1,5 +1,5 @@
 """Clicks -> probability map: ``encoding.prepare`` -> network -> ``encoding.restore`` -> an optional
-refinement (the segmentation service passes ``segmentation.grabcut.refine``, GrabCut seeded by the
+refinement (the segmentation service passes ``models.grabcut.refine``, GrabCut seeded by the
 network's probability, because it measurably helps; training validation selects the network alone).
 
 The network is a callable on a batch of encoded crops. The deployed service passes one that calls

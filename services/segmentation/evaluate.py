@@ -6,10 +6,9 @@ click-seeded baseline, with the standard clicker, in one run on the same images.
 DIR holds ``images/`` and ``masks/`` with matching stems (0 background, 255 object, 128 ignore).
 Methods: ``model`` (the service as deployed: network in Triton + GrabCut refinement), ``model-raw``
 (the network alone, refinement off), ``lite0`` (the service on the pretrained network's Triton model
-``clickseg_lite0``: zoom-in, network and focus pass all in Triton, nothing refined in the service),
-``lite0-nofocus`` (the same without the focus pass), ``lite0-grabcut-local`` (the candidate's TorchScript
-in-process followed by the service's GrabCut refinement: does GrabCut still pay on top of the pretrained
-network, which would have to move it into Triton?), ``grabcut`` (OpenCV GrabCut seeded from the clicks,
+``clickseg_lite0``: zoom-in, network, focus pass and GrabCut refinement all in Triton, nothing computed in
+the service), ``lite0-raw`` (the same network alone: no GrabCut refinement), ``lite0-nofocus`` (the
+network alone without the focus pass either), ``grabcut`` (OpenCV GrabCut seeded from the clicks,
 in-process: the baseline is not a service). Without ``--address`` a private stack (Redis, tritonserver,
 the segmentation servers) is started for the run and stopped after it; while ``clickseg_lite0`` is a
 candidate (``deploy/triton/candidates``) its Triton repository adds the candidate to the served models.
@@ -23,7 +22,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -36,17 +35,23 @@ from services.common.clicks import Click, Segmenter
 from services.common.images import encode_png
 from services.models.click_dataset import Sample, load_folder
 from services.models.clicker import iou_curve, summarize
-from services.segmentation.grabcut import grabcut_segmenter
+from services.models.grabcut import grabcut_segmenter
 from services.simulation.segmentation_session import SegmentationSession
 
-METHODS = ("model", "model-raw", "lite0", "lite0-nofocus", "lite0-grabcut-local", "grabcut")
-LOCAL_METHODS = ("lite0-grabcut-local", "grabcut")
+METHODS = ("model", "model-raw", "lite0", "lite0-raw", "lite0-nofocus", "grabcut")
+LOCAL_METHODS = ("grabcut",)
 # Segmentation-server settings of each service method (``model`` is the deployment's own).
 SERVER_SETTINGS = {
     "model": {},
     "model-raw": {"segmentation_refine": False},
     "lite0": {"triton_model_name": "clickseg_lite0"},
+    "lite0-raw": {"triton_model_name": "clickseg_lite0_raw"},
     "lite0-nofocus": {"triton_model_name": "clickseg_lite0_nofocus"},
+}
+# Copies of ``clickseg_lite0`` (the same weights, linked) with some of its parameters changed.
+LITE0_VARIANTS = {
+    "clickseg_lite0_raw": {"refine": "none"},
+    "clickseg_lite0_nofocus": {"refine": "none", "focus": "false"},
 }
 app = typer.Typer(add_completion=False)
 
@@ -78,39 +83,26 @@ class ServiceSegmenter:
 
 
 def lite0_repository(target: Path) -> Path:
-    """Served models + ``clickseg_lite0`` (a candidate until promoted) + ``clickseg_lite0_nofocus``, its
-    copy with the focus pass off (the same weights, linked), for measuring the focus pass."""
-    from services.segmentation.export import lite0_model_dir, repository_with_candidates
+    """Served models + ``clickseg_lite0`` (a candidate until promoted) + its ``LITE0_VARIANTS``: the
+    network alone (no GrabCut refinement) and, for measuring the focus pass, without it too."""
+    from services.segmentation.export import lite0_model_dir, repository_with_candidates, set_parameter
 
     source = lite0_model_dir()
     if not (source / "1" / "model.pt").exists():
         raise typer.BadParameter(f"no weights in {source}: export a checkpoint first "
                                  "(python -m services.segmentation.export --checkpoint ...)", param_hint="--method")
-    nofocus = target / "_variants" / "clickseg_lite0_nofocus"
-    (nofocus / "1").mkdir(parents=True)
-    config = (source / "config.pbtxt").read_text().replace('name: "clickseg_lite0"', 'name: "clickseg_lite0_nofocus"')
-    (nofocus / "config.pbtxt").write_text(config.replace(
-        'key: "focus" value: { string_value: "true" }', 'key: "focus" value: { string_value: "false" }'))
-    for name in ("model.py", "model.pt"):
-        (nofocus / "1" / name).symlink_to((source / "1" / name).resolve())
-    return repository_with_candidates(target / "repo", {"clickseg_lite0": source, nofocus.name: nofocus})
-
-
-def lite0_grabcut_local() -> Callable[[np.ndarray], Segmenter]:
-    """The exported lite0 pipeline in-process, then GrabCut refinement (what the old service did)."""
-    import torch
-
-    from services.models import click_pipeline
-    from services.segmentation.export import lite0_model_dir
-    from services.segmentation.grabcut import refine
-
-    pipeline = torch.jit.load(str(lite0_model_dir() / "1" / "model.pt")).eval()
-
-    def make(image: np.ndarray) -> Segmenter:
-        segment = click_pipeline.segmenter(pipeline, image)
-        return lambda clicks, prev: refine(image, segment(clicks, prev), clicks)
-
-    return make
+    models = {"clickseg_lite0": source}
+    for name, params in LITE0_VARIANTS.items():
+        variant = target / "_variants" / name
+        (variant / "1").mkdir(parents=True)
+        config = (source / "config.pbtxt").read_text().replace('name: "clickseg_lite0"', f'name: "{name}"')
+        for key, value in params.items():
+            config = set_parameter(config, key, value)
+        (variant / "config.pbtxt").write_text(config)
+        for file in ("model.py", "model.pt"):
+            (variant / "1" / file).symlink_to((source / "1" / file).resolve())
+        models[name] = variant
+    return repository_with_candidates(target / "repo", models)
 
 
 def _latency(values: list[float]) -> dict:
@@ -179,8 +171,6 @@ def evaluate(data: Path, out: Path, methods: Sequence[str], max_clicks: int = 20
             started = time.perf_counter()
             if method == "grabcut":
                 results[method] = run_method(method, grabcut_segmenter, samples, max_clicks, stop_at)
-            elif method == "lite0-grabcut-local":
-                results[method] = run_method(method, lite0_grabcut_local(), samples, max_clicks, stop_at)
             else:
                 if stack is not None:
                     target = stack.addresses[f"segmentation-{method}"]

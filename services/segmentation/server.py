@@ -13,8 +13,8 @@ from services.common.images import decode_image
 from services.common.masks import decode_rle, encode_rle
 from services.common.proto_time import to_timestamp
 from services.common.request_context import caller
+from services.models import grabcut
 from services.models.click_predictor import Predictor
-from services.segmentation import grabcut
 from services.segmentation import sessions as sess
 from services.segmentation.probability_stats import probability_stats
 from services.segmentation.triton_client import TritonNetwork

@@ -175,7 +175,7 @@ def segmentation_fingerprint() -> str:
     model_dir = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
     code = REPO_ROOT / "services"
     for path in [*sorted(model_dir.rglob("*.pt")), *sorted(model_dir.rglob("*.pbtxt")),
-                 *(code / name for name in ("segmentation/grabcut.py", "models/click_encoding.py",
+                 *(code / name for name in ("models/grabcut.py", "models/click_disks.py", "models/click_encoding.py",
                                             "models/click_predictor.py", "segmentation/probability_stats.py"))]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

@@ -104,7 +104,7 @@ def simulate_sequence(folder: Path, config: SimConfig) -> dict:
     import torch
 
     from services.models.click_predictor import Predictor
-    from services.segmentation import grabcut
+    from services.models import grabcut
     from services.simulation.video_annotator import LEVELS, VideoAnnotator
     from services.video.flow import (
         compute_flows,

@@ -23,7 +23,7 @@ from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.models.click_predictor import EncodingConfig, Predictor, torch_network
-from services.segmentation import grabcut
+from services.models import grabcut
 from services.segmentation.export import MODEL_DIR
 from tests.conftest import start_service
 

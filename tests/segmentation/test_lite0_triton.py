@@ -1,6 +1,8 @@
-"""The pretrained click network's Triton model (``clickseg_lite0``): its whole per-click pipeline runs in
-the real tritonserver, the service only sends image, clicks and previous map. The weights here are the
-ImageNet encoder with an untrained decoder: these tests check the serving path, not accuracy."""
+"""The pretrained click network's Triton model (``clickseg_lite0``): its whole per-click pipeline, GrabCut
+refinement included, runs in the real tritonserver, the service only sends image, clicks and previous map.
+The weights here are the ImageNet encoder with an untrained decoder: these tests check the serving path,
+not accuracy. ``clickseg_lite0_raw`` is the same model with the refinement off, compared exactly with the
+in-process TorchScript."""
 
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ from services.common.errors import DomainError, Unavailable
 from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
-from services.models import click_pipeline
+from services.models import click_pipeline, grabcut
 from services.models.click_models import build
 from services.models.click_predictor import EncodingConfig, Predictor
-from services.segmentation.export import CANDIDATES, lite0_model_dir, repository_with_candidates
+from services.segmentation.export import CANDIDATES, lite0_model_dir, repository_with_candidates, set_parameter
 from services.segmentation.triton_client import TritonNetwork
 from tests.conftest import Triton, start_service
 
@@ -31,15 +33,22 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory):
-    """(tritonserver with the served models + a clickseg_lite0 of known weights, its TorchScript)."""
+    """(tritonserver with the served models + clickseg_lite0 of known weights as shipped (GrabCut
+    refinement on) and the same as clickseg_lite0_raw (refinement off), the TorchScript)."""
     work = tmp_path_factory.mktemp("lite0")
     folder = work / "clickseg_lite0"
     shutil.copytree(lite0_model_dir(), folder, ignore=shutil.ignore_patterns("model.pt", "training.json"))
+    assert 'key: "refine" value: { string_value: "grabcut" }' in (folder / "config.pbtxt").read_text()
     torch.manual_seed(0)
     net = build({"arch": "effnet_lite0"})
     torch.nn.init.normal_(net.maps_stem[2].weight, std=0.05)  # the clicks must matter
     path = click_pipeline.export(click_pipeline.from_config(net, {"size": 256}), folder / "1" / "model.pt")
-    server = Triton(work, model_repository=repository_with_candidates(work / "repo", {"clickseg_lite0": folder}))
+    raw = work / "clickseg_lite0_raw"
+    shutil.copytree(folder, raw)
+    config = (raw / "config.pbtxt").read_text().replace('name: "clickseg_lite0"', 'name: "clickseg_lite0_raw"')
+    (raw / "config.pbtxt").write_text(set_parameter(config, "refine", "none"))
+    server = Triton(work, model_repository=repository_with_candidates(
+        work / "repo", {"clickseg_lite0": folder, "clickseg_lite0_raw": raw}))
     server.start()
     yield server, torch.jit.load(str(path)).eval()
     server.stop()
@@ -54,7 +63,7 @@ def _image(height: int = 180, width: int = 240, seed: int = 0) -> np.ndarray:
 
 def test_triton_runs_the_same_pipeline_as_in_process(lite0):
     server, scripted = lite0
-    network = TritonNetwork(server.grpc_url, "clickseg_lite0")
+    network = TritonNetwork(server.grpc_url, "clickseg_lite0_raw")
     encoding = network.encoding()
     assert encoding.pipeline and encoding.size == 256 and not encoding.with_prior
     image = _image()
@@ -72,7 +81,7 @@ def test_triton_runs_the_same_pipeline_as_in_process(lite0):
 
 def test_concurrent_requests_of_different_sizes_batch_and_come_back_to_their_senders(lite0):
     server, scripted = lite0
-    network = TritonNetwork(server.grpc_url, "clickseg_lite0")
+    network = TritonNetwork(server.grpc_url, "clickseg_lite0_raw")
     shapes = [(120, 200), (180, 240), (64, 64), (200, 90)] * 2
     results: dict[int, np.ndarray] = {}
 
@@ -89,6 +98,22 @@ def test_concurrent_requests_of_different_sizes_batch_and_come_back_to_their_sen
         expected = click_pipeline.segmenter(scripted, _image(h, w, seed=i))([Click(w // 2, h // 2, True)], None)
         assert results[i].shape == (h, w)
         assert np.allclose(results[i], expected, atol=1e-4)
+    network.close()
+
+
+def test_the_shipped_model_refines_with_grabcut_inside_triton(lite0):
+    server, scripted = lite0
+    network = TritonNetwork(server.grpc_url, "clickseg_lite0")
+    image = _image()
+    clicks = [Click(120, 90, True), Click(20, 20, False)]
+    got = network.segment(image, clicks, None)
+    prob = click_pipeline.segmenter(scripted, image)(clicks, None)
+    expected = grabcut.refine(image, prob, clicks)
+    # GrabCut's cut, not the network's map: a 0/1 mask that differs from the map's threshold somewhere
+    assert set(np.unique(got)) <= {0.0, 1.0}
+    assert ((got > 0.5) != (prob > 0.5)).sum() > 0
+    # Triton's OpenCV (4.10, beside numpy 1.x) and the service's (5.0) may cut a few pixels differently
+    assert ((got > 0.5) == (expected > 0.5)).mean() > 0.995
     network.close()
 
 
@@ -109,7 +134,7 @@ def test_the_service_on_the_pretrained_model_calls_triton_and_refines_nothing_it
     server, scripted = lite0
     seg_settings = settings.model_copy(update={
         "triton_grpc_url": server.grpc_url, "triton_http_port": server.http_port,
-        "triton_model_name": "clickseg_lite0", "segmentation_refine": True})
+        "triton_model_name": "clickseg_lite0_raw", "segmentation_refine": True})
     migrate(seg_settings.resolved_database_url)
     token = KeyStore(make_session_factory(make_engine(seg_settings.resolved_database_url)), 0).create(
         "annotator", Role.ANNOTATOR, ["p1"])[1]
@@ -137,7 +162,7 @@ def test_the_service_on_the_pretrained_model_calls_triton_and_refines_nothing_it
             # GrabCut (refinement on in these settings) would not leave the network's mask as it is.
             assert (mask == (prob > 0.5)).mean() > 0.999
         info = stub.GetModelInfo(segmentation_pb2.SegmentationGetModelInfoRequest(), metadata=auth, timeout=30)
-        assert info.model_name == "clickseg_lite0" and info.input_long_side_px == 256
+        assert info.model_name == "clickseg_lite0_raw" and info.input_long_side_px == 256
 
 
 @pytest.mark.unit

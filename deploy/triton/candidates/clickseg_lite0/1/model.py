@@ -1,5 +1,7 @@
 """Triton Python-backend model: the whole per-click computation of the pretrained click network
-(``model.pt`` beside this file: TorchScript of ``services/models/click_pipeline.py``), on CPU or GPU.
+(``model.pt`` beside this file: TorchScript of ``services/models/click_pipeline.py``), on CPU or GPU,
+then, with the parameter ``refine`` = ``grabcut``, GrabCut seeded by the network's map
+(``services/models/grabcut.py``, numpy + OpenCV on the CPU), so no per-click compute stays in the service.
 
 Inputs per request (leading batch dimension N, usually 1): ``IMAGE`` (N, H, W, 3) uint8 RGB, ``CLICKS``
 (N, K, 3) int32 rows ``(x, y, positive)``, optional ``PREV`` (N, H, W) uint8 previous probability x 255.
@@ -25,6 +27,13 @@ for _dir in filter(None, os.environ.get("TRITON_MODEL_SITE_PACKAGES", "").split(
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+class _Click:
+    __slots__ = ("x", "y", "positive")
+
+    def __init__(self, x, y, positive):
+        self.x, self.y, self.positive = int(x), int(y), bool(positive)
 
 
 def _check(image, clicks, prev):
@@ -56,6 +65,16 @@ class TritonPythonModel:
         path = Path(__file__).resolve().parent / "model.pt"
         self.pipeline = torch.jit.load(str(path), map_location=self.device).eval()
         self.pipeline.focus = params.get("focus", "true").lower() == "true"
+        refine = params.get("refine", "none").lower()
+        if refine not in ("none", "grabcut"):
+            raise ValueError(f"parameter refine must be none or grabcut, got {refine!r}")
+        self.refine = None
+        if refine == "grabcut":
+            # The project's own module: on sys.path through TRITON_MODEL_SITE_PACKAGES locally, copied
+            # into the image's /opt/model-deps by deploy/docker/triton.Dockerfile.
+            from services.models import grabcut
+
+            self.refine = grabcut.refine
         self._warm_up()
 
     def _warm_up(self):
@@ -90,6 +109,9 @@ class TritonPythonModel:
         if images:
             with torch.inference_mode():
                 probs = [p.float().cpu().numpy() for p in self.pipeline(images, clicks, prevs)]
+            if self.refine is not None:
+                probs = [self.refine(image.cpu().numpy(), prob, [_Click(*row) for row in click.cpu().tolist()])
+                         for image, click, prob in zip(images, clicks, probs)]
             for i in sorted(set(owners)):
                 batch = np.stack([p for p, owner in zip(probs, owners) if owner == i])
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PROB", batch)])

@@ -1,20 +1,31 @@
-"""Classic click-seeded segmentation with OpenCV GrabCut: the baseline, and an optional refinement
-of the network's probability (the network's estimate seeds GrabCut instead of a rectangle)."""
+"""Classic click-seeded segmentation with OpenCV GrabCut: the baseline, and the refinement of the
+network's probability (the network's estimate seeds GrabCut instead of a rectangle).
+
+Numpy, OpenCV and ``click_disks`` only: Triton's Python backend runs the refinement inside the click
+model (``deploy/triton/models/*/1/model.py``), where the project's other packages are not installed.
+Clicks are anything with ``x``, ``y`` and ``positive`` (``services.common.clicks.Click`` here).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from services.common.clicks import Click, Segmenter
-from services.models.click_encoding import RADIUS, disk_maps
+from services.models.click_disks import RADIUS, disk_maps
 
 PROBABLE_RADIUS = 4 * RADIUS
 
 
-def _seed_clicks(labels: np.ndarray, clicks: Sequence[Click]) -> None:
+class _Click(NamedTuple):
+    x: int
+    y: int
+    positive: bool
+
+
+def _seed_clicks(labels: np.ndarray, clicks: Sequence) -> None:
     height, width = labels.shape
     wide = disk_maps([c for c in clicks if c.positive], height, width, PROBABLE_RADIUS)[0]
     labels[wide > 0] = cv2.GC_PR_FGD
@@ -23,7 +34,7 @@ def _seed_clicks(labels: np.ndarray, clicks: Sequence[Click]) -> None:
     labels[neg > 0] = cv2.GC_BGD
 
 
-def _baseline_seeds(labels: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
+def _baseline_seeds(labels: np.ndarray, clicks: Sequence) -> np.ndarray:
     """The baseline's hard constraints on top of ``labels``: image border background, click disks."""
     labels[0, :], labels[-1, :], labels[:, 0], labels[:, -1] = (cv2.GC_BGD,) * 4
     _seed_clicks(labels, clicks)
@@ -45,13 +56,13 @@ def _run(image: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
     return np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
 
 
-def grabcut(image: np.ndarray, clicks: Sequence[Click], iterations: int = 5) -> np.ndarray:
+def grabcut(image: np.ndarray, clicks: Sequence, iterations: int = 5) -> np.ndarray:
     """Baseline: click disks sure object/background, a probable-object disk around positive clicks,
     the image border background, the rest probable background."""
     return _run(image, _baseline_seeds(np.full(image.shape[:2], cv2.GC_PR_BGD, np.uint8), clicks), iterations)
 
 
-def grabcut_segmenter(image: np.ndarray, iterations: int = 5) -> Segmenter:
+def grabcut_segmenter(image: np.ndarray, iterations: int = 5) -> Callable:
     return lambda clicks, prev: grabcut(image, clicks, iterations)
 
 
@@ -62,7 +73,7 @@ REFINE_MAX_SIDE = 320
 REFINE_MARGIN = 0.25
 
 
-def _object_window(prob: np.ndarray, clicks: Sequence[Click], margin: float) -> tuple[int, int, int, int] | None:
+def _object_window(prob: np.ndarray, clicks: Sequence, margin: float) -> tuple[int, int, int, int] | None:
     """(y0, y1, x0, x1) around the network's object and the positive clicks, widened by ``margin`` of
     its side plus the probable-object disk; None when there is neither."""
     ys, xs = np.nonzero(prob > 0.5)
@@ -79,7 +90,7 @@ def _object_window(prob: np.ndarray, clicks: Sequence[Click], margin: float) -> 
 def refine(
     image: np.ndarray,
     prob: np.ndarray,
-    clicks: Sequence[Click],
+    clicks: Sequence,
     iterations: int = 3,
     max_side: int = REFINE_MAX_SIDE,
     margin: float = REFINE_MARGIN,
@@ -99,12 +110,12 @@ def refine(
         return out
     y0, y1, x0, x1 = window
     height, width = y1 - y0, x1 - x0
-    inside = [Click(c.x - x0, c.y - y0, c.positive) for c in clicks if x0 <= c.x < x1 and y0 <= c.y < y1]
+    inside = [_Click(c.x - x0, c.y - y0, c.positive) for c in clicks if x0 <= c.x < x1 and y0 <= c.y < y1]
     scale = min(1.0, max_side / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small_image = cv2.resize(image[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
     small_prob = cv2.resize(prob[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
-    small_clicks = [Click(min(size[0] - 1, int(c.x * scale)), min(size[1] - 1, int(c.y * scale)), c.positive)
+    small_clicks = [_Click(min(size[0] - 1, int(c.x * scale)), min(size[1] - 1, int(c.y * scale)), c.positive)
                     for c in inside]
     labels = np.where(small_prob > 0.5, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     cut = _run(small_image, _baseline_seeds(labels, small_clicks), iterations)

@@ -3,7 +3,7 @@ import pytest
 
 from services.common.clicks import Click
 from services.common.masks import iou
-from services.segmentation.grabcut import grabcut, refine
+from services.models.grabcut import grabcut, refine
 
 pytestmark = pytest.mark.unit
 
