@@ -1,0 +1,150 @@
+"""Answers without a segmentation session, through the gateway to the real dialog service (real server, Redis,
+SQLite): a VERIFY question of the dialog issued as a task shows its proposal; no -> the dialog records the answer
+with the measured seconds and the follow-up task starts from the proposal; yes -> the proposal is the image's
+annotation; a skip is recorded; answers that do not fit the task, late answers, another annotator's, and an answer
+while the dialog is down are refused (the task stays open)."""
+
+from __future__ import annotations
+
+import io
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+from sqlalchemy import select
+
+from annotation.v1 import common_pb2, dialog_pb2, dialog_pb2_grpc
+from services.common.keys import KeyStore, Role
+from services.common.storage import make_engine, make_session_factory
+from services.dialog.tables import QuestionRow
+from services.gateway.config import GatewaySettings
+from services.gateway.work import Question, WorkStore, question_detail, region_detail
+from tests.conftest import start_service
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gateway():
+    return GatewaySettings(_env_file=None, fallback_timeout_s=0.5)
+
+
+def png(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 60, 3), value, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def proposal() -> common_pb2.Mask:
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 15:45] = 1
+    return common_pb2.Mask(size=[40, 60], counts=mask_utils.encode(np.asfortranarray(mask))["counts"].decode())
+
+
+@pytest.fixture
+def platform(settings, client, keys, spawn):
+    """The dialog server; project p1 with two images; a way to issue the dialog's own VERIFY questions as tasks."""
+    dialog = start_service(spawn, "dialog", settings)
+    admin = keys["admin"]
+    assert client.post("/v1/projects", json={"project_id": "p1", "labels": ["cat", "dog"]}, headers=admin).status_code == 201
+    images = client.post("/v1/projects/p1/images", headers=admin, files=[
+        ("files", ("a.png", png(90), "image/png")), ("files", ("b.png", png(160), "image/png"))]).json()["images"]
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    store = KeyStore(sessions, 0)
+    annotator = store.verify(keys["annotator"]["Authorization"].split()[1]).key_id
+    neighbour = {"Authorization": f"Bearer {store.create('neighbour', Role.ANNOTATOR, ['p1'])[1]}"}
+    channel = grpc.insecure_channel(settings.service_address("dialog"))
+    stub = dialog_pb2_grpc.DialogStub(channel)
+
+    def ask_verify(image_id: str) -> dict:
+        """The dialog's question about a confident proposal (VERIFY), issued to the annotator as the gateway
+        issues the dialog's questions (work.question_detail)."""
+        candidate = dialog_pb2.Candidate(
+            region=common_pb2.Region(image_id=image_id, whole_image=common_pb2.Region.WholeImage()),
+            image=common_pb2.ImageRef(image_id=image_id, width=60, height=40), selection_score=0.9,
+            proposal_mask=proposal(), proposal_score=0.95, proposed_label="cat", features={"mean_confidence": 0.97})
+        q = stub.NextQuestion(dialog_pb2.NextQuestionRequest(
+            project_id="p1", annotator_id=annotator, candidates=dialog_pb2.CandidateList(candidates=[candidate])),
+            metadata=[("authorization", keys["annotator"]["Authorization"])]).question
+        assert q.type == dialog_pb2.QUESTION_TYPE_VERIFY, q
+        task = WorkStore(sessions).issue("p1", annotator, Question(
+            image_id=image_id, question_type="VERIFY", question_id=q.question_id, policy=q.policy, reason=q.reason,
+            prompt=q.prompt, detail=question_detail(q, 60, 40)))
+        return client.get(f"/v1/projects/p1/tasks/{task.task_id}", headers=keys["annotator"]).json()
+
+    def recorded(question_id: str) -> QuestionRow:
+        with sessions() as session:
+            return session.scalars(select(QuestionRow).where(QuestionRow.question_id == question_id)).one()
+
+    yield {"neighbour": neighbour, "images": images, "ask_verify": ask_verify, "recorded": recorded, "dialog": dialog}
+    channel.close()
+
+
+def test_verify_no_then_yes_then_skip(client, keys, platform):
+    ann = keys["annotator"]
+    first = platform["ask_verify"](platform["images"][0]["image_id"])
+    assert first["question_type"] == "VERIFY" and first["region"] == {"kind": "whole_image"}
+    assert first["proposal"]["mask"]["counts"] == proposal().counts and first["proposed_label"] == "cat"
+    assert first["plan"][0] == "VERIFY" and first["plan"][-1] == "SEGMENT" and "outline" in first["prompt"]
+    url = f"/v1/projects/p1/tasks/{first['task_id']}/answer"
+
+    wrong = client.post(url, json={"labels": [], "seconds": 1.0}, headers=ann)
+    assert wrong.status_code == 422 and wrong.json()["error"]["field"] == "labels"
+    both = client.post(url, json={"verify": {"accepted": True}, "skip": {}, "seconds": 1.0}, headers=ann)
+    assert both.status_code == 422
+    assert client.post(url, json={"verify": {"accepted": True}}, headers=ann).json()["error"]["field"] == "seconds"
+    assert client.post(url, json={"verify": {"accepted": True}, "seconds": 1}, headers=platform["neighbour"]).status_code == 403
+
+    no = client.post(url, json={"verify": {"accepted": False}, "seconds": 2.5}, headers=ann)
+    assert no.status_code == 200, no.text
+    body = no.json()
+    assert body["dialog"] == "recorded" and body["task"]["state"] == "submitted"
+    row = platform["recorded"](first["question_id"])
+    assert row.answer_kind == "verify" and row.answer["accepted"] is False and row.seconds_taken == pytest.approx(2.5)
+    follow = body["follow_up"]["task"]
+    assert follow["question_type"] == "SEGMENT" and follow["question_id"] not in ("", first["question_id"])
+    assert follow["proposal"]["mask"] == first["proposal"]["mask"]  # the correction starts from the proposal
+    late = client.post(url, json={"verify": {"accepted": True}, "seconds": 1.0}, headers=ann)
+    assert late.status_code == 409 and late.json()["error"]["field"] == "task_id"
+
+    # the follow-up is skipped: the dialog records the skip of its follow-up question
+    skipped = client.post(f"/v1/projects/p1/tasks/{follow['task_id']}/answer",
+                          json={"skip": {"reason": "ambiguous"}, "seconds": 0.8}, headers=ann)
+    assert skipped.status_code == 200 and skipped.json()["task"]["state"] == "skipped"
+    assert platform["recorded"](follow["question_id"]).answer_kind == "skip"
+
+    second = platform["ask_verify"](platform["images"][1]["image_id"])
+    yes = client.post(f"/v1/projects/p1/tasks/{second['task_id']}/answer",
+                      json={"verify": {"accepted": True}, "seconds": 1.2}, headers=ann)
+    assert yes.status_code == 200 and yes.json()["follow_up"] is None
+    assert platform["recorded"](second["question_id"]).answer["accepted"] is True
+    stored = client.get(f"/v1/projects/p1/annotations/verify-{second['task_id']}", headers=keys["reviewer"]).json()
+    assert stored["mask"] == second["proposal"]["mask"] and stored["label"] == "cat" and stored["click_count"] == 0
+    coco = client.get("/v1/projects/p1/exports/coco", headers=keys["reviewer"]).json()
+    assert [a["segmentation"]["counts"] for a in coco["annotations"]] == [proposal().counts]
+    progress = client.get("/v1/projects/p1/progress", headers=ann).json()
+    assert (progress["images"], progress["done"], progress["to_do"]) == (2, 1, 1)
+    assert progress["model"] is None and "UNAVAILABLE" in progress["model_error"]  # no segmentation service here
+
+
+def test_dialog_down_keeps_the_task_open(client, keys, platform):
+    task = platform["ask_verify"](platform["images"][0]["image_id"])
+    platform["dialog"].stop()
+    down = client.post(f"/v1/projects/p1/tasks/{task['task_id']}/answer",
+                       json={"verify": {"accepted": True}, "seconds": 1.0}, headers=keys["annotator"])
+    assert down.status_code == 503 and "dialog" in down.json()["error"]["message"]
+    assert client.get(f"/v1/projects/p1/tasks/{task['task_id']}", headers=keys["annotator"]).json()["state"] == "open"
+
+
+def test_region_geometry():
+    patch = common_pb2.Region(image_id="i", patch=common_pb2.Region.Patch(row=1, col=1, size_px=32))
+    assert region_detail(patch, 60, 40) == {"kind": "patch", "box": [32, 32, 28, 8]}  # clipped to the image
+    box = common_pb2.Region(image_id="i", box=common_pb2.Box(x=1, y=2, width=3, height=4))
+    assert region_detail(box, 60, 40) == {"kind": "box", "box": [1, 2, 3, 4]}
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:, 30:] = 255
+    superpixel = common_pb2.Region(image_id="i", superpixel=common_pb2.Region.Superpixel(segment_id=0, n_segments=2))
+    detail = region_detail(superpixel, 60, 40, lambda: image)
+    assert detail["kind"] == "superpixel" and detail["mask"]["size"] == [40, 60] and detail["box"][2] > 0
