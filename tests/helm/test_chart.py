@@ -174,7 +174,7 @@ def test_triton_hpa_on_queue_time_with_stabilisation(production, helm):
 
 def test_keda_scales_every_worker_on_its_queue(production, default):
     scaled = by_kind(production, "ScaledObject")
-    assert len(scaled) == len(WORKERS)
+    assert len(scaled) == len(WORKERS) + 1  # and the training worker (below)
     for name in WORKERS:
         obj = scaled[f"rel-annotation-platform-{name}-worker"]
         trigger = obj["spec"]["triggers"][0]
@@ -183,6 +183,17 @@ def test_keda_scales_every_worker_on_its_queue(production, default):
             "stabilizationWindowSeconds"] > 0
         assert "replicas" not in by_kind(production, "Deployment")[f"rel-annotation-platform-{name}-worker"]["spec"]
     assert not by_kind(default, "ScaledObject")
+
+
+def test_keda_scales_the_training_worker_to_zero_gpus_and_outlasts_a_job(production, default):
+    obj = by_kind(production, "ScaledObject")["rel-annotation-platform-training-worker"]
+    assert obj["spec"]["scaleTargetRef"]["name"] == "rel-annotation-platform-training-worker"
+    assert obj["spec"]["triggers"][0]["metadata"]["listName"] == "training"
+    assert obj["spec"]["minReplicaCount"] == 0 and obj["spec"]["triggers"][0]["metadata"]["listLength"] == "1"
+    # a running job is off the list: the pod must not be taken away within a job's minutes
+    assert obj["spec"]["cooldownPeriod"] >= 1800
+    assert "replicas" not in by_kind(production, "Deployment")["rel-annotation-platform-training-worker"]["spec"]
+    assert by_kind(default, "Deployment")["rel-annotation-platform-training-worker"]["spec"]["replicas"] == 1
 
 
 def test_network_policies(default):
@@ -375,7 +386,8 @@ def test_the_migration_job_imports_the_admin_key_from_its_secret(helm):
 
 def test_calling_services_get_their_own_key_and_only_their_calls_are_open(default, production):
     """The dialog calls selection with its own service key (issue 19, item 4): the key comes from the
-    chart's Secret to the dialog server only, and the NetworkPolicies open dialog -> selection, no more."""
+    chart's Secret to the dialog server only, and the NetworkPolicies open dialog -> selection and dialog ->
+    segmentation (live proposals), no more."""
     secret = by_kind(default, "Secret")["rel-annotation-platform-service-keys"]  # production: the operator's
     token = base64.b64decode(secret["data"]["dialog"]).decode()
     key_id, _, key_secret = token.removeprefix("ak_").partition(".")
@@ -393,8 +405,8 @@ def test_calling_services_get_their_own_key_and_only_their_calls_are_open(defaul
     callers = {name: {peer["podSelector"]["matchLabels"].get("annotation-platform/service")
                       for rule in policies[f"rel-annotation-platform-{name}"]["spec"]["ingress"]
                       for peer in rule.get("from", []) if "podSelector" in peer} - {None} for name in SERVICES}
-    assert callers == {name: {"dialog"} if name == "selection" else set() for name in SERVICES}
+    assert callers == {name: {"dialog"} if name in ("selection", "segmentation") else set() for name in SERVICES}
     called = {name: {peer.get("podSelector", {}).get("matchLabels", {}).get("annotation-platform/service")
                      for rule in policies[f"rel-annotation-platform-{name}"]["spec"]["egress"]
                      for peer in rule.get("to", [])} - {None} for name in SERVICES}
-    assert called == {name: {"selection"} if name == "dialog" else set() for name in SERVICES}
+    assert called == {name: {"selection", "segmentation"} if name == "dialog" else set() for name in SERVICES}
