@@ -88,6 +88,14 @@ class Settings(BaseSettings):
         0.5, gt=0, lt=1, description="Default probability threshold of the binary mask."
     )
 
+    dialog_min_gain_per_second: float = Field(
+        0.01, ge=0,
+        description="The dialog asks nothing (a SKIP question) when no plan's expected gain per expected human "
+        "second reaches this: gain is selection's score in [0, 1], seconds come from the cost and acceptance "
+        "models. 0.01: a region scoring 0.1 is worth at most about 10 s of a person (segmenting an object "
+        "costs about 8.5 s, verifying a proposal 1.8 s); 0 never skips.",
+    )
+
     gateway_port: int = Field(8080, description="Gateway REST/HTML port.")
     selection_port: int = Field(50051, description="Selection service gRPC port.")
     segmentation_port: int = Field(50052, description="Segmentation service gRPC port.")
@@ -161,6 +169,20 @@ class Settings(BaseSettings):
     training_heldout_percent: int = Field(
         20, ge=1, le=90, description="Share of a project's images held out for evaluation and the promotion "
         "gate, chosen by a hash of project and image id (stable across snapshots)."
+    )
+    training_trigger_every: int = Field(
+        50, ge=0, description="Start training a project's models (TRAINING_TRIGGER_KINDS) after every this many "
+        "newly accepted annotations of it, counted since the snapshot its last job of the kind trained on "
+        "(the training worker's annotation_submitted task); 0 turns the automatic trigger off."
+    )
+    training_trigger_kinds: str = Field(
+        "interactive,task", pattern=r"^((interactive|task)(,(interactive|task))*)?$",
+        description="Model kinds the automatic trigger trains, comma-separated (interactive, task); the quality "
+        "model learns from reviews and is trained on demand.",
+    )
+    training_interactive_base: str = Field(
+        "", description="Triton model folder of the click network interactive jobs fine-tune (its 1/model.pt "
+        "and 1/training.json) and publish beside; empty means deploy/triton/models/<TRITON_MODEL_NAME>."
     )
 
     @model_validator(mode="after")

@@ -6,10 +6,15 @@ unknown name is an error.
 
 - ``greedy``: per candidate, the plan of least expected seconds among segment from scratch and
   verify proposals (best first, up to ``max_verify``) then segment from scratch or from the last
-  proposal; candidates ranked by expected gain (the selection score) per expected second; candidates
-  whose gain per second is under ``min_gain_per_second`` are skipped.
+  proposal; candidates ranked by expected gain (the selection score) per expected second.
 - fixed baselines: ``always_segment``; ``verify_k_then_segment`` (k proposals, then from scratch);
   ``verify_then_correct`` (verify proposal 0, then correct it).
+
+Every policy asks about a patch or superpixel candidate with LABEL_REGION (greedy: verifying a proposal
+first when that is cheaper in expectation), never as one object of the whole image; and when the best
+plan's expected gain per second is under ``min_gain_per_second`` (the server's setting
+``dialog_min_gain_per_second``), the choice is SKIP of that candidate: asking would cost a person more
+than it is expected to teach.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from services.common.errors import InvalidArgument
 from services.dialog.acceptance import AcceptanceModel
 from services.dialog.cost_model import CostModel
-from services.dialog.questions import SEGMENT, VERIFY, Candidate, Step
+from services.dialog.questions import LABEL_REGION, SEGMENT, SKIP, VERIFY, Candidate, Step
 
 
 @dataclass
@@ -32,8 +37,12 @@ class Plan:
     reason: str = ""
 
     @property
+    def skips(self) -> bool:
+        return [s.type for s in self.steps] == [SKIP]
+
+    @property
     def expected_gain(self) -> float:
-        return max(0.0, self.candidate.selection_score)
+        return 0.0 if self.skips else max(0.0, self.candidate.selection_score)
 
     @property
     def gain_per_second(self) -> float:
@@ -66,7 +75,7 @@ def plan_cost(candidate: Candidate, steps: list[Step], models: Models) -> tuple[
             else:
                 features = candidate.proposal_features(step.proposal)
             total += reach * models.cost.segment_seconds(features, step.proposal is not None)
-        else:
+        elif step.type != SKIP:
             total += reach * models.cost.seconds(step.type, candidate.features)
     return total, probabilities
 
@@ -76,13 +85,25 @@ class Policy(ABC):
     description: str = ""
     kind: str = "fixed"  # greedy | fixed | learned
     parameters: dict[str, float] = {}
+    min_gain_per_second: float = 0.0
 
     @abstractmethod
     def plan(self, candidate: Candidate, models: Models) -> Plan: ...
 
+    def plan_region(self, candidate: Candidate, models: Models) -> Plan:
+        """A patch or superpixel: label the objects in it."""
+        return self._make(candidate, [Step(LABEL_REGION)], models,
+                          f"selection picked a {candidate.region_kind}: label the objects in it")
+
+    def plan_for(self, candidate: Candidate, models: Models) -> Plan:
+        plan = self.plan_region(candidate, models) if candidate.is_region else self.plan(candidate, models)
+        if candidate.note:
+            plan.reason = f"{plan.reason} ({candidate.note})"
+        return plan
+
     def plan_allowed(self, candidate: Candidate, models: Models, allowed: frozenset[str] | None) -> Plan | None:
         """The plan with the steps a client cannot show left out; None when nothing is left."""
-        plan = self.plan(candidate, models)
+        plan = self.plan_for(candidate, models)
         if allowed is None or all(s.type in allowed for s in plan.steps):
             return plan
         steps = [s for s in plan.steps if s.type in allowed]
@@ -90,11 +111,22 @@ class Policy(ABC):
             return None
         return self._make(candidate, steps, models, plan.reason + f" (only {', '.join(sorted(allowed))} allowed)")
 
-    def choose(self, candidates: list[Candidate], models: Models,
-               allowed: frozenset[str] | None = None) -> Plan | None:
-        """The plan to start now, or None when nothing is worth asking."""
+    def choose(self, candidates: list[Candidate], models: Models, allowed: frozenset[str] | None = None,
+               min_gain_per_second: float | None = None) -> Plan | None:
+        """The plan to start now: the best plan by expected gain per second, or SKIP of its candidate
+        when even that is under ``min_gain_per_second`` (default: the policy's); None when there is no
+        candidate, or when it would be SKIP and the client cannot show SKIP."""
+        threshold = self.min_gain_per_second if min_gain_per_second is None else min_gain_per_second
         plans = [p for c in candidates if (p := self.plan_allowed(c, models, allowed)) is not None]
-        return max(plans, key=lambda p: p.gain_per_second, default=None)
+        best = max(plans, key=lambda p: p.gain_per_second, default=None)
+        if best is None or best.gain_per_second >= threshold:
+            return best
+        if allowed is not None and SKIP not in allowed:
+            return None
+        return Plan(best.candidate, [Step(SKIP)], 0.0, [], (
+            f"not worth a person's time: the best plan ({' then '.join(_describe(s) for s in best.steps)}) "
+            f"expects gain {best.expected_gain:.3f} for {best.expected_seconds:.1f} s = "
+            f"{best.gain_per_second:.4f}/s, under the threshold {threshold:.4f}/s"))
 
     def _make(self, candidate: Candidate, steps: list[Step], models: Models, reason: str) -> Plan:
         seconds, probabilities = plan_cost(candidate, steps, models)
@@ -142,12 +174,23 @@ class Greedy(Policy):
     def options(self, candidate: Candidate, models: Models) -> list[list[Step]]:
         ranked = sorted(range(len(candidate.proposals)), key=lambda i: -models.acceptance.probability(
             candidate.proposal_features(i)))
+        if candidate.is_region:  # a verified proposal inside the region spares labelling it
+            return [[Step(LABEL_REGION)]] + [[Step(VERIFY, i) for i in ranked[:k]] + [Step(LABEL_REGION)]
+                                             for k in range(1, min(self.max_verify, len(ranked)) + 1)]
         options = [[Step(SEGMENT)]]
         for k in range(1, min(self.max_verify, len(ranked)) + 1):
             verify = [Step(VERIFY, i) for i in ranked[:k]]
             options.append(verify + [Step(SEGMENT)])
             options.append(verify + [Step(SEGMENT, ranked[k - 1])])
         return options
+
+    def plan_region(self, candidate, models):
+        best = min((self._make(candidate, steps, models, "") for steps in self.options(candidate, models)),
+                   key=lambda p: p.expected_seconds)
+        best.reason = (f"selection picked a {candidate.region_kind}: "
+                       + " then ".join(_describe(s) for s in best.steps)
+                       + f", expected {best.expected_seconds:.1f} s")
+        return best
 
     def plan(self, candidate, models):
         best = min((self._make(candidate, steps, models, "") for steps in self.options(candidate, models)),
@@ -157,17 +200,13 @@ class Greedy(Policy):
             best.reason = (f"cheapest expected plan (p_accept {best.acceptance[0]:.2f}): "
                            + " then ".join(_describe(s) for s in best.steps)
                            + f", expected {best.expected_seconds:.1f} s vs {scratch:.1f} s segmenting")
+        elif not candidate.proposals:
+            best.reason = f"no proposal to verify: segment, expected {scratch:.1f} s"
         else:
             best.reason = (f"no proposal likely to pass (best p_accept "
                            f"{max([0.0] + [models.acceptance.probability(candidate.proposal_features(i)) for i in range(len(candidate.proposals))]):.2f})"
                            f": segment, expected {scratch:.1f} s")
         return best
-
-    def choose(self, candidates, models, allowed=None):
-        plan = super().choose(candidates, models, allowed)
-        if plan is None or plan.gain_per_second < self.min_gain_per_second:
-            return None
-        return plan
 
 
 def _describe(step: Step) -> str:
@@ -175,6 +214,8 @@ def _describe(step: Step) -> str:
         return f"verify proposal {step.proposal}"
     if step.type == SEGMENT:
         return "correct it" if step.proposal is not None else "segment from scratch"
+    if step.type == LABEL_REGION:
+        return "label the objects in the region"
     return step.type
 
 

@@ -3,6 +3,7 @@ store its first question, record answers once, and issue the plan's follow-up af
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
@@ -24,19 +25,25 @@ class Recorded:
 
 
 class Questioner:
-    def __init__(self, store: DialogStore) -> None:
+    def __init__(self, store: DialogStore, min_gain_per_second: float = 0.0) -> None:
         self.store = store
+        self.min_gain_per_second = min_gain_per_second  # under it the question is SKIP (policy.py)
 
     def next_question(self, project_id: str, annotator_id: str, candidates: list[Candidate],
                       wire: dict[str, bytes], policy_name: str = "",
-                      allowed: frozenset[str] | None = None) -> QuestionRow | None:
-        """Stores and returns the first question of the best plan over candidates not asked yet;
-        None when none is left worth asking. ``wire``: each candidate's serialized form by key."""
+                      allowed: frozenset[str] | None = None,
+                      propose: Callable[[list[Candidate]], list[Candidate]] | None = None) -> QuestionRow | None:
+        """Stores and returns the first question of the best plan over candidates not asked yet (SKIP of
+        the best candidate when no plan clears the gain threshold); None when none is left worth asking.
+        ``wire``: each candidate's serialized form by key. ``propose``: gives the candidates not asked yet
+        the live proposals it can (the adapter's call to segmentation; it updates ``wire`` to match)."""
         policy = get_policy(policy_name)
         asked = self.store.asked_keys(project_id, [c.key for c in candidates])
         fresh = [c for c in candidates if c.key not in asked]
+        if propose is not None and fresh:
+            fresh = propose(fresh)
         models = load_models(self.store, project_id, annotator_id)
-        plan = policy.choose(fresh, models, allowed)
+        plan = policy.choose(fresh, models, allowed, self.min_gain_per_second)
         if plan is None:
             return None
         return self.store.issue(self._issued(project_id, annotator_id, policy.name, plan, wire[plan.candidate.key], 0))

@@ -23,6 +23,7 @@ LABEL_REGION = "label_region"
 SEGMENT = "segment"
 SKIP = "skip"
 TYPES = (VERIFY, LABEL_REGION, SEGMENT, SKIP)
+REGION_KINDS = frozenset({"patch", "superpixel"})
 
 
 @dataclass
@@ -38,6 +39,14 @@ class Candidate:
     proposals: list[dict] = field(default_factory=list)
     label: str = ""
     payload: dict = field(default_factory=dict)  # wire data kept for the question (region, image ...)
+    region_kind: str = "whole_image"  # whole_image | frame | box | patch | superpixel (common.proto Region)
+    note: str = ""  # said with the reason of any plan for it (e.g. why it has no live proposal)
+
+    @property
+    def is_region(self) -> bool:
+        """A part of an image that selection picked (patch, superpixel): asked as LABEL_REGION, never as
+        one object of the whole image."""
+        return self.region_kind in REGION_KINDS
 
     def proposal_features(self, index: int) -> dict[str, float]:
         """Region features overlaid with proposal ``index``'s (its score as ``proposal_score``)."""
@@ -67,4 +76,4 @@ def prompt(step: Step, label: str = "") -> str:
     if step.type == SEGMENT:
         start = " Correct the proposed outline" if step.proposal is not None else " Click on"
         return f"{start} {thing} until the mask fits; then submit."
-    return "Nothing to do here."
+    return "Nothing to ask here: the policy expects too little from this region for the time; skip it."

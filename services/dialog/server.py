@@ -1,7 +1,7 @@
 """gRPC adapter of ``annotation.v1.Dialog``: proto messages <-> the dialog domain modules.
 
-SimulatePolicy is not served yet (UNIMPLEMENTED through the generated base class): the simulation is
-the command ``python -m services.dialog.simulate``.
+NextQuestion over a pool asks selection for its pick, and segmentation for live proposals
+(``proposals.py``), each with the dialog's own service key (``SERVICE_GRANTS``), never the caller's.
 
 Run: ``python -m services.dialog.server``.
 """
@@ -18,6 +18,8 @@ from annotation.v1 import (
     common_pb2,
     dialog_pb2,
     dialog_pb2_grpc,
+    segmentation_pb2,
+    segmentation_pb2_grpc,
     selection_pb2,
     selection_pb2_grpc,
 )
@@ -29,10 +31,12 @@ from services.common.errors import (
     Unavailable,
 )
 from services.common.grpc_server import Kit, serve
+from services.common.masks import decode_rle
 from services.common.proto_time import to_timestamp
 from services.common.request_context import caller
 from services.common.service_identity import metadata as service_metadata
 from services.dialog import cost_model
+from services.dialog import proposals as live
 from services.dialog.features import mask_features
 from services.dialog.learning import FIT_MODELS, load_acceptance, load_estimates
 from services.dialog.policy import DEFAULT, registry
@@ -53,6 +57,7 @@ TYPES = {VERIFY: dialog_pb2.QUESTION_TYPE_VERIFY, LABEL_REGION: dialog_pb2.QUEST
 TYPE_NAMES = {v: k for k, v in TYPES.items()}
 KINDS = {"greedy": dialog_pb2.Policy.GREEDY, "fixed": dialog_pb2.Policy.FIXED, "learned": dialog_pb2.Policy.LEARNED}
 MAX_CANDIDATES = 1000
+PREDICT_TIMEOUT_S = 10.0  # one automatic proposal; a slower segmentation service gives none
 
 
 def _unit(value: float, field: str) -> float:
@@ -86,17 +91,37 @@ def candidate_from_pb(c: dialog_pb2.Candidate, field: str) -> Candidate:
     key = f"{image_id}:{hashlib.sha1(c.region.SerializeToString(deterministic=True)).hexdigest()[:16]}"
     proposals = []
     if c.HasField("proposal_mask") or c.HasField("proposal_box"):
-        proposals.append({"features": {**proposal_features, **features},
-                          "score": _unit(c.proposal_score, f"{field}.proposal_score")})
+        proposal = {"features": {**proposal_features, **features}}
+        if not c.proposal_source:  # a live proposal's confidence is in its network statistics (features)
+            proposal["score"] = _unit(c.proposal_score, f"{field}.proposal_score")
+        proposals.append(proposal)
     return Candidate(key, image_id, _unit(c.selection_score, f"{field}.selection_score"),
-                     {**proposal_features, **features}, proposals, c.proposed_label)
+                     {**proposal_features, **features}, proposals, c.proposed_label,
+                     region_kind=c.region.WhichOneof("kind") or "whole_image")
+
+
+def region_box(c: dialog_pb2.Candidate) -> common_pb2.Box | None:
+    """The region's bounding box in image pixels: given, a box region's own, or a patch cell clipped to
+    the image when its size is known; None for the whole image or when unknown."""
+    if c.HasField("region_box"):
+        return c.region_box
+    kind = c.region.WhichOneof("kind")
+    if kind == "box":
+        return c.region.box
+    if kind == "patch" and c.region.patch.size_px:
+        p = c.region.patch
+        x, y = float(p.col * p.size_px), float(p.row * p.size_px)
+        w = min(float(p.size_px), c.image.width - x) if c.image.width else float(p.size_px)
+        h = min(float(p.size_px), c.image.height - y) if c.image.height else float(p.size_px)
+        return common_pb2.Box(x=x, y=y, width=w, height=h) if w > 0 and h > 0 else None
+    return None
 
 
 class DialogServicer(dialog_pb2_grpc.DialogServicer):
     def __init__(self, kit: Kit) -> None:
         self.kit = kit
         self.store = DialogStore(kit.sessions)
-        self.questioner = Questioner(self.store)
+        self.questioner = Questioner(self.store, kit.settings.dialog_min_gain_per_second)
 
     # --- conversions -----------------------------------------------------------------------------
     def _question_pb(self, row) -> dialog_pb2.Question:
@@ -110,11 +135,17 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
             gain_per_second=row.expected_gain / max(row.expected_seconds, 1e-6), reason=row.reason,
             plan=[TYPES[t] for t, _ in row.plan[row.step:]], policy=row.policy,
             prompt=prompt(step, candidate.proposed_label), create_time=to_timestamp(row.created_at))
+        box = region_box(candidate)
+        if box is not None:
+            question.region_box.CopyFrom(box)
+        if candidate.HasField("region_mask"):
+            question.region_mask.CopyFrom(candidate.region_mask)
         if row.proposal is not None:
             if candidate.HasField("proposal_mask"):
                 question.proposal_mask.CopyFrom(candidate.proposal_mask)
             elif candidate.HasField("proposal_box"):
                 question.proposal_box.CopyFrom(candidate.proposal_box)
+            question.proposal_source = candidate.proposal_source
         return question
 
     def _pool_candidates(self, request, context) -> list[dialog_pb2.Candidate]:
@@ -134,7 +165,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
                 reply = selection_pb2_grpc.SelectionStub(channel).SelectBatch(selection_pb2.SelectBatchRequest(
                     project_id=request.project_id, pool_id=pool.pool_id, strategy=pool.strategy,
                     granularity=pool.granularity, patch_size_px=pool.patch_size_px,
-                    budget=pool.candidate_count or 50, up_to_budget=True),
+                    n_superpixels=pool.n_superpixels, budget=pool.candidate_count or 50, up_to_budget=True),
                     metadata=service_metadata(self.kit.service_key),
                     timeout=min(self.kit.settings.default_deadline_s, deadline or self.kit.settings.default_deadline_s))
         except grpc.RpcError as exc:
@@ -145,12 +176,91 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
                 raise Unavailable(f"selection service unavailable: {exc.details()}") from None
             raise FailedPrecondition(f"selection refused the pool's candidates ({code.name}): {exc.details()}",
                                      field="pool") from None
-        scores = [r.score for r in reply.regions]
-        top = max(scores, default=1.0) or 1.0
-        return [dialog_pb2.Candidate(
-            region=r.region, image=common_pb2.ImageRef(image_id=r.region.image_id or r.item_id),
-            selection_score=float(min(1.0, max(0.0, r.score / top))),
-            features={**dict(r.breakdown), "area_px": float(r.area_px)}) for r in reply.regions]
+        # selection's scores are already in [0, 1] and comparable across calls: the skip threshold
+        # compares them with seconds, so they are not rescaled to the batch's best
+        candidates = []
+        for r in reply.regions:
+            c = dialog_pb2.Candidate(
+                region=r.region, image=r.image if r.HasField("image") else common_pb2.ImageRef(),
+                selection_score=float(min(1.0, max(0.0, r.score))),
+                features={**dict(r.breakdown), "area_px": float(r.area_px)})
+            c.image.image_id = r.region.image_id or r.image.image_id or r.item_id
+            if r.region.WhichOneof("kind") not in ("whole_image", "frame", None) and r.HasField("box"):
+                c.region_box.CopyFrom(r.box)
+            if r.HasField("mask") and r.mask.counts:
+                c.region_mask.CopyFrom(r.mask)
+            candidates.append(c)
+        return candidates
+
+    def _proposer(self, project_id: str, context, wire: dict[str, dialog_pb2.Candidate],
+                  blobs: dict[str, bytes]):
+        """The ``propose`` step of NextQuestion: live proposals from the segmentation service for the
+        best fresh candidates without one; a candidate it cannot serve keeps none and says why."""
+        def propose(fresh: list[Candidate]) -> list[Candidate]:
+            chosen = {c.key for c in live.wanting(fresh)}
+            if not chosen:
+                return fresh
+            if not self.kit.service_key:
+                reason = "no live proposal: this dialog server has no service key (ANNOT_SERVICE_KEY)"
+                return [_noted(c, reason) if c.key in chosen else c for c in fresh]
+            out, down = [], ""
+            with grpc.insecure_channel(self.kit.settings.service_address("segmentation")) as channel:
+                stub = segmentation_pb2_grpc.SegmentationStub(channel)
+                for c in fresh:
+                    if c.key not in chosen:
+                        out.append(c)
+                    elif down:
+                        out.append(_noted(c, down))
+                    else:
+                        made, why, down = self._live(stub, project_id, context, wire[c.key], c.key)
+                        if made is None:
+                            out.append(_noted(c, why))
+                        else:
+                            out.append(candidate_from_pb(made, "candidate"))
+                            wire[c.key] = made
+                            blobs[c.key] = made.SerializeToString(deterministic=True)
+            return out
+        return propose
+
+    def _live(self, stub, project_id: str, context, c: dialog_pb2.Candidate, key: str):
+        """(the candidate with its live proposal or None, why not, the outage that stops the others)."""
+        data = live.image_at_hand(c.image.uri)
+        if data is None:
+            return None, "no live proposal: the image's pixels are not readable by the dialog service", ""
+        size = live.image_size(data)
+        if size is None:
+            return None, "no live proposal: the image's file is no image", ""
+        width, height = size
+        box = region_box(c)
+        box = (box.x, box.y, box.width, box.height) if box is not None else None
+        remaining = context.time_remaining()
+        timeout = min(PREDICT_TIMEOUT_S, remaining) if remaining else PREDICT_TIMEOUT_S
+        found, version, first = [], "", None
+        try:
+            for seed in live.SEEDS:
+                clicks = live.seed_clicks(seed, width, height, box)
+                first = first or clicks[0]
+                reply = stub.Predict(segmentation_pb2.PredictRequest(
+                    project_id=project_id, image=common_pb2.ImageRef(image_id=c.image.image_id), image_data=data,
+                    clicks=[common_pb2.Click(x=x, y=y, positive=p) for x, y, p in clicks]),
+                    metadata=service_metadata(self.kit.service_key), timeout=timeout)
+                mask = decode_rle(reply.mask.size, reply.mask.counts, (height, width), "mask")
+                stats = {name: getattr(reply.stats, name) for name in live.STATS}
+                found.append((mask, stats, list(reply.mask.size), reply.mask.counts))
+                version = reply.model_version
+        except grpc.RpcError as exc:
+            code = exc.code()
+            why = f"no live proposal: segmentation {code.name}: {exc.details()}"
+            outage = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            return None, why, why if outage else ""
+        proposal = live.live_proposal(found, version, first)
+        made = dialog_pb2.Candidate()
+        made.CopyFrom(c)
+        made.image.width, made.image.height = width, height
+        made.proposal_mask.CopyFrom(common_pb2.Mask(size=proposal.size, counts=proposal.counts))
+        made.features.update(proposal.features)
+        made.proposal_source = proposal.source
+        return made, "", ""
 
     # --- RPCs ----------------------------------------------------------------------------------
     def NextQuestion(self, request, context):
@@ -171,8 +281,12 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
                 raise InvalidArgument("allowed_types", f"unknown question type(s) {unknown}")
             allowed = frozenset(TYPE_NAMES[t] for t in request.allowed_types)
         blobs = {c.key: w.SerializeToString(deterministic=True) for c, w in zip(candidates, wire)}
+        propose = None
+        if allowed is None or VERIFY in allowed:  # a proposal is shown only by a VERIFY question
+            propose = self._proposer(request.project_id, context, {c.key: w for c, w in zip(candidates, wire)},
+                                     blobs)
         row = self.questioner.next_question(request.project_id, caller().acting_as(request.annotator_id),
-                                            candidates, blobs, request.policy, allowed)
+                                            candidates, blobs, request.policy, allowed, propose)
         if row is None:
             return dialog_pb2.NextQuestionResponse(exhausted=True)
         return dialog_pb2.NextQuestionResponse(question=self._question_pb(row))
@@ -246,6 +360,11 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
             reply.acceptance.CopyFrom(dialog_pb2.AcceptanceModel(observations=row.observations,
                                                                  acceptance_rate=row.params.get("mean", 0.0)))
         return reply
+
+
+def _noted(candidate: Candidate, note: str) -> Candidate:
+    candidate.note = note
+    return candidate
 
 
 def _estimate(estimates, qtype: str, model: cost_model.CostModel):

@@ -20,7 +20,8 @@ from services.dialog.outcomes import Outcome, Proposal, Run
 from services.dialog.policy import Greedy, Models, get_policy, plan_cost, registry
 from services.dialog.pretrain import rows_of
 from services.dialog.questioner import Questioner
-from services.dialog.questions import SEGMENT, VERIFY, Candidate, Step
+from services.dialog import proposals
+from services.dialog.questions import LABEL_REGION, SEGMENT, SKIP, VERIFY, Candidate, Step
 from services.dialog.regression import Linear, fit_logistic, fit_ridge, sigmoid
 from services.dialog.replay import bounds, replay
 from services.dialog.store import DialogStore
@@ -133,7 +134,9 @@ def test_registry_fixed_plans_and_allowed_types():
     only_segment = get_policy("verify_k_then_segment").choose([c], models, frozenset({SEGMENT}))
     assert [s.type for s in only_segment.steps] == [SEGMENT]
     assert get_policy("always_segment").choose([c], models, frozenset({VERIFY})) is None
-    assert Greedy(min_gain_per_second=100).choose([c], models) is None
+    skipped = Greedy(min_gain_per_second=100).choose([c], models)  # nothing clears it: SKIP, not silence
+    assert skipped.steps == [Step(SKIP)] and skipped.expected_gain == 0 and "threshold" in skipped.reason
+    assert Greedy(min_gain_per_second=100).choose([c], models, frozenset({SEGMENT, VERIFY})) is None
 
 
 @pytest.fixture
@@ -241,3 +244,97 @@ def test_pretrain_rows_hold_every_proposal_and_every_start():
     assert [r[2] for r in rows["clicks:scratch"]] == [3.0, 20.0]
     assert [r[2] for r in rows["clicks:proposal"]] == [0.0, 5.0]
     assert [r[0] for r in rows["acceptance"]] == [0, 1]  # image index, for folds by image
+
+
+def _region(kind: str, key: str, score: float = 0.8, proposals_: list[dict] | None = None) -> Candidate:
+    return Candidate(key, "img", score, {"relative_size": 0.05}, proposals_ or [], region_kind=kind)
+
+
+@pytest.mark.parametrize("kind", ["patch", "superpixel"])
+def test_a_patch_or_superpixel_is_asked_as_label_region_by_every_policy(kind):
+    models = Models(CostModel(), AcceptanceModel())
+    for name, policy in registry().items():
+        plan = policy.choose([_region(kind, "r")], models)
+        assert [s.type for s in plan.steps] == [LABEL_REGION], name  # never one object of the whole image
+        assert kind in plan.reason
+    # a whole image beside it is still segmented; the region's plan is priced by the LABEL_REGION cost
+    whole = Greedy().plan_for(Candidate("w", "img", 0.8), models)
+    assert whole.steps == [Step(SEGMENT)]
+    region = Greedy().plan_for(_region(kind, "r"), models)
+    assert region.expected_seconds == pytest.approx(cost_model.PRIORS[LABEL_REGION].seconds)
+    # a confident proposal inside the region is verified first, then the region labelled if rejected
+    sure = Greedy().plan_for(_region(kind, "p", proposals_=[{"features": {}, "score": 0.99}]), models)
+    assert [s.type for s in sure.steps] == [VERIFY, LABEL_REGION]
+    # a client that cannot show LABEL_REGION gets no region question, not a whole-image segmentation
+    assert get_policy("greedy").choose([_region(kind, "r")], models, frozenset({SEGMENT})) is None
+
+
+def test_skip_is_decided_by_expected_gain_per_second_from_cost_and_acceptance():
+    models = Models(CostModel(), AcceptanceModel())
+    bare = Candidate("bare", "img", 0.1)  # no proposal: segmenting from scratch, about 8.5 s
+    confident = Candidate("sure", "img", 0.1, {}, [{"features": {}, "score": 0.95}])  # verify: about 2 s
+    scratch = plan_cost(bare, [Step(SEGMENT)], models)[0]
+    threshold = 0.1 / scratch * 2  # what segmenting cannot reach, but a likely verification can
+    greedy = get_policy("greedy")
+    assert greedy.choose([bare], models, min_gain_per_second=threshold).steps == [Step(SKIP)]
+    chosen = greedy.choose([confident], models, min_gain_per_second=threshold)
+    assert chosen.steps[0] == Step(VERIFY, 0) and chosen.gain_per_second >= threshold
+    # the acceptance model decides: the same proposal, learned to fail in this project, is not worth asking
+    rows = [{"proposal_score": 0.95}] * 20
+    failing = Models(CostModel(), AcceptanceModel.fit(rows, [False] * 20))
+    assert greedy.choose([confident], failing, min_gain_per_second=threshold).steps == [Step(SKIP)]
+    # the cost model decides: an annotator who segments fast makes the bare image worth it
+    fast = cost_model.fit([Answer(SEGMENT, {}, 2.0, clicks=1)] * 10)
+    assert greedy.choose([bare], Models(CostModel(fast), AcceptanceModel()),
+                         min_gain_per_second=threshold).steps == [Step(SEGMENT)]
+    # so does the selection score: a more informative region clears the same threshold
+    rich = Candidate("rich", "img", 0.9)
+    assert greedy.choose([bare, rich], models, min_gain_per_second=threshold).candidate.key == "rich"
+    # the skip names the best candidate and why; a client that cannot show SKIP is told nothing is worth it
+    skipped = greedy.choose([bare], models, min_gain_per_second=threshold)
+    assert skipped.candidate.key == "bare" and f"{threshold:.4f}" in skipped.reason
+    assert greedy.choose([bare], models, frozenset({SEGMENT}), threshold) is None
+
+
+def test_questioner_asks_skip_and_label_region_and_records_their_answers(store):
+    threshold = 0.05
+    q = Questioner(store, min_gain_per_second=threshold)
+    low = Candidate("low", "img", 0.01)
+    row = q.next_question("p", "ann", [low], {"low": b"wire"})
+    assert (row.type, row.plan, row.expected_gain) == (SKIP, [[SKIP, None]], 0.0) and "threshold" in row.reason
+    with pytest.raises(InvalidArgument):
+        q.record("p", row.question_id, "ann", "segment", {}, 1.0, low)
+    q.record("p", row.question_id, "ann", "skip", {"reason": ""}, 0.5, low)
+    assert q.next_question("p", "ann", [low], {"low": b"wire"}) is None  # asked: not again
+    patch = _region("patch", "patch", score=0.9)
+    asked = q.next_question("p", "ann", [patch], {"patch": b"wire"})
+    assert asked.type == LABEL_REGION and asked.plan == [[LABEL_REGION, None]]
+    q.record("p", asked.question_id, "ann", "labels", {"labels": [{"label": "cat"}]}, 6.0, patch)
+    q.record("p", q.next_question("p", "ann", [_region("patch", "b")], {"b": b"w"}).question_id, "ann", "labels",
+             {"labels": []}, 6.0, None)
+    q.record("p", q.next_question("p", "ann", [_region("patch", "c")], {"c": b"w"}).question_id, "ann", "labels",
+             {"labels": []}, 6.0, None)
+    refit(store, "p", "ann")
+    # three answers of 6 s move the cost of a region question from the 7 s prior towards them
+    assert 6.0 <= load_models(store, "p", "ann").cost.seconds(LABEL_REGION, {}) < cost_model.PRIORS[LABEL_REGION].seconds
+
+
+def test_live_proposal_clicks_stay_in_the_region_and_features_measure_agreement():
+    centre = proposals.seed_clicks("centre", 64, 48)
+    assert centre == [(32.0, 24.0, True)]
+    box = (40.0, 8.0, 20.0, 30.0)
+    clicks = proposals.seed_clicks("centre_corners", 64, 48, box)
+    assert clicks[0] == (50.0, 23.0, True) and [p for _, _, p in clicks] == [True] + [False] * 4
+    assert all(40 <= x < 60 and 8 <= y < 38 for x, y, _ in clicks)
+    ranked = proposals.wanting([Candidate("a", "i", 0.2), Candidate("b", "i", 0.9), _region("patch", "r", 1.0),
+                                Candidate("c", "i", 0.95, {}, [{"features": {}}]), Candidate("d", "i", 0.5)])
+    assert [c.key for c in ranked] == ["b", "d"]  # best first, none with a proposal, no region
+    one = np.zeros((48, 64), bool)
+    one[10:30, 10:40] = True
+    other = np.zeros_like(one)
+    other[10:30, 10:25] = True
+    made = proposals.live_proposal([(one, {"mean_confidence": 0.9}, [48, 64], "rle"),
+                                    (other, {"mean_confidence": 0.8}, [48, 64], "rle2")], "clickseg:1", centre[0])
+    assert made.counts == "rle" and made.features["proposal_agreement"] == pytest.approx(0.5)
+    assert made.features["mean_confidence"] == 0.9 and made.features["relative_size"] == pytest.approx(600 / 3072, abs=1e-4)
+    assert made.source == "segmentation clickseg:1, automatic positive click at (32, 24)"
