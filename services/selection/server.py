@@ -102,6 +102,14 @@ def _region(item_id: str, key: str, segment: int, box, image_id: str = "") -> co
     return region
 
 
+def _image_ref(item) -> common_pb2.ImageRef:
+    ref = common_pb2.ImageRef(image_id=item.image_id or item.item_id, uri=item.uri, width=item.width,
+                              height=item.height)
+    if item.video_id is not None:
+        ref.video_id, ref.frame_index = item.video_id, item.frame_index or 0
+    return ref
+
+
 def _label_region(label) -> LabelRegion:
     kind = label.region.WhichOneof("kind") if label.HasField("region") else None
     patch, superpixel = label.region.patch, label.region.superpixel
@@ -234,7 +242,8 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
                 rank=rank, item_id=item_id, score=float(score), reason=reason, breakdown=candidates.breakdown(row),
                 region=_region(item_id, spec.key, int(candidates.segment[row]), box, items[item_id].image_id),
                 area_px=int(candidates.area_px[row]), class_index=int(cls), mask=masks.get(int(row)),
-                box=common_pb2.Box(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3]))))
+                box=common_pb2.Box(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3])),
+                image=_image_ref(items[item_id])))
         selection_id = self._scores.record_batch(
             request.project_id, request.pool_id, strategy.name,
             {"granularity": spec.key, "budget": int(request.budget), "unit": unit, "params": dict(request.params),
