@@ -58,8 +58,9 @@ SERVICE_PREFIX = "service:"
 # ("/package.Service/Method"). A service that calls no other service has no key. The user's project
 # scope was checked against the user's own key by the first service; the service key acts for any project.
 SERVICE_GRANTS: dict[str, frozenset[str]] = {
-    # NextQuestion over a pool: the dialog asks selection for the pool's next candidates.
-    "dialog": frozenset({"/annotation.v1.Selection/SelectBatch"}),
+    # NextQuestion over a pool: the dialog asks selection for the pool's next candidates, and segmentation
+    # for live proposals from automatic clicks (stateless Predict only: no session, nothing stored).
+    "dialog": frozenset({"/annotation.v1.Selection/SelectBatch", "/annotation.v1.Segmentation/Predict"}),
 }
 
 

@@ -60,9 +60,10 @@ def test_a_service_that_calls_no_other_has_no_key(tmp_path, store):
 
 def test_a_service_key_may_call_its_grants_only_and_no_route(tmp_path, store):
     principal = store.verify(service_identity.provision(store, settings(tmp_path), "dialog"))
-    (granted,) = SERVICE_GRANTS["dialog"]
-    principal.authorize_call(granted, Role.ADMIN)  # SelectBatch needs admin of people, not of the dialog
-    for method in ("/annotation.v1.Selection/CreatePool", "/annotation.v1.Dialog/NextQuestion"):
+    for granted in SERVICE_GRANTS["dialog"]:  # SelectBatch needs admin of people, not of the dialog
+        principal.authorize_call(granted, Role.ADMIN)
+    for method in ("/annotation.v1.Selection/CreatePool", "/annotation.v1.Dialog/NextQuestion",
+                   "/annotation.v1.Segmentation/StartSession"):
         with pytest.raises(PermissionDenied):
             principal.authorize_call(method, Role.ANNOTATOR)
     with pytest.raises(PermissionDenied):
