@@ -11,7 +11,7 @@ from services.common import question_timing
 from services.common.clicks import Click
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.storage import make_engine, make_session_factory, migrate
-from services.dialog import cost_model, pretrained
+from services.dialog import cost_model, pretrained, proposals
 from services.dialog.acceptance import AcceptanceModel, prior_probability
 from services.dialog.cost_model import Answer, CostModel
 from services.dialog.features import mask_features
@@ -20,7 +20,6 @@ from services.dialog.outcomes import Outcome, Proposal, Run
 from services.dialog.policy import Greedy, Models, get_policy, plan_cost, registry
 from services.dialog.pretrain import rows_of
 from services.dialog.questioner import Questioner
-from services.dialog import proposals
 from services.dialog.questions import LABEL_REGION, SEGMENT, SKIP, VERIFY, Candidate, Step
 from services.dialog.regression import Linear, fit_logistic, fit_ridge, sigmoid
 from services.dialog.replay import bounds, replay

@@ -146,7 +146,7 @@ def skipping(settings, spawn):
 
 def test_skip_when_no_plan_clears_the_gain_threshold(skipping):
     stub, ann, a1 = skipping["stub"], skipping["annotator"], skipping["annotator_id"]
-    ask = lambda *cands, **kw: stub.NextQuestion(D.NextQuestionRequest(  # noqa: E731
+    ask = lambda *cands, **kw: stub.NextQuestion(D.NextQuestionRequest(
         project_id=P, annotator_id=a1, candidates=D.CandidateList(candidates=list(cands)), **kw), metadata=ann)
     # segmenting from scratch costs about 8.5 s: 0.05 / 8.5 s is under 0.02/s, 0.9 / 8.5 s above it
     poor = ask(_whole("poor", score=0.05)).question
@@ -177,7 +177,7 @@ def proposing(settings, spawn, triton_server, tmp_path):
 def test_verify_shows_a_proposal_made_live_by_segmentation_and_none_when_it_is_down(proposing):
     stub, ann, a1, tmp = proposing["stub"], proposing["annotator"], proposing["annotator_id"], proposing["tmp"]
     uri = _image(tmp / "disk.png")
-    ask = lambda image_id: stub.NextQuestion(D.NextQuestionRequest(  # noqa: E731
+    ask = lambda image_id: stub.NextQuestion(D.NextQuestionRequest(
         project_id=P, annotator_id=a1, policy="verify_k_then_segment",
         candidates=D.CandidateList(candidates=[_whole(image_id, uri)])), metadata=ann).question
     q = ask("disk")
