@@ -32,6 +32,10 @@ class GatewaySettings(BaseSettings):
     grpc_timeout_s: float = Field(30.0, gt=0, description="Deadline of a call to a service.")
     fallback_timeout_s: float = Field(
         2.0, gt=0, description="Deadline of calls whose failure has a fallback (the dialog policy).")
+    question_timeout_s: float = Field(
+        15.0, gt=0, description="Deadline of the dialog's NextQuestion, after which the fallback asks; longer than "
+        "fallback_timeout_s since a live proposal runs the segmentation network (a question the dialog issued "
+        "after the gateway gave up would hold its candidate while the fallback asks about the image).")
     selection_strategy: str = Field(
         "", max_length=64, description="Selection strategy the dialog draws each project's candidates with "
         "(a name from Selection.ListStrategies); empty: selection's default, combined once a task model has "

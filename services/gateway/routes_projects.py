@@ -66,7 +66,8 @@ def task_out(row: Task) -> dict:
             "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
             # what the page draws: the region (kind, box, superpixel mask), the proposal (mask or box)
             "region": detail.get("region", {"kind": "whole_image"}), "proposal": detail.get("proposal"),
-            "proposed_label": detail.get("proposed_label", ""), "plan": detail.get("plan", [row.question_type])}
+            "proposed_label": detail.get("proposed_label", ""), "plan": detail.get("plan", [row.question_type]),
+            "proposal_source": detail.get("proposal_source", "")}
 
 
 def _selection(request: Request, method: str, message, key: str) -> str:

@@ -107,7 +107,7 @@ SHOWN_TYPES = [dialog_pb2.QUESTION_TYPE_VERIFY, dialog_pb2.QUESTION_TYPE_LABEL_R
 def _dialog_question(request: Request, project_id: str, who: Caller) -> Question | str:
     """The dialog policy's question over the project's selection pool, or why there is none (then the
     fallback asks; a policy with nothing left in the pool does not hide images the pool lacks)."""
-    upstream, timeout = request.app.state.upstream, request.app.state.gateway.fallback_timeout_s
+    upstream, timeout = request.app.state.upstream, request.app.state.gateway.question_timeout_s
     try:
         reply = upstream.call("dialog", "NextQuestion", dialog_pb2.NextQuestionRequest(
             project_id=project_id, annotator_id=who.annotator_id,

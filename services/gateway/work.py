@@ -194,7 +194,14 @@ def region_detail(region, width: int, height: int, pixels=None) -> dict:
 
 def question_detail(question, width: int, height: int, pixels=None) -> dict:
     """What a dialog Question shows besides its prompt: region, proposal (mask or box), proposed label, plan."""
-    detail = {"region": region_detail(question.region, width, height, pixels),
+    # the dialog's own region geometry when it sends it (region_box, region_mask); computed here otherwise
+    given = question.HasField("region_box")
+    region = region_detail(question.region, width, height, None if given else pixels)
+    if given:
+        region["box"] = _box(question.region_box)
+        if question.HasField("region_mask"):
+            region["mask"] = {"size": list(question.region_mask.size), "counts": question.region_mask.counts}
+    detail = {"region": region, "proposal_source": question.proposal_source,
               "proposed_label": question.proposed_label,
               "plan": [dialog_pb2.QuestionType.Name(t).removeprefix("QUESTION_TYPE_") for t in question.plan],
               "expected_seconds": question.expected_seconds,

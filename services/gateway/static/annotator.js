@@ -121,7 +121,7 @@ async function nextQuestion() {
 async function showTask(task, image) {
   state.question = task; state.image = image;
   $("prompt").textContent = task.prompt;
-  $("reason").textContent = `${task.policy}: ${task.reason}`;
+  $("reason").textContent = `${task.policy}: ${task.reason}` + (task.proposal_source ? ` · proposal: ${task.proposal_source}` : "");
   document.body.dataset.taskId = task.task_id; document.body.dataset.questionType = task.question_type;
   state.bitmap = await Api.imageBitmap(image.url);
   const canvas = $("canvas");
