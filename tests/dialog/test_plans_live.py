@@ -123,9 +123,10 @@ def test_selections_patch_or_superpixel_pick_is_asked_as_a_region_question(regio
     box = superpixel.region_box  # the highlighted pixels lie in the box the client limits clicks to
     assert box.x <= xs.min() and xs.max() < box.x + box.width and box.y <= ys.min() and ys.max() < box.y + box.height
 
-    reply = stub.RecordAnswer(D.RecordAnswerRequest(project_id=P, question_id=patch.question_id, labels=D.LabelAnswer(
-        labels=[D.RegionLabel(label="object", box=common_pb2.Box(x=cell.col * 16, y=cell.row * 16, width=8, height=8))]),
-        seconds_taken=5.5), metadata=ann)
+    label = D.RegionLabel(label="object", box=common_pb2.Box(x=cell.col * 16, y=cell.row * 16, width=8, height=8))
+    reply = stub.RecordAnswer(D.RecordAnswerRequest(project_id=P, question_id=patch.question_id,
+                                                    labels=D.LabelAnswer(labels=[label]), seconds_taken=5.5),
+                              metadata=ann)
     assert not reply.HasField("follow_up")
     # a client that shows only SEGMENT is not handed the region as a whole-image task
     only_segment = stub.NextQuestion(D.NextQuestionRequest(project_id=P, annotator_id=a1, pool=D.PoolReference(
@@ -201,3 +202,89 @@ def test_verify_shows_a_proposal_made_live_by_segmentation_and_none_when_it_is_d
     assert down.type == D.QUESTION_TYPE_SEGMENT and down.WhichOneof("proposal") is None
     assert list(down.plan) == [D.QUESTION_TYPE_SEGMENT] and not down.proposal_source
     assert "no live proposal: segmentation UNAVAILABLE" in down.reason
+
+
+def _tiny_data_set(settings) -> None:
+    """Three image/mask pairs under the simulation data root, their outcomes already measured (cached
+    where the task looks), so no segmentation stack is needed."""
+    from services.dialog.outcomes import Outcome, Proposal, Run, save
+    from services.simulation.stack import segmentation_fingerprint
+
+    folder = settings.dialog_simulation_data_root / "tiny"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i, stem in enumerate(("a", "b", "c")):
+        Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folder / "images" / f"{stem}.png")
+        Image.fromarray(np.full((20, 30), 255, np.uint8)).save(folder / "masks" / f"{stem}.png")
+        run = Run([[10, 10, True], [12, 12, True]], [0.6, 0.9], 0.0)
+        outcome = Outcome(stem, 20, 30, [Proposal("centre", 0.9 if i else 0.3, {"proposal_agreement": 0.9},
+                                                  Run([], [], 0.9) if i else run)], run)
+        save(outcome, settings.var_dir / "dialog" / "cache" / segmentation_fingerprint() / "tiny-0.85-20"
+             / f"{stem}.json")
+
+
+@pytest.fixture
+def simulating(settings, spawn, tmp_path):
+    settings = settings.model_copy(update={"dialog_simulation_data_root": tmp_path / "data"})
+    keys = _keys(settings)
+    _tiny_data_set(settings)
+    start_service(spawn, "dialog", settings)
+    with grpc.insecure_channel(settings.service_address("dialog")) as channel:
+        yield {"stub": dialog_pb2_grpc.DialogStub(channel), "ops": operations_pb2_grpc.OperationsStub(channel),
+               "settings": settings, "spawn": spawn, **keys}
+
+
+def _code_and_field(call) -> tuple[grpc.StatusCode, str]:
+    from grpc_status import rpc_status
+
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    detail = common_pb2.ErrorDetail()
+    status = rpc_status.from_call(info.value)
+    if status is not None and status.details:
+        status.details[0].Unpack(detail)
+    return info.value.code(), detail.field
+
+
+def test_simulate_policy_starts_the_simulation_operation_and_checks_its_request(simulating):
+    stub, admin = simulating["stub"], simulating["admin"]
+    simulate = lambda **kw: stub.SimulatePolicy(D.SimulatePolicyRequest(project_id=P, **kw), metadata=admin)
+    op = simulate(data_dir="tiny", policies=["always_segment", "verify_k_then_segment"], seed=3).operation
+    assert op.id and op.kind == "dialog.simulate_policy" and op.project_id == P
+    listed = simulating["ops"].ListOperations(operations_pb2.ListOperationsRequest(project_id=P), metadata=admin)
+    assert [o.id for o in listed.operations] == [op.id]
+    invalid, missing = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    for request, expected in (({"data_dir": "../tiny"}, (invalid, "data_dir")),
+                              ({"data_dir": "/etc"}, (invalid, "data_dir")),
+                              ({"data_dir": "missing"}, (missing, "data_dir")),
+                              ({"data_dir": "tiny", "policies": ["nope"]}, (invalid, "policies")),
+                              ({"data_dir": "tiny", "iou_target": 1.5}, (invalid, "iou_target"))):
+        assert _code_and_field(lambda r=request: simulate(**r)) == expected, request
+    refused = _code_and_field(lambda: stub.SimulatePolicy(D.SimulatePolicyRequest(project_id=P, data_dir="tiny"),
+                                                          metadata=simulating["annotator"]))
+    assert refused[0] == grpc.StatusCode.PERMISSION_DENIED  # admins only
+
+
+def test_simulate_policy_operation_returns_each_policys_figures(simulating):
+    from services.dialog import worker
+
+    if "dialog.simulate_policy" not in worker.app.tasks:
+        pytest.skip("the dialog worker does not register dialog.simulate_policy yet (services/dialog/worker.py)")
+    simulating["spawn"]([PYTHON, "-m", "celery", "-A", "services.dialog.worker:app", "worker", "-Q", "dialog",
+                         "-n", "dialog-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"],
+                        simulating["settings"])
+    stub, admin = simulating["stub"], simulating["admin"]
+    op = stub.SimulatePolicy(D.SimulatePolicyRequest(project_id=P, data_dir="tiny", seed=3, policies=[
+        "always_segment", "verify_k_then_segment"]), metadata=admin).operation
+    get = lambda: simulating["ops"].GetOperation(operations_pb2.GetOperationRequest(
+        project_id=P, operation_id=op.id), metadata=admin).operation
+    done = wait_until(lambda: (o := get()).state in (common_pb2.Operation.SUCCEEDED, common_pb2.Operation.FAILED)
+                      and o, 120, "simulation done")
+    assert done.state == common_pb2.Operation.SUCCEEDED, done.error
+    result = dict(done.result)
+    assert result["seed"] == 3 and result["iou_target"] == pytest.approx(0.85) and result["images"] == 3
+    figures = {name: dict(f) for name, f in result["policies"].items()}
+    assert set(figures) == {"always_segment", "verify_k_then_segment"}
+    assert figures["always_segment"]["questions"] == 3 and figures["always_segment"]["objects_reached"] == 3
+    assert dict(figures["verify_k_then_segment"]["by_type"])["verify"]["count"] == 3
+    assert figures["verify_k_then_segment"]["total_seconds"] < figures["always_segment"]["total_seconds"]
