@@ -95,11 +95,6 @@ class Settings(BaseSettings):
         "models. 0.01: a region scoring 0.1 is worth at most about 10 s of a person (segmenting an object "
         "costs about 8.5 s, verifying a proposal 1.8 s); 0 never skips.",
     )
-    dialog_simulation_data_root: Path = Field(
-        REPO_ROOT.parent / "shared" / "data",
-        description="Folder whose subfolders (each with images/ and masks/) Dialog.SimulatePolicy may name as "
-        "its data_dir; nothing outside it is read.",
-    )
 
     gateway_port: int = Field(8080, description="Gateway REST/HTML port.")
     selection_port: int = Field(50051, description="Selection service gRPC port.")

@@ -2,6 +2,8 @@
 
 NextQuestion over a pool asks selection for its pick, and segmentation for live proposals
 (``proposals.py``), each with the dialog's own service key (``SERVICE_GRANTS``), never the caller's.
+Comparing policies is offline (``python -m services.dialog.simulate``): it drives the simulated annotator,
+which no deployed process loads.
 
 Run: ``python -m services.dialog.server``.
 """
@@ -9,7 +11,6 @@ Run: ``python -m services.dialog.server``.
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 import grpc
 import numpy as np
@@ -33,7 +34,6 @@ from services.common.errors import (
 )
 from services.common.grpc_server import Kit, serve
 from services.common.masks import decode_rle
-from services.common.operations_server import operation_proto
 from services.common.proto_time import to_timestamp
 from services.common.request_context import caller
 from services.common.service_identity import metadata as service_metadata
@@ -362,26 +362,6 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
             reply.acceptance.CopyFrom(dialog_pb2.AcceptanceModel(observations=row.observations,
                                                                  acceptance_rate=row.params.get("mean", 0.0)))
         return reply
-
-    def SimulatePolicy(self, request, context):
-        """Checks the request here and runs the simulation as the Celery task ``dialog.simulate_policy``
-        (simulate.py: outcomes measured once through a private segmentation stack, then every policy
-        replayed on them); its figures are the operation's result."""
-        from services.dialog import simulate  # here: its imports (seconds) serve this RPC only
-
-        settings = self.kit.settings
-        simulate.data_folder(settings.dialog_simulation_data_root, request.data_dir)
-        names = simulate.policy_names(list(request.policies))
-        if request.iou_target and not 0.0 < request.iou_target <= 1.0:
-            raise InvalidArgument("iou_target", "must be in (0, 1]; 0 means 0.85")
-        if request.max_clicks > 100:
-            raise InvalidArgument("max_clicks", "at most 100; 0 means 20")
-        op_id = uuid.uuid4().hex
-        record = self.kit.operations.create(op_id, simulate.SIMULATE_POLICY, request.project_id)
-        self.kit.celery.send_task(simulate.SIMULATE_POLICY, task_id=op_id, queue="dialog", kwargs={
-            "data_dir": request.data_dir, "policies": names, "iou_target": round(float(request.iou_target), 4),
-            "max_clicks": request.max_clicks, "max_images": request.max_images, "seed": request.seed})
-        return dialog_pb2.SimulatePolicyResponse(operation=operation_proto(record, self.kit.celery))
 
 
 def _noted(candidate: Candidate, note: str) -> Candidate:

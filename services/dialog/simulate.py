@@ -9,23 +9,17 @@ server and one without refinement for the network's own confidence) and cached u
 ``var/dialog/cache/``; the policies are then replayed on them (``replay.py``), beside two yardsticks no
 policy can reach (``replay.bounds``: acceptance known in advance; hindsight). Writes FILE.json and
 FILE.png (total seconds per policy, and cumulative seconds over the objects).
-
-``Dialog.SimulatePolicy`` runs the same simulation as the Celery task ``dialog.simulate_policy``
-(``simulate_request``): a data set under the server's ``dialog_simulation_data_root``, the outcome cache
-under ``VAR_DIR/dialog/cache``, and the figures of each policy as the operation's result.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import typer
 from tqdm import tqdm
 
-from services.common.errors import InvalidArgument, NotFound
 from services.dialog.outcomes import augment, load_cached, measure, save
 from services.dialog.policy import registry
 from services.dialog.replay import bounds, replay
@@ -132,61 +126,6 @@ def simulate(data: Path, out: Path, cache: Path | None = None, limit: int = 0, i
     if "greedy_vs_best_fixed" in report:
         plot(report, out.with_suffix(".png"))
     return report
-
-
-SIMULATE_POLICY = "dialog.simulate_policy"  # the Celery task (worker.py) and the operation's kind
-FIGURES = ("total_seconds", "questions", "objects", "objects_reached", "by_type")
-
-
-def data_folder(root: Path, data_dir: str) -> Path:
-    """The data set ``data_dir`` names under ``root``: INVALID_ARGUMENT for an absolute path or ``..``,
-    NOT_FOUND when it is no folder with ``images/`` there."""
-    if not data_dir:
-        raise InvalidArgument("data_dir", "must name a data set folder", reason="REQUIRED")
-    relative = Path(data_dir)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise InvalidArgument("data_dir", "must be relative to the server's simulation data root, without '..'")
-    folder = root / relative
-    if not (folder / "images").is_dir():
-        raise NotFound(f"no data set {data_dir!r} (a folder with images/ and masks/) under the simulation data "
-                       "root", field="data_dir")
-    return folder
-
-
-def policy_names(policies: list[str], field_name: str = "policies") -> list[str]:
-    """The named policies (every registered one when none is named); an unknown name is INVALID_ARGUMENT."""
-    known = registry()
-    unknown = [n for n in policies if n not in known]
-    if unknown:
-        raise InvalidArgument(field_name, f"unknown policies {unknown}; choose from {sorted(known)}")
-    return list(dict.fromkeys(policies)) or list(known)
-
-
-def simulate_request(data_root: Path, cache_root: Path, data_dir: str, policies: list[str], iou_target: float = 0.0,
-                     max_clicks: int = 0, max_images: int = 0, seed: int = 0) -> dict:
-    """SimulatePolicy's result: ``{"policies": {name: {total_seconds, questions, objects, objects_reached,
-    by_type}}, "iou_target", "seed", "max_clicks", "images"}``. Zeros take the documented defaults (IoU 0.85,
-    20 clicks, every image, a random seed, which the result reports)."""
-    data = data_folder(data_root, data_dir)
-    names = policy_names(policies)
-    iou_target = iou_target or 0.85
-    if not 0.0 < iou_target <= 1.0:
-        raise InvalidArgument("iou_target", "must be in (0, 1]")
-    max_clicks = max_clicks or 20
-    seed = seed or int.from_bytes(os.urandom(4), "little")
-    cache = cache_root / segmentation_fingerprint() / f"{data.name}-{iou_target}-{max_clicks}"
-    outcomes = collect(data, cache, max_images, iou_target, max_clicks)
-    known = registry()
-    results = {name: replay(outcomes, known[name], iou_target, max_clicks, seed).to_dict() for name in names}
-    return {"policies": {name: {k: r[k] for k in FIGURES} for name, r in results.items()},
-            "iou_target": iou_target, "seed": seed, "max_clicks": max_clicks, "images": len(outcomes)}
-
-
-def simulate_task(settings, **request) -> dict:
-    """The Celery task's body: ``simulate_request`` with the server's data root and the outcome cache
-    under ``VAR_DIR/dialog/cache``."""
-    return simulate_request(Path(settings.dialog_simulation_data_root), Path(settings.var_dir) / "dialog" / "cache",
-                            **request)
 
 
 @app.command()

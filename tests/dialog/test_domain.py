@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from services.common import question_timing
 from services.common.clicks import Click
@@ -17,16 +16,14 @@ from services.dialog.acceptance import AcceptanceModel, prior_probability
 from services.dialog.cost_model import Answer, CostModel
 from services.dialog.features import mask_features
 from services.dialog.learning import load_models, refit
-from services.dialog.outcomes import Outcome, Proposal, Run, save
+from services.dialog.outcomes import Outcome, Proposal, Run
 from services.dialog.policy import Greedy, Models, get_policy, plan_cost, registry
 from services.dialog.pretrain import rows_of
 from services.dialog.questioner import Questioner
 from services.dialog.questions import LABEL_REGION, SEGMENT, SKIP, VERIFY, Candidate, Step
 from services.dialog.regression import Linear, fit_logistic, fit_ridge, sigmoid
 from services.dialog.replay import bounds, replay
-from services.dialog.simulate import FIGURES, simulate_request
 from services.dialog.store import DialogStore
-from services.simulation.stack import segmentation_fingerprint
 from services.simulation.timing import VERIFY_S, QuestionTimer, expected_click_s
 
 pytestmark = pytest.mark.unit
@@ -342,34 +339,3 @@ def test_live_proposal_clicks_stay_in_the_region_and_features_measure_agreement(
     assert made.features["mean_confidence"] == 0.9
     assert made.features["relative_size"] == pytest.approx(600 / 3072, abs=1e-4)
     assert made.source == "segmentation clickseg:1, automatic positive click at (32, 24)"
-
-
-def test_simulate_request_replays_the_named_policies_on_cached_outcomes(tmp_path):
-    folder = tmp_path / "data" / "tiny"
-    (folder / "images").mkdir(parents=True)
-    (folder / "masks").mkdir()
-    cache_root = tmp_path / "cache"
-    for i, stem in enumerate(("a", "b", "c")):
-        Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folder / "images" / f"{stem}.png")
-        Image.fromarray(np.full((20, 30), 255, np.uint8)).save(folder / "masks" / f"{stem}.png")
-        outcome = _outcome(stem, 0.9 if i else 0.3, 0.9 if i else 0.2, 5, 0 if i else 6)
-        outcome.proposals[0].features["proposal_agreement"] = 0.9  # measured already: no segmentation stack
-        save(outcome, cache_root / segmentation_fingerprint() / "tiny-0.85-20" / f"{stem}.json")
-    result = simulate_request(tmp_path / "data", cache_root, "tiny", ["always_segment", "verify_k_then_segment"],
-                              seed=3)
-    assert (result["iou_target"], result["seed"], result["max_clicks"], result["images"]) == (0.85, 3, 20, 3)
-    figures = result["policies"]
-    assert set(figures) == {"always_segment", "verify_k_then_segment"}
-    assert all(set(f) == set(FIGURES) for f in figures.values())
-    assert figures["always_segment"]["questions"] == 3 and set(figures["always_segment"]["by_type"]) == {SEGMENT}
-    assert figures["verify_k_then_segment"]["by_type"][VERIFY]["count"] == 3  # the cached proposals were verified
-    assert figures["verify_k_then_segment"]["total_seconds"] < figures["always_segment"]["total_seconds"]
-    everyone = simulate_request(tmp_path / "data", cache_root, "tiny", [], seed=3)["policies"]
-    assert set(everyone) == set(registry())
-    for data_dir, error in (("../data", InvalidArgument), (str(folder), InvalidArgument), ("missing", NotFound),
-                            ("", InvalidArgument)):
-        with pytest.raises(error) as raised:
-            simulate_request(tmp_path / "data", cache_root, data_dir, [])
-        assert raised.value.field == "data_dir"
-    with pytest.raises(InvalidArgument):
-        simulate_request(tmp_path / "data", cache_root, "tiny", ["nope"])
