@@ -109,6 +109,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{P}/review/{{session_id}}"): Rule(R, "path"),
     ("GET", f"{P}/annotations/{{session_id}}"): Rule(R, "path"),
     ("GET", f"{P}/exports/coco"): Rule(R, "path"),
+    ("GET", f"{P}/exports/masks.zip"): Rule(R, "path"),
+    ("POST", f"{P}/imports/coco"): Rule(D, "path"),  # as image uploads
     # byproducts: a key is required here; role and project are checked by the service
     ("POST", f"{B}/events"): Rule(A, "body", BYPRODUCTS + "RecordBatch", owner=True),
     ("GET", f"{B}/sessions"): Rule(R, "query", BYPRODUCTS + "ListSessions"),

@@ -3,8 +3,10 @@ images, and a video's frames (one ``images`` entry per frame, with ``video_id`` 
 
 from __future__ import annotations
 
+import numpy as np
 from pycocotools import mask as mask_utils
 
+from services.common.errors import InvalidArgument
 from services.gateway.tables import Annotation, Image, Project
 
 
@@ -70,3 +72,97 @@ def coco_video_export(project: Project, video: dict, frame_names: list[str], mas
         "annotations": annotations,
         "categories": _categories(category),
     }
+
+
+def mask_pngs(project: Project, images: list[Image], annotations: list[Annotation]) -> dict[str, bytes]:
+    """Per-image PNG label maps beside the COCO JSON: pixel value = the COCO ``category_id`` of the export
+    (0 background; 8-bit, 16-bit past 255 categories), later masks drawn over earlier ones. Named after the image
+    file and its platform id, so equal file names do not collide."""
+    import io
+
+    from PIL import Image as PILImage
+
+    coco = coco_export(project, images, annotations)
+    category = {c["name"]: c["id"] for c in coco["categories"]}
+    dtype = np.uint8 if len(category) < 256 else np.uint16
+    by_image: dict[str, list[Annotation]] = {}
+    for annotation in annotations:
+        by_image.setdefault(annotation.image_id, []).append(annotation)
+    out = {}
+    for row in images:
+        if row.image_id not in by_image:
+            continue
+        labels = np.zeros((row.height, row.width), dtype)
+        for annotation in by_image[row.image_id]:
+            if [annotation.mask_height, annotation.mask_width] != [row.height, row.width]:
+                continue
+            mask = mask_utils.decode({"size": [row.height, row.width], "counts": annotation.mask_counts.encode()})
+            labels[mask.astype(bool)] = category[annotation.label or coco["categories"][0]["name"]]
+        buffer = io.BytesIO()
+        PILImage.fromarray(labels).save(buffer, format="PNG")
+        stem = row.filename.rsplit(".", 1)[0].replace("/", "_") or "image"
+        out[f"masks/{stem}_{row.image_id}.png"] = buffer.getvalue()
+    return out
+
+
+def decode_segmentation(annotation: dict, height: int, width: int, field: str) -> np.ndarray:
+    """A COCO annotation's pixels: RLE (compressed or not), polygons, or else its bbox (a rectangle)."""
+    segmentation = annotation.get("segmentation")
+    try:
+        if isinstance(segmentation, dict):
+            if list(segmentation.get("size", [])) != [height, width]:
+                raise InvalidArgument(f"{field}.segmentation.size", f"must be [{height}, {width}], the image's size")
+            rle = segmentation if isinstance(segmentation["counts"], str | bytes) else \
+                mask_utils.frPyObjects(segmentation, height, width)
+            if isinstance(rle["counts"], str):
+                rle = {"size": rle["size"], "counts": rle["counts"].encode()}
+            return mask_utils.decode(rle).astype(bool)
+        if isinstance(segmentation, list) and segmentation:
+            polygons = [p for p in segmentation if isinstance(p, list) and len(p) >= 6]
+            if not polygons:
+                raise InvalidArgument(f"{field}.segmentation", "polygons need at least 3 points (6 numbers) each")
+            return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))).astype(bool)
+        box = annotation.get("bbox")
+        if isinstance(box, list) and len(box) == 4:
+            x, y, w, h = (float(v) for v in box)
+            mask = np.zeros((height, width), bool)
+            mask[max(0, round(y)):min(height, round(y + h)), max(0, round(x)):min(width, round(x + w))] = True
+            if not mask.any():
+                raise InvalidArgument(f"{field}.bbox", "the box covers no pixel of the image")
+            return mask
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise InvalidArgument(f"{field}.segmentation", f"not a COCO RLE or polygon list: {exc}") from None
+    raise InvalidArgument(f"{field}.segmentation", "give an RLE, polygons, or a bbox")
+
+
+def coco_import(coco: dict, images: list[Image], labels: list[str]) -> tuple[list[dict], list[str]]:
+    """The masks of a COCO JSON for a project's images, matched by ``file_name`` (or ``platform_image_id``, as
+    exported here): ``[{image_id, label, size, counts}]``, and the COCO file names no project image matches.
+    A category not among the project's labels is refused (422 naming the annotation)."""
+    by_name = {row.filename: row for row in images}
+    by_id = {row.image_id: row for row in images}
+    coco_images, unmatched = {}, []
+    for entry in coco.get("images") or []:
+        row = by_id.get(str(entry.get("platform_image_id", ""))) or by_name.get(str(entry.get("file_name", "")))
+        if row is None:
+            unmatched.append(str(entry.get("file_name", entry.get("id"))))
+        else:
+            coco_images[entry.get("id")] = row
+    names = {c.get("id"): str(c.get("name", "")) for c in coco.get("categories") or []}
+    out = []
+    for index, annotation in enumerate(coco.get("annotations") or []):
+        field = f"annotations[{index}]"
+        row = coco_images.get(annotation.get("image_id"))
+        if row is None:
+            continue  # its image is not in the project (counted in unmatched)
+        label = names.get(annotation.get("category_id"), "")
+        if label not in labels:
+            raise InvalidArgument(f"{field}.category_id", f"category {label[:100]!r} is not a label of the project; "
+                                  f"one of {labels[:20]}")
+        mask = decode_segmentation(annotation, row.height, row.width, field)
+        if not mask.any():
+            continue
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        out.append({"image_id": row.image_id, "label": label, "size": [row.height, row.width],
+                    "counts": rle["counts"].decode("ascii")})
+    return out, unmatched

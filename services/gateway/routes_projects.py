@@ -8,10 +8,13 @@ segmentation is; so a one-label project gets a pool too.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Body, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -19,8 +22,10 @@ from sqlalchemy import select
 from annotation.v1 import common_pb2, selection_pb2
 from services.common.errors import DomainError, PermissionDenied
 from services.common.keys import ApiKey, KeyStore, Role
+from services.common.masks import decode_rle
 from services.gateway.auth import Admin, Annotator, CurrentCaller, require
-from services.gateway.tables import Image, Project, Task
+from services.gateway.coco import coco_import
+from services.gateway.tables import Annotation, Image, Project, Task
 from services.gateway.text import DisplayName, LabelList
 
 log = logging.getLogger(__name__)
@@ -206,3 +211,39 @@ def get_task(request: Request, project_id: str, task_id: str, who: Annotator) ->
     if who.principal.owner_scope is not None and task.assignee != who.principal.owner_scope:
         raise PermissionDenied(f"task {task_id!r} is assigned to another annotator", field="task_id")
     return task_out(task)
+
+
+class CocoIn(BaseModel):
+    images: list[dict[str, Any]] = Field(max_length=100_000, description="COCO images; matched to the project's "
+                                         "images by file_name (or platform_image_id, as this gateway exports).")
+    annotations: list[dict[str, Any]] = Field(max_length=1_000_000, description="COCO annotations: segmentation "
+                                              "as RLE (compressed or not) or polygons, else bbox.")
+    categories: list[dict[str, Any]] = Field(max_length=1000, description="COCO categories; names must be labels "
+                                             "of the project.")
+
+
+@router.post("/{project_id}/imports/coco", tags=["images"])
+def import_coco(request: Request, project_id: str, who: Admin, body: Annotated[CocoIn, Body()]) -> dict:
+    """Existing annotations into the project: each mask of a COCO JSON whose image is uploaded here becomes a
+    submitted annotation (exports, review, selection's labelled count). Idempotent: the same mask imported again
+    is the same annotation. ``unmatched_images``: the COCO file names no project image has."""
+    catalog, work = request.app.state.catalog, request.app.state.work
+    project = catalog.project(project_id)
+    images, _ = catalog.images(project_id, 0, 1_000_000)
+    masks, unmatched = coco_import(body.model_dump(), images, project.labels)
+    now = datetime.now(UTC)
+    labelled = []
+    for mask in masks:
+        digest = hashlib.sha256(json.dumps(mask, sort_keys=True).encode()).hexdigest()[:32]
+        area = int(decode_rle(mask["size"], mask["counts"], tuple(mask["size"]), "mask").sum())
+        work.record(Annotation(
+            session_id=f"import-{digest}", project_id=project_id, image_id=mask["image_id"], task_id="",
+            annotator_id=who.annotator_id, outcome="SUBMITTED", label=mask["label"], mask_height=mask["size"][0],
+            mask_width=mask["size"][1], mask_counts=mask["counts"], area_px=area, click_count=0, seconds=0.0,
+            quality_operation_id="", byproducts_operation_id="", created_at=now))
+        labelled.append(selection_pb2.LabelledItem(item_id=mask["image_id"], annotator_id=who.annotator_id,
+                                                   mask=common_pb2.Mask(size=mask["size"], counts=mask["counts"])))
+    selection = _selection(request, "ReportLabels", selection_pb2.ReportLabelsRequest(
+        project_id=project_id, pool_id=POOL, labels=labelled), who.key) if labelled else "nothing to report"
+    return {"imported": len(masks), "images": len({m["image_id"] for m in masks}), "unmatched_images": unmatched,
+            "selection": selection}

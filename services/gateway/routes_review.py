@@ -4,15 +4,18 @@ the COCO JSON export of the masks. (Byproducts export as JSON Lines: byproducts_
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from annotation.v1 import common_pb2, quality_pb2
 from services.common.errors import InvalidArgument, Unavailable
 from services.gateway.auth import Reviewer
-from services.gateway.coco import coco_export
+from services.gateway.coco import coco_export, mask_pngs
 from services.gateway.routes_sessions import mask_out
 
 router = APIRouter(prefix="/v1/projects/{project_id}")
@@ -98,3 +101,21 @@ def export_coco(request: Request, project_id: str, who: Reviewer) -> dict:
     images, _ = catalog.images(project_id, 0, 1_000_000)
     return coco_export(project, images, request.app.state.work.annotations(project_id))
 
+
+
+@router.get("/exports/masks.zip", tags=["exports"], response_class=Response,
+            responses={200: {"content": {"application/zip": {}}}})
+def export_masks(request: Request, project_id: str, who: Reviewer) -> Response:
+    """A zip of per-image PNG label maps (``masks/<file>_<image id>.png``, pixel value = COCO category id, 0
+    background) beside the COCO JSON (``coco.json``) whose categories they use."""
+    catalog = request.app.state.catalog
+    project = catalog.project(project_id)
+    images, _ = catalog.images(project_id, 0, 1_000_000)
+    annotations = request.app.state.work.annotations(project_id)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("coco.json", json.dumps(coco_export(project, images, annotations)))
+        for name, data in mask_pngs(project, images, annotations).items():
+            archive.writestr(name, data)
+    return Response(buffer.getvalue(), media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{project_id}-masks.zip"'})
