@@ -126,4 +126,5 @@ def test_the_annotators_key_cannot_select_and_the_dialogs_key_only_selects(platf
     for path in ("/v1/whoami", f"/v1/projects/{P}", "/v1/projects"):
         reply = client.get(path, headers=bearer(token))
         assert reply.status_code == 403 and reply.json()["error"]["code"] == "PERMISSION_DENIED", (path, reply.text)
-    assert SERVICE_GRANTS["dialog"] == frozenset({"/annotation.v1.Selection/SelectBatch"})
+    assert SERVICE_GRANTS["dialog"] == frozenset({"/annotation.v1.Selection/SelectBatch",
+                                                  "/annotation.v1.Segmentation/Predict"})
