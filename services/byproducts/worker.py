@@ -5,6 +5,9 @@ Run: ``celery -A services.byproducts.worker:app worker -Q byproducts``.
 ``byproducts.persist_batch`` carries the id of one admitted chunk of events waiting in the outbox and
 is idempotent: a message redelivered after the worker died, or re-sent from the outbox, stores
 nothing twice; the batch leaves the outbox only once it is stored.
+
+``byproducts.annotation_submitted`` carries the loop's event (``AnnotationSubmitted``) of a finished
+segmentation session, whatever its outcome (``segmentation_summary.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from services.byproducts.config import ByproductsSettings
 from services.byproducts.ingest import Ingestor, decode_batch
 from services.byproducts.outbox import Outbox
 from services.byproducts.persist import persist
-from services.byproducts.segmentation_summary import events_from_summary
+from services.byproducts.segmentation_summary import events_of
+from services.common import annotation_events
 from services.common.celery_app import make_celery
 from services.common.settings import get_settings
 from services.common.storage import make_engine
@@ -67,14 +71,17 @@ def _no_enqueue(batch_id: str) -> None:
     raise RuntimeError("the worker persists admitted summaries itself")
 
 
-@app.task(name="byproducts.segmentation_session_finished", ignore_result=True, autoretry_for=(OperationalError,),
+@app.task(name="byproducts.annotation_submitted", autoretry_for=(OperationalError,),
           retry_backoff=True, retry_backoff_max=60, max_retries=20)
-def segmentation_session_finished(summary: dict) -> dict:
-    """A finished segmentation session (clicks, masks) kept as byproducts, unless the client recorded it."""
-    events = events_from_summary(summary)
+def annotation_submitted(payload: dict) -> dict:
+    """A finished segmentation session (``AnnotationSubmitted``, any outcome) kept as byproducts, unless the
+    client recorded it; idempotent (event ids derived from the session id). A malformed event fails the task
+    (INVALID_ARGUMENT naming the field)."""
+    event = annotation_events.decode(payload, outcomes=annotation_events.ENDED, label_required=False)
+    events = events_of(event)
     admission = _ingestor().admit(events, list(range(len(events))), all_or_nothing=True)
     if admission.errors:
-        log.info("segmentation summary not kept: %s", admission.errors[0],
+        log.info("segmentation session not kept: %s", admission.errors[0],
                  extra={"session_id": events[0].session_id})
         return {"events": 0, "refused": str(admission.errors[0])}
     return persist(_engine(), admission.new + admission.duplicates, int(time.time() * 1000),

@@ -59,6 +59,15 @@ def receivers(event: common_pb2.AnnotationSubmitted) -> list[str]:
     return queues
 
 
+class InvalidEvent(InvalidArgument):
+    """A refused event. Its ``args`` are (field, message), so the exception Celery stores with a failed task
+    (JSON: type and args) comes back whole, the field named."""
+
+    def __init__(self, field: str, message: str, *, reason: str = "") -> None:
+        super().__init__(field, message, reason=reason)
+        self.args = (field, message)
+
+
 def encode(event: common_pb2.AnnotationSubmitted) -> dict:
     """The Celery argument of ``event`` (JSON-serialisable)."""
     return json_format.MessageToDict(event, preserving_proto_field_name=True)
@@ -73,6 +82,15 @@ def _text(value: str, field: str, limit: int, required: bool = True) -> None:
 
 def decode(payload: dict, check_mask: bool = True, *, outcomes: frozenset[int] = frozenset({SUBMITTED}),
            label_required: bool = True) -> common_pb2.AnnotationSubmitted:
+    """The event of a task argument, checked (``_decode``); a refusal is an ``InvalidEvent`` naming the field."""
+    try:
+        return _decode(payload, check_mask, outcomes, label_required)
+    except InvalidArgument as exc:
+        raise InvalidEvent(exc.field, exc.message, reason=exc.reason) from None
+
+
+def _decode(payload: dict, check_mask: bool, outcomes: frozenset[int],
+            label_required: bool) -> common_pb2.AnnotationSubmitted:
     """The event of a task argument, checked: ids present, image size known, mask of the image's size and
     well formed (``check_mask``), clicks inside the image, one step per click when steps are given.
 

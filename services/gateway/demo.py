@@ -74,10 +74,9 @@ def walk(client: GatewayClient, say: Callable[[str], None], quality_wait_s: floa
             f"round trip {ms:.0f} ms (Triton {reply['model_latency_ms']:.0f} ms, service "
             f"{reply['service_latency_ms']:.0f} ms), IoU with previous {reply['iou_with_previous']:.2f}")
     done, ms = _timed(lambda: client.finish(PROJECT, session["session_id"], "submitted", label))
-    say(f"submitted as '{label}' in {ms:.0f} ms: mask stored; session sent to the byproducts queue "
-        f"(task {done['byproducts_operation_id'][:8]}…) and the quality queue (task {done['quality_operation_id'][:8]}…)")
-    for service, outcome in done["services"].items():
-        say(f"  {service}: {outcome}")
+    say(f"submitted as '{label}' in {ms:.0f} ms: mask stored; one AnnotationSubmitted event sent to the "
+        f"byproducts (task {done['byproducts_operation_id'][:8]}…), quality (task {done['quality_operation_id'][:8]}…), "
+        "selection and training queues, and to the dialog's when it asked the question")
     ingest = client.config()["byproducts_ingest"]
     say(f"byproducts: REST ingest at {ingest}" if ingest else
         "byproducts: the gateway has no REST ingest route yet; the finished session's summary went to the "

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Body, Request
 from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field
 
-from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2, selection_pb2
+from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2
 from services.common.errors import DomainError, InvalidArgument, PermissionDenied
 from services.common.masks import decode_rle
 from services.gateway.auth import Annotator, Caller
@@ -195,9 +195,10 @@ def start_session(request: Request, project_id: str, who: Annotator, body: Annot
     initial = body.initial_mask.model_dump() if body.initial_mask else ((task.detail or {}).get("proposal") or {}).get("mask")
     try:
         reply = request.app.state.upstream.call("segmentation", "StartSession", segmentation_pb2.StartSessionRequest(
-            project_id=project_id, image=common_pb2.ImageRef(image_id=image.image_id),
+            project_id=project_id, image=common_pb2.ImageRef(
+                image_id=image.image_id, uri=(catalog.image_dir / image.stored_name).resolve().as_uri()),
             image_data=catalog.image_bytes(image), session_id=session_id, annotator_id=who.annotator_id,
-            task_id=task.task_id, label=body.label,
+            task_id=task.task_id, question_id=task.question_id or "", label=body.label,
             initial_mask=common_pb2.Mask(size=initial["size"], counts=initial["counts"]) if initial else None),
             who.key)
     except DomainError:
@@ -242,8 +243,9 @@ def redo(request: Request, project_id: str, session_id: str, who: Annotator) -> 
 @router.post("/sessions/{session_id}/finish", tags=["loop"])
 def finish(request: Request, project_id: str, session_id: str, who: Annotator,
            body: Annotated[FinishIn, Body()]) -> dict:
-    """Submit or skip: the final mask is stored, the session goes to the byproducts and quality
-    queues (by the segmentation service), and the dialog and selection services hear the answer."""
+    """Submit or skip: the final mask is stored here, and the segmentation service sends the session's one
+    event (``AnnotationSubmitted``) to every queue that needs it: byproducts, quality, selection, training, and
+    the dialog when the task came from its question."""
     outcome = body.outcome.upper()
     check_label(request.app.state.catalog.project(project_id), body.label)
     reply = request.app.state.upstream.call("segmentation", "FinishSession", segmentation_pb2.FinishSessionRequest(
@@ -252,45 +254,11 @@ def finish(request: Request, project_id: str, session_id: str, who: Annotator,
     s = reply.session
     seconds = max(0.0, s.update_time.ToNanoseconds() - s.create_time.ToNanoseconds()) / 1e9
     area = int(decode_rle(list(s.mask.size), s.mask.counts, tuple(s.mask.size), "mask").sum()) if s.mask.counts else 0
-    annotation = request.app.state.work.record(Annotation(
+    request.app.state.work.record(Annotation(
         session_id=s.session_id, project_id=project_id, image_id=s.image.image_id, task_id=s.task_id,
         annotator_id=s.annotator_id or who.annotator_id, outcome=outcome, label=s.label or body.label,
         mask_height=s.mask.size[0], mask_width=s.mask.size[1], mask_counts=s.mask.counts, area_px=area,
         click_count=len(s.clicks), seconds=seconds, quality_operation_id=reply.quality_operation_id,
         byproducts_operation_id=reply.byproducts_operation_id, created_at=datetime.now(UTC)))
-    told = _tell_services(request, project_id, who, annotation, seconds)
     return {"session": session_out(s), "quality_operation_id": reply.quality_operation_id,
-            "byproducts_operation_id": reply.byproducts_operation_id, "seconds": seconds, "services": told}
-
-
-def _tell_services(request: Request, project_id: str, who: Caller, annotation: Annotation,
-                   seconds: float) -> dict[str, str]:
-    """Best effort: the dialog's RecordAnswer (its question only) and selection's ReportLabels."""
-    upstream, timeout = request.app.state.upstream, request.app.state.gateway.fallback_timeout_s
-    told: dict[str, str] = {}
-    mask = common_pb2.Mask(size=[annotation.mask_height, annotation.mask_width], counts=annotation.mask_counts)
-    task = request.app.state.work.task(project_id, annotation.task_id)
-    calls = []
-    if task.question_id:
-        answer = dialog_pb2.RecordAnswerRequest(
-            project_id=project_id, question_id=task.question_id, annotator_id=who.annotator_id,
-            seconds_taken=max(seconds, 0.001), byproducts_session_id=annotation.session_id)
-        if annotation.outcome == "SUBMITTED":
-            answer.segment.CopyFrom(dialog_pb2.SegmentAnswer(
-                mask=mask, label=annotation.label, click_count=annotation.click_count,
-                segmentation_session_id=annotation.session_id))
-        else:
-            answer.skip.CopyFrom(dialog_pb2.SkipAnswer(reason=annotation.outcome.lower()))
-        calls.append(("dialog", "RecordAnswer", answer))
-    if annotation.outcome == "SUBMITTED":
-        calls.append(("selection", "ReportLabels", selection_pb2.ReportLabelsRequest(
-            project_id=project_id, pool_id=POOL, labels=[selection_pb2.LabelledItem(
-                item_id=annotation.image_id, mask=mask, annotator_id=who.annotator_id)])))
-    for service, method, message in calls:
-        try:
-            upstream.call(service, method, message, who.key, timeout)
-            told[service] = "ok"
-        except DomainError as exc:
-            log.info("%s %s not recorded: %s", service, method, exc)
-            told[service] = f"{exc.code}: {exc.message}"
-    return told
+            "byproducts_operation_id": reply.byproducts_operation_id, "seconds": seconds}

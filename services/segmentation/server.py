@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import grpc
+from tritonclient.utils import InferenceServerException
 
 from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from services.common import annotation_events
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import Kit, redis_check, serve
 from services.common.images import decode_image
@@ -25,9 +27,11 @@ OUTCOMES = {
     common_pb2.SESSION_OUTCOME_SKIPPED: "SKIPPED",
     common_pb2.SESSION_OUTCOME_ABANDONED: "ABANDONED",
 }
-# Celery tasks a finished session is handed to (by name: services never import each other).
-FINISHED_TASKS = {"byproducts": "byproducts.segmentation_session_finished",
-                  "quality": "quality.score_session"}
+# The task of the loop's event on each queue that may need it (annotation_events.receivers says which do),
+# named here in full so that the fan-out reads in the code (and the architecture picture's check sees it).
+EVENT_TASKS = {"byproducts": "byproducts.annotation_submitted", "quality": "quality.annotation_submitted",
+               "dialog": "dialog.annotation_submitted", "selection": "selection.annotation_submitted",
+               "training": "training.annotation_submitted"}
 
 
 def _mask_pb(mask) -> common_pb2.Mask:
@@ -68,7 +72,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
             session_id=m["session_id"], project_id=m["project_id"],
             image=common_pb2.ImageRef(image_id=m["image_id"], uri=m["uri"], width=m["width"], height=m["height"]),
             annotator_id=m["annotator_id"],
-            task_id=m["task_id"], label=m.get("label", ""),
+            task_id=m["task_id"], label=m.get("label", ""), question_id=m.get("question_id", ""),
             state=segmentation_pb2.SEGMENTATION_SESSION_STATE_ACTIVE if m["state"] == sess.ACTIVE
             else segmentation_pb2.SEGMENTATION_SESSION_STATE_FINISHED,
             clicks=[_click_pb(s["click"]) for s in session.steps], mask=_mask_pb(session.current_mask()),
@@ -126,7 +130,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         session = self.store.start(
             request.project_id, image, session_id=request.session_id, image_id=request.image.image_id,
             uri=request.image.uri, annotator_id=caller().acting_as(request.annotator_id), task_id=request.task_id,
-            label=request.label, initial_mask=initial)
+            label=request.label, initial_mask=initial, question_id=request.question_id)
         return segmentation_pb2.StartSessionResponse(session=self._session_pb(session))
 
     def AddClick(self, request, context):
@@ -157,24 +161,37 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
             raise InvalidArgument("outcome", f"unknown outcome {request.outcome}")
         session, finished_now = self.store.finish(request.project_id, request.session_id, outcome,
                                                   request.label, owner=caller().owner_scope)
-        # A server that died (or lost Redis) between marking the session finished and handing it on left
-        # no operation ids; a retried FinishSession hands it on now (both tasks are idempotent).
-        if finished_now or "byproducts_operation_id" not in session.meta:
-            outcome = session.meta.get("outcome", outcome)
-            payload = sess.session_summary(session)
-            byproducts = self.kit.celery.send_task(FINISHED_TASKS["byproducts"], args=[payload],
-                                                   queue="byproducts")
-            session.meta["byproducts_operation_id"] = byproducts.id
-            if outcome == "SUBMITTED":
-                quality = self.kit.celery.send_task(FINISHED_TASKS["quality"], args=[payload],
-                                                    queue="quality")
-                session.meta["quality_operation_id"] = quality.id
+        # One typed event to every queue that needs it. A server that died (or lost Redis) between marking the
+        # session finished and sending left no operations; a retried FinishSession sends now, under the same
+        # derived task ids (the receivers are idempotent by annotation id).
+        if finished_now or "operations" not in session.meta:
+            event = sess.annotation_event(session, self._served_version())
+            payload = annotation_events.encode(event)
+            session.meta["operations"] = {
+                queue: self.kit.celery.send_task(EVENT_TASKS[queue], args=[payload], queue=queue,
+                                                 task_id=annotation_events.task_id(event, queue)).id
+                for queue in annotation_events.receivers(event)}
             self.store.save_meta(session, ttl=self.settings.segmentation_finished_ttl_s)
+        operations = session.meta["operations"]
         return segmentation_pb2.FinishSessionResponse(
             session=self._session_pb(session),
-            quality_operation_id=session.meta.get("quality_operation_id", ""),
-            byproducts_operation_id=session.meta.get("byproducts_operation_id", ""),
+            quality_operation_id=operations.get("quality", ""),
+            byproducts_operation_id=operations.get("byproducts", ""),
         )
+
+    def _served_version(self) -> str:
+        """``model:version`` of the click network: the configured version, else the newest one Triton has
+        READY (what its default version policy serves); empty when Triton cannot say (unknown)."""
+        if self.network.version:
+            return f"{self.network.model}:{self.network.version}"
+        try:
+            index = self.network.client.get_model_repository_index(as_json=True, client_timeout=1.0)
+        except InferenceServerException:
+            return ""
+        ready = [m.get("version", "") for m in index.get("models", [])
+                 if m.get("name") == self.network.model and m.get("state") == "READY"]
+        ready = [int(v) for v in ready if v.isdigit()]
+        return f"{self.network.model}:{max(ready)}" if ready else ""
 
     def GetSession(self, request, context):
         session = self.store.load(request.project_id, request.session_id, owner=caller().owner_scope)

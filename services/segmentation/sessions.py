@@ -11,6 +11,7 @@ Calls on one session are serialised by a Redis lock; a refused call changes noth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -23,6 +24,8 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
+from annotation.v1 import common_pb2
+from services.common.annotation_events import MAX_ID, MAX_LABEL
 from services.common.clicks import Click
 from services.common.errors import (
     AlreadyExists,
@@ -48,6 +51,13 @@ def check_click(x: float, y: float, width: int, height: int, field_name: str) ->
     if not math.isfinite(y) or not 0 <= y < height:
         raise InvalidArgument(f"{field_name}.y", f"y={y} is outside the image rows [0, {height})")
     return Click(int(x), int(y), True)
+
+
+def check_text(value: str, field_name: str) -> None:
+    """Ids and labels travel in the AnnotationSubmitted event: within its codec's limits."""
+    limit = MAX_LABEL if field_name == "label" else MAX_ID
+    if len(value) > limit or "\x00" in value:
+        raise InvalidArgument(field_name, f"at most {limit} characters, no NUL")
 
 
 def pack_prob(prob: np.ndarray) -> bytes:
@@ -162,15 +172,20 @@ class SessionStore:
     # --- operations --------------------------------------------------------------------------------
     def start(self, project_id: str, image: np.ndarray, *, session_id: str = "", image_id: str = "",
               uri: str = "", annotator_id: str = "", task_id: str = "", label: str = "",
-              initial_mask: dict | None = None) -> Session:
+              initial_mask: dict | None = None, question_id: str = "") -> Session:
         session_id = session_id or uuid.uuid4().hex
         if len(session_id) > 128 or not all(c.isalnum() or c in "-_." for c in session_id):
             raise InvalidArgument("session_id", "at most 128 characters of [A-Za-z0-9-_.]")
+        for name, value in (("task_id", task_id), ("question_id", question_id), ("label", label)):
+            check_text(value, name)
         now = time.time()
         height, width = image.shape[:2]
+        # A caller that names no image still gets one id per image in the event: its pixels' digest.
+        digest = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:32]
         meta = {"session_id": session_id, "project_id": project_id, "image_id": image_id, "uri": uri,
+                "image_digest": digest,
                 "width": width, "height": height, "annotator_id": annotator_id, "task_id": task_id,
-                "label": label, "state": ACTIVE, "outcome": "", "create_time": now, "update_time": now,
+                "question_id": question_id, "label": label, "state": ACTIVE, "outcome": "", "create_time": now, "update_time": now,
                 "threshold": self.threshold, "initial_mask": initial_mask, "steps": [], "redo": []}
         base, *_ = self._keys(session_id)
         try:
@@ -253,6 +268,7 @@ class SessionStore:
     def finish(self, project_id: str, session_id: str, outcome: str, label: str = "",
                owner: str | None = None) -> tuple[Session, bool]:
         """Marks the session finished; returns it and whether this call finished it (idempotent)."""
+        check_text(label, "label")
         with self._locked(session_id):
             session = self.load(project_id, session_id, owner=owner)
             if session.meta["state"] == FINISHED:
@@ -304,16 +320,32 @@ class _SessionLock:
             pass  # expired or Redis gone: the lock times out by itself
 
 
-def session_summary(session: Session) -> dict:
-    """What FinishSession hands to the byproducts and quality queues (JSON-serialisable)."""
+def annotation_event(session: Session, model_version: str = "") -> common_pb2.AnnotationSubmitted:
+    """The loop's one event of a finished session (``AnnotationSubmitted``; the annotation id is the session
+    id): what FinishSession enqueues to every queue that needs it, whatever the outcome."""
+    m = session.meta
     size, counts = encode_rle(session.current_mask())
-    return {
-        "session": {k: v for k, v in session.meta.items() if k not in ("initial_mask", "steps", "redo")},
-        "clicks": [s["click"] for s in session.steps],
-        "steps": [{"stats": s["stats"], "iou_with_previous": s["iou"], "model_latency_ms": s["model_ms"]}
-                  for s in session.steps],
-        "mask": {"size": size, "counts": counts},
-    }
+    finish = float(m.get("finish_time") or m["update_time"])
+    event = common_pb2.AnnotationSubmitted(
+        project_id=m["project_id"], annotation_id=m["session_id"], session_id=m["session_id"],
+        task_id=m.get("task_id", ""), question_id=m.get("question_id", ""), annotator_id=m.get("annotator_id", ""),
+        image=common_pb2.ImageRef(image_id=m.get("image_id") or f"sha256-{m.get('image_digest', '')}",
+                                  uri=m.get("uri", ""), width=m["width"],
+                                  height=m["height"]),
+        label=m.get("label", ""), mask=common_pb2.Mask(size=size, counts=counts),
+        clicks=[common_pb2.Click(x=s["click"]["x"], y=s["click"]["y"], positive=s["click"]["positive"],
+                                 t_ms=s["click"].get("t_ms", 0), index=s["click"].get("index", i))
+                for i, s in enumerate(session.steps)],
+        steps=[common_pb2.AnnotationSubmitted.Step(
+            iou_with_previous=s["iou"], model_latency_ms=s["model_ms"], area_px=int(s["stats"].get("area_px", 0)),
+            click_confidence=s["stats"].get("click_confidence", 0.0),
+            mean_confidence=s["stats"].get("mean_confidence", 0.0),
+            uncertain_fraction=s["stats"].get("uncertain_fraction", 0.0),
+            mean_foreground_probability=s["stats"].get("mean_foreground_probability", 0.0)) for s in session.steps],
+        model_version=model_version, total_time_ms=max(0, round((finish - float(m["create_time"])) * 1000)),
+        outcome=common_pb2.SessionOutcome.Value(f"SESSION_OUTCOME_{m['outcome'] or 'SUBMITTED'}"))
+    event.submit_time.FromNanoseconds(int(finish * 1e9))
+    return event
 
 
 def validate_clicks(clicks: Sequence, width: int, height: int, max_clicks: int) -> list[Click]:

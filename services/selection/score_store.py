@@ -37,6 +37,7 @@ class Label:
     mask: dict | None = None
     annotator_id: str = ""
     label_time: datetime | None = None
+    annotation_id: str | None = None  # the loop's annotation; recorded once per pool
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -151,13 +152,18 @@ class ScoreStore:
 
     def report_labels(self, project_id: str, pool_id: str, labels: list[Label], classes: int) -> tuple[int, int]:
         """Records labels; a whole-item label marks the item and all its regions labelled, a region
-        label marks that region (matched by region key and segment). Returns (recorded, completed)."""
+        label marks that region (matched by region key and segment). A label of an annotation this pool
+        holds already is left out. Returns (recorded, completed)."""
         now = datetime.now(UTC)
-        completed = 0
+        completed = recorded = 0
         with self._sessions.begin() as session:
             known = {r.item_id: r for r in session.scalars(select(ItemRow).where(
                 ItemRow.project_id == project_id, ItemRow.pool_id == pool_id,
                 ItemRow.item_id.in_([label.item_id for label in labels])))}
+            annotations = [label.annotation_id for label in labels if label.annotation_id]
+            seen = set(session.scalars(select(LabelRow.annotation_id).where(
+                LabelRow.project_id == project_id, LabelRow.pool_id == pool_id,
+                LabelRow.annotation_id.in_(annotations)))) if annotations else set()
             for i, label in enumerate(labels):
                 item = known.get(label.item_id)
                 if item is None:
@@ -166,9 +172,15 @@ class ScoreStore:
                 bad = [k for k in label.class_labels or [] if not 0 <= k < classes]
                 if bad:
                     raise InvalidArgument(f"labels[{i}].class_labels", f"class index {bad[0]} not in [0, {classes})")
+                if label.annotation_id:
+                    if label.annotation_id in seen:
+                        continue  # this annotation is in the pool already (a redelivered event)
+                    seen.add(label.annotation_id)
+                recorded += 1
                 session.add(LabelRow(project_id=project_id, pool_id=pool_id, item_id=label.item_id,
                                      region=label.region, class_labels=list(label.class_labels or []), mask=label.mask,
-                                     annotator_id=label.annotator_id, label_time=label.label_time or now))
+                                     annotator_id=label.annotator_id, label_time=label.label_time or now,
+                                     annotation_id=label.annotation_id))
                 where = [ScoreRow.project_id == project_id, ScoreRow.pool_id == pool_id,
                          ScoreRow.item_id == label.item_id]
                 if label.region_key is None:
@@ -180,7 +192,13 @@ class ScoreStore:
                 else:
                     where += [ScoreRow.region_key == label.region_key, ScoreRow.segment == label.segment]
                 session.execute(update(ScoreRow).where(*where).values(labelled=True))
-        return len(labels), completed
+        return recorded, completed
+
+    def items_showing(self, project_id: str, image_id: str) -> list[tuple[str, str]]:
+        """``(pool_id, item_id)`` of every item of the project's pools that shows the image."""
+        with self._sessions() as session:
+            return [(r.pool_id, r.item_id) for r in session.execute(select(ItemRow.pool_id, ItemRow.item_id).where(
+                ItemRow.project_id == project_id, ItemRow.image_id == image_id).order_by(ItemRow.pool_id))]
 
     def record_batch(self, project_id: str, pool_id: str, strategy: str, request: dict, regions: list[dict]) -> str:
         selection_id = uuid.uuid4().hex

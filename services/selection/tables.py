@@ -1,10 +1,22 @@
-"""SQL tables of the selection service (migration ``0003_selection``)."""
+"""SQL tables of the selection service (migrations ``0003_selection``, ``0010_selection_label_annotation``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.storage import Base
@@ -86,6 +98,9 @@ class ScoreRow(Base):
 
 class LabelRow(Base):
     __tablename__ = "selection_labels"
+    # One row per pool and annotation: a redelivered AnnotationSubmitted records nothing twice.
+    __table_args__ = (UniqueConstraint("project_id", "pool_id", "annotation_id",
+                                       name="uq_selection_labels_annotation"),)
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     project_id: Mapped[str] = mapped_column(String(128), index=True)
     pool_id: Mapped[str] = mapped_column(String(63))
@@ -95,6 +110,7 @@ class LabelRow(Base):
     mask: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     annotator_id: Mapped[str] = mapped_column(String(200), default="")
     label_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    annotation_id: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: via ReportLabels
 
 
 class BatchRow(Base):

@@ -1,15 +1,23 @@
 """Celery tasks of the selection service, consumed from the ``selection`` queue.
 
 Run: ``celery -A services.selection.worker:app worker -Q selection``.
+
+- ``selection.score_pool``: scores a pool's predicted items (StartScoring).
+- ``selection.annotation_submitted``: the loop's event of a submitted annotation (``AnnotationSubmitted``):
+  its image enters the project's pools as labelled (``annotations.py``); idempotent by annotation id.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from services.common import annotation_events
 from services.common.celery_app import make_celery, report_progress
 from services.common.settings import get_settings
 from services.common.storage import make_engine, make_session_factory
+from services.selection.annotations import record_annotation
 from services.selection.pool import PoolStore
 from services.selection.pool_scoring import score_pool as score_pool_items
 from services.selection.predictor import TritonPredictor
@@ -34,3 +42,12 @@ def score_pool(self, project_id: str, pool_id: str, specs: list[list], force: bo
     return score_pool_items(pools, scores, project_id, pool_id, [RegionSpec(g, int(s)) for g, s in specs],
                             force=force, predictor=predictor,
                             progress=lambda done, total, message: report_progress(self, done, total, message))
+
+
+# IntegrityError: a concurrent delivery of the same event recorded it first; the retry finds it recorded.
+@app.task(name="selection.annotation_submitted", autoretry_for=(OperationalError, IntegrityError),
+          retry_backoff=True, max_retries=5)
+def annotation_submitted(payload: dict) -> dict:
+    """Labels the submitted annotation's image in the project's pools (what ReportLabels does for a client);
+    a malformed event fails the task (INVALID_ARGUMENT naming the field)."""
+    return record_annotation(*_stores(), annotation_events.decode(payload, label_required=False))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import numpy as np
 import pytest
 from grpc_status import rpc_status
 from sqlalchemy import func, select
@@ -11,6 +12,8 @@ from annotation.v1 import byproducts_pb2 as pb
 from annotation.v1 import common_pb2
 from services.byproducts.synthetic import session_events
 from services.byproducts.tables import EventRow
+from services.common import annotation_events
+from services.common.masks import encode_rle
 from tests.byproducts.conftest import bearer, key_id
 from tests.conftest import wait_until
 
@@ -203,40 +206,57 @@ def test_a_full_queue_refuses_with_resource_exhausted(bp_settings, start_server,
         assert "backlog holds 3 batches not stored yet" in err.value.details()
 
 
-SUMMARY = {
-    "session": {"session_id": "seg-1", "project_id": "p1", "image_id": "img-9", "uri": "", "width": 200,
-                "height": 100, "annotator_id": "ann-9", "task_id": "t-9", "label": "cat", "state": "FINISHED",
-                "outcome": "SUBMITTED", "create_time": 1_760_000_000.0, "update_time": 1_760_000_004.5,
-                "threshold": 0.5},
-    "clicks": [{"x": 50.0, "y": 25.0, "positive": True, "t_ms": 900, "index": 0},
-               {"x": 150.0, "y": 75.0, "positive": False, "t_ms": 0, "index": 1}],
-    "steps": [{"stats": {}, "iou_with_previous": 0.0, "model_latency_ms": 3.0},
-              {"stats": {}, "iou_with_previous": 0.9, "model_latency_ms": 3.0}],
-    "mask": {"size": [100, 200], "counts": "0"},
-}
+def finished_session(session_id: str, outcome: int = common_pb2.SESSION_OUTCOME_SUBMITTED) -> dict:
+    """A finished segmentation session as FinishSession sends it (``AnnotationSubmitted``, encoded)."""
+    event = common_pb2.AnnotationSubmitted(
+        project_id="p1", annotation_id=session_id, session_id=session_id, task_id="t-9", annotator_id="ann-9",
+        image=common_pb2.ImageRef(image_id="img-9", width=200, height=100), label="cat",
+        mask=common_pb2.Mask(size=[100, 200], counts=encode_rle(np.ones((100, 200), bool))[1]),
+        model_version="clickseg:1", total_time_ms=4500,
+        clicks=[common_pb2.Click(x=50, y=25, positive=True, t_ms=900, index=0),
+                common_pb2.Click(x=150, y=75, positive=False, t_ms=0, index=1)],
+        steps=[common_pb2.AnnotationSubmitted.Step(iou_with_previous=0.0, model_latency_ms=3.0),
+               common_pb2.AnnotationSubmitted.Step(iou_with_previous=0.9, model_latency_ms=3.0)],
+        outcome=outcome)
+    event.submit_time.FromSeconds(1_760_000_004)
+    return annotation_events.encode(event)
 
 
 def test_a_finished_segmentation_session_is_kept_once(bp_settings, stub, worker, keys, engine):
     from services.common.celery_app import make_celery  # noqa: PLC0415
 
     celery = make_celery("byproducts", bp_settings)
-    sentinel = {**SUMMARY, "session": {**SUMMARY["session"], "session_id": "seg-2"}}
     # A repeated message stores nothing twice. One worker process takes the queue in order (FIFO list,
     # concurrency 1, prefetch 1), so once the sentinel sent after both copies is stored, both copies
     # have been handled: no sleep hoping that the second one has. (A copy retried after an error would
     # come back after the sentinel; that could hide a double store, never fail the test wrongly.)
-    for summary in (SUMMARY, SUMMARY, sentinel):
-        celery.send_task("byproducts.segmentation_session_finished", args=[summary], queue="byproducts")
+    skipped = finished_session("seg-3", common_pb2.SESSION_OUTCOME_SKIPPED)
+    malformed = {**finished_session("seg-4"), "mask": {"size": [100, 201], "counts": "0"}}  # not the image's size
+    refused = celery.send_task("byproducts.annotation_submitted", args=[malformed], queue="byproducts")
+    for payload in (finished_session("seg-1"), finished_session("seg-1"), skipped, finished_session("seg-2")):
+        celery.send_task("byproducts.annotation_submitted", args=[payload], queue="byproducts")
     wait_until(lambda: stored(engine, "seg-2") == 5, 30, "the sentinel stored after both copies")
-    assert stored(engine, "seg-1") == 5
+    assert stored(engine, "seg-1") == 5 and stored(engine, "seg-3") == 5 and stored(engine, "seg-4") == 0
+    refused.get(timeout=10, propagate=False)
+    assert refused.state == "FAILURE" and "InvalidEvent: mask.size:" in refused.traceback, refused.traceback
     reply = stub.GetSession(pb.ByproductsGetSessionRequest(project_id="p1", session_id="seg-1"),
                             metadata=bearer(keys["reviewer"]), timeout=10)
     assert reply.session.outcome == common_pb2.SESSION_OUTCOME_SUBMITTED and reply.session.annotator_id == "ann-9"
+    assert reply.session.start_time.ToMilliseconds() == 1_760_000_004_000 - 4500
     clicks = stub.ListEvents(pb.ListEventsRequest(project_id="p1", session_id="seg-1", kinds=[pb.EVENT_KIND_CLICK]),
                              metadata=bearer(keys["reviewer"]), timeout=10).events
     assert [(c.click.x, c.click.y, c.click.positive, c.t_ms) for c in clicks] == [(0.25, 0.25, True, 900),
                                                                                   (0.75, 0.75, False, 900)]
     assert clicks[1].click.iou_change == pytest.approx(0.1)
+    submit = stub.ListEvents(pb.ListEventsRequest(project_id="p1", session_id="seg-1", kinds=[pb.EVENT_KIND_SUBMIT]),
+                             metadata=bearer(keys["reviewer"]), timeout=10).events
+    assert [e.submit.labels for e in submit] == [["cat"]] and submit[0].t_ms == 4500
+    skip = stub.GetSession(pb.ByproductsGetSessionRequest(project_id="p1", session_id="seg-3"),
+                           metadata=bearer(keys["reviewer"]), timeout=10)
+    assert skip.session.outcome == common_pb2.SESSION_OUTCOME_SKIPPED
+    kinds = stub.ListEvents(pb.ListEventsRequest(project_id="p1", session_id="seg-3"), metadata=bearer(keys["reviewer"]),
+                            timeout=10).events
+    assert [e.WhichOneof("payload") for e in kinds][-2:] == ["skip", "session_end"]
 
 
 def test_a_full_broker_on_publish_is_resource_exhausted_not_unavailable(settings, redis_server):

@@ -7,12 +7,15 @@ import time
 import grpc
 import numpy as np
 import pytest
+from celery import Celery
 from grpc_status import rpc_status
 from pycocotools import mask as mask_utils
 
 from annotation.v1 import common_pb2, dialog_pb2, dialog_pb2_grpc
+from services.common import annotation_events
 from services.common.keys import KeyStore, Role
 from services.common.storage import make_engine, make_session_factory, migrate
+from services.dialog.store import DialogStore
 from tests.conftest import PYTHON, start_service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -145,3 +148,53 @@ def test_errors_name_the_field(service, settings):
                                                          allowed_types=[dialog_pb2.QUESTION_TYPE_SEGMENT]),
                           metadata=ann).question
     assert q.type == dialog_pb2.QUESTION_TYPE_SEGMENT
+
+
+def segment_event(question: dialog_pb2.Question, annotator_id: str, annotation_id: str, seconds: float,
+                  outcome: int = common_pb2.SESSION_OUTCOME_SUBMITTED) -> dict:
+    """What the segmentation service's FinishSession sends to ``dialog.annotation_submitted``."""
+    event = common_pb2.AnnotationSubmitted(
+        project_id=P, annotation_id=annotation_id, session_id=annotation_id, task_id="task-1",
+        question_id=question.question_id, annotator_id=annotator_id, outcome=outcome,
+        image=common_pb2.ImageRef(image_id=question.image.image_id, width=60, height=40), label="cat",
+        mask=proposal_mask(), clicks=[common_pb2.Click(x=20, y=20, positive=True, t_ms=1500, index=0),
+                                      common_pb2.Click(x=2, y=2, positive=False, t_ms=3000, index=1)],
+        total_time_ms=int(seconds * 1000), model_version="clickseg:1")
+    return annotation_events.encode(event)
+
+
+def test_a_finished_session_answers_its_question_once(service, settings):
+    stub, ann, a1 = service["stub"], service["annotator"], service["annotator_id"]
+    celery = Celery(broker=settings.redis_url, backend=settings.redis_url)
+
+    def ask() -> dialog_pb2.Question:
+        return stub.NextQuestion(dialog_pb2.NextQuestionRequest(
+            project_id=P, annotator_id=a1, candidates=candidates(), allowed_types=[dialog_pb2.QUESTION_TYPE_SEGMENT]),
+            metadata=ann).question
+
+    def send(payload: dict):
+        result = celery.send_task("dialog.annotation_submitted", args=[payload], queue="dialog")
+        result.get(timeout=30, propagate=False)
+        return result
+
+    segment, skipped = ask(), ask()
+    assert segment.type == skipped.type == dialog_pb2.QUESTION_TYPE_SEGMENT
+    first = send(segment_event(segment, a1, "sess-1", 6.0))
+    assert first.state == "SUCCESS" and first.result["recorded"] and first.result["kind"] == "segment"
+    again = send(segment_event(segment, a1, "sess-1", 6.0))  # a redelivery, or a retried FinishSession
+    assert again.state == "SUCCESS" and not again.result["recorded"]
+    other = send(segment_event(segment, a1, "sess-2", 9.0))  # another session for the answered question
+    assert other.state == "FAILURE" and "answered already" in other.traceback
+    assert send(segment_event(skipped, "someone-else", "sess-3", 2.0)).state == "FAILURE"  # not their question
+    skip = send(segment_event(skipped, a1, "sess-4", 2.0, common_pb2.SESSION_OUTCOME_SKIPPED))
+    assert skip.state == "SUCCESS" and skip.result["kind"] == "skip"
+    malformed = send({**segment_event(skipped, a1, "sess-5", 2.0), "question_id": "q" * 200})
+    assert malformed.state == "FAILURE" and "InvalidEvent: question_id:" in malformed.traceback, malformed.traceback
+
+    store = DialogStore(make_session_factory(make_engine(settings.resolved_database_url)))
+    answered = store.get(P, segment.question_id)
+    assert (answered.answer_kind, answered.seconds_taken, answered.clicks, answered.answered_by) == ("segment", 6.0, 2, a1)
+    assert answered.answer["annotation_id"] == "sess-1" and answered.answer["label"] == "cat"
+    assert store.get(P, skipped.question_id).answer == {"reason": "skipped", "byproducts_session_id": "sess-4",
+                                                         "annotation_id": "sess-4"}
+    assert store.model(P, a1, "cost").observations == 1  # refitted from the one segment answer (a skip is none)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from services.common import annotation_events
 from services.common.errors import InvalidArgument, NotFound
 from services.common.masks import encode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
@@ -13,10 +14,10 @@ from services.models.quality_gru import THRESHOLDS, probability_below
 from services.quality import features, summary
 from services.quality.metrics import ranking_metrics
 from services.quality.scorer import WEIGHTS, Scorer
-from services.quality.sessions import check_threshold, record_finished, score_summaries
+from services.quality.sessions import check_threshold, record_submitted, score_summaries, summary_of
 from services.quality.store import ACCEPTED, CORRECTED, QualityStore
 from services.quality.train import featurise, fit
-from tests.quality.helpers import H, W, make_summary, square_mask
+from tests.quality.helpers import H, W, make_event, make_payload, make_summary, square_mask
 
 pytestmark = pytest.mark.unit
 
@@ -149,25 +150,38 @@ def store(tmp_path):
     return QualityStore(make_session_factory(make_engine(url)))
 
 
+def test_the_event_reads_as_the_summary_it_was_made_of():
+    for good in (True, False):
+        read, made = summary_of(make_event("s1", good=good)), make_summary("s1", good=good)
+        keys = ("session_id", "project_id", "image_id", "width", "height", "annotator_id", "task_id", "label",
+                "finish_time", "create_time")
+        assert {k: read["session"][k] for k in keys} == {k: made["session"][k] for k in keys}
+        assert read["clicks"] == made["clicks"] and read["mask"] == made["mask"]
+        mask = summary.validate(read)
+        for a, b in zip(features.extract(read, mask), features.extract(made, summary.validate(made))):
+            np.testing.assert_allclose(a, b, atol=1e-5)  # the model sees the same session (float32 in the proto)
+
+
 def test_recording_is_idempotent_and_keeps_the_review(store, tiny_scorer):
-    payload = make_summary("s1")
-    first = record_finished(store, tiny_scorer, payload)
+    payload = make_payload("s1")
+    first = record_submitted(store, tiny_scorer, annotation_events.decode(payload, label_required=False))
     store.review("p1", "s1", ACCEPTED, reviewer_id="rev")
-    again = record_finished(store, tiny_scorer, json.loads(json.dumps(payload)))  # redelivered
-    assert again == first
+    again = record_submitted(store, tiny_scorer, annotation_events.decode(json.loads(json.dumps(payload))))
+    assert again == first  # redelivered
     rows, _, total = store.queue("p1", include_reviewed=True)
     assert total == 1 and rows[0].verdict == ACCEPTED and rows[0].reviewer_id == "rev"
-    with pytest.raises(InvalidArgument):
-        record_finished(store, tiny_scorer, {"clicks": []})
+    no_clicks = make_event("s2")
+    del no_clicks.clicks[:], no_clicks.steps[:]
+    assert field_of(lambda: record_submitted(store, tiny_scorer, no_clicks)) == "steps"
 
 
 def test_the_review_queue_is_worst_first_filtered_and_paged(store, tiny_scorer):
     for i in range(5):
-        record_finished(store, tiny_scorer, make_summary(f"g{i}", clicks=2 + i % 3, annotator="alice",
-                                                         finish_time=1_800_000_000 + i))
-        record_finished(store, tiny_scorer, make_summary(f"b{i}", clicks=3, good=False, annotator="bob",
-                                                         finish_time=1_800_000_100 + i))
-    record_finished(store, tiny_scorer, make_summary("other", project_id="p2"))
+        record_submitted(store, tiny_scorer, make_event(f"g{i}", clicks=2 + i % 3, annotator="alice",
+                                                        finish_time=1_800_000_000 + i))
+        record_submitted(store, tiny_scorer, make_event(f"b{i}", clicks=3, good=False, annotator="bob",
+                                                        finish_time=1_800_000_100 + i))
+    record_submitted(store, tiny_scorer, make_event("other", project_id="p2"))
     rows, token, total = store.queue("p1", page_size=4)
     assert total == 10 and len(rows) == 4 and token
     assert all(r.session_id.startswith("b") for r in rows)
@@ -191,7 +205,7 @@ def test_the_review_queue_is_worst_first_filtered_and_paged(store, tiny_scorer):
 
 
 def test_a_correction_gives_the_true_iou_and_a_training_label(store, tiny_scorer):
-    record_finished(store, tiny_scorer, make_summary("s1"))
+    record_submitted(store, tiny_scorer, make_event("s1"))
     half = square_mask()
     half[:, :40] = False
     size, counts = encode_rle(half)

@@ -25,7 +25,7 @@ from services.common.masks import decode_rle, encode_rle
 from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
 from tests.conftest import PYTHON, SHARED_DATA, wait_until
-from tests.quality.helpers import make_summary
+from tests.quality.helpers import make_payload
 
 pytestmark = pytest.mark.integration
 P = "p1"
@@ -113,11 +113,17 @@ def test_finished_sessions_are_scored_listed_rescored_and_reviewed(platform):
     assert item.score.threshold == pytest.approx(0.85) and len(item.score.top_reasons) == 5
     assert item.verdict == quality_pb2.REVIEW_VERDICT_UNSPECIFIED and item.true_iou == -1
 
-    # A redelivered task (at-least-once) changes nothing: still one row per session id.
+    # A redelivered event (at-least-once) changes nothing: still one row per session id.
     app = Celery(broker=platform["settings"].redis_url, backend=platform["settings"].redis_url)
-    payload = make_summary("dup", project_id=P)
-    results = [app.send_task("quality.score_session", args=[payload], queue="quality") for _ in range(2)]
+    payload = make_payload("dup", project_id=P)
+    results = [app.send_task("quality.annotation_submitted", args=[payload], queue="quality") for _ in range(2)]
     assert results[0].get(timeout=30) == results[1].get(timeout=30)
+    assert queue().page.total_size == 2
+    # A malformed event is refused, naming the field, and stores nothing.
+    bad = app.send_task("quality.annotation_submitted", args=[{**payload, "annotation_id": "bad", "session_id": "bad",
+                                                               "clicks": [{"x": 999, "y": 1}]}], queue="quality")
+    bad.get(timeout=30, propagate=False)
+    assert bad.state == "FAILURE" and "InvalidEvent: clicks[0]:" in bad.traceback, bad.traceback
     assert queue().page.total_size == 2
 
     stored = quality.Score(quality_pb2.ScoreRequest(project_id=P, session_id="sess-1"),

@@ -3,6 +3,7 @@ tritonserver running the shipped model repository on CPU."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -14,6 +15,7 @@ from PIL import Image
 from redis import Redis
 
 from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from services.common import annotation_events
 from services.common.clicks import Click
 from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle, iou
@@ -290,3 +292,92 @@ def test_the_simulation_clients_drive_real_sessions(stub, seg_settings):
     summary = record["summary"]
     assert len(summary["clicks"]) == len(summary["steps"]) >= 1 and 0 <= record["true_iou"] <= 1
     assert summary["session"]["outcome"] == "SUBMITTED"
+
+
+QUEUES = ("byproducts", "quality", "dialog", "selection", "training")
+
+
+def queued(redis: Redis, queue: str) -> list[tuple[str, str, dict]]:
+    """The messages waiting on a Celery queue (a Redis list): (task name, task id, the event's payload)."""
+    out = []
+    for raw in redis.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        out.append((message["headers"]["task"], message["headers"]["id"], args[0]))
+    return out
+
+
+def clicked_session(call, **start) -> tuple[str, list]:
+    data, _ = image_bytes()
+    sid = call("StartSession", segmentation_pb2.StartSessionRequest(project_id="p1", image_data=data, **start)
+               ).session.session_id
+    updates = [call("AddClick", segmentation_pb2.AddClickRequest(
+        project_id="p1", session_id=sid, click=common_pb2.Click(x=x, y=y, positive=positive, t_ms=t))).update
+        for x, y, positive, t in [(230, 200, True, 1200), (60, 40, False, 2600)]]
+    return sid, updates
+
+
+def test_finish_sends_one_typed_event_to_every_queue_that_needs_it(call, seg_settings):
+    """The loop's fan-out: FinishSession builds one AnnotationSubmitted and sends it once to byproducts, quality,
+    dialog, selection and training (``<queue>.annotation_submitted``, task id derived from annotation and
+    queue); a repeated FinishSession sends nothing more and answers the same operation ids."""
+    redis = Redis.from_url(seg_settings.redis_url)
+    image = common_pb2.ImageRef(image_id="124080", uri=IMAGE.resolve().as_uri())
+    sid, updates = clicked_session(call, image=image, task_id="task-7", question_id="q-7", label="flower")
+    finished = call("FinishSession", segmentation_pb2.FinishSessionRequest(project_id="p1", session_id=sid))
+    again = call("FinishSession", segmentation_pb2.FinishSessionRequest(
+        project_id="p1", session_id=sid, outcome=common_pb2.SESSION_OUTCOME_SUBMITTED))
+    assert (again.quality_operation_id, again.byproducts_operation_id) == \
+        (finished.quality_operation_id, finished.byproducts_operation_id)
+
+    messages = {queue: queued(redis, queue) for queue in QUEUES}
+    assert {queue: len(m) for queue, m in messages.items()} == dict.fromkeys(QUEUES, 1)  # exactly one each
+    events = {queue: annotation_events.decode(m[0][2], label_required=False) for queue, m in messages.items()}
+    event = events["training"]
+    assert all(e == event for e in events.values())  # one event, the same everywhere
+    for queue, [(task, task_id, _)] in messages.items():
+        assert task == f"{queue}.annotation_submitted" and task_id == annotation_events.task_id(event, queue)
+    assert finished.quality_operation_id == messages["quality"][0][1]
+    assert finished.byproducts_operation_id == messages["byproducts"][0][1]
+
+    assert (event.project_id, event.annotation_id, event.session_id, event.task_id, event.question_id) == \
+        ("p1", sid, sid, "task-7", "q-7")
+    assert event.annotator_id == finished.session.annotator_id and event.annotator_id
+    assert (event.image.image_id, event.image.uri, event.image.width, event.image.height) == \
+        ("124080", image.uri, finished.session.image.width, finished.session.image.height)
+    assert event.label == "flower" and event.outcome == common_pb2.SESSION_OUTCOME_SUBMITTED
+    assert event.mask == finished.session.mask == updates[-1].mask  # the final mask, as COCO RLE
+    assert [(c.x, c.y, c.positive, c.t_ms, c.index) for c in event.clicks] == \
+        [(230, 200, True, 1200, 0), (60, 40, False, 2600, 1)]
+    assert [s.area_px for s in event.steps] == [u.stats.area_px for u in updates]
+    assert event.steps[1].iou_with_previous == pytest.approx(updates[1].iou_with_previous)
+    name, _, version = event.model_version.partition(":")
+    assert name == seg_settings.triton_model_name and version.isdigit()  # the version Triton served, e.g. clickseg:1
+    assert event.HasField("submit_time") and event.total_time_ms > 0
+
+
+def test_skipped_and_unlabelled_sessions_go_only_where_they_are_needed(call, seg_settings):
+    redis = Redis.from_url(seg_settings.redis_url)
+    skipped, _ = clicked_session(call, question_id="q-1")
+    reply = call("FinishSession", segmentation_pb2.FinishSessionRequest(
+        project_id="p1", session_id=skipped, outcome=common_pb2.SESSION_OUTCOME_SKIPPED))
+    assert reply.byproducts_operation_id and not reply.quality_operation_id
+    abandoned, _ = clicked_session(call)  # no question: the byproducts alone keep it
+    call("FinishSession", segmentation_pb2.FinishSessionRequest(
+        project_id="p1", session_id=abandoned, outcome=common_pb2.SESSION_OUTCOME_ABANDONED))
+    unlabelled, _ = clicked_session(call)  # an annotation, but training learns classes: not without a label
+    call("FinishSession", segmentation_pb2.FinishSessionRequest(project_id="p1", session_id=unlabelled))
+    sent = {queue: sorted(annotation_events.decode(p, outcomes=annotation_events.ENDED, label_required=False)
+                          .annotation_id for _, _, p in queued(redis, queue)) for queue in QUEUES}
+    assert sent == {"byproducts": sorted([skipped, abandoned, unlabelled]), "quality": [unlabelled],
+                    "dialog": [skipped], "selection": [unlabelled], "training": []}
+    (_, _, payload), = queued(redis, "dialog")
+    assert payload["outcome"] == "SESSION_OUTCOME_SKIPPED"
+    # a caller that names no image: the event names it by its pixels, the same for every session on it
+    ids = {annotation_events.decode(p, outcomes=annotation_events.ENDED, label_required=False).image.image_id
+           for _, _, p in queued(redis, "byproducts")}
+    assert len(ids) == 1 and ids.pop().startswith("sha256-")
+    with pytest.raises(grpc.RpcError) as exc:
+        call("FinishSession", segmentation_pb2.FinishSessionRequest(project_id="p1", session_id=unlabelled,
+                                                                    label="x" * 201))
+    assert error_of(exc)[0] == grpc.StatusCode.INVALID_ARGUMENT and error_of(exc)[2] == ["label"]

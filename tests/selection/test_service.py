@@ -7,8 +7,10 @@ import time
 import grpc
 import numpy as np
 import pytest
+from celery import Celery
 from grpc_status import rpc_status
 from PIL import Image
+from sqlalchemy import select
 
 from annotation.v1 import (
     common_pb2,
@@ -17,8 +19,11 @@ from annotation.v1 import (
     selection_pb2,
     selection_pb2_grpc,
 )
+from services.common import annotation_events
 from services.common.keys import KeyStore, Role
+from services.common.masks import encode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
+from services.selection.tables import LabelRow
 from tests.conftest import PYTHON, start_service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -50,7 +55,7 @@ def service(request, settings, spawn, tmp_path):
         yield {"stub": selection_pb2_grpc.SelectionStub(channel), "ops": operations_pb2_grpc.OperationsStub(channel),
                "admin": [("authorization", f"Bearer {admin}")],
                "annotator": [("authorization", f"Bearer {annotator}")],
-               "pool": f"pool-{request.param}-{time.time_ns() % 10**9}", "tmp": tmp_path}
+               "pool": f"pool-{request.param}-{time.time_ns() % 10**9}", "tmp": tmp_path, "settings": settings}
 
 
 def field_of(err: grpc.RpcError) -> str:
@@ -192,3 +197,51 @@ def test_bad_input_is_invalid_argument_naming_the_field(service):
         stub.SelectBatch(selection_pb2.SelectBatchRequest(project_id=P, pool_id=pool, strategy="entropy", budget=1),
                          metadata=service["annotator"])
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_submitted_annotation_labels_its_image_in_every_pool_once(service):
+    """``selection.annotation_submitted``: what ReportLabels does for a client, from the loop's event."""
+    stub, admin, pool, settings = service["stub"], service["admin"], service["pool"], service["settings"]
+    pools = {pool: ["background", "cat"], f"{pool}-b": ["background", "dog"]}
+    for pool_id, classes in pools.items():
+        stub.CreatePool(selection_pb2.CreatePoolRequest(project_id=P, pool_id=pool_id, class_names=classes),
+                        metadata=admin)
+        stub.RegisterItems(selection_pb2.RegisterItemsRequest(project_id=P, pool_id=pool_id, items=[
+            selection_pb2.PoolItem(item_id=f"{pool_id}-{i}", kind=selection_pb2.ITEM_KIND_IMAGE,
+                                   image=common_pb2.ImageRef(image_id=f"im{i}", width=48, height=32)) for i in range(3)]),
+            metadata=admin)
+    mask = np.zeros((32, 48), bool)
+    mask[8:20, 10:30] = True
+    size, counts = encode_rle(mask)
+    event = common_pb2.AnnotationSubmitted(
+        project_id=P, annotation_id="sess-1", session_id="sess-1", annotator_id="ann-1", label="cat",
+        image=common_pb2.ImageRef(image_id="im1", width=48, height=32), mask=common_pb2.Mask(size=size, counts=counts),
+        clicks=[common_pb2.Click(x=20, y=12, positive=True, t_ms=700)], outcome=common_pb2.SESSION_OUTCOME_SUBMITTED)
+    event.submit_time.FromSeconds(1_800_000_000)
+    celery = Celery(broker=settings.redis_url, backend=settings.redis_url)
+
+    def send(payload: dict):
+        result = celery.send_task("selection.annotation_submitted", args=[payload], queue="selection")
+        result.get(timeout=30, propagate=False)
+        return result
+
+    payload = annotation_events.encode(event)
+    first, again = send(payload), send(payload)
+    assert first.state == again.state == "SUCCESS", first.traceback
+    assert first.result["pools"] == {pool: True, f"{pool}-b": True}
+    assert again.result["pools"] == {pool: False, f"{pool}-b": False}  # a redelivery records nothing
+    for pool_id in pools:
+        info = stub.GetPool(selection_pb2.GetPoolRequest(project_id=P, pool_id=pool_id), metadata=admin).pool
+        assert info.labelled_count == 1
+    with make_session_factory(make_engine(settings.resolved_database_url))() as db:
+        rows = db.scalars(select(LabelRow).where(LabelRow.project_id == P).order_by(LabelRow.pool_id)).all()
+    assert [(r.pool_id, r.item_id, r.class_labels, r.annotation_id) for r in rows] == \
+        [(pool, f"{pool}-1", [1], "sess-1"), (f"{pool}-b", f"{pool}-b-1", [], "sess-1")]  # "cat" is no class of -b
+    assert rows[0].mask == {"size": size, "counts": counts} and rows[0].annotator_id == "ann-1"
+
+    nowhere = send({**payload, "annotation_id": "sess-2", "image": {"image_id": "im9", "width": 48, "height": 32}})
+    assert nowhere.state == "SUCCESS" and nowhere.result["pools"] == {}  # an image no pool holds: a normal case
+    malformed = send({**payload, "annotation_id": "sess-3", "mask": {"size": [32, 49], "counts": counts}})
+    assert malformed.state == "FAILURE" and "InvalidEvent: mask.size:" in malformed.traceback, malformed.traceback
+    skipped = send({**payload, "annotation_id": "sess-4", "outcome": "SESSION_OUTCOME_SKIPPED"})
+    assert skipped.state == "FAILURE" and "InvalidEvent: outcome:" in skipped.traceback  # not an annotation
