@@ -576,6 +576,8 @@ REST_OWNER_ROUTES = {
     ("POST", f"{P}/sessions/{{session_id}}/redo"): lambda t: (f"/v1/projects/p1/sessions/{t['session_id']}/redo", None),
     ("POST", f"{P}/sessions/{{session_id}}/finish"): lambda t: (
         f"/v1/projects/p1/sessions/{t['session_id']}/finish", {"outcome": "abandoned"}),
+    ("POST", f"{P}/tasks/{{task_id}}/answer"): lambda t: (
+        f"/v1/projects/p1/tasks/{t['task_id']}/answer", {"skip": {}, "seconds": 1.0}),
     ("POST", "/v1/byproducts/events"): lambda t: ("/v1/byproducts/events", {"project_id": "p1", "events": [
         MessageToDict(t["event"]())]}),
 }
