@@ -7,6 +7,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from services.common.errors import InvalidArgument
+from services.common.masks import decode_rle
 from services.gateway.tables import Annotation, Image, Project
 
 
@@ -112,11 +113,15 @@ def decode_segmentation(annotation: dict, height: int, width: int, field: str) -
         if isinstance(segmentation, dict):
             if list(segmentation.get("size", [])) != [height, width]:
                 raise InvalidArgument(f"{field}.segmentation.size", f"must be [{height}, {width}], the image's size")
-            rle = segmentation if isinstance(segmentation["counts"], str | bytes) else \
-                mask_utils.frPyObjects(segmentation, height, width)
-            if isinstance(rle["counts"], str):
-                rle = {"size": rle["size"], "counts": rle["counts"].encode()}
-            return mask_utils.decode(rle).astype(bool)
+            counts = segmentation.get("counts")
+            if isinstance(counts, str):  # compressed: the platform's checked decoder (hostile strings refused)
+                return decode_rle([height, width], counts, (height, width), f"{field}.segmentation")
+            if not (isinstance(counts, list) and all(isinstance(c, int) and c >= 0 for c in counts)
+                    and sum(counts) == height * width):
+                raise InvalidArgument(f"{field}.segmentation.counts", "uncompressed RLE counts are non-negative "
+                                      f"integers summing to {height} * {width}")
+            values = np.arange(len(counts)) % 2  # runs alternate 0 and 1, column-major
+            return np.repeat(values, counts).astype(bool).reshape((width, height)).T
         if isinstance(segmentation, list) and segmentation:
             polygons = [p for p in segmentation if isinstance(p, list) and len(p) >= 6]
             if not polygons:
@@ -130,8 +135,10 @@ def decode_segmentation(annotation: dict, height: int, width: int, field: str) -
             if not mask.any():
                 raise InvalidArgument(f"{field}.bbox", "the box covers no pixel of the image")
             return mask
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
-        raise InvalidArgument(f"{field}.segmentation", f"not a COCO RLE or polygon list: {exc}") from None
+    except InvalidArgument:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pycocotools raises plain Exception on input it cannot read
+        raise InvalidArgument(f"{field}.segmentation", f"not a COCO RLE, polygon list or bbox: {exc}") from None
     raise InvalidArgument(f"{field}.segmentation", "give an RLE, polygons, or a bbox")
 
 
@@ -139,6 +146,9 @@ def coco_import(coco: dict, images: list[Image], labels: list[str]) -> tuple[lis
     """The masks of a COCO JSON for a project's images, matched by ``file_name`` (or ``platform_image_id``, as
     exported here): ``[{image_id, label, size, counts}]``, and the COCO file names no project image matches.
     A category not among the project's labels is refused (422 naming the annotation)."""
+    def key(value):  # COCO ids are ints; anything else is compared by its text, never hashed as it is
+        return value if isinstance(value, int | str) else repr(value)
+
     by_name = {row.filename: row for row in images}
     by_id = {row.image_id: row for row in images}
     coco_images, unmatched = {}, []
@@ -147,15 +157,15 @@ def coco_import(coco: dict, images: list[Image], labels: list[str]) -> tuple[lis
         if row is None:
             unmatched.append(str(entry.get("file_name", entry.get("id"))))
         else:
-            coco_images[entry.get("id")] = row
-    names = {c.get("id"): str(c.get("name", "")) for c in coco.get("categories") or []}
+            coco_images[key(entry.get("id"))] = row
+    names = {key(c.get("id")): str(c.get("name", "")) for c in coco.get("categories") or []}
     out = []
     for index, annotation in enumerate(coco.get("annotations") or []):
         field = f"annotations[{index}]"
-        row = coco_images.get(annotation.get("image_id"))
+        row = coco_images.get(key(annotation.get("image_id")))
         if row is None:
             continue  # its image is not in the project (counted in unmatched)
-        label = names.get(annotation.get("category_id"), "")
+        label = names.get(key(annotation.get("category_id")), "")
         if label not in labels:
             raise InvalidArgument(f"{field}.category_id", f"category {label[:100]!r} is not a label of the project; "
                                   f"one of {labels[:20]}")
