@@ -26,6 +26,7 @@ from annotation.v1 import (
     selection_pb2_grpc,
 )
 from services.common.errors import (
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -137,6 +138,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
             gain_per_second=row.expected_gain / max(row.expected_seconds, 1e-6), reason=row.reason,
             plan=[TYPES[t] for t, _ in row.plan[row.step:]], policy=row.policy,
             prompt=prompt(step, candidate.proposed_label), create_time=to_timestamp(row.created_at))
+        question.image.uri = ""  # where the server reads the pixels is no business of the client
         box = region_box(candidate)
         if box is not None:
             question.region_box.CopyFrom(box)
@@ -246,7 +248,10 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
                     project_id=project_id, image=common_pb2.ImageRef(image_id=c.image.image_id), image_data=data,
                     clicks=[common_pb2.Click(x=x, y=y, positive=p) for x, y, p in clicks]),
                     metadata=service_metadata(self.kit.service_key), timeout=timeout)
-                mask = decode_rle(reply.mask.size, reply.mask.counts, (height, width), "mask")
+                try:
+                    mask = decode_rle(reply.mask.size, reply.mask.counts, (height, width), "mask")
+                except DomainError as exc:  # e.g. a mask of another size than the file's header says
+                    return None, f"no live proposal: segmentation's mask does not fit the image ({exc.message})", ""
                 stats = {name: getattr(reply.stats, name) for name in live.STATS}
                 found.append((mask, stats, list(reply.mask.size), reply.mask.counts))
                 version = reply.model_version

@@ -184,7 +184,7 @@ def test_verify_shows_a_proposal_made_live_by_segmentation_and_none_when_it_is_d
     q = ask("disk")
     assert q.type == D.QUESTION_TYPE_VERIFY and q.WhichOneof("proposal") == "proposal_mask"
     assert list(q.plan) == [D.QUESTION_TYPE_VERIFY, D.QUESTION_TYPE_SEGMENT] and 0 < q.acceptance_probability < 1
-    assert (q.image.width, q.image.height) == (64, 48)
+    assert (q.image.width, q.image.height) == (64, 48) and not q.image.uri  # the server's path stays there
     shown = decode_rle(q.proposal_mask.size, q.proposal_mask.counts, (48, 64), "mask")
     # the project's model answers the same automatic click the same way: the proposal is the model's
     direct = proposing["segmentation"].Predict(segmentation_pb2.PredictRequest(
