@@ -1,4 +1,5 @@
-"""FinishSession marks the session finished, then hands it to the byproducts and quality queues. A
+"""FinishSession marks the session finished, then sends its event to the byproducts and quality queues (and
+the others that need it: here selection, the session has no label nor question). A
 segmentation server killed -9 (or Redis lost) between the two steps left a finished session that was
 never handed on, and a client's retry of FinishSession found it finished and sent nothing: the session
 never reached the review queue. The retry now hands it on (the tasks are idempotent).

@@ -16,7 +16,7 @@ from services.common.storage import make_engine, migrate
 from services.quality.tables import ScoredSessionRow
 from tests.chaos.conftest import sqlite_write_lock, unacked_task_ids
 from tests.conftest import wait_until
-from tests.quality.helpers import make_summary
+from tests.quality.helpers import make_payload
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def run_restart(settings, redis_server, start_worker, chaos_report, name: str, t
     worker = start_worker(settings, "quality")
     ids = [f"r{i}" for i in range(tasks)]
     with sqlite_write_lock(settings):  # the first task waits at its write: in the worker's hands
-        sent = [celery.send_task("quality.score_session", args=[make_summary(sid)], queue="quality").id
+        sent = [celery.send_task("quality.annotation_submitted", args=[make_payload(sid)], queue="quality").id
                 for sid in ids]
         try:
             wait_until(lambda: unacked_task_ids(redis) & set(sent), 90, "a task in the worker's hands")

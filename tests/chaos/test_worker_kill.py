@@ -10,10 +10,10 @@ stored once. The variant that kills only the pool child (the main process notice
 
 Effects and what "once" means for each task:
 
-- ``quality.score_session``: one ``quality_sessions`` row per session id (primary key) with its score;
+- ``quality.annotation_submitted``: one ``quality_sessions`` row per session id (primary key) with its score;
 - ``selection.score_pool``: each item's region scores, one row per (item, region key, segment);
 - ``dialog.fit_models``: the cost and acceptance models of the project and of each annotator;
-- ``byproducts.segmentation_session_finished``: the session's events, one row per event id.
+- ``byproducts.annotation_submitted``: the session's events, one row per event id.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from celery import Celery
 from redis import Redis
 from sqlalchemy import func, select
 
-from services.byproducts.segmentation_summary import events_from_summary
+from services.byproducts.segmentation_summary import events_of
 from services.byproducts.tables import EventRow
+from services.common import annotation_events
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.dialog.tables import ModelRow
 from services.quality.tables import ScoredSessionRow
@@ -41,7 +42,7 @@ from services.selection.predictions import Prediction
 from services.selection.tables import ScoreRow
 from tests.chaos.conftest import children, sqlite_write_lock, unacked_task_ids
 from tests.conftest import wait_until
-from tests.quality.helpers import make_summary
+from tests.quality.helpers import make_event, make_payload
 
 pytestmark = pytest.mark.integration
 
@@ -96,8 +97,8 @@ def _dialog_effects(engine) -> tuple[int, int, int]:
     return len(expected), len(set(rows) & expected), len(rows)
 
 
-SUMMARIES = [make_summary(f"bs{i}", clicks=3 + i) for i in range(TASKS)]
-SUMMARY_EVENTS = {e.event_id for s in SUMMARIES for e in events_from_summary(s)}
+SESSIONS = [make_event(f"bs{i}", clicks=3 + i) for i in range(TASKS)]
+SUMMARY_EVENTS = {e.event_id for s in SESSIONS for e in events_of(s)}
 
 
 def _byproducts_effects(engine) -> tuple[int, int, int]:
@@ -108,14 +109,14 @@ def _byproducts_effects(engine) -> tuple[int, int, int]:
 
 
 SCENARIOS = {
-    "quality": Scenario("quality", "quality.score_session",
-                        lambda i: [make_summary(f"q{i}", clicks=3 + i)], _quality_effects),
+    "quality": Scenario("quality", "quality.annotation_submitted",
+                        lambda i: [make_payload(f"q{i}", clicks=3 + i)], _quality_effects),
     "selection": Scenario("selection", "selection.score_pool",
                           lambda i: ["p1", f"pool{i}", [["patch", 16], ["image", 0]]], _selection_effects,
                           _selection_prepare),
     "dialog": Scenario("dialog", "dialog.fit_models", lambda i: ["p1", f"a{i}"], _dialog_effects),
-    "byproducts-summary": Scenario("byproducts", "byproducts.segmentation_session_finished",
-                                   lambda i: [SUMMARIES[i]], _byproducts_effects, keeps_result=False),
+    "byproducts-summary": Scenario("byproducts", "byproducts.annotation_submitted",
+                                   lambda i: [annotation_events.encode(SESSIONS[i])], _byproducts_effects),
 }
 
 
