@@ -4,8 +4,8 @@
         --out var/quality/sessions/<fingerprint>/coco_mval.jsonl --limit 400
 
 Each record is ``{"key", "stem", "profile", "seed", "true_iou", "undos", "summary"}`` where ``summary`` has
-the shape of the payload FinishSession hands to ``quality.score_session`` (``session``, ``clicks``,
-``steps``, ``mask``), assembled from the gRPC replies. The simulated annotator
+the shape the quality model reads (``summary.py``: ``session``, ``clicks``, ``steps``, ``mask``; what
+``quality.annotation_submitted`` makes of a submitted session's event), assembled from the gRPC replies. The simulated annotator
 (``services.simulation.annotator``) drives StartSession / AddClick / Undo / FinishSession; nothing runs
 in-process. Records already in ``--out`` are kept and skipped, so an interrupted run resumes.
 """

@@ -1,7 +1,7 @@
 """A finished annotation session as the quality model reads it, checked.
 
-The shape is the payload the segmentation service hands to ``quality.score_session`` on FinishSession
-(``services.segmentation.sessions.session_summary``)::
+The shape the quality model reads (and the store keeps), made from the loop's event of a submitted session
+(``AnnotationSubmitted`` on ``quality.annotation_submitted``, ``sessions.summary_of``)::
 
     {"session": {"session_id", "project_id", "width", "height", "annotator_id", "task_id", ...},
      "clicks": [{"x", "y", "positive", "t_ms", "index"}, ...],
