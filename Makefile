@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: quality-train quality-eval quality-ceiling setup triton-setup system-deps browser-deps protos up down status demo test chaos test-hardening fuzz audit test-unit test-helm helm-tools images bench clean help
+.PHONY: sam-setup quality-train quality-eval quality-ceiling setup triton-setup system-deps browser-deps protos up down status demo test chaos test-hardening fuzz audit test-unit test-helm helm-tools images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,19 @@ $(TRITON_VENV)/.installed: deploy/triton/requirements-local.txt
 	touch $@
 
 triton-setup: $(TRITON_VENV)/.installed  ## install the real tritonserver (nvidia-pytriton wheel) into .venv-triton
+
+# The SAM / SAM 2 export tool's venv (torch 2.14.1 CUDA build + torchvision, about 5.6 GB, about 9 minutes
+# cold here): outside the clone, keyed by its requirements' digest, so later clones and CI runs reuse it.
+SAM_REQ := deploy/triton/foundation/requirements-export.txt
+SAM_VENV ?= $(HOME)/.cache/annotation-platform/venv-sam-$(shell sha256sum $(SAM_REQ) | cut -c1-12)
+
+$(SAM_VENV)/.installed: $(SAM_REQ)
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q $$(grep -v -E '^(#|sam2==)' $(SAM_REQ))
+	SAM2_BUILD_CUDA=0 $(SAM_VENV)/bin/python -m pip install -q --no-build-isolation $$(grep -E '^sam2==' $(SAM_REQ))
+	touch $@
+
+sam-setup: $(SAM_VENV)/.installed  ## the export tool's venv for SAM / SAM 2 checkpoints (services/segmentation/export_foundation.py)
 
 system-deps:  ## install redis-server and PostgreSQL from Debian when missing
 	@deploy/local/install-system-deps.sh
