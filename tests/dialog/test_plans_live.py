@@ -163,16 +163,17 @@ def test_skip_when_no_plan_clears_the_gain_threshold(skipping):
 
 @pytest.fixture
 def proposing(settings, spawn, triton_server, tmp_path):
-    """Segmentation on the real tritonserver, and the dialog calling it with its own key."""
+    """Segmentation on the real tritonserver, selection, and the dialog calling both with its own key."""
     settings = settings.model_copy(update={"triton_grpc_url": triton_server.grpc_url,
                                            "triton_http_port": triton_server.http_port})
     keys = _keys(settings)
     segmentation = start_service(spawn, "segmentation", settings)
+    start_service(spawn, "selection", settings)
     start_service(spawn, "dialog", settings)
     with grpc.insecure_channel(settings.service_address("dialog")) as channel, \
             grpc.insecure_channel(settings.service_address("segmentation")) as seg_channel:
         yield {"stub": dialog_pb2_grpc.DialogStub(channel), "segmentation": segmentation_pb2_grpc.SegmentationStub(
-            seg_channel), "process": segmentation, "tmp": tmp_path, **keys}
+            seg_channel), "process": segmentation, "tmp": tmp_path, "settings": settings, **keys}
 
 
 def test_verify_shows_a_proposal_made_live_by_segmentation_and_none_when_it_is_down(proposing):
@@ -196,6 +197,19 @@ def test_verify_shows_a_proposal_made_live_by_segmentation_and_none_when_it_is_d
                                                        verify=D.VerifyAnswer(accepted=False), seconds_taken=1.5),
                                  metadata=ann)
     assert rejected.follow_up.type == D.QUESTION_TYPE_SEGMENT
+
+    # selection's pick of a pool (no task model yet: a uniform draw) gets its proposal from the image it names
+    with grpc.insecure_channel(proposing["settings"].service_address("selection")) as channel:
+        selection = selection_pb2_grpc.SelectionStub(channel)
+        selection.CreatePool(selection_pb2.CreatePoolRequest(project_id=P, pool_id="default", class_names=[
+            "background", "object"]), metadata=proposing["admin"])
+        selection.RegisterItems(selection_pb2.RegisterItemsRequest(project_id=P, pool_id="default", items=[
+            selection_pb2.PoolItem(item_id="pooled", kind=selection_pb2.ITEM_KIND_IMAGE, image=common_pb2.ImageRef(
+                image_id="pooled", uri=_image(tmp / "pooled.png", 1)))]), metadata=proposing["admin"])
+    pooled = stub.NextQuestion(D.NextQuestionRequest(project_id=P, annotator_id=a1, policy="verify_k_then_segment",
+                                                     pool=D.PoolReference(pool_id="default")), metadata=ann).question
+    assert pooled.type == D.QUESTION_TYPE_VERIFY and pooled.image.image_id == "pooled"
+    assert pooled.proposal_mask.counts and pooled.proposal_source.startswith(f"segmentation {direct.model_version}")
 
     proposing["process"].stop()  # segmentation down: no proposal, not a made-up one
     down = ask("disk-again")
