@@ -74,6 +74,8 @@ def _check_fits(request: Request, project_id: str, task: Task, body: AnswerIn) -
             raise InvalidArgument("labels", f"task {task.task_id!r} asks {task.question_type}, not LABEL_REGION")
         project = request.app.state.catalog.project(project_id)
         image = request.app.state.catalog.image(project_id, task.image_id)
+        # boxes lie in the question's region (the page refuses drawing outside it), else in the image
+        rx, ry, rw, rh = ((task.detail or {}).get("region") or {}).get("box") or [0, 0, image.width, image.height]
         for index, item in enumerate(body.labels):
             try:
                 check_label(project, item.label)
@@ -81,9 +83,9 @@ def _check_fits(request: Request, project_id: str, task: Task, body: AnswerIn) -
                 raise InvalidArgument(f"labels[{index}].label", exc.message) from None
             if item.box is not None:
                 x, y, w, h = item.box
-                if not (w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= image.width and y + h <= image.height):
+                if not (w > 0 and h > 0 and x >= rx and y >= ry and x + w <= rx + rw and y + h <= ry + rh):
                     raise InvalidArgument(f"labels[{index}].box", f"[x, y, width, height] must lie inside the "
-                                          f"{image.width} x {image.height} image with width, height > 0")
+                                          f"question's region {[rx, ry, rw, rh]} with width, height > 0")
 
 
 def _record(request: Request, project_id: str, task: Task, body: AnswerIn, who: Annotator) -> dialog_pb2.Question | None:
@@ -172,7 +174,9 @@ def progress(request: Request, project_id: str, who: Annotator) -> dict:
         info = request.app.state.upstream.call("segmentation", "GetModelInfo",
                                                segmentation_pb2.SegmentationGetModelInfoRequest(), who.key,
                                                request.app.state.gateway.fallback_timeout_s)
-        out["model"] = {"name": info.model_name, "version": info.model_version}
+        # an empty version is Triton's latest: name the newest version it has ready
+        ready = sorted(info.triton.ready_versions, key=lambda v: (len(v), v))
+        out["model"] = {"name": info.model_name, "version": info.model_version or (ready[-1] if ready else "latest")}
     except DomainError as exc:
         out["model_error"] = f"{exc.code}: {exc.message}"
     return out

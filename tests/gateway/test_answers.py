@@ -74,11 +74,25 @@ def platform(settings, client, keys, spawn):
             prompt=q.prompt, detail=question_detail(q, 60, 40)))
         return client.get(f"/v1/projects/p1/tasks/{task.task_id}", headers=keys["annotator"]).json()
 
+    def ask_region(image_id: str) -> dict:
+        """The dialog's question about a patch pick (LABEL_REGION), issued as the gateway issues it."""
+        candidate = dialog_pb2.Candidate(
+            region=common_pb2.Region(image_id=image_id, patch=common_pb2.Region.Patch(row=0, col=1, size_px=16)),
+            image=common_pb2.ImageRef(image_id=image_id, width=60, height=40), selection_score=0.9)
+        q = stub.NextQuestion(dialog_pb2.NextQuestionRequest(
+            project_id="p1", annotator_id=annotator, candidates=dialog_pb2.CandidateList(candidates=[candidate])),
+            metadata=[("authorization", keys["annotator"]["Authorization"])]).question
+        assert q.type == dialog_pb2.QUESTION_TYPE_LABEL_REGION, q
+        task = WorkStore(sessions).issue("p1", annotator, Question(
+            image_id=image_id, question_type="LABEL_REGION", question_id=q.question_id, policy=q.policy,
+            reason=q.reason, prompt=q.prompt, detail=question_detail(q, 60, 40)))
+        return client.get(f"/v1/projects/p1/tasks/{task.task_id}", headers=keys["annotator"]).json()
+
     def recorded(question_id: str) -> QuestionRow:
         with sessions() as session:
             return session.scalars(select(QuestionRow).where(QuestionRow.question_id == question_id)).one()
 
-    yield {"neighbour": neighbour, "images": images, "ask_verify": ask_verify, "recorded": recorded, "dialog": dialog}
+    yield {"neighbour": neighbour, "images": images, "ask_verify": ask_verify, "ask_region": ask_region, "recorded": recorded, "dialog": dialog}
     channel.close()
 
 
@@ -127,6 +141,25 @@ def test_verify_no_then_yes_then_skip(client, keys, platform):
     progress = client.get("/v1/projects/p1/progress", headers=ann).json()
     assert (progress["images"], progress["done"], progress["to_do"]) == (2, 1, 1)
     assert progress["model"] is None and "UNAVAILABLE" in progress["model_error"]  # no segmentation service here
+
+
+def test_label_region(client, keys, platform):
+    ann = keys["annotator"]
+    task = platform["ask_region"](platform["images"][0]["image_id"])
+    assert task["question_type"] == "LABEL_REGION" and task["region"]["kind"] == "patch"
+    assert task["region"]["box"] == [16, 0, 16, 16] and "region" in task["prompt"]
+    url = f"/v1/projects/p1/tasks/{task['task_id']}/answer"
+    outside = client.post(url, json={"labels": [{"label": "cat", "box": [2, 2, 5, 5]}], "seconds": 3.0}, headers=ann)
+    assert outside.status_code == 422 and outside.json()["error"]["field"] == "labels[0].box"
+    unknown = client.post(url, json={"labels": [{"label": "cow", "box": [18, 2, 5, 5]}], "seconds": 3.0}, headers=ann)
+    assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "labels[0].label"
+    assert client.post(url, json={"verify": {"accepted": True}, "seconds": 1.0}, headers=ann).json()["error"]["field"] == "verify"
+    done = client.post(url, json={"labels": [{"label": "cat", "box": [18, 2, 5, 5]}, {"label": "dog", "box": [20, 8, 6, 6]}],
+                                  "seconds": 3.0}, headers=ann)
+    assert done.status_code == 200 and done.json()["task"]["state"] == "submitted" and done.json()["follow_up"] is None
+    row = platform["recorded"](task["question_id"])
+    assert row.answer_kind == "labels" and [item["label"] for item in row.answer["labels"]] == ["cat", "dog"]
+    assert row.seconds_taken == pytest.approx(3.0)
 
 
 def test_dialog_down_keeps_the_task_open(client, keys, platform):
