@@ -33,7 +33,7 @@ class GatewaySettings(BaseSettings):
     fallback_timeout_s: float = Field(
         2.0, gt=0, description="Deadline of calls whose failure has a fallback (the dialog policy).")
     question_timeout_s: float = Field(
-        15.0, gt=0, description="Deadline of the dialog's NextQuestion, after which the fallback asks; longer than "
+        30.0, gt=0, description="Deadline of the dialog's NextQuestion, after which the fallback asks; longer than "
         "fallback_timeout_s since a live proposal runs the segmentation network (a question the dialog issued "
         "after the gateway gave up would hold its candidate while the fallback asks about the image).")
     selection_strategy: str = Field(

@@ -61,6 +61,7 @@ def walk(client: GatewayClient, say: Callable[[str], None], quality_wait_s: floa
         image = by_id.get(task["image_id"], question["image"])
         say(f"question ({ms:.0f} ms): {task['question_type']} {image['filename']} "
             f"[{task['policy']}] {task['reason']}")
+        task = _answer_until_segment(client, task, say)
         session, ms = _timed(lambda: client.start_session(PROJECT, task_id=task["task_id"]))
     _loader, label, clicks = SAMPLES.get(image["filename"], ("", "object", [(image["width"] / 2, image["height"] / 2, True)]))
     say(f"session {session['session_id']} started in {ms:.0f} ms ({image['width']}x{image['height']})")
@@ -84,6 +85,29 @@ def walk(client: GatewayClient, say: Callable[[str], None], quality_wait_s: floa
     score = _wait_for_score(client, session["session_id"], quality_wait_s, say)
     return {"session_id": session["session_id"], "image": image["filename"], "click_ms": click_ms,
             "area_px": reply["stats"]["area_px"], "score": score}
+
+
+def _answer_until_segment(client: GatewayClient, task: dict, say: Callable[[str], None]) -> dict:
+    """Answers the questions that need no clicks as a person would in the web annotator (a proposal: "no",
+    so that the clicks correct it; a region or nothing to do: skipped) until a SEGMENT task is asked."""
+    for _ in range(5):
+        if task["question_type"] == "SEGMENT":
+            return task
+        if task["proposal_source"] or task["proposal"]:
+            say(f"  proposal shown: {task['proposal_source'] or 'from the question'}; prompt: {task['prompt']}")
+        body = {"verify": {"accepted": False}} if task["question_type"] == "VERIFY" else {"skip": {"reason": "demo"}}
+        path = f"/v1/projects/{PROJECT}/tasks/{task['task_id']}/answer"
+        reply, ms = _timed(lambda p=path, b=body: client.request("POST", p, json={**b, "seconds": 2.0}))
+        say(f"answer ({ms:.0f} ms): {'no' if 'verify' in body else 'skip'}, {reply['dialog']} by the dialog")
+        if reply["follow_up"]:
+            task = reply["follow_up"]["task"]
+        else:
+            nxt = client.next_question(PROJECT)
+            if nxt["exhausted"]:
+                break
+            task = nxt["task"]
+        say(f"question: {task['question_type']} [{task['policy']}] {task['reason']}")
+    return task
 
 
 def _wait_for_score(client: GatewayClient, session_id: str, wait_s: float, say) -> dict | None:

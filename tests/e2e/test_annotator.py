@@ -1,7 +1,15 @@
-"""The loop a person uses, end to end on the real platform (`annot up`: Redis, tritonserver, every
-service and worker, the gateway): headless Debian Chromium opens the web annotator, clicks on the
-cup of a real photo, sees the mask overlay, submits; the API shows the stored mask. Then
-`annot demo --no-wait` walks its session on the same platform and stops everything."""
+"""The loop a person uses, end to end on the real platform (`annot up`: Redis, tritonserver, every service and
+worker, the gateway), in headless Debian Chromium, on one platform start for the module:
+
+- the work comes from the dialog (never the fallback): its question, shown with its type; a VERIFY question
+  shows the proposal over the image, N rejects it (the dialog records the answer) and clicks correct it from
+  the proposal; a click tints the overlay inside the clicked object; Enter submits; the mask is stored, the
+  byproducts, quality and the dialog hear of it; the next question is answered by its keys (Y, S); the help
+  overlay and the progress line (done count, model version) show;
+- the review page: a reviewer's accept is persisted by quality; a correction opened from the stored mask is
+  recorded as corrected;
+- `annot demo --no-wait` walks its session from the dialog's question to the quality score, and stops everything.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +22,19 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 from skimage import data as samples
+from sqlalchemy import select
 
 from services.cli import local_platform
 from services.common.masks import decode_rle
 from services.common.settings import SERVICES, Settings
-from services.gateway.client import GatewayClient, GatewayError
+from services.common.storage import make_engine, make_session_factory
+from services.dialog.tables import QuestionRow
+from services.gateway.client import GatewayClient
 from tests.browser import chromium
 from tests.conftest import (
     PYTHON,
@@ -32,8 +47,11 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-CUP = (300, 180)  # image pixels of a point on the cup in skimage's coffee (600 x 400)
+# a point on the main object of each photo, in image pixels
+OBJECT = {"coffee.png": (300, 180), "chelsea.png": (200, 170)}
+PHOTOS = {"coffee.png": samples.coffee(), "chelsea.png": samples.chelsea()}
 ARTIFACTS = REPO / "var" / "artifacts"
+ENTER, ESCAPE = "\ue007", "\ue00c"  # selenium's Keys
 
 
 def png(array: np.ndarray) -> bytes:
@@ -42,8 +60,9 @@ def png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def platform(tmp_path):
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("platform")
     settings = Settings(
         _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=f"redis://127.0.0.1:{free_port()}/0",
         gateway_port=free_port(), metrics_port_base=free_port_block(), triton_http_port=free_port(),
@@ -58,90 +77,194 @@ def platform(tmp_path):
     started = annot("up", "--timeout", "200")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        yield settings, annot
+        url = f"http://127.0.0.1:{settings.gateway_port}"
+        key = (settings.var_dir / "admin.key").read_text().strip()
+        with GatewayClient(url, key) as client:
+            client.create_project("web", "Web test", ["cup", "plate"])
+            images = client.upload("web", [(name, png(photo)) for name, photo in PHOTOS.items()])
+        yield {"settings": settings, "annot": annot, "url": url, "key": key,
+               "images": {i["image_id"]: i for i in images}}
     finally:
         annot("down")
         assert local_platform.supervisor_pid(settings) is None
 
 
-def test_annotate_in_the_browser_then_the_demo(platform, tmp_path):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: PLC0415
-    from selenium.webdriver.common.action_chains import ActionChains  # noqa: PLC0415
-    from selenium.webdriver.common.by import By  # noqa: PLC0415
-    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+def dialog_answer(settings: Settings, question_id: str) -> QuestionRow | None:
+    """The dialog's record of its question, once answered (its own table, read as the dialog wrote it)."""
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    with sessions() as session:
+        row = session.scalars(select(QuestionRow).where(QuestionRow.question_id == question_id)).one()
+    return row if row.answered_at is not None else None
 
-    settings, annot = platform
-    url = f"http://127.0.0.1:{settings.gateway_port}"
-    key = (settings.var_dir / "admin.key").read_text().strip()
-    with GatewayClient(url, key) as client:
-        client.create_project("web", "Web test", ["cup", "plate"])
-        (coffee,) = client.upload("web", [("coffee.png", png(samples.coffee()))])
-        config = client.config()
 
-    driver = chromium()
-    try:
-        driver.get(url + "/?project=web")
-        wait = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+class Page:
+    """The web annotator in Chromium, logged in with the key."""
+
+    def __init__(self, driver, url: str, key: str, path: str = "/?project=web") -> None:
+        self.driver, self.by = driver, By
+        self.wait = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+        driver.get(url + "/")
         # log in once: the key is exchanged for an HttpOnly session cookie, the page keeps no key
-        login = wait.until(lambda d: d.find_element(By.ID, "key-input") if d.find_element(By.ID, "key-input")
-                           .is_displayed() else None)
+        login = self.wait.until(lambda d: d.find_element(By.ID, "key-input")
+                                if d.find_element(By.ID, "key-input").is_displayed() else None)
         login.send_keys(key)
         driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
-        wait.until(lambda d: d.find_element(By.ID, "work").is_displayed())
-        canvas = driver.find_element(By.ID, "canvas")
-        wait.until(lambda d: canvas.get_attribute("data-session-id"))
-        # the dialog's question, not the gateway's fallback (whose prompt is "Segment the main object...")
-        assert "until the mask fits" in driver.find_element(By.ID, "prompt").text
-        assert "no question from the dialog" not in driver.find_element(By.ID, "reason").text
-        rect = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON();", canvas)
-        dx = CUP[0] * rect["width"] / coffee["width"] - rect["width"] / 2
-        dy = CUP[1] * rect["height"] / coffee["height"] - rect["height"] / 2
-        ActionChains(driver).move_to_element_with_offset(canvas, int(dx) - 40, int(dy) - 30) \
-            .move_to_element_with_offset(canvas, int(dx), int(dy)).click().perform()
-        info = driver.find_element(By.ID, "mask-info")
-        wait.until(lambda d: int(info.get_attribute("data-area") or 0) > 0)
-        area = int(info.get_attribute("data-area"))
-        # the overlay is drawn: the canvas pixel under the click is tinted blue, unlike the photo there
-        pixel = driver.execute_script(
-            "return Array.from(arguments[0].getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data);",
-            canvas, CUP[0], CUP[1])
-        original = samples.coffee()[CUP[1], CUP[0]]
-        assert pixel[2] > original[2] and pixel[0] < original[0], (pixel, original)
-        shot = tmp_path / "annotator.png"
-        driver.save_screenshot(str(shot))
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, ARTIFACTS / "annotator-e2e.png")
-        session_id = canvas.get_attribute("data-session-id")
-        driver.find_element(By.ID, "submit").click()
-        wait.until(lambda d: d.execute_script("return document.body.dataset.lastSession") == session_id)
-        kept = driver.find_element(By.ID, "byproducts-info")
-        wait.until(lambda d: int(kept.get_attribute("data-kept") or 0) + int(kept.get_attribute("data-sent") or 0) > 3)
-        recorded = {name: int(kept.get_attribute(f"data-{name}") or 0) for name in ("kept", "sent")}
-    finally:
-        driver.quit()
+        self.wait.until(lambda d: d.find_element(By.ID, "work").is_displayed())
+        if path != "/":
+            driver.get(url + path)
 
+    def el(self, element_id: str):
+        return self.driver.find_element(self.by.ID, element_id)
+
+    def body(self, name: str) -> str | None:
+        return self.driver.execute_script(f"return document.body.dataset.{name} || null")
+
+    def task(self, client: GatewayClient, previous: str | None = None) -> dict:
+        """The task the page shows (waits for one other than ``previous``), as the API has it."""
+        task_id = self.wait.until(lambda d: (t := self.body("taskId")) and t != previous and
+                                  self.body("mode") not in (None, "idle") and t)
+        return client.request("GET", f"/v1/projects/web/tasks/{task_id}")
+
+    def key(self, keys: str) -> None:
+        ActionChains(self.driver).send_keys(keys).perform()
+
+    def pixel(self, x: int, y: int) -> np.ndarray:
+        return np.array(self.driver.execute_script(
+            "return Array.from(arguments[0].getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data);",
+            self.el("canvas"), x, y)[:3], int)
+
+    def click(self, x: int, y: int, image: dict) -> None:
+        canvas = self.el("canvas")
+        rect = self.driver.execute_script("return arguments[0].getBoundingClientRect().toJSON();", canvas)
+        dx = x * rect["width"] / image["width"] - rect["width"] / 2
+        dy = y * rect["height"] / image["height"] - rect["height"] / 2
+        ActionChains(self.driver).move_to_element_with_offset(canvas, int(dx) - 40, int(dy) - 30) \
+            .move_to_element_with_offset(canvas, int(dx), int(dy)).click().perform()
+
+
+def test_the_dialogs_questions_in_the_browser(platform, tmp_path):
+    settings, url, key, images = platform["settings"], platform["url"], platform["key"], platform["images"]
     with GatewayClient(url, key) as client:
+        config = client.config()
+        assert config["byproducts_ingest"], "the gateway has no byproducts ingest route"
+        driver = chromium()
+        try:
+            page = Page(driver, url, key)
+            task = page.task(client)
+            # the dialog's question about selection's pick, not the gateway's fallback
+            assert task["policy"] != "fallback" and task["question_id"], task["reason"]
+            assert "no question from the dialog" not in page.el("reason").text
+            assert page.el("prompt").text == task["prompt"]
+            assert page.el("question-type").text == task["question_type"].replace("_", " ")
+            assert task["question_type"] in ("VERIFY", "SEGMENT"), task  # whole-image picks
+            image = images[task["image_id"]]
+            photo = PHOTOS[image["filename"]]
+            x, y = OBJECT[image["filename"]]
+            if task["question_type"] == "VERIFY":
+                # the proposal is drawn over the image: tinted inside its mask, the photo as it is outside
+                proposal = decode_rle(task["proposal"]["mask"]["size"], task["proposal"]["mask"]["counts"],
+                                      photo.shape[:2], "proposal")
+                rows, cols = np.nonzero(proposal)
+                inside = (int(cols[len(cols) // 2]), int(rows[len(rows) // 2]))
+                outside = next((c, r) for r, c in ((5, 5), (5, photo.shape[1] - 6), (photo.shape[0] - 6, 5))
+                               if not proposal[r, c])
+                assert np.abs(page.pixel(*inside) - photo[inside[1], inside[0]]).max() > 20
+                assert np.abs(page.pixel(*outside) - photo[outside[1], outside[0]]).max() <= 3
+                page.key("n")  # no: the dialog hears it, the clicks start from the proposal
+                verify_id, shown = task["question_id"], task["proposal"]["mask"]
+                task = page.task(client, previous=task["task_id"])
+                assert task["question_type"] == "SEGMENT" and task["proposal"]["mask"] == shown, task
+                row = wait_until(lambda: dialog_answer(settings, verify_id), 10, "the dialog recorded the no")
+                assert row.answer_kind == "verify" and row.answer["accepted"] is False and row.seconds_taken > 0
+            canvas = page.el("canvas")
+            page.wait.until(lambda d: canvas.get_attribute("data-session-id"))
+            session_id = canvas.get_attribute("data-session-id")
+            page.click(x, y, image)
+            info = page.el("mask-info")
+            page.wait.until(lambda d: info.get_attribute("data-clicks") == "1")
+            area = int(info.get_attribute("data-area"))
+            # the overlay is drawn: the canvas pixel under the click is tinted blue, unlike the photo there
+            pixel, original = page.pixel(x, y), photo[y, x]
+            assert pixel[2] > original[2] and pixel[0] < original[0], (pixel, original)
+            driver.save_screenshot(str(tmp_path / "annotator.png"))
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / "annotator.png", ARTIFACTS / "annotator-e2e.png")
+            page.key(ENTER)  # done with this image
+            page.wait.until(lambda d: page.body("lastSession") == session_id)
+            kept = page.el("byproducts-info")
+            page.wait.until(lambda d: int(kept.get_attribute("data-sent") or 0) > 3)
+
+            # the next question, with the help overlay and the progress line
+            second = page.task(client, previous=task["task_id"])
+            assert second["question_id"] and second["policy"] != "fallback", second
+            assert page.el("question-type").text == second["question_type"].replace("_", " ")
+            page.key("?")
+            assert page.el("help").is_displayed() and "Y" in page.el("help").text
+            page.key(ESCAPE)
+            assert not page.el("help").is_displayed()
+            progress = page.el("progress")
+            page.wait.until(lambda d: progress.get_attribute("data-done") == "1")
+            assert progress.get_attribute("data-model"), progress.text  # segmentation's model version
+            page.key("y" if second["question_type"] == "VERIFY" else "s")  # yes, or skip
+            second_row = wait_until(lambda: dialog_answer(settings, second["question_id"]), 30, "the dialog recorded it")
+            if second["question_type"] == "VERIFY":
+                assert second_row.answer_kind == "verify" and second_row.answer["accepted"] is True
+            else:
+                assert second_row.answer_kind == "skip"
+        finally:
+            driver.quit()
+
         stored = client.annotation("web", session_id)
         assert stored["outcome"] == "submitted" and stored["click_count"] == 1 and stored["area_px"] == area
-        mask = decode_rle(stored["mask"]["size"], stored["mask"]["counts"], (400, 600), "mask")
-        assert mask[CUP[1], CUP[0]]
-        assert len(client.export_coco("web")["annotations"]) == 1
-        if config["byproducts_ingest"]:  # the byproducts REST route has landed: the events are stored
-            assert recorded["sent"] > 3
-            lines = wait_until(lambda: client.export_byproducts("web").count(session_id.encode()), 30, "byproducts stored")
-            assert lines > 0
-        else:
-            assert recorded["kept"] > 3
-        try:  # quality: the review queue lists the session once the quality worker scored it
-            wait_until(lambda: any(i["session_id"] == session_id for i in client.review("web")["items"]), 30,
-                       "quality score of the session")
-        except GatewayError as exc:
-            assert exc.status == 503 and "quality" in exc.message  # the quality service has not landed
+        mask = decode_rle(stored["mask"]["size"], stored["mask"]["counts"], photo.shape[:2], "mask")
+        assert mask[y, x]
+        # the submitted mask, and an accepted proposal is the other image's annotation
+        assert len(client.export_coco("web")["annotations"]) == 1 + (second["question_type"] == "VERIFY")
+        assert wait_until(lambda: client.export_byproducts("web").count(session_id.encode()), 30, "byproducts stored")
+        # quality scored the session: the review queue lists it
+        wait_until(lambda: any(i["session_id"] == session_id for i in client.review("web")["items"]), 60,
+                   "quality score of the session")
+        # the dialog heard the segment answer of its question (through the session's event)
+        segment_row = wait_until(lambda: dialog_answer(settings, task["question_id"]), 30, "the dialog's segment answer")
+        assert segment_row.answer_kind == "segment"
 
-    demo = annot("demo", "--no-wait", timeout=300)
+
+def test_review_accept_and_correct(platform):
+    url, key, images = platform["url"], platform["key"], platform["images"]
+    with GatewayClient(url, key) as client:
+        items = wait_until(lambda: client.review("web")["items"], 60, "a scored session")
+        session_id = items[0]["session_id"]
+        driver = chromium()
+        try:
+            page = Page(driver, url, key, "/review?project=web")
+            row = page.wait.until(lambda d: d.find_element(page.by.CSS_SELECTOR, f"tr[data-session-id='{session_id}']"))
+            row.find_element(page.by.CSS_SELECTOR, "button[data-action='accept']").click()
+            page.wait.until(lambda d: row.get_attribute("data-verdict") == "accepted")
+            reviewed = client.request("GET", "/v1/projects/web/review", params={"include_reviewed": True})["items"]
+            assert {i["session_id"]: i["verdict"] for i in reviewed}[session_id] == "accepted"
+
+            # correct: the annotator opens on the stored mask; one click and Enter record the correction
+            driver.get(f"{url}/?project=web&correct={session_id}")
+            canvas = page.el("canvas")
+            page.wait.until(lambda d: canvas.get_attribute("data-session-id"))
+            assert page.el("question-type").text == "CORRECT"
+            image = images[items[0]["image_id"]]
+            page.click(*OBJECT[image["filename"]], image)
+            page.wait.until(lambda d: page.el("mask-info").get_attribute("data-clicks") == "1")
+            page.key(ENTER)
+            page.wait.until(lambda d: page.body("lastVerdict") == "corrected")
+        finally:
+            driver.quit()
+        reviewed = client.request("GET", "/v1/projects/web/review", params={"include_reviewed": True})["items"]
+        assert {i["session_id"]: i["verdict"] for i in reviewed}[session_id] == "corrected"
+
+
+def test_the_demo(platform):
+    demo = platform["annot"]("demo", "--no-wait", timeout=300)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    for expected in ("question", "click +", "submitted as", "quality", "web annotator: http://"):
+    assert "no question from the dialog" not in demo.stdout, demo.stdout
+    for expected in ("question (", "click +", "submitted as", "quality: predicted IoU", "web annotator: http://"):
         assert expected in demo.stdout, demo.stdout
-    assert local_platform.supervisor_pid(settings) is None  # the demo stopped what it (re)started
+    assert local_platform.supervisor_pid(platform["settings"]) is None  # the demo stopped what it (re)started
     with pytest.raises(httpx.HTTPError):
-        httpx.get(url + "/healthz", timeout=2)
+        httpx.get(platform["url"] + "/healthz", timeout=2)
