@@ -64,6 +64,14 @@ class JobStore:
         return None if row is None else Job(row.operation_id, row.project_id, row.kind, row.snapshot_id,
                                             dict(row.config), row.outcome)
 
+    def latest(self, project_id: str, kind: str) -> Job | None:
+        """The project's most recently started job of ``kind``, however it ended."""
+        with self._sessions() as session:
+            row = session.scalars(select(JobRow).where(JobRow.project_id == project_id, JobRow.kind == kind)
+                                  .order_by(JobRow.created_at.desc()).limit(1)).first()
+        return None if row is None else Job(row.operation_id, row.project_id, row.kind, row.snapshot_id,
+                                            dict(row.config), row.outcome)
+
     def finish(self, operation_id: str, outcome: str) -> None:
         """The job no longer blocks its project; idempotent (the first outcome stays)."""
         with self._sessions.begin() as session:

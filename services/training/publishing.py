@@ -8,6 +8,10 @@ Triton runs with ``--model-control-mode=explicit``). Triton keeps serving the lo
 reload is ready, then swaps. Rolling back re-points the config at the earlier version and loads again;
 rolling back the only version unloads the model and removes its folder (the project is back on the base
 model). The weights stay in the registry's artifact folder, so any version can be published again.
+
+A task model is the selection example's model (``services/models/task_repository.py``); an interactive
+network is shaped like the served base click network it was fine-tuned from (``click_repository.py``:
+the base's config and ``model.py``, so clients encode clicks for it as for the base).
 """
 
 from __future__ import annotations
@@ -18,8 +22,19 @@ import shutil
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition, Unavailable
+from services.common.settings import REPO_ROOT, Settings
+from services.models import click_repository
 from services.models.task_repository import write_config, write_version
 from services.training.registry import ModelVersion
+
+TRITON_KINDS = ("task", "interactive")
+CLICK_BASE = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
+
+
+def click_base(settings: Settings) -> Path:
+    """The served click network's model folder, which interactive jobs fine-tune and publish beside."""
+    return Path(settings.training_interactive_base) if settings.training_interactive_base else \
+        REPO_ROOT / "deploy" / "triton" / "models" / settings.triton_model_name
 
 
 def scripted_path(weights: Path) -> Path:
@@ -36,8 +51,9 @@ def triton_model_name(project_id: str, kind: str) -> str:
 class TritonPublisher:
     """``publish(version)`` / ``withdraw(project, kind)``; ``url`` empty: write the repository only."""
 
-    def __init__(self, repository: Path, url: str, timeout_s: float = 120.0) -> None:
+    def __init__(self, repository: Path, url: str, timeout_s: float = 120.0, click_base: Path = CLICK_BASE) -> None:
         self.repository, self.url, self.timeout_s = Path(repository), url, timeout_s
+        self.click_base = Path(click_base)
 
     def _client(self):
         import tritonclient.grpc as triton  # noqa: PLC0415 - only where a model is published
@@ -54,16 +70,26 @@ class TritonPublisher:
 
     def write(self, mv: ModelVersion) -> Path:
         """The version's folder in the repository (written once) and the config serving it."""
-        if mv.kind != "task":
-            raise FailedPrecondition(f"publishing {mv.kind} models is not built yet", field="kind")
         model_dir = self.repository / triton_model_name(mv.project_id, mv.kind)
-        if not (model_dir / str(mv.version) / "model.pt").is_file():
-            write_version(model_dir, mv.version, scripted_path(Path(mv.artifact)))
-        write_config(model_dir, len(mv.class_names), [mv.version])
+        fresh = not (model_dir / str(mv.version) / "model.pt").is_file()
+        if mv.kind == "task":
+            if fresh:
+                write_version(model_dir, mv.version, scripted_path(Path(mv.artifact)))
+            write_config(model_dir, len(mv.class_names), [mv.version])
+        elif mv.kind == "interactive":
+            if fresh:
+                click_repository.write_version(model_dir, mv.version, scripted_path(Path(mv.artifact)),
+                                               self.click_base)
+            click_repository.write_config(model_dir, self.click_base, [mv.version])
+        else:
+            raise FailedPrecondition(f"{mv.kind} models are not served by Triton", field="kind")
         return model_dir
 
     def publish(self, mv: ModelVersion) -> str:
-        """Writes ``mv`` and has Triton serve it; the model's name. UNAVAILABLE when Triton refuses."""
+        """Writes ``mv`` and has Triton serve it; the model's name. UNAVAILABLE when Triton refuses. A quality
+        model is not served by Triton (the quality service runs it in process): nothing to load, no name."""
+        if mv.kind not in TRITON_KINDS:
+            return ""
         name = self.write(mv).name
         if self.url:
             self._call(f"load {name} version {mv.version}",
@@ -77,6 +103,8 @@ class TritonPublisher:
 
     def withdraw(self, project_id: str, kind: str) -> None:
         """Triton stops serving the project's model of ``kind``; its folder leaves the repository."""
+        if kind not in TRITON_KINDS:
+            return
         name = triton_model_name(project_id, kind)
         if self.url:
             self._call(f"unload {name}", lambda client: client.unload_model(name, client_timeout=self.timeout_s))

@@ -6,8 +6,6 @@ Run: ``python -m services.training.server``.
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import asdict
 
 import grpc
 from google.protobuf import json_format
@@ -19,10 +17,10 @@ from services.common.proto_time import to_timestamp
 from services.training.annotations import AnnotationStore
 from services.training.jobs import JobStore
 from services.training.promotion import promote, rollback
-from services.training.publishing import TritonPublisher
+from services.training.publishing import TritonPublisher, click_base
 from services.training.registry import Registry, check_kind
-from services.training.snapshots import Entry, Snapshot, SnapshotStore, check_trainable
-from services.training.task_config import task_config
+from services.training.snapshots import Entry, Snapshot, SnapshotStore
+from services.training.starting import Starter, check_config
 from services.training.tasks import TRAIN, TRAINING_QUEUE
 
 KINDS = {training_pb2.MODEL_KIND_INTERACTIVE: "interactive", training_pb2.MODEL_KIND_TASK: "task",
@@ -30,7 +28,6 @@ KINDS = {training_pb2.MODEL_KIND_INTERACTIVE: "interactive", training_pb2.MODEL_
 KIND_ENUMS = {name: value for value, name in KINDS.items()}
 STATES = {"candidate": training_pb2.MODEL_STATE_CANDIDATE, "promoted": training_pb2.MODEL_STATE_PROMOTED,
           "rejected": training_pb2.MODEL_STATE_REJECTED, "rolled_back": training_pb2.MODEL_STATE_ROLLED_BACK}
-TRAINED_KINDS = ("task",)  # what StartTraining takes so far
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 MAX_PAGE = 1000
 
@@ -86,7 +83,15 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
         self._snapshots = SnapshotStore(kit.sessions, self._annotations)
         self._registry, self._jobs = Registry(kit.sessions), JobStore(kit.sessions)
         self._publisher = TritonPublisher(settings.resolved_model_repository,
-                                          settings.triton_grpc_url if settings.training_publish else "")
+                                          settings.triton_grpc_url if settings.training_publish else "",
+                                          click_base=click_base(settings))
+
+        def send(op_id: str, project_id: str, kind: str, snapshot_id: str, config: dict) -> None:
+            kit.celery.send_task(TRAIN, task_id=op_id, queue=TRAINING_QUEUE, args=[project_id, kind, snapshot_id, config])
+
+        self._starter = Starter(self._annotations, self._snapshots, self._jobs, kit.operations, send,
+                                lambda other: kit.celery.AsyncResult(other).state in FINISHED,
+                                settings.training_heldout_percent)
 
     def _known(self, project_id: str) -> None:
         if not project_id:
@@ -116,28 +121,12 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
     def StartTraining(self, request, context):
         self._known(request.project_id)
         kind = _kind(request.kind)
-        if kind not in TRAINED_KINDS:
-            raise InvalidArgument("kind", f"{kind.upper()} models are not trained yet; MODEL_KIND_TASK is",
-                                  reason="UNSUPPORTED")
-        config = task_config(json_format.MessageToDict(request.task, preserving_proto_field_name=True))
-        if request.snapshot_id:
-            snapshot = self._snapshots.get(request.project_id, request.snapshot_id)
-        else:
-            snapshot, _ = self._snapshots.freeze(request.project_id, self._kit.settings.training_heldout_percent)
-        check_trainable(snapshot)
-        op_id = uuid.uuid4().hex
-        self._jobs.start(op_id, request.project_id, kind, snapshot.snapshot_id, asdict(config),
-                         lambda other: self._kit.celery.AsyncResult(other).state in FINISHED)
-        try:
-            record = self._kit.operations.create(op_id, TRAIN, request.project_id)
-            self._kit.celery.send_task(TRAIN, task_id=op_id, queue=TRAINING_QUEUE,
-                                       args=[request.project_id, kind, snapshot.snapshot_id, asdict(config)])
-        except BaseException:
-            self._jobs.finish(op_id, "not enqueued")
-            raise
+        config = check_config(kind, json_format.MessageToDict(getattr(request, kind),
+                                                              preserving_proto_field_name=True))
+        record, snapshot = self._starter.start(request.project_id, kind, request.snapshot_id, config)
         stamp = to_timestamp(record.create_time)
         return training_pb2.StartTrainingResponse(snapshot_id=snapshot.snapshot_id, operation=common_pb2.Operation(
-            id=op_id, kind=TRAIN, project_id=request.project_id, state=common_pb2.Operation.PENDING,
+            id=record.id, kind=TRAIN, project_id=request.project_id, state=common_pb2.Operation.PENDING,
             message="enqueued", create_time=stamp, update_time=stamp))
 
     def ListModelVersions(self, request, context):

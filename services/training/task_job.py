@@ -22,7 +22,7 @@ from services.common.errors import FailedPrecondition
 from services.common.image_files import load_image
 from services.training import task_model
 from services.training.promotion import Publisher, promote
-from services.training.publishing import scripted_path, triton_model_name
+from services.training.publishing import CLICK_BASE, scripted_path, triton_model_name
 from services.training.registry import CANDIDATE, REJECTED, Gate, ModelVersion, Registry
 from services.training.snapshots import SnapshotStore, check_trainable
 from services.training.task_config import TaskConfig, task_config
@@ -38,6 +38,7 @@ class Context:
     publisher: Publisher
     var_dir: Path
     load_image: Callable = load_image
+    click_base: Path = CLICK_BASE  # the served click network the interactive job fine-tunes
 
 
 def checkpoint_path(var_dir: Path, operation_id: str) -> Path:

@@ -32,14 +32,14 @@ def synthetic_image(rng: np.random.Generator, label: str, size: int = 40) -> tup
 
 
 def write_project(folder: Path, project_id: str, n: int, seed: int = 0, shuffled: bool = False,
-                  id_prefix: str = "a") -> list[Annotation]:
+                  id_prefix: str = "a", size: int = 40) -> list[Annotation]:
     """``n`` images under ``folder`` and their annotations (masks of other images when ``shuffled``)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     images, masks, labels = [], [], []
     for i in range(n):
         label = "cat" if i % 2 == 0 else "dog"
-        image, mask = synthetic_image(rng, label)
+        image, mask = synthetic_image(rng, label, size)
         path = folder / f"img{i:03d}.png"
         Image.fromarray(image).save(path)
         images.append(path)

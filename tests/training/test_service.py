@@ -19,8 +19,13 @@ from services.common import annotation_events
 from services.common.celery_app import make_celery
 from services.common.image_files import load_image
 from services.common.keys import KeyStore, Role
+from services.common.masks import decode_rle, iou
 from services.common.storage import make_engine, make_session_factory, migrate
-from services.training.publishing import triton_model_name
+from services.models.click_dataset import Sample
+from services.models.click_predictor import EncodingConfig, Predictor, torch_network
+from services.models.clicker import Clicker
+from services.training.interactive_model import load_base
+from services.training.publishing import CLICK_BASE, triton_model_name
 from services.training.snapshots import is_heldout
 from tests.conftest import PYTHON, Triton, start_service, wait_until
 from tests.training.helpers import event, write_project
@@ -28,6 +33,7 @@ from tests.training.helpers import event, write_project
 pytestmark = pytest.mark.integration
 P = "proj-loop"
 TASK = training_pb2.MODEL_KIND_TASK
+INTERACTIVE = training_pb2.MODEL_KIND_INTERACTIVE
 FAST = training_pb2.TaskModelConfig(steps=120, image_size=32, batch_size=8, checkpoint_every=40)
 
 
@@ -42,10 +48,9 @@ def triton(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def service(settings, spawn, triton):
+def _service(settings, spawn, triton, **update):
     settings = settings.model_copy(update={"triton_grpc_url": triton.grpc_url,
-                                           "training_model_repository": str(triton.model_repository)})
+                                           "training_model_repository": str(triton.model_repository), **update})
     migrate(settings.resolved_database_url)
     admin = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0).create(
         f"admin-{time.time_ns()}", Role.ADMIN, ["*"])[1]
@@ -57,6 +62,17 @@ def service(settings, spawn, triton):
     with grpc.insecure_channel(settings.service_address("training")) as channel:
         yield {"stub": training_pb2_grpc.TrainingStub(channel), "ops": operations_pb2_grpc.OperationsStub(channel),
                "admin": [("authorization", f"Bearer {admin}")], "celery": celery, "triton": triton}
+
+
+@pytest.fixture
+def service(settings, spawn, triton):
+    yield from _service(settings, spawn, triton, training_trigger_every=0)
+
+
+@pytest.fixture
+def triggering_service(settings, spawn, triton):
+    """Trains the task model after every 6 newly accepted annotations of a project."""
+    yield from _service(settings, spawn, triton, training_trigger_every=6, training_trigger_kinds="task")
 
 
 def submit(service, annotations) -> None:
@@ -159,8 +175,10 @@ def test_bad_requests_get_clear_errors_and_one_job_per_project_and_kind(service,
     items = write_project(tmp_path / "images", P, 30)
     submit(service, items)
     assert refused(start(project_id=P))[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "kind")
-    code, field, message = refused(start(project_id=P, kind=training_pb2.MODEL_KIND_INTERACTIVE))
+    code, field, message = refused(start(project_id=P, kind=training_pb2.MODEL_KIND_QUALITY))
     assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "kind") and "not trained yet" in message
+    assert refused(start(project_id=P, kind=INTERACTIVE, interactive=training_pb2.InteractiveModelConfig(
+        crop_size=8)))[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "interactive.crop_size")
     assert refused(start(project_id=P, kind=TASK, task=training_pb2.TaskModelConfig(image_size=8)))[:2] == \
         (grpc.StatusCode.INVALID_ARGUMENT, "task.image_size")
     assert refused(start(project_id=P, kind=TASK, snapshot_id="f" * 32))[:2] == \
@@ -190,3 +208,105 @@ def test_bad_requests_get_clear_errors_and_one_job_per_project_and_kind(service,
     # Cancelled (its worker process killed mid-step), it blocks nothing.
     after = train(service)
     assert after.state == common_pb2.Operation.SUCCEEDED and after.result["state"] == "PROMOTED", after.error.message
+
+
+CLICKS_FAST = training_pb2.InteractiveModelConfig(iterations=30, crop_size=96, batch_size=4, max_steps=2,
+                                                  learning_rate=1e-3, checkpoint_every=10)
+
+
+def one_click_ious(network, samples) -> list[float]:
+    """IoU of each sample's mask after the standard clicker's first click, with the base's click encoding."""
+    predictor = Predictor(network, EncodingConfig(size=192, radius=5, with_prior=True))
+    out = []
+    for sample in samples:
+        clicker = Clicker(sample.annotation)
+        clicker.next_click(None)
+        prob = predictor.predict(sample.image, clicker.clicks, None)
+        out.append(iou(prob > 0.5, clicker.gt))
+    return out
+
+
+def test_annotations_fine_tune_the_click_network_which_triton_serves_as_the_project_version(service, tmp_path):
+    stub, admin = service["stub"], service["admin"]
+    items = write_project(tmp_path / "images", P, 30, size=64)
+    submit(service, items)
+
+    # One interactive job per project at a time: a long one runs, a second is refused naming it.
+    long = stub.StartTraining(training_pb2.StartTrainingRequest(
+        project_id=P, kind=INTERACTIVE, interactive=training_pb2.InteractiveModelConfig(iterations=100000,
+                                                                                         crop_size=64)),
+        metadata=admin).operation
+    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(  # noqa: E731
+        project_id=P, operation_id=long.id), metadata=admin).operation
+    running = wait_until(lambda: (o := get()).state == common_pb2.Operation.RUNNING and o.progress > 0 and o, 180,
+                         "the long interactive job reports progress")
+    assert running.message.startswith("iteration ")
+    code, field, message = refused(lambda: stub.StartTraining(training_pb2.StartTrainingRequest(
+        project_id=P, kind=INTERACTIVE, interactive=CLICKS_FAST), metadata=admin))
+    assert (code, field) == (grpc.StatusCode.FAILED_PRECONDITION, "kind") and long.id in message
+    service["ops"].CancelOperation(operations_pb2.CancelOperationRequest(project_id=P, operation_id=long.id),
+                                   metadata=admin)
+    assert finished(service, long.id).state == common_pb2.Operation.CANCELLED
+
+    op = stub.StartTraining(training_pb2.StartTrainingRequest(project_id=P, kind=INTERACTIVE, interactive=CLICKS_FAST),
+                            metadata=admin).operation
+    done = finished(service, op.id, timeout_s=400)
+    assert done.state == common_pb2.Operation.SUCCEEDED, done.error.message
+    assert done.result["state"] == "PROMOTED" and done.result["kind"] == "INTERACTIVE", done.result
+    v1 = stub.GetModelVersion(training_pb2.GetModelVersionRequest(project_id=P, kind=INTERACTIVE),
+                              metadata=admin).version
+    gate = json.loads(v1.gate_json)
+    assert gate["metric"] == "noc85+noc90" and gate["candidate"] < gate["current"] and v1.figures["noc90"] >= 1
+    name = triton_model_name(P, "interactive")
+    assert v1.triton_model_name == name
+
+    # Triton serves the project's version; one click on each held-out image now returns a better mask than
+    # the base network gives for the same click.
+    client = triton_grpc.InferenceServerClient(service["triton"].grpc_url)
+    assert client.is_model_ready(name, "1")
+
+    def served(batch: np.ndarray) -> np.ndarray:
+        request = triton_grpc.InferInput("INPUT", list(batch.shape), "FP32")
+        request.set_data_from_numpy(batch.astype(np.float32))
+        return client.infer(name, [request]).as_numpy("PROB")
+
+    entries = [e for e in stub.GetSnapshot(training_pb2.GetSnapshotRequest(
+        project_id=P, snapshot_id=v1.snapshot_id, include_entries=True), metadata=admin).snapshot.entries if e.heldout]
+    samples = [Sample(e.annotation_id, load_image(e.image.uri),
+                      decode_rle(list(e.mask.size), e.mask.counts, (e.image.height, e.image.width), "mask")
+                      .astype(np.uint8) * 255) for e in entries]
+    project_ious = one_click_ious(served, samples)
+    base_ious = one_click_ious(torch_network(load_base(CLICK_BASE)[0]), samples)
+    assert np.mean(project_ious) > np.mean(base_ious) + 0.03, (project_ious, base_ious)
+
+
+def test_every_n_accepted_annotations_start_a_training_job(triggering_service, tmp_path):
+    service, admin = triggering_service, triggering_service["admin"]
+    items = write_project(tmp_path / "images", P, 40)
+    held = [a for a in items if is_heldout(P, a.image_id, 20)]
+    trained = [a for a in items if not is_heldout(P, a.image_id, 20)]
+    first_six = trained[:5] + held[:1]
+
+    def send(a) -> dict:
+        return service["celery"].send_task("training.annotation_submitted", queue="training",
+                                           args=[annotation_events.encode(event(a))]).get(timeout=60)
+
+    assert all(send(a)["triggered"] == [] for a in first_six[:5])
+    sixth = send(first_six[5])
+    assert sixth["recorded"] and len(sixth["triggered"]) == 1
+    op_id = sixth["triggered"][0]
+    job = service["ops"].GetOperation(operations_pb2.GetOperationRequest(project_id=P, operation_id=op_id),
+                                      metadata=admin).operation
+    assert job.kind == "training.train" and job.state in (common_pb2.Operation.PENDING, common_pb2.Operation.RUNNING)
+    # Cancelled (its process killed; the worker's one process would train for minutes, events queue behind it).
+    service["ops"].CancelOperation(operations_pb2.CancelOperationRequest(project_id=P, operation_id=op_id),
+                                   metadata=admin)
+    assert finished(service, op_id).state == common_pb2.Operation.CANCELLED
+    assert send(first_six[5])["triggered"] == []  # a redelivered event is no new annotation
+    # Counted from the snapshot the last job froze (6), however it ended: 7 .. 11 accepted start nothing.
+    assert [send(a)["triggered"] for a in trained[5:10]] == [[]] * 5
+    again = send(trained[10])["triggered"]  # 12 accepted: 6 since the snapshot; the cancelled job blocks nothing
+    assert len(again) == 1 and again != [op_id]
+    service["ops"].CancelOperation(operations_pb2.CancelOperationRequest(project_id=P, operation_id=again[0]),
+                                   metadata=admin)
+    assert finished(service, again[0]).state == common_pb2.Operation.CANCELLED

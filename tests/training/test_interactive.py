@@ -1,0 +1,153 @@
+"""The interactive-network job in process: fine-tuning the served click network on a project's masks with
+the iterative click simulation, its NoC gate, resume, and the Triton model folder it publishes.
+
+Tiny on purpose (64 px images, 96 px crops, a few dozen iterations): the served ``clickseg`` already finds
+the synthetic discs in about one click, so the gate's margins are small but deterministic (seeded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.common.storage import make_engine, make_session_factory, migrate
+from services.models import click_models
+from services.training import interactive_job, interactive_model
+from services.training.annotations import REJECTED, AnnotationStore
+from services.training.job_config import interactive_config
+from services.training.publishing import CLICK_BASE, TritonPublisher, scripted_path
+from services.training.registry import PROMOTED, Registry
+from services.training.registry import REJECTED as MODEL_REJECTED
+from services.training.snapshots import Entry, SnapshotStore, is_heldout
+from services.training.task_job import Context
+from tests.training.helpers import write_project
+
+pytestmark = pytest.mark.unit
+P = "proj-clicks"
+FAST = {"iterations": 30, "crop_size": 96, "batch_size": 4, "max_steps": 2, "learning_rate": 1e-3,
+        "checkpoint_every": 10}
+
+
+class FakePublisher:
+    """Records what would be published (the Triton path is tested in test_service.py)."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+
+    def publish(self, mv) -> str:
+        self.published.append(mv.version)
+        return f"interactive-{mv.project_id}"
+
+    def withdraw(self, project_id, kind) -> None:
+        pass
+
+
+@pytest.fixture
+def stores(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    sessions = make_session_factory(make_engine(url))
+    annotations = AnnotationStore(sessions)
+    return annotations, SnapshotStore(sessions, annotations), Registry(sessions)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fine_tune_beats_the_base_at_the_gate_and_shuffled_masks_are_rejected(stores, tmp_path):
+    annotations, snapshots, registry = stores
+    real = write_project(tmp_path / "images", P, 30, size=64)
+    for a in real:
+        annotations.record(a)
+    snapshot, _ = snapshots.freeze(P, 20)
+    publisher = FakePublisher()
+    context = Context(snapshots, registry, publisher, tmp_path / "var")
+    first = interactive_job.run(context, "op-real", P, snapshot.snapshot_id, FAST)
+    assert first["state"] == "PROMOTED", first
+    gate = first["gate"]
+    assert gate["metric"] == "noc85+noc90" and gate["current_version"] == 0 and not gate["higher_is_better"]
+    assert gate["candidate"] == first["figures"]["noc85"] + first["figures"]["noc90"] < gate["current"]
+    assert first["figures"]["heldout_objects"] == snapshot.heldout_image_count
+    assert publisher.published == [1]
+    v1 = registry.get(P, "interactive", 1)
+    assert v1.state == PROMOTED and v1.parent_version == 0 and "MODEL_KIND_INTERACTIVE" in v1.command
+    assert v1.config["iterations"] == 30 and v1.config["base"] == "clickseg"
+    net, config = click_models.load(v1.artifact)  # click training's checkpoint format
+    assert config["in_channels"] == 7 and scripted_path(Path(v1.artifact)).is_file()
+    base, _ = interactive_model.load_base(CLICK_BASE)
+    assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), base.state_dict().values()))
+
+    # Training images re-annotated with other images' masks; the held-out images keep their true masks, so
+    # both versions are judged on the same truth. The candidate (fine-tuned from version 1) is worse.
+    for a in write_project(tmp_path / "images", P, 30, shuffled=True, id_prefix="z", size=64):
+        annotations.record(a)
+        heldout = is_heldout(P, a.image_id, 20)
+        annotations.set_state(P, a.annotation_id if heldout else "a" + a.annotation_id[1:], REJECTED)
+    bad_snapshot, _ = snapshots.freeze(P, 20)
+    second = interactive_job.run(context, "op-shuffled", P, bad_snapshot.snapshot_id, FAST)
+    assert second["state"] == "REJECTED", second
+    assert second["gate"]["current_version"] == 1 and second["gate"]["candidate"] > second["gate"]["current"]
+    assert "does not beat version 1" in second["gate"]["reason"]
+    assert registry.get(P, "interactive", 2).state == MODEL_REJECTED and registry.get(P, "interactive", 2).parent_version == 1
+    assert publisher.published == [1] and registry.current(P, "interactive").version == 1
+
+
+def test_a_killed_fine_tune_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
+    items = write_project(tmp_path / "images", P, 6, size=48)
+    entries = [Entry(a.annotation_id, a.image_id, a.uri, a.width, a.height, a.label, a.mask_counts, False)
+               for a in items]
+    samples, unreadable = interactive_model.build_samples(entries, False)
+    assert len(samples) == 6 and not unreadable and samples[0].annotation.max() == 255
+    config = interactive_config({"iterations": 6, "crop_size": 48, "batch_size": 2, "max_steps": 1,
+                                 "checkpoint_every": 3})
+    base_config = interactive_model.load_base(CLICK_BASE)[1]
+
+    def dies_at(iteration):
+        def progress(done, total, message):
+            if done == iteration:
+                raise SystemExit("worker killed")
+        return progress
+
+    checkpoint = tmp_path / "job" / "checkpoint.pt"
+    with pytest.raises(SystemExit):
+        interactive_model.fine_tune(interactive_model.load_base(CLICK_BASE)[0], base_config, samples, config,
+                                    checkpoint, dies_at(4))
+    assert torch.load(checkpoint, weights_only=False)["iteration"] == 3
+    seen = []
+    resumed = interactive_model.fine_tune(interactive_model.load_base(CLICK_BASE)[0], base_config, samples, config,
+                                          checkpoint, lambda done, total, message: seen.append(done))
+    assert seen[0] == 4  # iterations 1-3 came from the checkpoint
+    straight = interactive_model.fine_tune(interactive_model.load_base(CLICK_BASE)[0], base_config, samples,
+                                           config)
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_published_folder_is_the_base_model_renamed_serving_one_version(tmp_path):
+    weights = tmp_path / "models" / "1" / "weights.pt"
+    weights.parent.mkdir(parents=True)
+    scripted_path(weights).write_bytes((CLICK_BASE / "1" / "model.pt").read_bytes())
+
+    class Version:
+        project_id, kind, version, artifact, class_names = "Proj One", "interactive", 3, str(weights), []
+
+    publisher = TritonPublisher(tmp_path / "repo", "")
+    name = publisher.publish(Version())
+    assert name.startswith("interactive-proj-one-")
+    folder = tmp_path / "repo" / name
+    config = (folder / "config.pbtxt").read_text()
+    assert f'name: "{name}"' in config and 'name: "clickseg"' not in config
+    assert "version_policy: { specific: { versions: [ 3 ] } }" in config
+    assert 'key: "input_size" value: { string_value: "192" }' in config  # the base's click encoding
+    assert (folder / "configs" / "gpu.pbtxt").read_text().count(f'name: "{name}"') == 1
+    assert (folder / "3" / "model.py").read_text() == (CLICK_BASE / "1" / "model.py").read_text()
+    assert (folder / "3" / "model.pt").read_bytes() == (CLICK_BASE / "1" / "model.pt").read_bytes()
+    publisher.withdraw("Proj One", "interactive")
+    assert not folder.exists()
