@@ -1,24 +1,27 @@
-"""The loop through the gateway with the real segmentation service, real Redis and the real
-tritonserver: next question -> session -> clicks (mask each time) -> undo/redo -> submit -> the
-mask is stored and exported; skip; errors of the service come back as REST errors."""
+"""The loop through the gateway with the real segmentation and selection services (server and worker), real
+Redis and the real tritonserver: next question -> session -> clicks (mask each time) -> undo/redo -> submit ->
+the mask is stored and exported, and selection counts the image labelled; skip; errors of the service come
+back as REST errors. No dialog runs here: the fallback asks, and says why."""
 
 from __future__ import annotations
 
 import io
 
+import grpc
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from skimage import data as samples
 
+from annotation.v1 import selection_pb2, selection_pb2_grpc
 from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle
 from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
-from tests.conftest import PYTHON, wait_until
+from tests.conftest import PYTHON, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +49,9 @@ def client(loop_settings, spawn):
                    "segmentation SERVING")
     except TimeoutError:
         pytest.fail(process.output())
+    start_service(spawn, "selection", loop_settings)
+    spawn([PYTHON, "-m", "celery", "-A", "services.selection.worker:app", "worker", "-Q", "selection",
+           "-n", "selection-loop@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], loop_settings)
     gateway = GatewaySettings(_env_file=None, fallback_timeout_s=0.5)
     with TestClient(create_app(loop_settings, gateway)) as test_client:
         yield test_client
@@ -61,14 +67,28 @@ def keys(loop_settings, client):
             (("admin", admin), ("annotator", annotator), ("reviewer", reviewer))}
 
 
-def test_question_clicks_undo_redo_submit_export(client, keys):
-    assert client.post("/v1/projects", json={"project_id": "p1", "labels": ["cup"]}, headers=keys["admin"]).status_code == 201
+def labelled(settings, key: dict) -> int:
+    """How many of the project's images selection counts labelled by humans."""
+    with grpc.insecure_channel(settings.service_address("selection")) as channel:
+        pool = selection_pb2_grpc.SelectionStub(channel).GetPool(
+            selection_pb2.GetPoolRequest(project_id="p1", pool_id="default"),
+            metadata=[("authorization", key["Authorization"])], timeout=10).pool
+    return pool.labelled_count
+
+
+def test_question_clicks_undo_redo_submit_export(client, keys, loop_settings):
+    made = client.post("/v1/projects", json={"project_id": "p1", "labels": ["cup"]}, headers=keys["admin"])
+    assert made.status_code == 201 and made.json()["selection"] == "ok", made.text
     files = [("files", ("coffee.png", png(samples.coffee()), "image/png")),
              ("files", ("cat.png", png(samples.chelsea()), "image/png"))]
-    images = client.post("/v1/projects/p1/images", files=files, headers=keys["admin"]).json()["images"]
+    uploaded = client.post("/v1/projects/p1/images", files=files, headers=keys["admin"]).json()
+    images = uploaded["images"]
+    assert uploaded["selection"] == "ok" and labelled(loop_settings, keys["admin"]) == 0
     ann = keys["annotator"]
     question = client.post("/v1/projects/p1/questions/next", headers=ann).json()
     assert question["image"]["image_id"] == images[0]["image_id"]
+    # no dialog here: the fallback asks, and its reason says the dialog is unavailable
+    assert question["task"]["policy"] == "fallback" and "UNAVAILABLE" in question["task"]["reason"]
     started = client.post("/v1/projects/p1/sessions", json={"task_id": question["task"]["task_id"], "label": "cup"},
                           headers=ann)
     assert started.status_code == 201, started.text
@@ -98,7 +118,8 @@ def test_question_clicks_undo_redo_submit_export(client, keys):
     assert finished.status_code == 200, finished.text
     done = finished.json()
     assert done["session"]["state"] == "finished" and done["quality_operation_id"] and done["byproducts_operation_id"]
-    assert "services" not in done  # the segmentation service sends the session's event; the gateway calls nobody
+    # selection hears of the labelled image (ReportLabels, directly or through the session's event)
+    wait_until(lambda: labelled(loop_settings, keys["admin"]) == 1, 30, "selection counts the image labelled")
     late = client.post(f"{base}/clicks", json={"x": 5, "y": 5}, headers=ann)
     assert late.status_code == 409 and late.json()["error"]["code"] == "FAILED_PRECONDITION"
 
@@ -119,4 +140,5 @@ def test_question_clicks_undo_redo_submit_export(client, keys):
     assert skipped["session"]["outcome"] == "skipped" and not skipped["quality_operation_id"]
     assert client.post("/v1/projects/p1/questions/next", headers=ann).json()["exhausted"] is True
     assert len(client.get("/v1/projects/p1/exports/coco", headers=keys["reviewer"]).json()["annotations"]) == 1
+    assert labelled(loop_settings, keys["admin"]) == 1  # a skip labels nothing
 
