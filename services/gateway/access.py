@@ -111,6 +111,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/exports/coco"): Rule(R, "path"),
     ("GET", f"{P}/exports/masks.zip"): Rule(R, "path"),
     ("POST", f"{P}/imports/coco"): Rule(D, "path"),  # as image uploads
+    # the loop's learning half: a training job costs minutes of CPU or GPU
+    ("POST", f"{P}/training"): Rule(D, "path"),
+    ("GET", f"{P}/training/versions"): Rule(D, "path"),
     # byproducts: a key is required here; role and project are checked by the service
     ("POST", f"{B}/events"): Rule(A, "body", BYPRODUCTS + "RecordBatch", owner=True),
     ("GET", f"{B}/sessions"): Rule(R, "query", BYPRODUCTS + "ListSessions"),

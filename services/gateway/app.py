@@ -27,6 +27,7 @@ from services.gateway import (
     routes_projects,
     routes_review,
     routes_sessions,
+    routes_training,
     routes_videos,
 )
 from services.gateway.auth import CurrentPrincipal, check_csrf, require, same_origin, web_session
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     app.include_router(routes_videos.router)
     app.include_router(byproducts_routes.router)
     app.include_router(routes_answers.router)
+    app.include_router(routes_training.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
 

@@ -18,6 +18,7 @@ from annotation.v1 import (
     quality_pb2_grpc,
     segmentation_pb2_grpc,
     selection_pb2_grpc,
+    training_pb2_grpc,
     video_pb2_grpc,
 )
 from services.common import errors
@@ -30,6 +31,7 @@ STUBS = {
     "quality": quality_pb2_grpc.QualityStub,
     "dialog": dialog_pb2_grpc.DialogStub,
     "video": video_pb2_grpc.VideoStub,
+    "training": training_pb2_grpc.TrainingStub,
 }
 
 _CODES: dict[grpc.StatusCode, type[errors.DomainError]] = {
