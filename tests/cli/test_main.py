@@ -10,9 +10,9 @@ from services.cli.main import app
 pytestmark = pytest.mark.unit
 
 COMMANDS = ["settings", "migrate", "up", "down", "status", "demo", "export", "review", "call",
-            "keys", "projects", "images", "videos"]
+            "keys", "projects", "images", "videos", "train"]
 GROUPS = {"keys": ["create", "import", "list", "revoke"], "projects": ["create", "list"], "images": ["upload"],
-          "videos": ["upload", "list", "delete", "export"]}
+          "videos": ["upload", "list", "delete", "export"], "train": ["start", "versions"]}
 
 
 def test_every_command_keeps_its_name_and_order():
