@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     )
     triton_model_name: str = Field("clickseg", description="Segmentation model in the repository.")
     triton_model_version: str = Field("", description="Model version to call; empty: Triton's policy.")
+    segmentation_project_models: dict[str, str] = Field(
+        default_factory=dict, description="Interactive model per project (JSON: project id -> Triton model; "
+        "'*' the default, else TRITON_MODEL_NAME): the own click network, a fine-tuned one, or a foundation "
+        "model's <name>_decoder from export_foundation (its encoder then runs once per session).")
 
     segmentation_max_image_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest image accepted (width x height), checked before decoding."

@@ -50,11 +50,13 @@ SAM_VARIANTS = {  # segment_anything.build_sam's three, and a reduced one of the
     "test_tiny": {"encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2,
                   "encoder_global_attn_indexes": [1]},
 }
-SAM2_VARIANTS = {  # the package's Hydra configs; test_tiny: hiera_t with 5 blocks instead of 12
+SAM2_VARIANTS = {  # the package's Hydra configs; test_tiny: hiera_t with 5 blocks instead of 12, 16 channels instead of 96
     **{f"sam2.1_hiera_{k}": (f"configs/sam2.1/sam2.1_hiera_{k}.yaml", []) for k in ("t", "s", "b+", "l")},
     **{f"sam2_hiera_{k}": (f"configs/sam2/sam2_hiera_{k}.yaml", []) for k in ("t", "s", "b+", "l")},
     "test_tiny": ("configs/sam2.1/sam2.1_hiera_t.yaml",
                   ["++model.image_encoder.trunk.stages=[1,1,2,1]", "++model.image_encoder.trunk.global_att_blocks=[3]",
+                   "++model.image_encoder.trunk.embed_dim=16",
+                   "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
                    "++model.memory_attention.num_layers=1"]),
 }
 

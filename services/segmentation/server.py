@@ -18,6 +18,7 @@ from services.common.request_context import caller
 from services.models import grabcut
 from services.models.click_predictor import Predictor
 from services.segmentation import sessions as sess
+from services.segmentation.foundation_sessions import FoundationSessionStore, ProjectModels
 from services.segmentation.probability_stats import probability_stats
 from services.segmentation.triton_client import TritonNetwork
 
@@ -49,12 +50,20 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         self.kit = kit
         self.settings = s = kit.settings
         self.network = network
-        self.store = sess.SessionStore(kit.redis, self._predictor, s.segmentation_session_ttl_s,
-                                       s.segmentation_finished_ttl_s, s.segmentation_threshold,
-                                       s.segmentation_max_clicks)
+        self._networks = {network.model: network}
+        # The project's interactive model: its click network or a foundation model (foundation_sessions).
+        models = ProjectModels(s.triton_grpc_url, s.triton_model_name, s.segmentation_project_models,
+                               s.default_deadline_s)
+        self.store = FoundationSessionStore(kit.redis, self._predictor, s.segmentation_session_ttl_s,
+                                            s.segmentation_finished_ttl_s, s.segmentation_threshold,
+                                            s.segmentation_max_clicks, models)
 
-    def _predictor(self) -> Predictor:
-        return Predictor(self.network, self.network.encoding(),
+    def _predictor(self, model: str = "") -> Predictor:
+        network = self._networks.get(model or self.network.model)
+        if network is None:
+            network = self._networks.setdefault(model, TritonNetwork(
+                self.settings.triton_grpc_url, model, "", self.settings.default_deadline_s))
+        return Predictor(network, network.encoding(),
                          refine=grabcut.refine if self.settings.segmentation_refine else None)
 
     def _image(self, request) -> "object":
