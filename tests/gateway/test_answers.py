@@ -7,10 +7,12 @@ while the dialog is down are refused (the task stays open)."""
 from __future__ import annotations
 
 import io
+import threading
 
 import grpc
 import numpy as np
 import pytest
+import uvicorn
 from PIL import Image
 from pycocotools import mask as mask_utils
 from sqlalchemy import select
@@ -19,9 +21,11 @@ from annotation.v1 import common_pb2, dialog_pb2, dialog_pb2_grpc
 from services.common.keys import KeyStore, Role
 from services.common.storage import make_engine, make_session_factory
 from services.dialog.tables import QuestionRow
+from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from services.gateway.work import Question, WorkStore, question_detail, region_detail
-from tests.conftest import start_service
+from tests.browser import chromium
+from tests.conftest import free_port, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +35,9 @@ def gateway():
     return GatewaySettings(_env_file=None, fallback_timeout_s=0.5)
 
 
-def png(value: int) -> bytes:
+def png(value: int, height: int = 40, width: int = 60) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.full((40, 60, 3), value, np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(np.full((height, width, 3), value, np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -74,18 +78,18 @@ def platform(settings, client, keys, spawn):
             prompt=q.prompt, detail=question_detail(q, 60, 40)))
         return client.get(f"/v1/projects/p1/tasks/{task.task_id}", headers=keys["annotator"]).json()
 
-    def ask_region(image_id: str) -> dict:
+    def ask_region(image_id: str, width: int = 60, height: int = 40, size: int = 16) -> dict:
         """The dialog's question about a patch pick (LABEL_REGION), issued as the gateway issues it."""
         candidate = dialog_pb2.Candidate(
-            region=common_pb2.Region(image_id=image_id, patch=common_pb2.Region.Patch(row=0, col=1, size_px=16)),
-            image=common_pb2.ImageRef(image_id=image_id, width=60, height=40), selection_score=0.9)
+            region=common_pb2.Region(image_id=image_id, patch=common_pb2.Region.Patch(row=0, col=1, size_px=size)),
+            image=common_pb2.ImageRef(image_id=image_id, width=width, height=height), selection_score=0.9)
         q = stub.NextQuestion(dialog_pb2.NextQuestionRequest(
             project_id="p1", annotator_id=annotator, candidates=dialog_pb2.CandidateList(candidates=[candidate])),
             metadata=[("authorization", keys["annotator"]["Authorization"])]).question
         assert q.type == dialog_pb2.QUESTION_TYPE_LABEL_REGION, q
         task = WorkStore(sessions).issue("p1", annotator, Question(
             image_id=image_id, question_type="LABEL_REGION", question_id=q.question_id, policy=q.policy,
-            reason=q.reason, prompt=q.prompt, detail=question_detail(q, 60, 40)))
+            reason=q.reason, prompt=q.prompt, detail=question_detail(q, width, height)))
         return client.get(f"/v1/projects/p1/tasks/{task.task_id}", headers=keys["annotator"]).json()
 
     def recorded(question_id: str) -> QuestionRow:
@@ -181,3 +185,75 @@ def test_region_geometry():
     superpixel = common_pb2.Region(image_id="i", superpixel=common_pb2.Region.Superpixel(segment_id=0, n_segments=2))
     detail = region_detail(superpixel, 60, 40, lambda: image)
     assert detail["kind"] == "superpixel" and detail["mask"]["size"] == [40, 60] and detail["box"][2] > 0
+
+
+@pytest.fixture
+def served(settings, gateway, client):
+    """The same gateway app served over HTTP (uvicorn in a thread), for the browser."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, gateway), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive(), 30, "gateway started")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.mark.e2e
+def test_label_region_in_the_browser(client, keys, platform, served):
+    """What the person sees of a LABEL_REGION question: its type and prompt, the image dimmed outside the region,
+    a box started outside refused with a message, boxes inside it each with the chosen label, Enter -> the dialog
+    records the labels with the seconds."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    uploaded = client.post("/v1/projects/p1/images", headers=keys["admin"], files=[
+        ("files", ("big.png", png(120, 160, 240), "image/png"))]).json()["images"][0]
+    task = platform["ask_region"](uploaded["image_id"], 240, 160, 64)
+    assert task["region"]["box"] == [64, 0, 64, 64]
+    driver = chromium()
+    try:
+        wait = WebDriverWait(driver, 30)
+        driver.get(served + "/?project=p1")
+        wait.until(lambda d: d.find_element(By.ID, "key-input").is_displayed())
+        driver.find_element(By.ID, "key-input").send_keys(keys["annotator"]["Authorization"].split()[1])
+        driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        wait.until(lambda d: d.execute_script("return document.body.dataset.mode") == "label_region")
+        assert driver.find_element(By.ID, "question-type").text == "LABEL REGION"
+        assert driver.find_element(By.ID, "prompt").text == task["prompt"]
+        canvas = driver.find_element(By.ID, "canvas")
+        wait.until(lambda d: d.execute_script("return document.body.dataset.taskId") == task["task_id"])
+
+        def pixel(x, y):
+            return driver.execute_script("return Array.from(arguments[0].getContext('2d').getImageData("
+                                         "arguments[1], arguments[2], 1, 1).data);", canvas, x, y)[:3]
+
+        assert max(pixel(20, 100)) < 100 and pixel(96, 32) == [120, 120, 120]  # dimmed outside, as is inside
+        rect = driver.execute_script("return arguments[0].getBoundingClientRect().toJSON();", canvas)
+
+        def at(x, y):  # image pixels -> offsets from the canvas centre, as ActionChains takes them
+            return int(x * rect["width"] / 240 - rect["width"] / 2), int(y * rect["height"] / 160 - rect["height"] / 2)
+
+        ActionChains(driver).move_to_element_with_offset(canvas, *at(20, 100)).click_and_hold() \
+            .move_to_element_with_offset(canvas, *at(40, 120)).release().perform()
+        assert "region" in driver.find_element(By.ID, "error").text and "Refused" in driver.find_element(By.ID, "error").text
+        ActionChains(driver).move_to_element_with_offset(canvas, *at(70, 5)).click_and_hold() \
+            .move_to_element_with_offset(canvas, *at(90, 30)).release().send_keys("2") \
+            .move_to_element_with_offset(canvas, *at(95, 35)).click_and_hold() \
+            .move_to_element_with_offset(canvas, *at(120, 60)).release().perform()
+        info = driver.find_element(By.ID, "objects-info")
+        wait.until(lambda d: info.get_attribute("data-objects") == "2")
+        ActionChains(driver).send_keys("\ue007").perform()  # Enter
+        wait.until(lambda d: d.execute_script("return document.body.dataset.lastAnswer"))
+    finally:
+        driver.quit()
+    row = wait_until(lambda: (r := platform["recorded"](task["question_id"])).answer_kind and r, 10, "recorded")
+    labels = row.answer["labels"]
+    assert row.answer_kind == "labels" and [item["label"] for item in labels] == ["cat", "dog"]
+    for item in labels:  # inside the region
+        x, y, w, h = item["box"]
+        assert w > 0 and h > 0 and x >= 64 and y >= 0 and x + w <= 128 and y + h <= 64, item
+    assert row.seconds_taken > 0
