@@ -13,8 +13,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # numpy is deliberately not installed here: the Python backend's stub is built against the image's own
 # numpy, which must stay the one imported (a numpy 2 beside a numpy-1 stub returns empty tensors).
 ARG OPENCV_VERSION=4.10.0.84
+# onnxruntime: the SAM / SAM 2 graphs on CPU pods (Python backend); GPU pods use the native onnxruntime backend.
+ARG ONNXRUNTIME_VERSION=1.30.0
 RUN python3 -m pip install --break-system-packages --target=/opt/model-deps "torch==${TORCH_VERSION}" \
-      "opencv-python-headless==${OPENCV_VERSION}" \
+      "opencv-python-headless==${OPENCV_VERSION}" "onnxruntime==${ONNXRUNTIME_VERSION}" \
  && rm -rf /opt/model-deps/numpy /opt/model-deps/numpy-* /opt/model-deps/numpy.libs
 
 # ---- final

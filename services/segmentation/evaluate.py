@@ -9,7 +9,11 @@ Methods: ``model`` (the service as deployed: network in Triton + GrabCut refinem
 ``clickseg_lite0``: zoom-in, network, focus pass and GrabCut refinement all in Triton, nothing computed in
 the service), ``lite0-raw`` (the same network alone: no GrabCut refinement), ``lite0-nofocus`` (the
 network alone without the focus pass either), ``grabcut`` (OpenCV GrabCut seeded from the clicks,
-in-process: the baseline is not a service). Without ``--address`` a private stack (Redis, tritonserver,
+in-process: the baseline is not a service). ``--model NAME`` (repeatable) adds the service on any model
+Triton serves as a project's interactive model (``segmentation_project_models``): the own network
+(``clickseg``), a fine-tuned one, or a foundation model's decoder (``sam_vit_b_decoder``, written by
+``export_foundation``; ``--repository DIR`` adds DIR's model folders to the private stack's repository), side by
+side with the methods in one run (results under ``model:NAME``). Without ``--address`` a private stack (Redis, tritonserver,
 the segmentation servers) is started for the run and stopped after it; while ``clickseg_lite0`` is a
 candidate (``deploy/triton/candidates``) its Triton repository adds the candidate to the served models.
 Writes FILE.json (per-image IoU-per-click curves, mIoU@1..20, NoC@85/90, images never reaching 90%,
@@ -143,14 +147,20 @@ def plot(results: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def served_model_settings(method: str) -> dict:
+    """``model:NAME``: the service with NAME as every project's interactive model."""
+    return {"segmentation_project_models": {"*": method.split(":", 1)[1]}}
+
+
 def evaluate(data: Path, out: Path, methods: Sequence[str], max_clicks: int = 20, limit: int = 0,
-             address: str = "", token: str = "", stop_at: float | None = None) -> dict:
+             address: str = "", token: str = "", stop_at: float | None = None,
+             repository_dir: Path | None = None) -> dict:
     samples = load_folder(data)
     if limit:
         samples = samples[:limit]
     if not samples:
         raise typer.BadParameter(f"no image/mask pairs under {data}", param_hint="--data")
-    unknown = set(methods) - set(METHODS)
+    unknown = {m for m in methods if not m.startswith("model:")} - set(METHODS)
     if unknown:
         raise typer.BadParameter(f"unknown method(s) {sorted(unknown)}; choose from {METHODS}",
                                  param_hint="--method")
@@ -162,9 +172,21 @@ def evaluate(data: Path, out: Path, methods: Sequence[str], max_clicks: int = 20
     if service_methods and not address:
         from services.simulation.stack import LocalStack
 
-        overrides = {f"segmentation-{m}": SERVER_SETTINGS[m] for m in service_methods}
+        overrides = {f"segmentation-{m}": SERVER_SETTINGS[m] if m in SERVER_SETTINGS else served_model_settings(m)
+                     for m in service_methods}
         if any(m.startswith("lite0") for m in service_methods):
             repository = lite0_repository(Path(tempfile.mkdtemp(prefix="annot-eval-repo-")))
+        if repository_dir is not None:
+            from services.segmentation.export import repository_with_candidates
+
+            extra = {p.name: p for p in sorted(repository_dir.iterdir()) if (p / "config.pbtxt").exists()}
+            if repository is None:
+                repository = repository_with_candidates(Path(tempfile.mkdtemp(prefix="annot-eval-repo-")) / "repo",
+                                                        extra)
+            else:
+                for name, folder in extra.items():
+                    if not (repository / name).exists():
+                        (repository / name).symlink_to(folder.resolve(), target_is_directory=True)
         stack = LocalStack([], overrides=overrides, triton_repository=repository).__enter__()
     try:
         for method in methods:
@@ -218,8 +240,13 @@ def main(
     token: str = typer.Option("", envvar="ANNOT_TOKEN", help="API key for --address"),
     stop_at: float = typer.Option(0.0, min=0.0, max=1.0, help="end an image's run at this IoU and "
                                   "carry it forward (exact NoC up to it, faster); 0: all clicks"),
+    model: list[str] = typer.Option([], help="also the service on this served model (a click network or a "
+                                    "foundation <name>_decoder); repeatable, side by side"),
+    repository: Path = typer.Option(None, exists=True, file_okay=False,
+                                    help="more model folders for the private stack (export_foundation --out)"),
 ) -> None:
-    report = evaluate(data, out, method, max_clicks, limit, address, token, stop_at or None)
+    methods = [*method, *(f"model:{name}" for name in model)]
+    report = evaluate(data, out, methods, max_clicks, limit, address, token, stop_at or None, repository)
     for name, s in report["summary"].items():
         typer.echo(f"{name:10s} NoC@85 {s['noc85']:6.2f}  NoC@90 {s['noc90']:6.2f}  "
                    f"failed@90 {s['failed90']:3d}/{s['images']}  mIoU@1/3/5 "

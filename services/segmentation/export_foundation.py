@@ -259,11 +259,13 @@ def _config(name: str, header: str, inputs: list[str], outputs: list[str], batch
 
 
 def _write_folder(folder: Path, onnx_file: Path, card: dict, cpu: str, gpu: str) -> None:
+    """The folder, written beside its final name and renamed into place. ``onnx_file``'s folder holds the
+    graph and, past ONNX's 2 GB limit (ViT-H), its weights as external data files: all go into ``1/``."""
     staging = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    (staging / "1").mkdir(parents=True)
+    staging.mkdir(parents=True)
+    shutil.move(str(onnx_file.parent), staging / "1")
     (staging / "configs").mkdir()
-    shutil.move(str(onnx_file), staging / "1" / "model.onnx")
     shutil.copy(TEMPLATE, staging / "1" / "model.py")
     (staging / "1" / "export.json").write_text(json.dumps(card, indent=2) + "\n")
     (staging / "config.pbtxt").write_text(cpu)
@@ -280,11 +282,30 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def default_name(family: str, variant: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", f"{family}_{variant}".lower())
+
+
+def is_current(family: str, variant: str, checkpoint: Path, out: Path, name: str, instances: tuple[int, int]) -> bool:
+    """True when ``out`` already holds this checkpoint's export (same digest, family, variant, instances)."""
+    digest = _sha256(checkpoint)
+    for part in ("encoder", "decoder"):
+        card = out / f"{name}_{part}" / "1" / "export.json"
+        if not card.exists() or not (card.parent / "model.onnx").exists():
+            return False
+        seen = json.loads(card.read_text())
+        if (seen.get("checkpoint_sha256"), seen.get("family"), seen.get("variant"), seen.get("gpu_instances")) != \
+                (digest, family, variant, list(instances)):
+            return False
+    return True
+
+
 def export(family: str, variant: str, checkpoint: Path | None, out: Path, name: str = "",
-           model: nn.Module | None = None) -> tuple[Path, Path]:
+           model: nn.Module | None = None, gpu_instances: tuple[int, int] = (1, 1)) -> tuple[Path, Path]:
     """Writes ``out/<name>_encoder`` and ``out/<name>_decoder``; returns both folders. ``model``: an
-    already loaded model (tests); otherwise built and loaded from ``checkpoint``."""
-    name = name or re.sub(r"[^a-z0-9_]", "_", f"{family}_{variant}".lower())
+    already loaded model (tests); otherwise built and loaded from ``checkpoint``. ``gpu_instances``: the
+    encoder's and the decoder's instance count per GPU in ``configs/gpu.pbtxt``."""
+    name = name or default_name(family, variant)
     if model is None:
         if checkpoint is None:
             raise typer.BadParameter("required", param_hint="--checkpoint")
@@ -299,11 +320,13 @@ def export(family: str, variant: str, checkpoint: Path | None, out: Path, name: 
         feature_shapes |= {"HIGH_RES_0": [32, 256, 256], "HIGH_RES_1": [64, 128, 128]}
     enc_name, dec_name = f"{name}_encoder", f"{name}_decoder"
     tmp = out / f".{name}.onnx.tmp"
-    tmp.mkdir(exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     with torch.no_grad():
         image = torch.zeros(1, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)
         size = torch.tensor([[IMAGE_SIZE, 768]], dtype=torch.int32)
-        enc_file = tmp / "encoder.onnx"
+        enc_file = tmp / "encoder" / "model.onnx"
+        enc_file.parent.mkdir(parents=True, exist_ok=True)
         torch.onnx.export(encoder, (image, size), str(enc_file), input_names=["IMAGE", "SIZE"],
                           output_names=list(feature_shapes), opset_version=OPSET, dynamo=False,
                           dynamic_axes={"IMAGE": {0: "batch"}, "SIZE": {0: "batch"},
@@ -312,7 +335,8 @@ def export(family: str, variant: str, checkpoint: Path | None, out: Path, name: 
         coords = torch.tensor([[[500.0, 375.0], [0.0, 0.0]]])
         labels = torch.tensor([[1.0, -1.0]])
         mask_input, has_mask = torch.zeros(1, 1, LOW_RES, LOW_RES), torch.ones(1, 1)
-        dec_file = tmp / "decoder.onnx"
+        dec_file = tmp / "decoder" / "model.onnx"
+        dec_file.parent.mkdir(parents=True, exist_ok=True)
         dec_inputs = [*feature_shapes, "POINT_COORDS", "POINT_LABELS", "MASK_INPUT", "HAS_MASK_INPUT"]
         torch.onnx.export(decoder, (*features, coords, labels, mask_input, has_mask), str(dec_file),
                           input_names=dec_inputs, output_names=["LOW_RES_LOGITS", "IOU"], opset_version=OPSET,
@@ -332,7 +356,7 @@ def export(family: str, variant: str, checkpoint: Path | None, out: Path, name: 
         versions["segment-anything"] = getattr(segment_anything, "__version__", "")
     card = {"family": family, "variant": variant, "checkpoint": str(checkpoint or ""),
             "checkpoint_sha256": _sha256(checkpoint) if checkpoint else "", "packages": versions,
-            "image_size": IMAGE_SIZE, "low_res": LOW_RES}
+            "image_size": IMAGE_SIZE, "low_res": LOW_RES, "gpu_instances": list(gpu_instances)}
     geometry = {"family": family, "image_size": str(IMAGE_SIZE), "low_res": str(LOW_RES),
                 "resize": "stretch" if sam2 else "longest_side"}
     header = (f"# {family.upper()} {variant} {{what}}, exported by services/segmentation/export_foundation.py from\n"
@@ -352,13 +376,15 @@ def export(family: str, variant: str, checkpoint: Path | None, out: Path, name: 
     dec_out = [_io("LOW_RES_LOGITS", "TYPE_FP32", [1, LOW_RES, LOW_RES], "mask logits in the 1024 frame / 4"),
                _io("IOU", "TYPE_FP32", [1], "the decoder's predicted IoU of that mask")]
     dec_params = {**geometry, "interface": "foundation_decoder", "encoder": enc_name, "onnx_threads": "1"}
-    for folder_name, what, inputs, outputs, params, batches, onnx_file in (
-            (enc_name, "image encoder (once per session)", enc_in, enc_out, enc_params, (2, 8, 5000), enc_file),
-            (dec_name, "prompt decoder (per click)", dec_in, dec_out, dec_params, (32, 64, 2000), dec_file)):
+    for folder_name, what, inputs, outputs, params, batches, onnx_file, gpu_count in (
+            (enc_name, "image encoder (once per session)", enc_in, enc_out, enc_params, (2, 8, 5000), enc_file,
+             gpu_instances[0]),
+            (dec_name, "prompt decoder (per click)", dec_in, dec_out, dec_params, (32, 64, 2000), dec_file,
+             gpu_instances[1])):
         cpu = _config(folder_name, header.format(what=what, backend=cpu_note), inputs, outputs, batches[0],
                       batches[2], params, gpu=False, count=1)
         gpu = _config(folder_name, header.format(what=what, backend=gpu_note), inputs, outputs, batches[1],
-                      batches[2] // 4, params, gpu=True, count=1)
+                      batches[2] // 4, params, gpu=True, count=gpu_count)
         _write_folder(out / folder_name, onnx_file, card | {"model": what}, cpu, gpu)
     shutil.rmtree(tmp, ignore_errors=True)
     return out / enc_name, out / dec_name
@@ -434,18 +460,27 @@ def main(family: str = typer.Option(..., help="sam or sam2"),
          variant: str = typer.Option("", help="SAM: vit_b|vit_l|vit_h; SAM 2: sam2.1_hiera_t|s|b+|l, sam2_hiera_*"),
          name: str = typer.Option("", help="model name prefix (default <family>_<variant>)"),
          check: bool = typer.Option(True, "--verify/--no-verify",
-                                    help="compare the graphs with the package's own predictor")) -> None:
+                                    help="compare the graphs with the package's own predictor"),
+         encoder_instances: int = typer.Option(1, min=1, help="encoder instances per GPU (configs/gpu.pbtxt)"),
+         decoder_instances: int = typer.Option(1, min=1, help="decoder instances per GPU (configs/gpu.pbtxt)"),
+         skip_if_current: bool = typer.Option(False, help="do nothing when OUT already holds this export "
+                                              "(a pod's init container on a kept volume)")) -> None:
     """Export a SAM / SAM 2 checkpoint into <out>/<name>_encoder and <out>/<name>_decoder."""
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     variant = variant or ("vit_b" if family == "sam" else "sam2.1_hiera_t")
+    name = name or default_name(family, variant)
+    instances = (encoder_instances, decoder_instances)
+    if skip_if_current and is_current(family, variant, checkpoint, out, name, instances):
+        typer.echo(f"{out}/{name}_encoder and _decoder are current for {checkpoint}")
+        return
     try:
         model = build(family, variant)
         load_checkpoint(model, checkpoint)
     except CheckpointMismatch as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    encoder, decoder = export(family, variant, checkpoint, out, name, model=model)
+    encoder, decoder = export(family, variant, checkpoint, out, name, model=model, gpu_instances=instances)
     typer.echo(f"wrote {encoder} and {decoder}")
     if check:
         diffs = verify(family, model, encoder, decoder)

@@ -17,6 +17,7 @@ ANNOT_{{ upper $name }}_PORT: {{ (index $root.Values.services $name).port | quot
 ANNOT_TRITON_GRPC_URL: {{ printf "%s:%d" (include "annot.tritonHost" .) (int .Values.triton.ports.grpc) | quote }}
 ANNOT_TRITON_HTTP_PORT: {{ .Values.triton.ports.http | quote }}
 ANNOT_TRITON_METRICS_PORT: {{ .Values.triton.ports.metrics | quote }}
+{{- include "annot.foundation.config" . }}
 HOME: /tmp
 {{- range $k, $v := .Values.config.extraEnv }}
 {{ $k }}: {{ $v | quote }}
