@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
 
-.PHONY: sam-setup quality-train quality-eval quality-ceiling setup triton-setup system-deps browser-deps protos up down status demo test chaos test-hardening fuzz audit test-unit test-helm helm-tools images bench clean help
+.PHONY: sam-setup sam-export quality-train quality-eval quality-ceiling setup triton-setup system-deps browser-deps protos up down status demo test chaos test-hardening fuzz audit test-unit test-helm helm-tools images bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,6 +49,14 @@ $(SAM_VENV)/.installed: $(SAM_REQ)
 
 sam-setup: $(SAM_VENV)/.installed  ## the export tool's venv for SAM / SAM 2 checkpoints (services/segmentation/export_foundation.py)
 
+FAMILY ?= sam
+VARIANT ?= vit_h
+FOUNDATION_OUT ?= var/foundation
+sam-export: sam-setup  ## export a checkpoint you bring: make sam-export CHECKPOINT=file [FAMILY=sam|sam2 VARIANT=vit_h FOUNDATION_OUT=var/foundation]
+	@test -n "$(CHECKPOINT)" || { echo "CHECKPOINT=path/to/checkpoint is required"; exit 2; }
+	PYTHONPATH=$(CURDIR) $(SAM_VENV)/bin/python -m services.segmentation.export_foundation --family $(FAMILY) \
+	  --variant $(VARIANT) --checkpoint $(CHECKPOINT) --out $(FOUNDATION_OUT)
+
 system-deps:  ## install redis-server and PostgreSQL from Debian when missing
 	@deploy/local/install-system-deps.sh
 
@@ -78,7 +86,7 @@ browser-deps:  ## install chromium and chromium-driver from Debian when missing
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; export DEBIAN_FRONTEND=noninteractive; \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 
-test: setup triton-setup system-deps helm-tools browser-deps  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e, chart
+test: setup triton-setup sam-setup system-deps helm-tools browser-deps  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e, chart
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 chaos: setup triton-setup system-deps  ## long fault-injection variants: kill -9, restarts, outages, full Redis, stalled consumer

@@ -100,7 +100,7 @@ def inference_counts(server: Triton) -> dict[str, int]:
     """Triton's own count of inferences per model (its metrics endpoint)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
     return {m.group(1): int(float(m.group(2)))
-            for m in re.finditer(r'^nv_inference_count\{model="([^"]+)",version="\d+"\} (\S+)$', text, re.M)}
+            for m in re.finditer(r'^nv_inference_count\{model="([^"]+)",version="\d+"\} (\S+)$', text, re.MULTILINE)}
 
 
 def _image(height: int = 180, width: int = 240, seed: int = 0) -> np.ndarray:
