@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.operations import OperationRecord, OperationStore
 from services.training.annotations import ACCEPTED, AnnotationStore
-from services.training.job_config import interactive_config
+from services.training.job_config import interactive_config, quality_config
 from services.training.jobs import JobStore
 from services.training.snapshots import Snapshot, SnapshotStore, check_trainable, is_heldout
 from services.training.task_config import task_config
@@ -29,7 +29,7 @@ from services.training.tasks import TRAIN
 
 log = logging.getLogger(__name__)
 
-TRAINED_KINDS = ("interactive", "task")
+TRAINED_KINDS = ("interactive", "task", "quality")
 # (project_id, kind, snapshot_id, config) -> enqueue training.train with task id = operation id
 Send = Callable[[str, str, str, str, dict], None]
 
@@ -40,6 +40,8 @@ def check_config(kind: str, values: dict) -> dict:
         return asdict(task_config(values))
     if kind == "interactive":
         return asdict(interactive_config(values))
+    if kind == "quality":
+        return asdict(quality_config(values))
     raise InvalidArgument("kind", f"{kind.upper()} models are not trained yet; one of "
                           f"{', '.join(k.upper() for k in TRAINED_KINDS)}", reason="UNSUPPORTED")
 

@@ -5,14 +5,16 @@
 - ``training_snapshots`` and ``training_snapshot_entries``: frozen, content-addressed sets of them;
 - ``training_models``: the registry, one row per model version of a project and kind;
 - ``training_jobs``: training jobs; ``active`` is 1 while one runs (unique per project and kind: a second
-  job is refused) and NULL once it finished.
+  job is refused) and NULL once it finished;
+- ``training_reviews`` (migration ``0011_training_reviews``): reviewed sessions with their true IoU and the
+  quality model's inputs, what the quality job trains on.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.storage import Base
@@ -111,3 +113,19 @@ class JobRow(Base):
     outcome: Mapped[str] = mapped_column(String(32), default="")
     created_at: Mapped[datetime] = mapped_column(TZ)
     finished_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+
+
+class ReviewRow(Base):
+    """A reviewed session as the quality model learns from it (``SessionReviewed``); the latest verdict wins."""
+
+    __tablename__ = "training_reviews"
+
+    project_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(255))
+    true_iou: Mapped[float] = mapped_column(Float)
+    steps: Mapped[list] = mapped_column(JSON)  # per-click feature rows
+    session_features: Mapped[list] = mapped_column(JSON)
+    feature_names: Mapped[dict] = mapped_column(JSON)  # {"steps": [...], "session": [...]}
+    base_probability_below: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[datetime] = mapped_column(TZ)

@@ -24,6 +24,7 @@ from services.training import task_model
 from services.training.promotion import Publisher, promote
 from services.training.publishing import CLICK_BASE, scripted_path, triton_model_name
 from services.training.registry import CANDIDATE, REJECTED, Gate, ModelVersion, Registry
+from services.training.reviews import ReviewStore
 from services.training.snapshots import SnapshotStore, check_trainable
 from services.training.task_config import TaskConfig, task_config
 
@@ -39,6 +40,7 @@ class Context:
     var_dir: Path
     load_image: Callable = load_image
     click_base: Path = CLICK_BASE  # the served click network the interactive job fine-tunes
+    reviews: ReviewStore | None = None  # reviewed sessions, what the quality job trains on
 
 
 def checkpoint_path(var_dir: Path, operation_id: str) -> Path:

@@ -4,3 +4,4 @@ that send the loop's event (``AnnotationSubmitted``, encoded by ``services/commo
 TRAINING_QUEUE = "training"  # its own queue: minutes of CPU/GPU per job (GPU workers in Kubernetes)
 TRAIN = "training.train"  # a training job: args (project_id, kind, snapshot_id, config)
 ANNOTATION_SUBMITTED = "training.annotation_submitted"  # args (AnnotationSubmitted as proto3 JSON,)
+SESSION_REVIEWED = "training.session_reviewed"  # args (SessionReviewed as proto3 JSON,)

@@ -7,7 +7,11 @@ Run: ``celery -A services.training.worker:app worker -Q training``.
   Sent once per submission by the owner of the loop's fan-out (docs/training.md, "Who sends the event").
   A newly stored human annotation may trigger jobs (``starting.Starter.trigger``: every
   ``TRAINING_TRIGGER_EVERY`` accepted annotations, the kinds of ``TRAINING_TRIGGER_KINDS``).
-- ``training.train``: a training job (``task_job.run`` or ``interactive_job.run`` by kind), progress through
+- ``training.session_reviewed``: a reviewer's verdict with the session's true IoU and the quality model's
+  inputs (``annotation.v1.SessionReviewed`` as proto3 JSON, ``reviews.py``), what the quality job trains on;
+  the latest verdict on a session wins.
+- ``training.train``: a training job (``task_job.run``, ``interactive_job.run`` or ``quality_job.run`` by
+  kind), progress through
   Operations, resumed from its checkpoint when redelivered after the worker died.
 """
 
@@ -23,29 +27,32 @@ from services.common.celery_app import make_celery, report_progress
 from services.common.operations import OperationStore
 from services.common.settings import get_settings
 from services.common.storage import make_engine, make_session_factory
+from services.training import reviews
 from services.training.annotations import AnnotationStore, annotation_of
 from services.training.jobs import JobStore
 from services.training.publishing import TritonPublisher, click_base
 from services.training.registry import Registry
+from services.training.reviews import ReviewStore
 from services.training.snapshots import SnapshotStore
 from services.training.starting import Starter
-from services.training.tasks import ANNOTATION_SUBMITTED, TRAIN, TRAINING_QUEUE
+from services.training.tasks import ANNOTATION_SUBMITTED, SESSION_REVIEWED, TRAIN, TRAINING_QUEUE
 
 app = make_celery("training")
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 
 
 @lru_cache(maxsize=1)
-def _stores() -> tuple[AnnotationStore, SnapshotStore, Registry, JobStore]:
+def _stores() -> tuple[AnnotationStore, SnapshotStore, Registry, JobStore, ReviewStore]:
     sessions = make_session_factory(make_engine(get_settings().resolved_database_url))
     annotations = AnnotationStore(sessions)
-    return annotations, SnapshotStore(sessions, annotations), Registry(sessions), JobStore(sessions)
+    return (annotations, SnapshotStore(sessions, annotations), Registry(sessions), JobStore(sessions),
+            ReviewStore(sessions))
 
 
 @lru_cache(maxsize=1)
 def _starter() -> Starter:
     settings = get_settings()
-    annotations, snapshots, _, jobs = _stores()
+    annotations, snapshots, _, jobs, _ = _stores()
 
     def send(op_id: str, project_id: str, kind: str, snapshot_id: str, config: dict) -> None:
         app.send_task(TRAIN, task_id=op_id, queue=TRAINING_QUEUE, args=[project_id, kind, snapshot_id, config])
@@ -78,21 +85,31 @@ def annotation_submitted(payload: dict) -> dict:
             "triggered": triggered}
 
 
+@app.task(name=SESSION_REVIEWED, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def session_reviewed(payload: dict) -> dict:
+    """Stores one reviewed session; a malformed message fails the task (INVALID_ARGUMENT in its error)."""
+    message = reviews.decode(payload)
+    _stores()[4].record(message)
+    return {"project_id": message.project_id, "session_id": message.session_id}
+
+
 # Minutes of training on CPU: the default limits (10 min) are for short tasks; these stay under the hour of
 # visibility timeout, past which Redis would hand a running job to a second worker.
 @app.task(name=TRAIN, bind=True, soft_time_limit=3000, time_limit=3300)
 def train(self, project_id: str, kind: str, snapshot_id: str, config: dict) -> dict:
     """One training job; its row stops blocking the project's next job however it ends."""
     # torch loads when a job runs, not at worker import
-    from services.training import interactive_job, task_job  # noqa: PLC0415
+    from services.training import interactive_job, quality_job, task_job  # noqa: PLC0415
 
-    _, snapshots, registry, jobs = _stores()
-    jobs_by_kind = {task_job.KIND: task_job.run, interactive_job.KIND: interactive_job.run}
+    _, snapshots, registry, jobs, review_store = _stores()
+    jobs_by_kind = {task_job.KIND: task_job.run, interactive_job.KIND: interactive_job.run,
+                    quality_job.KIND: quality_job.run}
     try:
         if kind not in jobs_by_kind:
             raise ValueError(f"training {kind} models is not built")
         settings = get_settings()
-        context = task_job.Context(snapshots, registry, publisher(), settings.var_dir, click_base=click_base(settings))
+        context = task_job.Context(snapshots, registry, publisher(), settings.var_dir, click_base=click_base(settings),
+                                   reviews=review_store)
         out = jobs_by_kind[kind](context, self.request.id, project_id, snapshot_id, config,
                                  lambda done, total, message: report_progress(self, done, total, message))
     except Exception:

@@ -69,3 +69,29 @@ def event(a: Annotation) -> common_pb2.AnnotationSubmitted:
     if a.submit_time is not None:
         message.submit_time.FromDatetime(a.submit_time)
     return message
+
+
+STEP_NAMES, SESSION_NAMES = [f"s{i}" for i in range(4)], [f"g{i}" for i in range(3)]
+
+
+def reviewed(image_ids: list[str], project_id: str, per_image: int = 4, seed: int = 0, shuffled: bool = False,
+             prefix: str = "s") -> list[dict]:
+    """``SessionReviewed`` payloads (proto3 JSON) of ``per_image`` sessions per image: the true IoU follows session
+    feature g1 (and noise); the base model's score is a random guess."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for image_id in image_ids:
+        for k in range(per_image):
+            signal = rng.normal()
+            iou = float(np.clip(0.85 + 0.08 * signal + rng.normal(0, 0.02), 0, 1))
+            steps = rng.normal(size=(int(rng.integers(1, 5)), len(STEP_NAMES)))
+            out.append({"project_id": project_id, "session_id": f"{prefix}-{image_id}-{k}", "image_id": image_id,
+                        "true_iou": iou, "steps": [{"values": row.tolist()} for row in steps],
+                        "session_features": [float(rng.normal()), float(signal), float(rng.normal())],
+                        "step_feature_names": STEP_NAMES, "session_feature_names": SESSION_NAMES,
+                        "base_probability_below": float(rng.random())})
+    if shuffled:
+        ious = [m["true_iou"] for m in out]
+        for m, iou in zip(out, np.random.default_rng(seed + 1).permutation(ious)):
+            m["true_iou"] = float(iou)
+    return out

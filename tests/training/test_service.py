@@ -28,7 +28,7 @@ from services.training.interactive_model import load_base
 from services.training.publishing import CLICK_BASE, triton_model_name
 from services.training.snapshots import is_heldout
 from tests.conftest import PYTHON, Triton, start_service, wait_until
-from tests.training.helpers import event, write_project
+from tests.training.helpers import event, reviewed, write_project
 
 pytestmark = pytest.mark.integration
 P = "proj-loop"
@@ -175,8 +175,8 @@ def test_bad_requests_get_clear_errors_and_one_job_per_project_and_kind(service,
     items = write_project(tmp_path / "images", P, 30)
     submit(service, items)
     assert refused(start(project_id=P))[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "kind")
-    code, field, message = refused(start(project_id=P, kind=training_pb2.MODEL_KIND_QUALITY))
-    assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "kind") and "not trained yet" in message
+    assert refused(start(project_id=P, kind=training_pb2.MODEL_KIND_QUALITY, quality=training_pb2.QualityModelConfig(
+        members=50)))[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "quality.members")
     assert refused(start(project_id=P, kind=INTERACTIVE, interactive=training_pb2.InteractiveModelConfig(
         crop_size=8)))[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "interactive.crop_size")
     assert refused(start(project_id=P, kind=TASK, task=training_pb2.TaskModelConfig(image_size=8)))[:2] == \
@@ -310,3 +310,28 @@ def test_every_n_accepted_annotations_start_a_training_job(triggering_service, t
     service["ops"].CancelOperation(operations_pb2.CancelOperationRequest(project_id=P, operation_id=again[0]),
                                    metadata=admin)
     assert finished(service, again[0]).state == common_pb2.Operation.CANCELLED
+
+
+def test_reviewed_sessions_retrain_the_quality_model(service, tmp_path):
+    stub, admin = service["stub"], service["admin"]
+    submit(service, write_project(tmp_path / "images", P, 30))
+    messages = reviewed([f"img{i:03d}" for i in range(30)], P)
+    results = [service["celery"].send_task("training.session_reviewed", queue="training", args=[m])
+               for m in messages]
+    assert all(r.get(timeout=60)["session_id"] for r in results)
+    bad = service["celery"].send_task("training.session_reviewed", queue="training",
+                                      args=[{**messages[0], "true_iou": 2.0}])
+    with pytest.raises(Exception, match="true_iou"):
+        bad.get(timeout=60)
+
+    op = stub.StartTraining(training_pb2.StartTrainingRequest(
+        project_id=P, kind=training_pb2.MODEL_KIND_QUALITY,
+        quality=training_pb2.QualityModelConfig(members=2, epochs=150, hidden=8, learning_rate=0.01)),
+        metadata=admin).operation
+    done = finished(service, op.id)
+    assert done.state == common_pb2.Operation.SUCCEEDED, done.error.message
+    assert done.result["state"] == "PROMOTED" and done.result["kind"] == "QUALITY", done.result
+    version = stub.GetModelVersion(training_pb2.GetModelVersionRequest(
+        project_id=P, kind=training_pb2.MODEL_KIND_QUALITY), metadata=admin).version
+    assert version.figures["roc_auc"] > json.loads(version.gate_json)["current"]
+    assert version.triton_model_name == ""  # the quality service runs its model itself: nothing in Triton
