@@ -183,14 +183,33 @@ def test_the_dialogs_questions_in_the_browser(platform, tmp_path):
             info = page.el("mask-info")
             page.wait.until(lambda d: info.get_attribute("data-clicks") == "1")
             area = int(info.get_attribute("data-area"))
-            # the overlay is drawn: the canvas pixel under the click is tinted blue, unlike the photo there
-            pixel, original = page.pixel(x, y), photo[y, x]
-            assert pixel[2] > original[2] and pixel[0] < original[0], (pixel, original)
+            # the overlay is drawn: inside the new mask, away from the click's marker, the canvas is tinted blue
+            # unlike the photo there; outside it the photo is as it is
+            now = client.request("GET", f"/v1/projects/web/sessions/{session_id}")["mask"]
+            inside = decode_rle(now["size"], now["counts"], photo.shape[:2], "mask")
+            rows, cols = np.nonzero(inside)
+            far = (cols - x) ** 2 + (rows - y) ** 2 >= 15 ** 2
+            nearest = np.argmin(np.where(far, (cols - x) ** 2 + (rows - y) ** 2, np.iinfo(np.int64).max))
+            tx, ty = int(cols[nearest]), int(rows[nearest])
+            pixel, original = page.pixel(tx, ty), photo[ty, tx]
+            assert pixel[2] > original[2] and pixel[0] < original[0], (tx, ty, pixel, original)
+            ox, oy = next((c, r) for r, c in ((3, 3), (3, photo.shape[1] - 4), (photo.shape[0] - 4, 3))
+                          if not inside[r, c])
+            assert np.abs(page.pixel(ox, oy) - photo[oy, ox]).max() <= 3
             driver.save_screenshot(str(tmp_path / "annotator.png"))
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / "annotator.png", ARTIFACTS / "annotator-e2e.png")
-            page.key(ENTER)  # done with this image
+            # N keeps this object (submitted) and starts another session on the same image; its overlay stays
+            page.key("n")
             page.wait.until(lambda d: page.body("lastSession") == session_id)
+            page.wait.until(lambda d: canvas.get_attribute("data-session-id") not in (None, session_id))
+            assert page.el("objects-info").get_attribute("data-objects") == "1"
+            assert page.el("mask-info").get_attribute("data-clicks") == "0"
+            assert list(page.pixel(tx, ty)) == list(pixel)
+            extra = canvas.get_attribute("data-session-id")
+            page.key(ENTER)  # done with this image: the extra object, without clicks, is no answer
+            page.wait.until(lambda d: page.body("lastSession") == extra)
+            assert client.annotation("web", extra)["outcome"] == "abandoned"
             kept = page.el("byproducts-info")
             page.wait.until(lambda d: int(kept.get_attribute("data-sent") or 0) > 3)
 
