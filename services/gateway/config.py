@@ -6,6 +6,8 @@ knobs land with it; ``annot settings`` does not list them yet.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,6 +38,11 @@ class GatewaySettings(BaseSettings):
         30.0, gt=0, description="Deadline of the dialog's NextQuestion, after which the fallback asks; longer than "
         "fallback_timeout_s since a live proposal runs the segmentation network (a question the dialog issued "
         "after the gateway gave up would hold its candidate while the fallback asks about the image).")
+    question_granularity: Literal["image", "patch"] = Field(
+        "image", description="What selection picks for the dialog's questions: whole images, or patches of "
+        "question_patch_size_px (asked as LABEL_REGION or, with a proposal, VERIFY/SEGMENT of the region) once a "
+        "task model has scored the pool by patch; whole images until then.")
+    question_patch_size_px: int = Field(64, ge=8, le=4096, description="Side of a patch for patch questions.")
     selection_strategy: str = Field(
         "", max_length=64, description="Selection strategy the dialog draws each project's candidates with "
         "(a name from Selection.ListStrategies); empty: selection's default, combined once a task model has "

@@ -107,12 +107,25 @@ SHOWN_TYPES = [dialog_pb2.QUESTION_TYPE_VERIFY, dialog_pb2.QUESTION_TYPE_LABEL_R
 def _dialog_question(request: Request, project_id: str, who: Caller) -> Question | str:
     """The dialog policy's question over the project's selection pool, or why there is none (then the
     fallback asks; a policy with nothing left in the pool does not hide images the pool lacks)."""
-    upstream, timeout = request.app.state.upstream, request.app.state.gateway.question_timeout_s
-    try:
-        reply = upstream.call("dialog", "NextQuestion", dialog_pb2.NextQuestionRequest(
+    upstream, gateway = request.app.state.upstream, request.app.state.gateway
+
+    def ask(granularity: int) -> dialog_pb2.NextQuestionResponse:
+        return upstream.call("dialog", "NextQuestion", dialog_pb2.NextQuestionRequest(
             project_id=project_id, annotator_id=who.annotator_id,
-            pool=dialog_pb2.PoolReference(pool_id=POOL, strategy=request.app.state.gateway.selection_strategy),
-            allowed_types=SHOWN_TYPES), who.key, timeout)
+            pool=dialog_pb2.PoolReference(pool_id=POOL, strategy=gateway.selection_strategy, granularity=granularity,
+                                          patch_size_px=gateway.question_patch_size_px),
+            allowed_types=SHOWN_TYPES), who.key, gateway.question_timeout_s)
+
+    try:
+        if gateway.question_granularity == "patch":
+            try:
+                reply = ask(common_pb2.GRANULARITY_PATCH)
+            except DomainError as exc:
+                if exc.code != "FAILED_PRECONDITION":
+                    raise
+                reply = ask(common_pb2.GRANULARITY_UNSPECIFIED)  # no task model has scored patches yet: whole images
+        else:
+            reply = ask(common_pb2.GRANULARITY_UNSPECIFIED)
     except DomainError as exc:
         return f"{exc.code}: {exc.message}"
     if reply.exhausted or not reply.HasField("question"):

@@ -1,0 +1,90 @@
+"""Region questions reach the page through the gateway (ANNOT_GATEWAY_QUESTION_GRANULARITY=patch), with the real
+selection (server and worker) and dialog servers: before a task model has scored the pool by patch, the dialog
+asks about whole images; once it has, about a patch, as LABEL_REGION with the patch's box, whose labels the dialog
+records."""
+
+from __future__ import annotations
+
+import io
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, selection_pb2, selection_pb2_grpc
+from services.common.keys import KeyStore, Role
+from services.common.storage import make_engine, make_session_factory
+from services.gateway.config import GatewaySettings
+from tests.conftest import PYTHON, start_service, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gateway():
+    return GatewaySettings(_env_file=None, fallback_timeout_s=2.0, question_granularity="patch",
+                           question_patch_size_px=16)
+
+
+def png(seed: int) -> bytes:
+    """A dark 64x48 image with a bright disk."""
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((48, 64, 3)) * 40).astype(np.uint8)
+    yy, xx = np.mgrid[:48, :64]
+    pixels[(yy - 24) ** 2 + (xx - 32) ** 2 < 13**2] = (230, 60, 40)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_patch_questions_once_the_pool_is_scored(settings, spawn, client, keys):
+    start_service(spawn, "selection", settings)
+    spawn([PYTHON, "-m", "celery", "-A", "services.selection.worker:app", "worker", "-Q", "selection",
+           "-n", "selection-regions@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
+    start_service(spawn, "dialog", settings)
+    admin = keys["admin"]
+    assert client.post("/v1/projects", json={"project_id": "p1", "labels": ["cup"]}, headers=admin).json()["selection"] == "ok"
+    uploaded = client.post("/v1/projects/p1/images", headers=admin, files=[
+        ("files", (f"im{i}.png", png(i), "image/png")) for i in range(2)]).json()
+    assert uploaded["selection"] == "ok"
+    store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
+    second = {"Authorization": f"Bearer {store.create('second', Role.ANNOTATOR, ['p1'])[1]}"}
+
+    # no task model has scored the pool: whole images, from the dialog (not the fallback)
+    whole = client.post("/v1/projects/p1/questions/next", headers=keys["annotator"]).json()["task"]
+    assert whole["policy"] != "fallback" and whole["question_id"], whole["reason"]
+    assert whole["region"] == {"kind": "whole_image"}
+
+    # a task model's predictions, scored by patch (the training wing does this in a deployment)
+    metadata = [("authorization", admin["Authorization"])]
+    with grpc.insecure_channel(settings.service_address("selection")) as channel:
+        selection = selection_pb2_grpc.SelectionStub(channel)
+        rng = np.random.default_rng(0)
+
+        def probabilities() -> selection_pb2.Tensor:
+            e = np.exp(rng.normal(size=(2, 48, 64)) * 3)
+            return selection_pb2.Tensor(shape=[2, 48, 64], dtype=selection_pb2.Tensor.FLOAT32,
+                                        data=(e / e.sum(axis=0)).astype("<f4").tobytes())
+
+        selection.PutPredictions(iter([selection_pb2.PutPredictionsRequest(
+            project_id="p1", pool_id="default", predictions=[selection_pb2.ItemPrediction(
+                item_id=image["image_id"], probabilities=probabilities(), model_version="m:1")])
+            for image in uploaded["images"]]), metadata=metadata)
+        op = selection.StartScoring(selection_pb2.StartScoringRequest(
+            project_id="p1", pool_id="default", granularities=[common_pb2.GRANULARITY_PATCH], patch_sizes_px=[16]),
+            metadata=metadata).operation
+        operations = operations_pb2_grpc.OperationsStub(channel)
+        done = wait_until(lambda: (o := operations.GetOperation(operations_pb2.GetOperationRequest(
+            project_id="p1", operation_id=op.id), metadata=metadata).operation).state in (
+            common_pb2.Operation.SUCCEEDED, common_pb2.Operation.FAILED) and o, 120, "scoring done")
+        assert done.state == common_pb2.Operation.SUCCEEDED, done.error
+
+    task = client.post("/v1/projects/p1/questions/next", headers=second).json()["task"]
+    assert task["policy"] != "fallback" and task["question_type"] == "LABEL_REGION", task["reason"]
+    assert task["region"]["kind"] == "patch" and "region" in task["prompt"]
+    x, y, w, h = task["region"]["box"]
+    assert x % 16 == 0 and y % 16 == 0 and (w, h) == (16, 16)
+    answered = client.post(f"/v1/projects/p1/tasks/{task['task_id']}/answer", headers=second, json={
+        "labels": [{"label": "cup", "box": [x + 2, y + 2, 8, 8]}], "seconds": 2.0})
+    assert answered.status_code == 200 and answered.json()["dialog"] == "recorded", answered.text
