@@ -208,14 +208,16 @@ def test_a_submitted_annotation_labels_its_image_in_every_pool_once(service):
                         metadata=admin)
         stub.RegisterItems(selection_pb2.RegisterItemsRequest(project_id=P, pool_id=pool_id, items=[
             selection_pb2.PoolItem(item_id=f"{pool_id}-{i}", kind=selection_pb2.ITEM_KIND_IMAGE,
-                                   image=common_pb2.ImageRef(image_id=f"im{i}", width=48, height=32)) for i in range(3)]),
+                                   image=common_pb2.ImageRef(image_id=f"{pool}-im{i}", width=48, height=32))
+            for i in range(3)]),
             metadata=admin)
     mask = np.zeros((32, 48), bool)
     mask[8:20, 10:30] = True
     size, counts = encode_rle(mask)
     event = common_pb2.AnnotationSubmitted(
         project_id=P, annotation_id="sess-1", session_id="sess-1", annotator_id="ann-1", label="cat",
-        image=common_pb2.ImageRef(image_id="im1", width=48, height=32), mask=common_pb2.Mask(size=size, counts=counts),
+        image=common_pb2.ImageRef(image_id=f"{pool}-im1", width=48, height=32),  # the database may hold other tests'
+        mask=common_pb2.Mask(size=size, counts=counts),
         clicks=[common_pb2.Click(x=20, y=12, positive=True, t_ms=700)], outcome=common_pb2.SESSION_OUTCOME_SUBMITTED)
     event.submit_time.FromSeconds(1_800_000_000)
     celery = Celery(broker=settings.redis_url, backend=settings.redis_url)
@@ -234,12 +236,13 @@ def test_a_submitted_annotation_labels_its_image_in_every_pool_once(service):
         info = stub.GetPool(selection_pb2.GetPoolRequest(project_id=P, pool_id=pool_id), metadata=admin).pool
         assert info.labelled_count == 1
     with make_session_factory(make_engine(settings.resolved_database_url))() as db:
-        rows = db.scalars(select(LabelRow).where(LabelRow.project_id == P).order_by(LabelRow.pool_id)).all()
+        rows = db.scalars(select(LabelRow).where(LabelRow.project_id == P, LabelRow.pool_id.in_(pools))
+                          .order_by(LabelRow.pool_id)).all()
     assert [(r.pool_id, r.item_id, r.class_labels, r.annotation_id) for r in rows] == \
         [(pool, f"{pool}-1", [1], "sess-1"), (f"{pool}-b", f"{pool}-b-1", [], "sess-1")]  # "cat" is no class of -b
     assert rows[0].mask == {"size": size, "counts": counts} and rows[0].annotator_id == "ann-1"
 
-    nowhere = send({**payload, "annotation_id": "sess-2", "image": {"image_id": "im9", "width": 48, "height": 32}})
+    nowhere = send({**payload, "annotation_id": "sess-2", "image": {"image_id": f"{pool}-im9", "width": 48, "height": 32}})
     assert nowhere.state == "SUCCESS" and nowhere.result["pools"] == {}  # an image no pool holds: a normal case
     malformed = send({**payload, "annotation_id": "sess-3", "mask": {"size": [32, 49], "counts": counts}})
     assert malformed.state == "FAILURE" and "InvalidEvent: mask.size:" in malformed.traceback, malformed.traceback
