@@ -112,8 +112,9 @@ def _dialog_question(request: Request, project_id: str, who: Caller) -> Question
     def ask(granularity: int) -> dialog_pb2.NextQuestionResponse:
         return upstream.call("dialog", "NextQuestion", dialog_pb2.NextQuestionRequest(
             project_id=project_id, annotator_id=who.annotator_id,
-            pool=dialog_pb2.PoolReference(pool_id=POOL, strategy=gateway.selection_strategy, granularity=granularity,
-                                          patch_size_px=gateway.question_patch_size_px),
+            pool=dialog_pb2.PoolReference(
+                pool_id=POOL, strategy=gateway.selection_strategy, granularity=granularity,
+                patch_size_px=gateway.question_patch_size_px if granularity == common_pb2.GRANULARITY_PATCH else 0),
             allowed_types=SHOWN_TYPES), who.key, gateway.question_timeout_s)
 
     try:
