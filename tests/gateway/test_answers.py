@@ -224,6 +224,9 @@ def test_label_region_in_the_browser(client, keys, platform, served):
         wait.until(lambda d: d.execute_script("return document.body.dataset.mode") == "label_region")
         assert driver.find_element(By.ID, "question-type").text == "LABEL REGION"
         assert driver.find_element(By.ID, "prompt").text == task["prompt"]
+        # only this question's tools: boxes are removed with Z; no yes/no, no click undo
+        assert driver.find_element(By.ID, "remove-box").is_displayed()
+        assert not driver.find_element(By.ID, "yes").is_displayed() and not driver.find_element(By.ID, "undo").is_displayed()
         canvas = driver.find_element(By.ID, "canvas")
         wait.until(lambda d: d.execute_script("return document.body.dataset.taskId") == task["task_id"])
 

@@ -246,16 +246,18 @@ async function answer(body) {
   return reply;
 }
 
+const heard = (reply) => (reply.dialog === "recorded" ? "the dialog recorded the answer" : "recorded here (no dialog question)");
+
 const verify = (accepted) => act(async () => {
   if (state.mode !== "verify") return;
   const reply = await answer({ verify: { accepted } });
-  if (accepted) { after(`yes recorded (${reply.dialog})`); return; }
+  if (accepted) { after(`yes: ${heard(reply)}`); return; }
   // rejected: the plan's next step, a session that starts from the proposal
   const proposal = state.proposal;
   resetImage();
   await showTask(reply.follow_up.task, reply.follow_up.image);
   if (!state.proposal) state.proposal = proposal;
-  $("reason").textContent = `no recorded (${reply.dialog}); ${reply.follow_up.task.reason}`;
+  $("reason").textContent = `no: ${heard(reply)}; ${reply.follow_up.task.reason}`;
   draw();
 });
 
@@ -321,11 +323,11 @@ const done = () => act(async () => {
   if (state.mode === "verify") { refuse("answer the proposal with Y (yes) or N (no)"); return; }
   if (state.mode === "skip") {
     const reply = await answer({ skip: { reason: "nothing to ask" } });
-    after(`skip recorded (${reply.dialog})`); return;
+    after(`skip: ${heard(reply)}`); return;
   }
   if (state.mode === "label_region") {
     const reply = await answer({ labels: state.boxes.map((b) => ({ label: b.label, box: b.box })) });
-    after(`${state.boxes.length} object${state.boxes.length === 1 ? "" : "s"} labelled (${reply.dialog})`); return;
+    after(`${state.boxes.length} object${state.boxes.length === 1 ? "" : "s"} labelled: ${heard(reply)}`); return;
   }
   if (state.mode !== "segment" || !state.session) return;
   if (!state.clicks.length && !state.objects.length) { refuse("click on the object first (or press S to skip)"); return; }
@@ -343,7 +345,7 @@ const skip = () => act(async () => {
     after(`skipped: session ${reply.session.session_id}`);
   } else if (["verify", "label_region", "skip"].includes(state.mode)) {
     const reply = await answer({ skip: { reason: "skipped by the annotator" } });
-    after(`skipped (${reply.dialog})`);
+    after(`skipped: ${heard(reply)}`);
   }
 });
 
