@@ -22,7 +22,9 @@ import time
 import zlib
 
 import numpy as np
+import tritonclient.grpc as triton
 from redis.exceptions import RedisError
+from tritonclient.utils import InferenceServerException
 
 from services.common.clicks import Click
 from services.common.errors import FailedPrecondition, Unavailable
@@ -49,10 +51,33 @@ class ProjectModels:
         self.default_model = per_project.get("*", default_model)
         self.per_project = {k: v for k, v in per_project.items() if k != "*"}
         self._foundation: dict[str, FoundationModel | None] = {}
+        self._versions: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
+        self._client: triton.InferenceServerClient | None = None
 
     def model_for(self, project_id: str) -> str:
         return self.per_project.get(project_id, self.default_model)
+
+    def version_of(self, model: str) -> str:
+        """``model:version`` Triton serves now (the newest READY, what its default policy calls), read at most
+        every 30 s; ``model:`` when Triton cannot say."""
+        now = time.monotonic()
+        with self._lock:
+            seen = self._versions.get(model)
+            if seen and now - seen[0] < 30:
+                return seen[1]
+            if self._client is None:
+                self._client = triton.InferenceServerClient(self.url)
+        try:
+            index = self._client.get_model_repository_index(as_json=True, client_timeout=1.0)
+            ready = [int(m["version"]) for m in index.get("models", []) if m.get("name") == model
+                     and m.get("state") == "READY" and str(m.get("version", "")).isdigit()]
+        except InferenceServerException:
+            ready = []
+        version = f"{model}:{max(ready)}" if ready else f"{model}:"
+        with self._lock:
+            self._versions[model] = (now, version)
+        return version
 
     def foundation(self, model: str) -> FoundationModel | None:
         """The pair behind ``model`` when it is a foundation decoder, else None (a click network)."""
@@ -102,15 +127,16 @@ class FoundationSessionStore(SessionStore):
         session = super().start(project_id, image, **kwargs)
         session.meta["model"] = model
         session.meta["foundation"] = pair is not None
+        # reported with every step's mask (MaskUpdate.model_version)
+        session.meta["model_version"] = self.models.version_of(model) if pair is None else \
+            f"{self.models.version_of(pair.decoder)}+{self.models.version_of(pair.encoder)}"
         base, *_ = self._keys(session.meta["session_id"])
         feat_key, _ = self._extra_keys(session.meta["session_id"])
         pipe = self.redis.pipeline()
-        pipe.hset(base, "meta", json.dumps(session.meta))
         if features is not None:
             session.meta["encode_ms"] = features.encode_ms
-            session.meta["model_version"] = pair.model_version
-            pipe.hset(base, "meta", json.dumps(session.meta))
             pipe.hset(feat_key, mapping=features.to_bytes())
+        pipe.hset(base, "meta", json.dumps(session.meta))
         self._touch(pipe, session.meta["session_id"], self.ttl_s)
         self._redis(pipe)
         return session
@@ -168,7 +194,7 @@ class FoundationSessionStore(SessionStore):
                  "index": len(session.steps)}
         stats = probability_stats(prob, session.meta["threshold"], clicks[-1], prob)
         step = {"click": click, "stats": stats, "iou": iou(mask, before), "model_ms": decode_ms + encode_ms,
-                "model_version": pair.model_version, "predicted_iou": predicted_iou}
+                "model_version": session.meta.get("model_version", ""), "predicted_iou": predicted_iou}
         session.meta["steps"].append(step)
         session.meta["redo"] = []
         session.meta["update_time"] = time.time()

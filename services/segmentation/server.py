@@ -98,6 +98,8 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
             iou_with_previous=update.iou_with_previous, model_latency_ms=update.model_latency_ms,
             service_latency_ms=(time.perf_counter() - started) * 1000,
             click_count=len(update.session.steps), redo_depth=update.session.redo_depth,
+            model_version=(update.session.steps[-1].get("model_version") or update.session.meta.get("model_version", ""))
+            if update.session.steps else "",
         )
 
     # --- RPCs --------------------------------------------------------------------------------------

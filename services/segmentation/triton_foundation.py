@@ -111,10 +111,6 @@ class FoundationModel:
         config = self._config(self.decoder)
         return config.get("parameters", {}).get("interface", {}).get("string_value") == DECODER_INTERFACE
 
-    @property
-    def model_version(self) -> str:
-        return f"{self.decoder}:{self.version or 'latest'}+{self.encoder}"
-
     # --- calls ------------------------------------------------------------------------------------------
     def _infer(self, model: str, inputs: list, outputs: Sequence[str], what: str):
         try:

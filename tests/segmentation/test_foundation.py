@@ -192,6 +192,7 @@ def test_a_session_encodes_once_decodes_per_click_with_the_previous_mask_and_und
                 metadata=auth, timeout=60)
             masks.append(decode_rle(reply.update.mask.size, reply.update.mask.counts, image.shape[:2], "mask"))
             assert reply.update.model_latency_ms > 0
+            assert reply.update.model_version == f"{decoder}:1+{encoder}:1"
         after_clicks = inference_counts(triton)
         assert after_clicks[encoder] == after_start[encoder]  # never again after StartSession
         assert after_clicks[decoder] - after_start.get(decoder, 0) == len(clicks)
@@ -217,6 +218,7 @@ def test_a_session_encodes_once_decodes_per_click_with_the_previous_mask_and_und
         redo = stub.Redo(segmentation_pb2.RedoRequest(project_id="p1", session_id=sid), metadata=auth, timeout=30)
         assert (decode_rle(redo.update.mask.size, redo.update.mask.counts, image.shape[:2], "mask") == masks[2]).all()
         assert undo.update.model_latency_ms == 0 and redo.update.model_latency_ms == 0
+        assert undo.update.model_version == redo.update.model_version == f"{decoder}:1+{encoder}:1"
         assert inference_counts(triton) == counted  # no model call for undo or redo
 
         # After an undo, a new click continues from the kept step's logits (the undone one's are dropped).
