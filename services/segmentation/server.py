@@ -176,7 +176,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         # session finished and sending left no operations; a retried FinishSession sends now, under the same
         # derived task ids (the receivers are idempotent by annotation id).
         if finished_now or "operations" not in session.meta:
-            event = sess.annotation_event(session, self._served_version())
+            event = sess.annotation_event(session, sess.served_version(session) or self._served_version())
             payload = annotation_events.encode(event)
             session.meta["operations"] = {
                 queue: self.kit.celery.send_task(EVENT_TASKS[queue], args=[payload], queue=queue,
@@ -191,8 +191,9 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         )
 
     def _served_version(self) -> str:
-        """``model:version`` of the click network: the configured version, else the newest one Triton has
-        READY (what its default version policy serves); empty when Triton cannot say (unknown)."""
+        """``model:version`` of the default click network, for a session that recorded none (no click): the
+        configured version, else the newest one Triton has READY (what its default version policy serves);
+        empty when Triton cannot say (unknown)."""
         if self.network.version:
             return f"{self.network.model}:{self.network.version}"
         try:

@@ -320,6 +320,11 @@ class _SessionLock:
             pass  # expired or Redis gone: the lock times out by itself
 
 
+def served_version(session: Session) -> str:
+    """The model version behind the session's current mask: its last step's, else the session's own."""
+    return (session.steps[-1].get("model_version") if session.steps else "") or session.meta.get("model_version", "")
+
+
 def annotation_event(session: Session, model_version: str = "") -> common_pb2.AnnotationSubmitted:
     """The loop's one event of a finished session (``AnnotationSubmitted``; the annotation id is the session
     id): what FinishSession enqueues to every queue that needs it, whatever the outcome."""
