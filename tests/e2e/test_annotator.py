@@ -170,6 +170,7 @@ def test_the_dialogs_questions_in_the_browser(platform, tmp_path):
                                if not proposal[r, c])
                 assert np.abs(page.pixel(*inside) - photo[inside[1], inside[0]]).max() > 20
                 assert np.abs(page.pixel(*outside) - photo[outside[1], outside[0]]).max() <= 3
+                assert page.el("yes").is_displayed() and not page.el("undo").is_displayed()
                 page.key("n")  # no: the dialog hears it, the clicks start from the proposal
                 verify_id, shown = task["question_id"], task["proposal"]["mask"]
                 task = page.task(client, previous=task["task_id"])
@@ -179,6 +180,7 @@ def test_the_dialogs_questions_in_the_browser(platform, tmp_path):
             canvas = page.el("canvas")
             page.wait.until(lambda d: canvas.get_attribute("data-session-id"))
             session_id = canvas.get_attribute("data-session-id")
+            assert page.el("undo").is_displayed() and not page.el("yes").is_displayed()
             page.click(x, y, image)
             info = page.el("mask-info")
             page.wait.until(lambda d: info.get_attribute("data-clicks") == "1")
