@@ -29,12 +29,11 @@ from services.models.quality_training import fit, probability_bad
 from services.training.job_config import QualityConfig, quality_config
 from services.training.promotion import promote
 from services.training.registry import CANDIDATE, REJECTED, Gate
-from services.training.reviews import Review
+from services.training.reviews import MIN_TRAINING_SESSIONS, Review
 from services.training.snapshots import is_heldout
 from services.training.task_job import Context, Progress, artifact_path, result
 
 KIND = "quality"
-MIN_TRAINING_SESSIONS = 8
 
 
 def command(project_id: str, snapshot_id: str, config: QualityConfig) -> str:

@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 from google.protobuf import json_format
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from annotation.v1 import training_pb2
 from services.common.errors import InvalidArgument
 from services.training.tables import ReviewRow
+
+MIN_TRAINING_SESSIONS = 8  # reviewed sessions in the training split the quality job needs
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class ReviewStore:
             else:
                 for name, value in values.items():
                     setattr(row, name, value)
+
+    def count(self, project_id: str) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(ReviewRow)
+                                      .where(ReviewRow.project_id == project_id)) or 0)
 
     def reviews(self, project_id: str) -> list[Review]:
         with self._sessions() as session:

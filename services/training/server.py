@@ -19,6 +19,7 @@ from services.training.jobs import JobStore
 from services.training.promotion import promote, rollback
 from services.training.publishing import TritonPublisher, click_base
 from services.training.registry import Registry, check_kind
+from services.training.reviews import ReviewStore
 from services.training.snapshots import Entry, Snapshot, SnapshotStore
 from services.training.starting import Starter, check_config
 from services.training.tasks import TRAIN, TRAINING_QUEUE
@@ -91,7 +92,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
 
         self._starter = Starter(self._annotations, self._snapshots, self._jobs, kit.operations, send,
                                 lambda other: kit.celery.AsyncResult(other).state in FINISHED,
-                                settings.training_heldout_percent)
+                                settings.training_heldout_percent, ReviewStore(kit.sessions))
 
     def _known(self, project_id: str) -> None:
         if not project_id:

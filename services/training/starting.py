@@ -23,6 +23,7 @@ from services.common.operations import OperationRecord, OperationStore
 from services.training.annotations import ACCEPTED, AnnotationStore
 from services.training.job_config import interactive_config, quality_config
 from services.training.jobs import JobStore
+from services.training.reviews import MIN_TRAINING_SESSIONS, ReviewStore
 from services.training.snapshots import Snapshot, SnapshotStore, check_trainable, is_heldout
 from services.training.task_config import task_config
 from services.training.tasks import TRAIN
@@ -55,6 +56,7 @@ class Starter:
     send: Send
     is_finished: Callable[[str], bool]
     heldout_percent: int
+    reviews: ReviewStore | None = None  # to refuse a quality job without the data at once, not in the worker
 
     def start(self, project_id: str, kind: str, snapshot_id: str, config: dict) -> tuple[OperationRecord, Snapshot]:
         if snapshot_id:
@@ -62,6 +64,10 @@ class Starter:
         else:
             snapshot, _ = self.snapshots.freeze(project_id, self.heldout_percent)
         check_trainable(snapshot)
+        if kind == "quality" and self.reviews is not None and self.reviews.count(project_id) < MIN_TRAINING_SESSIONS:
+            raise FailedPrecondition(f"project {project_id!r} has {self.reviews.count(project_id)} reviewed sessions; "
+                                     f"the quality model needs at least {MIN_TRAINING_SESSIONS} in the training split: "
+                                     "review more annotations", field="kind")
         op_id = uuid.uuid4().hex
         self.jobs.start(op_id, project_id, kind, snapshot.snapshot_id, config, self.is_finished)
         try:

@@ -315,6 +315,9 @@ def test_every_n_accepted_annotations_start_a_training_job(triggering_service, t
 def test_reviewed_sessions_retrain_the_quality_model(service, tmp_path):
     stub, admin = service["stub"], service["admin"]
     submit(service, write_project(tmp_path / "images", P, 30))
+    code, field, message = refused(lambda: stub.StartTraining(training_pb2.StartTrainingRequest(
+        project_id=P, kind=training_pb2.MODEL_KIND_QUALITY), metadata=admin))
+    assert (code, field) == (grpc.StatusCode.FAILED_PRECONDITION, "kind") and "0 reviewed sessions" in message
     messages = reviewed([f"img{i:03d}" for i in range(30)], P)
     results = [service["celery"].send_task("training.session_reviewed", queue="training", args=[m])
                for m in messages]
