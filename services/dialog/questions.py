@@ -74,6 +74,7 @@ def prompt(step: Step, label: str = "") -> str:
     if step.type == LABEL_REGION:
         return "Label every object in the highlighted region (draw a box with extreme clicks)."
     if step.type == SEGMENT:
-        start = " Correct the proposed outline" if step.proposal is not None else " Click on"
-        return f"{start} {thing} until the mask fits; then submit."
+        if step.proposal is not None:
+            return f"Correct the proposed outline of {thing} with clicks until the mask fits; then submit."
+        return f"Click on {thing} until the mask fits; then submit."
     return "Nothing to ask here: the policy expects too little from this region for the time; skip it."
