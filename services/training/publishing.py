@@ -16,12 +16,11 @@ the base's config and ``model.py``, so clients encode clicks for it as for the b
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shutil
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition, Unavailable
+from services.common.published_models import triton_model_name
 from services.common.settings import REPO_ROOT, Settings
 from services.models import click_repository
 from services.models.task_repository import write_config, write_version
@@ -40,12 +39,6 @@ def click_base(settings: Settings) -> Path:
 def scripted_path(weights: Path) -> Path:
     """The TorchScript file kept beside a version's weights (what Triton runs)."""
     return weights.with_name("model.pt")
-
-
-def triton_model_name(project_id: str, kind: str) -> str:
-    """A Triton model (folder) name for the project's model of ``kind``: readable, unique, path-safe."""
-    slug = re.sub(r"[^a-z0-9]+", "-", project_id.lower()).strip("-")[:40] or "project"
-    return f"{kind}-{slug}-{hashlib.sha256(project_id.encode()).hexdigest()[:8]}"
 
 
 class TritonPublisher:
