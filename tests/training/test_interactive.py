@@ -83,6 +83,8 @@ def test_fine_tune_beats_the_base_at_the_gate_and_shuffled_masks_are_rejected(st
     assert config["in_channels"] == 7 and scripted_path(Path(v1.artifact)).is_file()
     base, _ = interactive_model.load_base(CLICK_BASE)
     assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), base.state_dict().values()))
+    again = interactive_job.run(context, "op-real", P, snapshot.snapshot_id, FAST)  # redelivered: decided already
+    assert (again["state"], again["model_version"]) == ("PROMOTED", 1) and publisher.published == [1]
 
     # Training images re-annotated with other images' masks; the held-out images keep their true masks, so
     # both versions are judged on the same truth. The candidate (fine-tuned from version 1) is worse.
