@@ -52,14 +52,20 @@ def _wait(predicate, timeout_s: float, what: str, log: Path | None = None) -> No
 class LocalStack:
     def __init__(self, services: Sequence[str], triton: bool = True,
                  overrides: dict[str, dict] | None = None, keep: bool = False,
-                 triton_repository: Path | None = None) -> None:
+                 triton_repository: Path | None = None, workers: Sequence[str] = (),
+                 publish: bool = False) -> None:
         """``overrides``: per extra server name -> settings changes, e.g. a second segmentation
-        server without refinement: ``{"segmentation-raw": {"segmentation_refine": False}}``."""
+        server without refinement: ``{"segmentation-raw": {"segmentation_refine": False}}``.
+        ``workers``: services whose Celery worker runs too (one process each). ``publish``: Triton in
+        explicit model-control mode also serves the repository the training worker publishes into
+        (``settings.resolved_model_repository``), so a promoted version is loaded while the stack runs."""
         self.services = list(services)
         self.triton = triton
         self.overrides = overrides or {}
         self.keep = keep
         self.triton_repository = triton_repository
+        self.workers = list(workers)
+        self.publish = publish
         self.dir = Path(tempfile.mkdtemp(prefix="annot-stack-"))
         self.procs: list[subprocess.Popen] = []
         self.addresses: dict[str, str] = {}
@@ -106,7 +112,12 @@ class LocalStack:
             triton_metrics_port=free_port(), metrics_port_base=free_port() + 1000, log_json=True, **ports)
         _wait(lambda: connectable(redis_port), 10, "redis", redis_log)
         if self.triton:
-            log = self._start([str(TRITON_LAUNCHER), "--exit-timeout-secs", "2"], "triton", {
+            flags = ["--exit-timeout-secs", "2"]
+            if self.publish:
+                published = self.settings.resolved_model_repository
+                published.mkdir(parents=True, exist_ok=True)
+                flags += ["--model-repository", str(published), "--model-control-mode=explicit", "--load-model=*"]
+            log = self._start([str(TRITON_LAUNCHER), *flags], "triton", {
                 "ANNOT_TRITON_GRPC_PORT": str(triton_grpc), "ANNOT_TRITON_HTTP_PORT": str(triton_http),
                 "ANNOT_TRITON_METRICS_PORT": str(self.settings.triton_metrics_port),
                 "TRITON_HOME": str(REPO_ROOT / "var" / "triton" / "server"),
@@ -124,6 +135,10 @@ class LocalStack:
             log = self._start([sys.executable, "-m", f"services.{service}.server"], name, settings.to_env())
             self.addresses[name] = f"127.0.0.1:{port}"
             _wait(lambda a=self.addresses[name]: grpc_health(a, 0.5) == "SERVING", 60, name, log)
+        for service in self.workers:
+            self._start([sys.executable, "-m", "celery", "-A", f"services.{service}.worker:app", "worker", "-Q",
+                         service, "-n", f"{service}-{os.getpid()}@%h", "--concurrency", "1", "--without-gossip",
+                         "--without-mingle", "-l", "WARNING"], f"{service}-worker", self.settings.to_env())
 
     def channel(self, name: str) -> grpc.Channel:
         return grpc.insecure_channel(self.addresses[name], options=[
