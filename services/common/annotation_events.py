@@ -50,13 +50,23 @@ def outcome(event: common_pb2.AnnotationSubmitted) -> int:
 def receivers(event: common_pb2.AnnotationSubmitted) -> list[str]:
     """The queues that need ``event``: a submitted annotation goes to byproducts, quality, selection,
     training (only with a label: it trains per class) and dialog (only when it answers a question); a
-    skipped or abandoned session only to byproducts, and to dialog when it served a question."""
-    queues = ["byproducts"]
+    skipped or abandoned session only to byproducts, and to dialog when it served a question. An annotation
+    made without a session (an accepted proposal) has no byproducts and no clicks for quality to score."""
+    session = bool(event.session_id)
+    queues = ["byproducts"] if session else []
     if outcome(event) == SUBMITTED:
-        queues += ["quality", "selection"] + (["training"] if event.label else [])
+        queues += (["quality"] if session else []) + ["selection"] + (["training"] if event.label else [])
     if event.question_id:
         queues.append("dialog")
     return queues
+
+
+def send(celery, event: common_pb2.AnnotationSubmitted) -> dict[str, str]:
+    """Enqueue ``event`` once to each of its ``receivers`` under its derived task ids; {queue: task id}.
+    ``celery`` is the sender's Celery app (tasks by name: the sender imports no receiver)."""
+    payload = encode(event)
+    return {queue: celery.send_task(task_name(queue), args=[payload], queue=queue, task_id=task_id(event, queue)).id
+            for queue in receivers(event)}
 
 
 class InvalidEvent(InvalidArgument):

@@ -25,6 +25,7 @@ from annotation.v1 import (
     selection_pb2,
     selection_pb2_grpc,
 )
+from services.common import annotation_events
 from services.common.errors import (
     DomainError,
     FailedPrecondition,
@@ -38,7 +39,7 @@ from services.common.masks import decode_rle
 from services.common.proto_time import to_timestamp
 from services.common.request_context import caller
 from services.common.service_identity import metadata as service_metadata
-from services.dialog import cost_model
+from services.dialog import accepted_proposals, cost_model
 from services.dialog import proposals as live
 from services.dialog.features import mask_features
 from services.dialog.learning import FIT_MODELS, load_acceptance, load_estimates
@@ -328,6 +329,13 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
         self.kit.celery.send_task(FIT_MODELS, args=[request.project_id,
                                                     request.annotator_id or recorded.question.annotator_id],
                                   queue="dialog")
+        if kind == "verify" and request.verify.accepted and question.proposal is not None:
+            event = accepted_proposals.event_of(request.project_id, request.question_id,
+                                                dialog_pb2.Candidate.FromString(question.candidate),
+                                                request.annotator_id or owner or question.annotator_id,
+                                                request.seconds_taken)
+            if event is not None:
+                annotation_events.send(self.kit.celery, event)
         reply = dialog_pb2.RecordAnswerResponse()
         if recorded.follow_up is not None:
             reply.follow_up.CopyFrom(self._question_pb(recorded.follow_up))

@@ -13,11 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2, selection_pb2
+from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from services.common.masks import decode_rle
 from services.gateway.auth import Annotator
-from services.gateway.routes_projects import POOL, image_out, task_out
+from services.gateway.routes_projects import image_out, task_out
 from services.gateway.routes_sessions import check_label, question_of
 from services.gateway.tables import Annotation, Task
 from services.gateway.text import LabelChoice
@@ -110,7 +110,8 @@ def _record(request: Request, project_id: str, task: Task, body: AnswerIn, who: 
 
 
 def _accept_proposal(request: Request, project_id: str, task: Task, seconds: float, who: Annotator) -> None:
-    """An accepted proposal mask is the image's annotation, as a submitted mask is (export, selection)."""
+    """An accepted proposal mask is the image's annotation, as a submitted mask is (export). The dialog,
+    told of the acceptance by RecordAnswer, sends the loop's event (selection, training)."""
     mask = ((task.detail or {}).get("proposal") or {}).get("mask")
     if not mask:
         return
@@ -121,13 +122,6 @@ def _accept_proposal(request: Request, project_id: str, task: Task, seconds: flo
         annotator_id=who.annotator_id, outcome=SUBMITTED, label=label, mask_height=mask["size"][0],
         mask_width=mask["size"][1], mask_counts=mask["counts"], area_px=area, click_count=0, seconds=seconds,
         quality_operation_id="", byproducts_operation_id="", created_at=datetime.now(UTC)))
-    try:  # best effort, as after a submitted session
-        request.app.state.upstream.call("selection", "ReportLabels", selection_pb2.ReportLabelsRequest(
-            project_id=project_id, pool_id=POOL, labels=[selection_pb2.LabelledItem(
-                item_id=task.image_id, mask=common_pb2.Mask(size=mask["size"], counts=mask["counts"]),
-                annotator_id=who.annotator_id)]), who.key, request.app.state.gateway.fallback_timeout_s)
-    except DomainError as exc:
-        log.info("selection ReportLabels not recorded: %s", exc)
 
 
 @router.post("/tasks/{task_id}/answer", tags=["loop"])

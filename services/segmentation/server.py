@@ -28,11 +28,6 @@ OUTCOMES = {
     common_pb2.SESSION_OUTCOME_SKIPPED: "SKIPPED",
     common_pb2.SESSION_OUTCOME_ABANDONED: "ABANDONED",
 }
-# The task of the loop's event on each queue that may need it (annotation_events.receivers says which do),
-# named here in full so that the fan-out reads in the code (and the architecture picture's check sees it).
-EVENT_TASKS = {"byproducts": "byproducts.annotation_submitted", "quality": "quality.annotation_submitted",
-               "dialog": "dialog.annotation_submitted", "selection": "selection.annotation_submitted",
-               "training": "training.annotation_submitted"}
 
 
 def _mask_pb(mask) -> common_pb2.Mask:
@@ -177,11 +172,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         # derived task ids (the receivers are idempotent by annotation id).
         if finished_now or "operations" not in session.meta:
             event = sess.annotation_event(session, sess.served_version(session) or self._served_version())
-            payload = annotation_events.encode(event)
-            session.meta["operations"] = {
-                queue: self.kit.celery.send_task(EVENT_TASKS[queue], args=[payload], queue=queue,
-                                                 task_id=annotation_events.task_id(event, queue)).id
-                for queue in annotation_events.receivers(event)}
+            session.meta["operations"] = annotation_events.send(self.kit.celery, event)
             self.store.save_meta(session, ttl=self.settings.segmentation_finished_ttl_s)
         operations = session.meta["operations"]
         return segmentation_pb2.FinishSessionResponse(

@@ -82,3 +82,10 @@ def test_a_malformed_event_is_refused_naming_the_field(change, field, options):
     backend = Backend(app=Celery(set_as_current=False), serializer="json")
     back = backend.exception_to_python(backend.prepare_exception(refused.value, "json"))
     assert isinstance(back, InvalidArgument) and back.field == field and str(back).startswith(f"{field}: ")
+
+
+@pytest.mark.unit
+def test_an_annotation_without_a_session_goes_to_selection_and_training_only():
+    event = common_pb2.AnnotationSubmitted(project_id="p", annotation_id="verify-q1", label="cat",
+                                           outcome=common_pb2.SESSION_OUTCOME_SUBMITTED)
+    assert ae.receivers(event) == ["selection", "training"]

@@ -15,9 +15,11 @@ import pytest
 import uvicorn
 from PIL import Image
 from pycocotools import mask as mask_utils
+from redis import Redis
 from sqlalchemy import select
 
 from annotation.v1 import common_pb2, dialog_pb2, dialog_pb2_grpc
+from services.common import annotation_events
 from services.common.keys import KeyStore, Role
 from services.common.storage import make_engine, make_session_factory
 from services.dialog.tables import QuestionRow
@@ -26,6 +28,7 @@ from services.gateway.config import GatewaySettings
 from services.gateway.work import Question, WorkStore, question_detail, region_detail
 from tests.browser import chromium
 from tests.conftest import free_port, start_service, wait_until
+from tests.segmentation.test_service import queued
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +103,7 @@ def platform(settings, client, keys, spawn):
     channel.close()
 
 
-def test_verify_no_then_yes_then_skip(client, keys, platform):
+def test_verify_no_then_yes_then_skip(client, keys, platform, settings):
     ann = keys["annotator"]
     first = platform["ask_verify"](platform["images"][0]["image_id"])
     assert first["question_type"] == "VERIFY" and first["region"] == {"kind": "whole_image"}
@@ -138,6 +141,17 @@ def test_verify_no_then_yes_then_skip(client, keys, platform):
                       json={"verify": {"accepted": True}, "seconds": 1.2}, headers=ann)
     assert yes.status_code == 200 and yes.json()["follow_up"] is None
     assert platform["recorded"](second["question_id"]).answer["accepted"] is True
+    # the dialog, told of the acceptance, sends the loop's event: selection and training hear of the mask (no
+    # session: nothing for byproducts or quality); nobody runs those workers here, so the messages wait
+    events = {queue: [(name, payload) for name, _, payload in queued(Redis.from_url(settings.redis_url), queue)
+                      if payload["annotation_id"] == f"verify-{second['question_id']}"]
+              for queue in ("selection", "training", "quality", "byproducts")}
+    assert [name for name, _ in events["selection"]] == ["selection.annotation_submitted"]
+    assert [name for name, _ in events["training"]] == ["training.annotation_submitted"]
+    assert not events["quality"] and not events["byproducts"]
+    event = annotation_events.decode(events["training"][0][1])
+    assert (event.label, event.mask.counts, event.image.image_id) == ("cat", proposal().counts,
+                                                                       platform["images"][1]["image_id"])
     stored = client.get(f"/v1/projects/p1/annotations/verify-{second['task_id']}", headers=keys["reviewer"]).json()
     assert stored["mask"] == second["proposal"]["mask"] and stored["label"] == "cat" and stored["click_count"] == 0
     coco = client.get("/v1/projects/p1/exports/coco", headers=keys["reviewer"]).json()
