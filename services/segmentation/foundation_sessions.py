@@ -2,9 +2,10 @@
 and every click runs only the prompt decoder on the kept features and the previous step's logits.
 
 Per project the interactive model is a setting (``segmentation_project_models``: project id -> Triton model
-name, ``*`` the default, else ``triton_model_name``): the project's own click network, its fine-tuned one
-(published as a model of its own), or a foundation decoder (``<name>_decoder``, its config names the
-encoder). A session records its model at start, so a changed setting applies to new sessions only.
+name, ``*`` the default, else ``triton_model_name``): the project's own click network or a foundation decoder
+(``<name>_decoder``, its config names the encoder). Without a setting for it, a project whose fine-tuned click
+network the training service has promoted and published (``published_models.triton_model_name``) is served
+with that. A session records its model at start, so a change applies to new sessions only.
 
 Keys beside ``sessions.SessionStore``'s (same time-to-live, renewed by every call):
   ``seg:S:feat``    hash: the encoder's outputs, float16 bytes (SAM: EMBEDDING 256x64x64 = 2 MiB;
@@ -29,6 +30,7 @@ from tritonclient.utils import InferenceServerException
 from services.common.clicks import Click
 from services.common.errors import FailedPrecondition, Unavailable
 from services.common.masks import iou
+from services.common.published_models import triton_model_name
 from services.segmentation.probability_stats import probability_stats
 from services.segmentation.sessions import ACTIVE, Session, SessionStore, Update, check_click, pack_prob
 from services.segmentation.triton_foundation import FoundationModel
@@ -42,6 +44,9 @@ def unpack_logits(blob: bytes, side: int) -> np.ndarray:
     return np.frombuffer(zlib.decompress(blob), np.float16).reshape(side, side).astype(np.float32)
 
 
+INDEX_TTL_S = 5.0
+
+
 class ProjectModels:
     """Which Triton model serves a project's clicks, and whether it is a foundation decoder (asked of
     Triton once per model name)."""
@@ -51,33 +56,41 @@ class ProjectModels:
         self.default_model = per_project.get("*", default_model)
         self.per_project = {k: v for k, v in per_project.items() if k != "*"}
         self._foundation: dict[str, FoundationModel | None] = {}
-        self._versions: dict[str, tuple[float, str]] = {}
+        self._index: tuple[float, list[dict]] | None = None
         self._lock = threading.Lock()
         self._client: triton.InferenceServerClient | None = None
 
     def model_for(self, project_id: str) -> str:
-        return self.per_project.get(project_id, self.default_model)
+        """The setting's model for the project; else the project's own fine-tuned click network once the
+        training service has published a promoted version of it and Triton has it READY; else the default."""
+        if project_id in self.per_project:
+            return self.per_project[project_id]
+        published = triton_model_name(project_id, "interactive")
+        return published if self._ready_versions(published) else self.default_model
 
-    def version_of(self, model: str) -> str:
-        """``model:version`` Triton serves now (the newest READY, what its default policy calls), read at most
-        every 30 s; ``model:`` when Triton cannot say."""
+    def _ready_versions(self, model: str) -> list[int]:
+        """The READY versions of ``model`` in Triton's repository index, read at most every
+        ``INDEX_TTL_S`` (a promotion is served within that); none when Triton cannot say."""
         now = time.monotonic()
         with self._lock:
-            seen = self._versions.get(model)
-            if seen and now - seen[0] < 30:
-                return seen[1]
-            if self._client is None:
-                self._client = triton.InferenceServerClient(self.url)
-        try:
-            index = self._client.get_model_repository_index(as_json=True, client_timeout=1.0)
-            ready = [int(m["version"]) for m in index.get("models", []) if m.get("name") == model
-                     and m.get("state") == "READY" and str(m.get("version", "")).isdigit()]
-        except InferenceServerException:
-            ready = []
-        version = f"{model}:{max(ready)}" if ready else f"{model}:"
-        with self._lock:
-            self._versions[model] = (now, version)
-        return version
+            if self._index is None or now - self._index[0] >= INDEX_TTL_S:
+                if self._client is None:
+                    self._client = triton.InferenceServerClient(self.url)
+                try:
+                    models = self._client.get_model_repository_index(as_json=True, client_timeout=1.0).get(
+                        "models", [])
+                except InferenceServerException:
+                    models = []
+                self._index = (now, models)
+            models = self._index[1]
+        return [int(m["version"]) for m in models if m.get("name") == model and m.get("state") == "READY"
+                and str(m.get("version", "")).isdigit()]
+
+    def version_of(self, model: str) -> str:
+        """``model:version`` Triton serves now (the newest READY, what its default policy calls); ``model:``
+        when Triton cannot say."""
+        ready = self._ready_versions(model)
+        return f"{model}:{max(ready)}" if ready else f"{model}:"
 
     def foundation(self, model: str) -> FoundationModel | None:
         """The pair behind ``model`` when it is a foundation decoder, else None (a click network)."""
@@ -120,16 +133,24 @@ class FoundationSessionStore(SessionStore):
             raise Unavailable(f"session store (Redis): {exc}") from None
 
     # --- operations ----------------------------------------------------------------------------------
+    def _model_version(self, model: str, pair: FoundationModel | None) -> str:
+        """Reported with every step's mask (MaskUpdate.model_version)."""
+        if pair is None:
+            return self.models.version_of(model)
+        return f"{self.models.version_of(pair.decoder)}+{self.models.version_of(pair.encoder)}"
+
     def start(self, project_id: str, image: np.ndarray, **kwargs) -> Session:
         model = self.models.model_for(project_id)
-        pair = self.models.foundation(model)
+        try:
+            pair = self.models.foundation(model)
+            known = True
+        except Unavailable:  # Triton down: a session starts anyway (as before); its first click decides
+            pair, known = None, False
         features = pair.encode(image) if pair is not None else None  # before the session exists: a failure leaves none
         session = super().start(project_id, image, **kwargs)
         session.meta["model"] = model
-        session.meta["foundation"] = pair is not None
-        # reported with every step's mask (MaskUpdate.model_version)
-        session.meta["model_version"] = self.models.version_of(model) if pair is None else \
-            f"{self.models.version_of(pair.decoder)}+{self.models.version_of(pair.encoder)}"
+        session.meta["foundation"] = (pair is not None) if known else None
+        session.meta["model_version"] = self._model_version(model, pair) if known else ""
         base, *_ = self._keys(session.meta["session_id"])
         feat_key, _ = self._extra_keys(session.meta["session_id"])
         pipe = self.redis.pipeline()
@@ -145,6 +166,8 @@ class FoundationSessionStore(SessionStore):
                   t_ms: int = 0, owner: str | None = None) -> Update:
         # A session's model is fixed at start: reading it before the lock is safe.
         peek = self.load(project_id, session_id, owner=owner).meta
+        if peek.get("foundation", False) is None:  # started while Triton was down: decide now
+            peek = self._resolve(project_id, session_id, owner)
         if not peek.get("foundation"):
             self._local.model = peek.get("model", self.models.default_model)
             try:
@@ -156,6 +179,19 @@ class FoundationSessionStore(SessionStore):
             raise FailedPrecondition(f"model {peek['model']!r} of this session is no longer a foundation decoder")
         with self._locked(session_id):
             return self._foundation_click(pair, project_id, session_id, x, y, positive, t_ms, owner)
+
+    def _resolve(self, project_id: str, session_id: str, owner: str | None) -> dict:
+        with self._locked(session_id):
+            session = self.load(project_id, session_id, owner=owner)
+            if session.meta.get("foundation", False) is None:
+                pair = self.models.foundation(session.meta["model"])  # Unavailable while Triton is still down
+                session.meta["foundation"] = pair is not None
+                session.meta["model_version"] = self._model_version(session.meta["model"], pair)
+                base, *_ = self._keys(session_id)
+                pipe = self.redis.pipeline()
+                pipe.hset(base, "meta", json.dumps(session.meta))
+                self._redis(pipe)
+            return session.meta
 
     def _foundation_click(self, pair: FoundationModel, project_id: str, session_id: str, x: float, y: float,
                           positive: bool, t_ms: int, owner: str | None) -> Update:
@@ -175,7 +211,7 @@ class FoundationSessionStore(SessionStore):
         blobs, previous = self._redis(pipe)
         features = pair.features_from_bytes(blobs)
         encode_ms = 0.0
-        if features is None:  # evicted under memory pressure: encode again from the kept pixels
+        if features is None:  # evicted, or started while Triton was down: encode from the kept pixels
             session = self.load(project_id, session_id, with_image=True, owner=owner)
             if session.image is None:
                 raise FailedPrecondition(f"session {session_id!r} lost its image features and pixels")

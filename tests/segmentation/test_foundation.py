@@ -231,3 +231,33 @@ def test_a_session_encodes_once_decodes_per_click_with_the_previous_mask_and_und
         stub.FinishSession(segmentation_pb2.FinishSessionRequest(project_id="p1", session_id=sid),
                            metadata=auth, timeout=30)
         assert not redis.exists(f"seg:{sid}:feat")  # a finished session keeps masks, not features
+
+
+def test_a_session_started_while_triton_is_down_encodes_at_its_first_click(triton, settings, spawn):
+    """StartSession never needed Triton (a click network's session keeps only the pixels); a foundation
+    project's session started during an outage is encoded at its first click instead."""
+    name = FAMILIES["sam"]
+    encoder, decoder = f"{name}_encoder", f"{name}_decoder"
+    seg = settings.model_copy(update={"triton_grpc_url": triton.grpc_url, "triton_http_port": triton.http_port,
+                                      "segmentation_project_models": {"p1": decoder}})
+    migrate(seg.resolved_database_url)
+    token = KeyStore(make_session_factory(make_engine(seg.resolved_database_url)), 0).create(
+        "annotator", Role.ANNOTATOR, ["p1"])[1]
+    start_service(spawn, "segmentation", seg)
+    auth = [("authorization", f"Bearer {token}")]
+    with grpc.insecure_channel(seg.service_address("segmentation")) as channel:
+        stub = segmentation_pb2_grpc.SegmentationStub(channel)
+        triton.stop()
+        try:
+            sid = stub.StartSession(segmentation_pb2.StartSessionRequest(
+                project_id="p1", image_data=encode_png(_image())), metadata=auth, timeout=30).session.session_id
+        finally:
+            triton.start(timeout_s=240)
+        before = inference_counts(triton)
+        reply = stub.AddClick(segmentation_pb2.AddClickRequest(
+            project_id="p1", session_id=sid, click=common_pb2.Click(x=120, y=90, positive=True)),
+            metadata=auth, timeout=120)
+        assert reply.update.model_version == f"{decoder}:1+{encoder}:1"
+        after = inference_counts(triton)
+        assert after[encoder] - before.get(encoder, 0) == 1 and after[decoder] - before.get(decoder, 0) == 1
+        assert Redis.from_url(seg.redis_url).exists(f"seg:{sid}:feat")
