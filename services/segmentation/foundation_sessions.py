@@ -70,18 +70,18 @@ class ProjectModels:
 
     def _ready_versions(self, model: str) -> list[int]:
         """The READY versions of ``model`` in Triton's repository index, read at most every
-        ``INDEX_TTL_S`` (a promotion is served within that); none when Triton cannot say."""
+        ``INDEX_TTL_S`` (a promotion is served within that); none, and nothing remembered, when Triton
+        cannot say."""
         now = time.monotonic()
         with self._lock:
             if self._index is None or now - self._index[0] >= INDEX_TTL_S:
                 if self._client is None:
                     self._client = triton.InferenceServerClient(self.url)
                 try:
-                    models = self._client.get_model_repository_index(as_json=True, client_timeout=1.0).get(
-                        "models", [])
+                    self._index = (now, self._client.get_model_repository_index(
+                        as_json=True, client_timeout=5.0).get("models", []))
                 except InferenceServerException:
-                    models = []
-                self._index = (now, models)
+                    return []
             models = self._index[1]
         return [int(m["version"]) for m in models if m.get("name") == model and m.get("state") == "READY"
                 and str(m.get("version", "")).isdigit()]

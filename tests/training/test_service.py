@@ -14,10 +14,19 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from grpc_status import rpc_status
 
-from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, training_pb2, training_pb2_grpc
+from annotation.v1 import (
+    common_pb2,
+    operations_pb2,
+    operations_pb2_grpc,
+    segmentation_pb2,
+    segmentation_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
 from services.common import annotation_events
 from services.common.celery_app import make_celery
 from services.common.image_files import load_image
+from services.common.images import encode_png
 from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle, iou
 from services.common.storage import make_engine, make_session_factory, migrate
@@ -61,7 +70,8 @@ def _service(settings, spawn, triton, **update):
     celery = make_celery("training", settings)
     with grpc.insecure_channel(settings.service_address("training")) as channel:
         yield {"stub": training_pb2_grpc.TrainingStub(channel), "ops": operations_pb2_grpc.OperationsStub(channel),
-               "admin": [("authorization", f"Bearer {admin}")], "celery": celery, "triton": triton}
+               "admin": [("authorization", f"Bearer {admin}")], "celery": celery, "triton": triton,
+               "settings": settings}
 
 
 @pytest.fixture
@@ -92,7 +102,7 @@ def refused(call) -> tuple[grpc.StatusCode, str, str]:
 
 
 def finished(service, op_id: str, project: str = P, timeout_s: float = 240) -> common_pb2.Operation:
-    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(  # noqa: E731
+    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(
         project_id=project, operation_id=op_id), metadata=service["admin"]).operation
     done = (common_pb2.Operation.SUCCEEDED, common_pb2.Operation.FAILED, common_pb2.Operation.CANCELLED)
     return wait_until(lambda: (o := get()).state in done and o, timeout_s, "training job finished")
@@ -195,7 +205,7 @@ def test_bad_requests_get_clear_errors_and_one_job_per_project_and_kind(service,
     long = stub.StartTraining(training_pb2.StartTrainingRequest(
         project_id=P, kind=TASK, task=training_pb2.TaskModelConfig(steps=100000, image_size=32)),
         metadata=admin).operation
-    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(  # noqa: E731
+    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(
         project_id=P, operation_id=long.id), metadata=admin).operation
     running = wait_until(lambda: (o := get()).state == common_pb2.Operation.RUNNING and o.progress > 0 and o, 120,
                          "the long job reports progress")
@@ -226,7 +236,8 @@ def one_click_ious(network, samples) -> list[float]:
     return out
 
 
-def test_annotations_fine_tune_the_click_network_which_triton_serves_as_the_project_version(service, tmp_path):
+def test_annotations_fine_tune_the_click_network_which_triton_serves_as_the_project_version(service, tmp_path,
+                                                                                           spawn):
     stub, admin = service["stub"], service["admin"]
     items = write_project(tmp_path / "images", P, 30, size=64)
     submit(service, items)
@@ -236,7 +247,7 @@ def test_annotations_fine_tune_the_click_network_which_triton_serves_as_the_proj
         project_id=P, kind=INTERACTIVE, interactive=training_pb2.InteractiveModelConfig(iterations=100000,
                                                                                          crop_size=64)),
         metadata=admin).operation
-    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(  # noqa: E731
+    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(
         project_id=P, operation_id=long.id), metadata=admin).operation
     running = wait_until(lambda: (o := get()).state == common_pb2.Operation.RUNNING and o.progress > 0 and o, 180,
                          "the long interactive job reports progress")
@@ -278,6 +289,22 @@ def test_annotations_fine_tune_the_click_network_which_triton_serves_as_the_proj
     project_ious = one_click_ious(served, samples)
     base_ious = one_click_ious(torch_network(load_base(CLICK_BASE)[0]), samples)
     assert np.mean(project_ious) > np.mean(base_ious) + 0.03, (project_ious, base_ious)
+
+    # The segmentation service serves the project's clicks with its promoted version, unasked (this Triton
+    # holds no base model: a session that fell back to it could not answer).
+    start_service(spawn, "segmentation", service["settings"].model_copy(update={"segmentation_refine": False}))
+    with grpc.insecure_channel(service["settings"].service_address("segmentation")) as channel:
+        seg = segmentation_pb2_grpc.SegmentationStub(channel)
+        sample = samples[0]
+        clicker = Clicker(sample.annotation)
+        click = clicker.next_click(None)
+        sid = seg.StartSession(segmentation_pb2.StartSessionRequest(
+            project_id=P, image_data=encode_png(sample.image)), metadata=admin, timeout=60).session.session_id
+        update = seg.AddClick(segmentation_pb2.AddClickRequest(project_id=P, session_id=sid, click=common_pb2.Click(
+            x=click.x, y=click.y, positive=click.positive)), metadata=admin, timeout=60).update
+    assert update.model_version == f"{name}:1"
+    mask = decode_rle(list(update.mask.size), update.mask.counts, sample.image.shape[:2], "mask")
+    assert iou(mask, clicker.gt) == pytest.approx(project_ious[0], abs=0.02)
 
 
 def test_every_n_accepted_annotations_start_a_training_job(triggering_service, tmp_path):
