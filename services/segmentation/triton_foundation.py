@@ -126,7 +126,10 @@ class FoundationModel:
         height, width = image.shape[:2]
         rh, rw = g.resized(height, width)
         square = np.zeros((g.image_size, g.image_size, 3), np.uint8)
-        square[:rh, :rw] = cv2.resize(np.ascontiguousarray(image, np.uint8), (rw, rh), interpolation=cv2.INTER_LINEAR)
+        # The official preprocessing (PIL / torchvision resize) smooths when it shrinks: INTER_AREA does too.
+        shrink = rh * rw < height * width
+        square[:rh, :rw] = cv2.resize(np.ascontiguousarray(image, np.uint8), (rw, rh),
+                                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return square, (rh, rw)
 
     def encode(self, image: np.ndarray) -> Features:

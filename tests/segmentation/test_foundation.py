@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.segmentation.triton_foundation import FoundationModel
-from tests.conftest import REPO, Triton, start_service
+from tests.conftest import REPO, Triton, start_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -103,6 +104,20 @@ def inference_counts(server: Triton) -> dict[str, int]:
             for m in re.finditer(r'^nv_inference_count\{model="([^"]+)",version="\d+"\} (\S+)$', text, re.MULTILINE)}
 
 
+def quiet_counts(server: Triton) -> dict[str, int]:
+    """Triton's counts once they stop changing: its statistics follow each response by a moment, so a count
+    read right after a call may miss that call."""
+    last: list[dict] = [inference_counts(server)]
+
+    def unchanged():
+        time.sleep(0.5)
+        now = inference_counts(server)
+        same, last[0] = now == last[0], now
+        return now if same else None
+
+    return wait_until(unchanged, 30, "Triton's inference counts settled", interval_s=0)
+
+
 def _image(height: int = 180, width: int = 240, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
@@ -174,10 +189,10 @@ def test_a_session_encodes_once_decodes_per_click_with_the_previous_mask_and_und
     encoder, decoder = f"{name}_encoder", f"{name}_decoder"
     with grpc.insecure_channel(seg.service_address("segmentation")) as channel:
         stub = segmentation_pb2_grpc.SegmentationStub(channel)
-        before = inference_counts(triton)
+        before = quiet_counts(triton)
         sid = stub.StartSession(segmentation_pb2.StartSessionRequest(project_id="p1", image_data=encode_png(image)),
                                 metadata=auth, timeout=120).session.session_id
-        after_start = inference_counts(triton)
+        after_start = quiet_counts(triton)
         assert after_start.get(encoder, 0) - before.get(encoder, 0) == 1
         assert after_start.get(decoder, 0) == before.get(decoder, 0)
         redis = Redis.from_url(seg.redis_url)
@@ -193,7 +208,7 @@ def test_a_session_encodes_once_decodes_per_click_with_the_previous_mask_and_und
             masks.append(decode_rle(reply.update.mask.size, reply.update.mask.counts, image.shape[:2], "mask"))
             assert reply.update.model_latency_ms > 0
             assert reply.update.model_version == f"{decoder}:1+{encoder}:1"
-        after_clicks = inference_counts(triton)
+        after_clicks = quiet_counts(triton)
         assert after_clicks[encoder] == after_start[encoder]  # never again after StartSession
         assert after_clicks[decoder] - after_start.get(decoder, 0) == len(clicks)
 
@@ -212,14 +227,14 @@ def test_a_session_encodes_once_decodes_per_click_with_the_previous_mask_and_und
         assert any((mask != fresh).sum() > 0 for mask, fresh in zip(masks[1:], without_prev[1:]))
         model.close()
 
-        counted = inference_counts(triton)
+        counted = quiet_counts(triton)
         undo = stub.Undo(segmentation_pb2.UndoRequest(project_id="p1", session_id=sid), metadata=auth, timeout=30)
         assert (decode_rle(undo.update.mask.size, undo.update.mask.counts, image.shape[:2], "mask") == masks[1]).all()
         redo = stub.Redo(segmentation_pb2.RedoRequest(project_id="p1", session_id=sid), metadata=auth, timeout=30)
         assert (decode_rle(redo.update.mask.size, redo.update.mask.counts, image.shape[:2], "mask") == masks[2]).all()
         assert undo.update.model_latency_ms == 0 and redo.update.model_latency_ms == 0
         assert undo.update.model_version == redo.update.model_version == f"{decoder}:1+{encoder}:1"
-        assert inference_counts(triton) == counted  # no model call for undo or redo
+        assert quiet_counts(triton) == counted  # no model call for undo or redo
 
         # After an undo, a new click continues from the kept step's logits (the undone one's are dropped).
         stub.Undo(segmentation_pb2.UndoRequest(project_id="p1", session_id=sid), metadata=auth, timeout=30)
@@ -227,7 +242,7 @@ def test_a_session_encodes_once_decodes_per_click_with_the_previous_mask_and_und
             project_id="p1", session_id=sid, click=common_pb2.Click(x=30, y=150, positive=False)),
             metadata=auth, timeout=60)
         assert redis.llen(f"seg:{sid}:logits") == 3
-        assert inference_counts(triton)[encoder] == counted[encoder]  # (the test encoded once itself above)
+        assert quiet_counts(triton)[encoder] == counted[encoder]  # (the test encoded once itself above)
         stub.FinishSession(segmentation_pb2.FinishSessionRequest(project_id="p1", session_id=sid),
                            metadata=auth, timeout=30)
         assert not redis.exists(f"seg:{sid}:feat")  # a finished session keeps masks, not features
@@ -253,11 +268,11 @@ def test_a_session_started_while_triton_is_down_encodes_at_its_first_click(trito
                 project_id="p1", image_data=encode_png(_image())), metadata=auth, timeout=30).session.session_id
         finally:
             triton.start(timeout_s=240)
-        before = inference_counts(triton)
+        before = quiet_counts(triton)
         reply = stub.AddClick(segmentation_pb2.AddClickRequest(
             project_id="p1", session_id=sid, click=common_pb2.Click(x=120, y=90, positive=True)),
             metadata=auth, timeout=120)
         assert reply.update.model_version == f"{decoder}:1+{encoder}:1"
-        after = inference_counts(triton)
+        after = quiet_counts(triton)
         assert after[encoder] - before.get(encoder, 0) == 1 and after[decoder] - before.get(decoder, 0) == 1
         assert Redis.from_url(seg.redis_url).exists(f"seg:{sid}:feat")
