@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
+from google.protobuf import json_format
 
 from annotation.v1 import common_pb2, quality_pb2, quality_pb2_grpc
 from services.common.errors import InvalidArgument
@@ -12,7 +13,7 @@ from services.common.grpc_server import Kit, serve
 from services.common.masks import decode_rle
 from services.common.proto_time import to_timestamp
 from services.models.quality_gru import DEFAULT_THRESHOLD
-from services.quality import features
+from services.quality import features, review_messages
 from services.quality.scorer import Score, Scorer
 from services.quality.sessions import check_threshold, score_summaries
 from services.quality.store import CORRECTED, QualityStore
@@ -60,8 +61,8 @@ def _sequence_summary(sequence: quality_pb2.ClickSequence, prefix: str) -> dict:
 
 
 class QualityServicer(quality_pb2_grpc.QualityServicer):
-    def __init__(self, store: QualityStore, scorer: Scorer) -> None:
-        self.store, self.scorer = store, scorer
+    def __init__(self, store: QualityStore, scorer: Scorer, celery) -> None:
+        self.store, self.scorer, self.celery = store, scorer, celery
 
     def _score(self, project_id: str, subjects: list, threshold: float, prefixes: list[str]) -> list:
         """(which, value) subjects -> QualityScore messages; stored sessions are re-scored and stored."""
@@ -123,6 +124,10 @@ class QualityServicer(quality_pb2_grpc.QualityServicer):
             raise InvalidArgument("corrected_mask", "required for a CORRECTED verdict")
         row = self.store.review(request.project_id, request.session_id, request.verdict, mask,
                                 request.reviewer_id, request.comment)
+        message = review_messages.session_reviewed(row)
+        if message is not None:  # the quality model learns from the project's reviews (training service)
+            self.celery.send_task(review_messages.SESSION_REVIEWED, queue="training", args=[
+                json_format.MessageToDict(message, preserving_proto_field_name=True)])
         return quality_pb2.RecordReviewResponse(item=self._item(row))
 
     def GetModelInfo(self, request, context):
@@ -158,7 +163,7 @@ class QualityServicer(quality_pb2_grpc.QualityServicer):
 
 
 def register(server: grpc.Server, kit: Kit) -> None:
-    servicer = QualityServicer(QualityStore(kit.sessions), Scorer.load())
+    servicer = QualityServicer(QualityStore(kit.sessions), Scorer.load(), kit.celery)
     quality_pb2_grpc.add_QualityServicer_to_server(servicer, server)
 
 

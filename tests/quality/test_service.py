@@ -12,6 +12,7 @@ import pytest
 from celery import Celery
 from grpc_status import rpc_status
 from PIL import Image
+from redis import Redis
 
 from annotation.v1 import (
     common_pb2,
@@ -24,8 +25,11 @@ from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle, encode_rle
 from services.common.probes import grpc_health
 from services.common.storage import make_engine, make_session_factory, migrate
+from services.quality import features
+from services.training import reviews
 from tests.conftest import PYTHON, SHARED_DATA, wait_until
 from tests.quality.helpers import make_payload
+from tests.segmentation.test_service import queued
 
 pytestmark = pytest.mark.integration
 P = "p1"
@@ -148,6 +152,14 @@ def test_finished_sessions_are_scored_listed_rescored_and_reviewed(platform):
         timeout=10).item
     assert reviewed.verdict == quality_pb2.REVIEW_VERDICT_CORRECTED
     assert reviewed.true_iou == pytest.approx(corrected.sum() / max(mask.sum(), 1), abs=1e-4)
+    # The verdict is the quality model's training data: one SessionReviewed to the training service (no training
+    # worker runs here, so it waits on the queue), with the true IoU and the features the score was made of.
+    (message,) = [reviews.decode(payload) for name, _, payload in queued(Redis.from_url(platform["settings"].redis_url),
+                                                                          "training")
+                  if name == "training.session_reviewed" and payload["session_id"] == "sess-1"]
+    assert message.true_iou == pytest.approx(reviewed.true_iou, abs=1e-4) and message.image_id == "124080"
+    assert len(message.steps) == 3 and list(message.step_feature_names) == list(features.STEP_FEATURES)
+    assert message.base_probability_below == pytest.approx(item.score.probability_below_threshold, abs=1e-5)
     assert [i.session_id for i in queue().items] == ["dup"]
     assert len(queue(include_reviewed=True).items) == 2
 
