@@ -17,10 +17,10 @@ Triton; the first round, with no task model, uniform), the *uniform* arm (``loop
 uniformly at random (seeded, in the bench). Both arms start from the same first batch. Every image is annotated by
 the standard clicker (``services/models/clicker.py``) through a real segmentation session until IoU
 ``--target`` or ``--max-clicks`` and submitted by ``FinishSession`` (the one AnnotationSubmitted event the
-training worker stores). The strategy arm clicks with its promoted interactive model: a second segmentation
-server serves each project with ``interactive-<slug>-<hash>`` (``segmentation_project_models``; the default
-server does not yet switch to a project's promoted model by itself); the same images are clicked with the
-frozen base model on the default server too (finished as abandoned: nothing is submitted). Between rounds,
+training worker stores). The segmentation server serves a project with its promoted interactive model by
+itself (``interactive-<slug>-<hash>`` once READY in Triton); the bench waits until it does after a promotion.
+The same images are clicked with the frozen base network on a second segmentation server whose setting names
+it for every project (``segmentation_project_models``), finished as abandoned: nothing is submitted. Between rounds,
 ``StartTraining`` (interactive for the strategy arm, task for both; configs from the options) and the bench
 waits on the operation; the gate decides what is promoted.
 
@@ -63,12 +63,13 @@ from annotation.v1 import (
 from services.common.clicks import THRESHOLD
 from services.common.images import encode_png
 from services.common.masks import decode_rle, iou
-from services.common.published_models import triton_model_name
+from services.common.settings import Settings as PlatformSettings
 from services.models.clicker import Clicker, noc
 from services.simulation.timing import QuestionTimer
 
 app = typer.Typer(add_completion=False)
 INTERACTIVE, TASK = training_pb2.MODEL_KIND_INTERACTIVE, training_pb2.MODEL_KIND_TASK
+BASE_MODEL = PlatformSettings.model_fields["triton_model_name"].default  # the frozen base click network
 DONE = (common_pb2.Operation.SUCCEEDED, common_pb2.Operation.FAILED, common_pb2.Operation.CANCELLED)
 
 
@@ -97,6 +98,7 @@ class Settings:
     task_size: int = 64
     heldout_percent: int = 20
     seed: int = 0
+    interactive_lr: float = 0.0  # 0: the job's default
 
 
 def _pairs(data: Path) -> dict[str, list[tuple[Path, Path]]]:
@@ -135,7 +137,7 @@ class Platform:
     def __init__(self, stack) -> None:
         self.stack, self.meta = stack, stack.auth
         self.seg = {name: segmentation_pb2_grpc.SegmentationStub(stack.channel(name))
-                    for name in ("segmentation", "segmentation-promoted")}
+                    for name in ("segmentation", "segmentation-frozen")}
         training = stack.channel("training")
         self.training = training_pb2_grpc.TrainingStub(training)
         self.training_ops = operations_pb2_grpc.OperationsStub(training)
@@ -217,7 +219,7 @@ def train(platform: Platform, project: str, kind: int, settings: Settings) -> di
     if kind == INTERACTIVE:
         request.interactive.CopyFrom(training_pb2.InteractiveModelConfig(
             iterations=settings.interactive_iterations, crop_size=settings.interactive_crop,
-            batch_size=settings.interactive_batch, seed=settings.seed,
+            batch_size=settings.interactive_batch, seed=settings.seed, learning_rate=settings.interactive_lr,
             checkpoint_every=max(1, settings.interactive_iterations // 2)))
     else:
         request.task.CopyFrom(training_pb2.TaskModelConfig(
@@ -237,6 +239,26 @@ def train(platform: Platform, project: str, kind: int, settings: Settings) -> di
     if op.state != common_pb2.Operation.SUCCEEDED:
         result["error"] = op.error.message
     return result
+
+
+def wait_served(platform: Platform, project: str, version: str, item: Item, timeout_s: float = 60) -> float:
+    """Seconds until the segmentation server clicks the project's images with ``version`` (it reads Triton's
+    READY versions every few seconds); a probe session with one click, abandoned."""
+    started = time.monotonic()
+    stub, call = platform.seg["segmentation"], {"metadata": platform.meta, "timeout": 60}
+    while True:
+        session = stub.StartSession(segmentation_pb2.StartSessionRequest(project_id=project, image_data=item.png),
+                                    **call).session.session_id
+        h, w = item.gt.shape
+        served = stub.AddClick(segmentation_pb2.AddClickRequest(project_id=project, session_id=session, click=(
+            common_pb2.Click(x=w // 2, y=h // 2, positive=True))), **call).update.model_version
+        stub.FinishSession(segmentation_pb2.FinishSessionRequest(
+            project_id=project, session_id=session, outcome=common_pb2.SESSION_OUTCOME_ABANDONED), **call)
+        if served == version:
+            return round(time.monotonic() - started, 1)
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"{project} still clicked with {served!r}, not the promoted {version!r}")
+        time.sleep(1.0)
 
 
 def wait_stored(platform: Platform, project: str, count: int, timeout_s: float = 300) -> None:
@@ -351,14 +373,17 @@ def run_project(platform: Platform, name: str, items: list[Item], settings: Sett
         # Annotate: the strategy arm with its promoted interactive model (frozen alongside, not submitted).
         promoted = platform.current(project, INTERACTIVE)
         row["interactive_version"] = promoted.version if promoted else 0
+        if promoted is not None:
+            row["serving_wait_s"] = wait_served(platform, project, f"{promoted.triton_model_name}:{promoted.version}",
+                                                by_stem[picks["strategy"][0]])
         sessions = {"promoted": [], "frozen": []}
         for stem in picks["strategy"]:
             item = by_stem[stem]
             if promoted is not None:
-                sessions["promoted"].append(click_session(platform, "segmentation-promoted", project, item, label,
+                sessions["promoted"].append(click_session(platform, "segmentation", project, item, label,
                                                           settings, submit=True))
-                sessions["frozen"].append(click_session(platform, "segmentation", project, item, label, settings,
-                                                        submit=False))
+                sessions["frozen"].append(click_session(platform, "segmentation-frozen", project, item, label,
+                                                        settings, submit=False))
             else:
                 sessions["frozen"].append(click_session(platform, "segmentation", project, item, label, settings,
                                                         submit=True))
@@ -446,9 +471,9 @@ def run(data: Path, out: Path, settings: Settings, sequences: list[str], work: P
     started = time.perf_counter()
     report: dict = {"command": shlex.join([Path(sys.executable).name, "-m", "bench.loop", *sys.argv[1:]]),
                     "data": str(data), "settings": settings.__dict__, "projects": {}, "timings": {}}
-    projects = {f"loop-{n}": triton_model_name(f"loop-{n}", "interactive") for n in names}
+    frozen = {f"loop-{n}": BASE_MODEL for n in names}
     with LocalStack(["segmentation", "training", "selection"], workers=["training", "selection"], publish=True,
-                    overrides={"segmentation-promoted": {"segmentation_project_models": projects}}) as stack:
+                    overrides={"segmentation-frozen": {"segmentation_project_models": frozen}}) as stack:
         report["timings"]["stack_up_s"] = round(time.perf_counter() - started, 1)
         platform = Platform(stack)
         folder = work or stack.dir / "images"
@@ -488,11 +513,13 @@ def main(
     task_size: int = typer.Option(Settings.task_size, min=16),
     heldout_percent: int = typer.Option(Settings.heldout_percent, min=1, max=99,
                                         help="share of images the training gate holds out"),
+    interactive_lr: float = typer.Option(Settings.interactive_lr, min=0.0, max=1.0, help="0: the job's default"),
     seed: int = typer.Option(Settings.seed),
 ) -> None:
-    settings = Settings(rounds, per_round, max_side, test_every, target, max_clicks, strategy,
-                        interactive_iterations, interactive_crop, interactive_batch, task_steps, task_size,
-                        heldout_percent, seed)
+    settings = Settings(rounds=rounds, per_round=per_round, max_side=max_side, test_every=test_every, target=target,
+                        max_clicks=max_clicks, strategy=strategy, interactive_iterations=interactive_iterations,
+                        interactive_crop=interactive_crop, interactive_batch=interactive_batch, task_steps=task_steps,
+                        task_size=task_size, heldout_percent=heldout_percent, seed=seed, interactive_lr=interactive_lr)
     report = run(data, out, settings, sequence)
     typer.echo(f"click_saving_last_round {report['click_saving_last_round']:.3f}  "
                f"al_gain_points {report['al_gain_points']:+.2f}  ({report['timings']['total_s']:.0f} s)")
