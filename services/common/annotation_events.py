@@ -61,12 +61,18 @@ def receivers(event: common_pb2.AnnotationSubmitted) -> list[str]:
     return queues
 
 
-def send(celery, event: common_pb2.AnnotationSubmitted) -> dict[str, str]:
+def send(celery, event: common_pb2.AnnotationSubmitted, tasks: dict[str, str]) -> dict[str, str]:
     """Enqueue ``event`` once to each of its ``receivers`` under its derived task ids; {queue: task id}.
-    ``celery`` is the sender's Celery app (tasks by name: the sender imports no receiver)."""
+    ``celery`` is the sender's Celery app (tasks by name: the sender imports no receiver); ``tasks`` the
+    sender's own {queue: task name} of every queue it may reach, written out where it sends, so a reader (and
+    the architecture test) sees which wings a sender talks to."""
     payload = encode(event)
-    return {queue: celery.send_task(task_name(queue), args=[payload], queue=queue, task_id=task_id(event, queue)).id
-            for queue in receivers(event)}
+    out = {}
+    for queue in receivers(event):
+        if tasks.get(queue) != task_name(queue):
+            raise ValueError(f"the sender declares no task {task_name(queue)!r} for receiver {queue!r}")
+        out[queue] = celery.send_task(tasks[queue], args=[payload], queue=queue, task_id=task_id(event, queue)).id
+    return out
 
 
 class InvalidEvent(InvalidArgument):

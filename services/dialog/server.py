@@ -61,6 +61,8 @@ TYPES = {VERIFY: dialog_pb2.QUESTION_TYPE_VERIFY, LABEL_REGION: dialog_pb2.QUEST
 TYPE_NAMES = {v: k for k, v in TYPES.items()}
 KINDS = {"greedy": dialog_pb2.Policy.GREEDY, "fixed": dialog_pb2.Policy.FIXED, "learned": dialog_pb2.Policy.LEARNED}
 MAX_CANDIDATES = 1000
+# An accepted proposal's event (no session: annotation_events.receivers sends it to these two only).
+ACCEPTED_EVENT_TASKS = {"selection": "selection.annotation_submitted", "training": "training.annotation_submitted"}
 PREDICT_TIMEOUT_S = 10.0  # one automatic proposal; a slower segmentation service gives none
 
 
@@ -335,7 +337,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
                                                 request.annotator_id or owner or question.annotator_id,
                                                 request.seconds_taken)
             if event is not None:
-                annotation_events.send(self.kit.celery, event)
+                annotation_events.send(self.kit.celery, event, ACCEPTED_EVENT_TASKS)
         reply = dialog_pb2.RecordAnswerResponse()
         if recorded.follow_up is not None:
             reply.follow_up.CopyFrom(self._question_pb(recorded.follow_up))

@@ -40,6 +40,11 @@ def _click_pb(click: dict) -> common_pb2.Click:
                             t_ms=click.get("t_ms", 0), index=click.get("index", 0))
 
 
+# The loop's event of a finished session, on each queue that may need it (annotation_events.receivers).
+EVENT_TASKS = {"byproducts": "byproducts.annotation_submitted", "quality": "quality.annotation_submitted",
+               "dialog": "dialog.annotation_submitted", "selection": "selection.annotation_submitted",
+               "training": "training.annotation_submitted"}
+
 class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
     def __init__(self, kit: Kit, network: TritonNetwork) -> None:
         self.kit = kit
@@ -172,7 +177,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         # derived task ids (the receivers are idempotent by annotation id).
         if finished_now or "operations" not in session.meta:
             event = sess.annotation_event(session, sess.served_version(session) or self._served_version())
-            session.meta["operations"] = annotation_events.send(self.kit.celery, event)
+            session.meta["operations"] = annotation_events.send(self.kit.celery, event, EVENT_TASKS)
             self.store.save_meta(session, ttl=self.settings.segmentation_finished_ttl_s)
         operations = session.meta["operations"]
         return segmentation_pb2.FinishSessionResponse(
