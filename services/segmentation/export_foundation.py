@@ -250,7 +250,7 @@ def _io(name: str, dtype: str, dims: list[int], comment: str, optional: bool = F
 def _config(name: str, header: str, inputs: list[str], outputs: list[str], batch: int, delay_us: int,
             params: dict[str, str], gpu: bool, count: int) -> str:
     backend = 'platform: "onnxruntime_onnx"' if gpu else 'backend: "python"'
-    lines = [header, f'name: "{name}"', backend, f"max_batch_size: {batch}",
+    lines = [header.rstrip("\n"), f'name: "{name}"', backend, f"max_batch_size: {batch}",
              "input [\n" + ",\n".join(inputs) + "\n]", "output [\n" + ",\n".join(outputs) + "\n]",
              f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay_us}\n}}",
              f"instance_group [\n  {{\n    count: {count}\n    kind: {'KIND_GPU' if gpu else 'KIND_CPU'}\n  }}\n]"]
