@@ -88,6 +88,11 @@ class PoolStore:
             return PoolInfo(row.pool_id, row.project_id, row.display_name, list(row.class_names), row.created_at,
                             row.score_time, row.embedding_dim, items, labelled, predicted)
 
+    def pool_ids(self, project_id: str) -> list[str]:
+        with self._sessions() as session:
+            return list(session.scalars(select(PoolRow.pool_id).where(PoolRow.project_id == project_id)
+                                        .order_by(PoolRow.pool_id)))
+
     def register_items(self, project_id: str, pool_id: str, items: list[Item]) -> tuple[int, int]:
         pool = self.get_pool(project_id, pool_id)
         classes = len(pool.class_names)

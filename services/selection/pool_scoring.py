@@ -29,13 +29,19 @@ from services.selection.scoring import (
 
 def score_pool(pools: PoolStore, scores: ScoreStore, project_id: str, pool_id: str, specs: list[RegionSpec],
                force: bool = False, predictor: Predictor | None = None, batch_size: int = 32,
-               progress: Callable[[int, int, str], None] = lambda done, total, message: None) -> dict:
+               progress: Callable[[int, int, str], None] = lambda done, total, message: None,
+               repredict: bool = False) -> dict:
+    """``repredict`` (with a ``predictor``: a new model): every unlabelled item is predicted again, the stored
+    predictions of an older model replaced; labelled items are left out (nothing to select there)."""
     start = time.perf_counter()
     pools.get_pool(project_id, pool_id)  # NOT_FOUND early
     items = pools.items(project_id, pool_id)
     predicted = set(pools.predicted_item_ids(project_id, pool_id))
     if predictor is None:
         items = [i for i in items if i.item_id in predicted]
+    elif repredict:
+        items = [i for i in items if not i.labelled]
+        predicted = set()
     done_digests = {spec.key: scores.scored_digests(project_id, pool_id, spec.key) for spec in specs}
     scored_items = regions = skipped = 0
     for begin in range(0, len(items), batch_size):

@@ -137,3 +137,27 @@ def build(index_field: str, classes: int, probabilities: tuple, members: list[tu
                                   f"embeddings have length {embedding_dim}", reason="SHAPE_MISMATCH")
     return Prediction(p, np.stack(stack) if stack else None, np.stack(augs) if augs else None, emb,
                       model_version, names)
+
+
+def on_classes(prediction: Prediction, model_classes: list[str], pool_classes: list[str]) -> Prediction:
+    """``prediction`` over the model's classes, laid out on the pool's class axis by name: a pool class the model
+    does not know gets probability 0 (a task model trained on the labels annotated so far)."""
+    index = [model_classes.index(name) if name in model_classes else -1 for name in pool_classes]
+
+    def remap(array: np.ndarray | None, axis: int) -> np.ndarray | None:
+        if array is None:
+            return None
+        shape = list(array.shape)
+        shape[axis] = len(pool_classes)
+        out = np.zeros(shape, array.dtype)
+        for j, i in enumerate(index):
+            if i >= 0:
+                if axis == 0:
+                    out[j] = array[i]
+                else:
+                    out[:, j] = array[:, i]
+        return out
+
+    return Prediction(remap(prediction.probabilities, 0), remap(prediction.members, 1),
+                      remap(prediction.augmented, 1), prediction.embedding, prediction.model_version,
+                      list(prediction.augment_names))

@@ -14,7 +14,7 @@ import numpy as np
 
 from services.common.active_learning.transforms import apply, invert
 from services.common.errors import Unavailable
-from services.selection.predictions import Prediction
+from services.selection.predictions import Prediction, on_classes
 
 
 class Predictor(Protocol):
@@ -111,3 +111,13 @@ class TritonPredictor(ForwardPredictor):
             raise Unavailable(f"Triton model {self.model_name!r} at {self.url}: {exc.message()}")
         embedding = result.as_numpy("EMBEDDING")
         return result.as_numpy("PROBABILITIES"), embedding
+
+
+class ClassMapped:
+    """A predictor over the model's classes, answering on the pool's class axis (``predictions.on_classes``)."""
+
+    def __init__(self, predictor, model_classes: list[str], pool_classes: list[str]) -> None:
+        self.predictor, self.model_classes, self.pool_classes = predictor, model_classes, pool_classes
+
+    def predict(self, image):
+        return on_classes(self.predictor.predict(image), self.model_classes, self.pool_classes)

@@ -85,6 +85,12 @@ class ScoreStore:
             return dict(session.execute(select(ScoreRow.item_id, ScoreRow.digest).distinct().where(
                 ScoreRow.project_id == project_id, ScoreRow.pool_id == pool_id, ScoreRow.region_key == region_key)).all())
 
+    def region_keys(self, project_id: str, pool_id: str) -> list[str]:
+        """The region specs (``RegionSpec.key``) the pool has scores for."""
+        with self._sessions() as session:
+            return sorted(session.scalars(select(ScoreRow.region_key).distinct().where(
+                ScoreRow.project_id == project_id, ScoreRow.pool_id == pool_id)))
+
     def mark_scored(self, project_id: str, pool_id: str) -> None:
         with self._sessions.begin() as session:
             session.execute(update(PoolRow).where(PoolRow.project_id == project_id, PoolRow.pool_id == pool_id)

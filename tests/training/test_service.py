@@ -33,6 +33,8 @@ from services.common.storage import make_engine, make_session_factory, migrate
 from services.models.click_dataset import Sample
 from services.models.click_predictor import EncodingConfig, Predictor, torch_network
 from services.models.clicker import Clicker
+from services.selection.pool import Item, PoolStore
+from services.selection.score_store import ScoreStore
 from services.training.interactive_model import load_base
 from services.training.publishing import CLICK_BASE, triton_model_name
 from services.training.snapshots import is_heldout
@@ -115,10 +117,21 @@ def train(service, project: str = P, config: training_pb2.TaskModelConfig = FAST
     return finished(service, op.id, project)
 
 
-def test_annotations_to_a_promoted_task_model_served_by_triton(service, tmp_path):
+def test_annotations_to_a_promoted_task_model_served_by_triton(service, tmp_path, spawn):
     stub, admin = service["stub"], service["admin"]
     items = write_project(tmp_path / "images", P, 40)
     submit(service, items)
+    # A selection pool of the project's unlabelled images (its classes in another order, one the model never
+    # saw) and the selection worker: a promoted task model re-scores it without being asked.
+    sessions = make_session_factory(make_engine(service["settings"].resolved_database_url))
+    pools = PoolStore(sessions)
+    pools.create_pool(P, "pool", "pool", ["background", "dog", "bird", "cat"])
+    fresh = write_project(tmp_path / "unlabelled", P, 6, seed=7, id_prefix="u")
+    pools.register_items(P, "pool", [Item(a.image_id, "image", a.image_id, a.uri, a.width, a.height)
+                                     for a in fresh])
+    spawn([PYTHON, "-m", "celery", "-A", "services.selection.worker:app", "worker", "-Q", "selection",
+           "-n", "selection-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"],
+          service["settings"])
     submit(service, items[:3])  # redelivered events change nothing
 
     made = stub.CreateSnapshot(training_pb2.CreateSnapshotRequest(project_id=P), metadata=admin)
@@ -141,6 +154,14 @@ def test_annotations_to_a_promoted_task_model_served_by_triton(service, tmp_path
     assert v1.parent_version == 0 and json.loads(v1.gate_json)["passed"] and "StartTraining" in v1.command
     name = triton_model_name(P, "task")
     assert v1.triton_model_name == name
+
+    # Selection predicted the pool again with version 1 and scored it; the model's classes on the pool's axis.
+    wait_until(lambda: len(ScoreStore(sessions).candidates(P, "pool", "image", 4)) == len(fresh), 120,
+               "selection re-scored the pool")
+    assert pools.get_pool(P, "pool").predicted_count == len(fresh)
+    prediction, _ = pools.prediction(P, "pool", fresh[0].image_id)
+    assert prediction.probabilities.shape[0] == 4 and not prediction.probabilities[2].any()  # "bird"
+    np.testing.assert_allclose(prediction.probabilities.sum(axis=0), 1, atol=1e-2)
 
     # Triton serves version 1 in the selection task-model contract: K = 3 class probabilities, an embedding.
     client = triton_grpc.InferenceServerClient(service["triton"].grpc_url)
