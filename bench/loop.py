@@ -201,13 +201,17 @@ def click_session(platform: Platform, server: str, project: str, item: Item, lab
             "final_iou": curve[-1] if curve else 0.0}
 
 
-def _stats(sessions: list[dict], settings: Settings, timer: QuestionTimer, shape: tuple[int, int]) -> dict:
+def _stats(sessions: list[dict], settings: Settings, round_no: int, shape: tuple[int, int]) -> dict:
     if not sessions:
         return {}
+    # The n-th object of a round is timed with the same random draws whichever model clicked it.
+    seconds = [QuestionTimer(rng=np.random.default_rng([settings.seed, round_no, n])).segment_s(s["clicks"], shape)
+               for n, s in enumerate(sessions)]
     return {
         "objects": len(sessions),
+        "clicks": [len(s["clicks"]) for s in sessions],
         "clicks_per_object": round(float(np.mean([len(s["clicks"]) for s in sessions])), 3),
-        "seconds_per_object": round(float(np.mean([timer.segment_s(s["clicks"], shape) for s in sessions])), 2),
+        "seconds_per_object": round(float(np.mean(seconds)), 2),
         "noc85": round(float(np.mean([noc(s["curve"], 0.85, settings.max_clicks) for s in sessions])), 3),
         "noc90": round(float(np.mean([noc(s["curve"], 0.90, settings.max_clicks) for s in sessions])), 3),
         "failed90": int(sum(max(s["curve"]) < 0.90 for s in sessions)),
@@ -352,7 +356,6 @@ def run_project(platform: Platform, name: str, items: list[Item], settings: Sett
         raise typer.BadParameter(f"{name}: {len(pool)} pool images < rounds x per-round", param_hint="--per-round")
     first = [pool[n].stem for n in sorted(rng.choice(len(pool), settings.per_round, replace=False))]
     labelled = {"strategy": [], "uniform": []}
-    timer = QuestionTimer(rng=np.random.default_rng(settings.seed))
     shape = items[0].gt.shape
     rows = []
     for r in range(settings.rounds):
@@ -398,8 +401,8 @@ def run_project(platform: Platform, name: str, items: list[Item], settings: Sett
         for arm in labelled:
             labelled[arm] += picks[arm]
         row["images"] = picks
-        row["promoted"] = _stats(sessions["promoted"], settings, timer, shape)
-        row["frozen"] = _stats(sessions["frozen"], settings, timer, shape)
+        row["promoted"] = _stats(sessions["promoted"], settings, r, shape)
+        row["frozen"] = _stats(sessions["frozen"], settings, r, shape)
         frozen_clicks, promoted_clicks = row["frozen"]["clicks_per_object"], row["promoted"]["clicks_per_object"]
         row["click_saving"] = round(1 - promoted_clicks / frozen_clicks, 4) if frozen_clicks else 0.0
         row["annotate_s"] = round(time.perf_counter() - started, 1)
