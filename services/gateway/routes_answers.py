@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2
+from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2, training_pb2
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from services.common.masks import decode_rle
 from services.gateway.auth import Annotator
@@ -157,8 +157,10 @@ def answer_task(request: Request, project_id: str, task_id: str, who: Annotator,
 
 @router.get("/progress", tags=["loop"])
 def progress(request: Request, project_id: str, who: Annotator) -> dict:
-    """Images done (a submitted mask) and to do, and the model the segmentation service serves (``model``:
-    name and version; ``model_error`` instead while it is unavailable)."""
+    """Images done (a submitted mask) and to do, the model the segmentation service serves (``model``: name and
+    version; ``model_error`` instead while it is unavailable), and the project's own models the loop has
+    promoted (``project_models``: kind -> version and its figures on the project's held-out annotations; empty
+    while the project is on the base models; ``project_models_error`` while the training service is down)."""
     catalog = request.app.state.catalog
     catalog.project(project_id)
     _, total = catalog.images(project_id, 0, 0)
@@ -173,4 +175,14 @@ def progress(request: Request, project_id: str, who: Annotator) -> dict:
         out["model"] = {"name": info.model_name, "version": info.model_version or (ready[-1] if ready else "latest")}
     except DomainError as exc:
         out["model_error"] = f"{exc.code}: {exc.message}"
+    out["project_models"], out["project_models_error"] = {}, ""
+    try:
+        listed = request.app.state.upstream.call("training", "ListModelVersions", training_pb2.ListModelVersionsRequest(
+            project_id=project_id), who.key, request.app.state.gateway.fallback_timeout_s)
+        for v in listed.versions:
+            kind = training_pb2.ModelKind.Name(v.kind).removeprefix("MODEL_KIND_")
+            if listed.current.get(kind) == v.version:
+                out["project_models"][kind.lower()] = {"version": v.version, "figures": dict(v.figures)}
+    except DomainError as exc:
+        out["project_models_error"] = f"{exc.code}: {exc.message}"
     return out

@@ -26,6 +26,7 @@ from services.dialog.tables import QuestionRow
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from services.gateway.work import Question, WorkStore, question_detail, region_detail
+from services.training.registry import PROMOTED, Registry
 from tests.browser import chromium
 from tests.conftest import free_port, start_service, wait_until
 from tests.segmentation.test_service import queued
@@ -274,3 +275,25 @@ def test_label_region_in_the_browser(client, keys, platform, served):
         x, y, w, h = item["box"]
         assert w > 0 and h > 0 and x >= 64 and y >= 0 and x + w <= 128 and y + h <= 64, item
     assert row.seconds_taken > 0
+
+
+def test_progress_names_the_projects_promoted_models(client, keys, platform, settings, spawn):
+    """The annotator's progress line names the project's own models the loop promoted, with their figures."""
+    before = client.get("/v1/projects/p1/progress", headers=keys["annotator"]).json()
+    assert before["project_models"] == {} and "UNAVAILABLE" in before["project_models_error"]  # no training server
+    start_service(spawn, "training", settings)
+    registry = Registry(make_session_factory(make_engine(settings.resolved_database_url)))
+    promoted = registry.register(project_id="p1", kind="interactive", operation_id="op-1", snapshot_id="s1",
+                                 parent_version=0, command="test", config={}, class_names=[],
+                                 artifact=lambda version: f"/nowhere/{version}")
+    registry.update(promoted, state=PROMOTED, figures={"noc85": 2.1, "noc90": 2.9})
+    registry.register(project_id="p1", kind="task", operation_id="op-2", snapshot_id="s1", parent_version=0,
+                      command="test", config={}, class_names=["background", "cat"], artifact=lambda v: "/nowhere")
+    # the gateway's channel reconnects after its backoff
+    def reached() -> dict | None:
+        progress = client.get("/v1/projects/p1/progress", headers=keys["annotator"]).json()
+        return None if progress["project_models_error"] else progress
+
+    after = wait_until(reached, 30, "the gateway reaches the training server")
+    # the task candidate is not current: only the promoted interactive version is named
+    assert after["project_models"] == {"interactive": {"version": 1, "figures": {"noc85": 2.1, "noc90": 2.9}}}

@@ -77,7 +77,15 @@ async function showProgress() {
     const el = $("progress");
     el.dataset.done = p.done; el.dataset.todo = p.to_do; el.dataset.model = p.model ? p.model.version : "";
     const model = p.model ? `model ${p.model.name} version ${p.model.version}` : `model unknown (${p.model_error})`;
-    el.textContent = `${p.done} of ${p.images} images done · ${p.to_do} to do · ${model}`;
+    // the project's own models the loop promoted, with their held-out figures
+    const own = Object.entries(p.project_models || {}).map(([kind, m]) => {
+      const f = m.figures || {};
+      const figure = f.noc90 !== undefined ? `, NoC@90 ${f.noc90.toFixed(2)}` : f.miou !== undefined ? `, mIoU ${f.miou.toFixed(3)}` : "";
+      return `${kind} v${m.version}${figure}`;
+    });
+    el.dataset.projectModels = own.join("; ");
+    const trained = own.length ? ` · project models: ${own.join("; ")}` : " · project models: base";
+    el.textContent = `${p.done} of ${p.images} images done · ${p.to_do} to do · ${model}${trained}`;
   } catch (err) { $("progress").textContent = `progress unavailable: ${err.message}`; }
 }
 
