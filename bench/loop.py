@@ -315,8 +315,8 @@ def task_miou(platform: Platform, project: str, test: list[Item]) -> tuple[float
 
 def select_strategy(platform: Platform, project: str, round_no: int, unlabelled: list[Item], label: str,
                     budget: int, strategy: str) -> tuple[list[str], str]:
-    """The strategy arm's next images: a fresh pool of its unlabelled images (a new task-model version is
-    scored afresh: stored predictions are kept per pool), scored by its current task model, SelectBatch."""
+    """The strategy arm's next images: a pool of its unlabelled images this round, scored on demand by its
+    current task model (``StartScoring.triton_model``), then SelectBatch."""
     model = platform.current(project, TASK)
     if model is None:
         return [], "no task model"
