@@ -41,6 +41,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import grpc
@@ -464,16 +465,22 @@ def plot(report: dict, path: Path) -> None:
 
 
 def run(data: Path, out: Path, settings: Settings, sequences: list[str], work: Path | None = None) -> dict:
-    from services.simulation.stack import LocalStack
-
     found = _pairs(data)
     names = [n for n in found if not sequences or n in sequences]
     if not names:
         raise typer.BadParameter(f"no image/mask folders under {data} (or none named {sequences})",
                                  param_hint="--data")
-    # Rounds are started here; the worker's own trigger (every N annotations) would race them.
-    os.environ["ANNOT_TRAINING_TRIGGER_EVERY"] = "0"
-    os.environ["ANNOT_TRAINING_HELDOUT_PERCENT"] = str(settings.heldout_percent)
+    # Rounds are started here; the worker's own trigger (every N annotations) would race them. The stack's
+    # processes inherit the environment: set for this run only (a caller in the same process, a test suite,
+    # must not inherit it).
+    with mock.patch.dict(os.environ, {"ANNOT_TRAINING_TRIGGER_EVERY": "0",
+                                      "ANNOT_TRAINING_HELDOUT_PERCENT": str(settings.heldout_percent)}):
+        return _run(names, found, data, out, settings, work)
+
+
+def _run(names: list[str], found: dict, data: Path, out: Path, settings: Settings, work: Path | None) -> dict:
+    from services.simulation.stack import LocalStack
+
     started = time.perf_counter()
     report: dict = {"command": shlex.join([Path(sys.executable).name, "-m", "bench.loop", *sys.argv[1:]]),
                     "data": str(data), "settings": settings.__dict__, "projects": {}, "timings": {}}
