@@ -188,20 +188,6 @@ class Settings(BaseSettings):
         "", description="Triton model folder of the click network interactive jobs fine-tune (its 1/model.pt "
         "and 1/training.json) and publish beside; empty means deploy/triton/models/<TRITON_MODEL_NAME>."
     )
-    training_trigger_every: int = Field(
-        50, ge=0, description="Start training a project's models (TRAINING_TRIGGER_KINDS) after every this many "
-        "newly accepted annotations of it, counted since the snapshot its last job of the kind trained on "
-        "(the training worker's annotation_submitted task); 0 turns the automatic trigger off."
-    )
-    training_trigger_kinds: str = Field(
-        "interactive,task", pattern=r"^((interactive|task)(,(interactive|task))*)?$",
-        description="Model kinds the automatic trigger trains, comma-separated (interactive, task); the quality "
-        "model learns from reviews and is trained on demand.",
-    )
-    training_interactive_base: str = Field(
-        "", description="Triton model folder of the click network interactive jobs fine-tune (its 1/model.pt "
-        "and 1/training.json) and publish beside; empty means deploy/triton/models/<TRITON_MODEL_NAME>."
-    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> "Settings":
