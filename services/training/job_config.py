@@ -40,7 +40,9 @@ INTERACTIVE_LIMITS = {"iterations": (1, 100000), "crop_size": (32, 512), "batch_
 QUALITY_LIMITS = {"members": (1, 10), "epochs": (1, 1000), "hidden": (4, 256), "seed": (0, 2**31 - 1)}
 
 
-def _checked(cls, limits: dict, values: dict, prefix: str):
+def checked(cls, limits: dict, values: dict, prefix: str):
+    """``cls`` from request values, 0 meaning the default, each within ``limits`` (``learning_rate`` in (0, 1]);
+    INVALID_ARGUMENT naming the field."""
     defaults = cls()
     chosen = {}
     for f in fields(cls):
@@ -58,10 +60,10 @@ def _checked(cls, limits: dict, values: dict, prefix: str):
 
 
 def interactive_config(values: dict, prefix: str = "interactive.") -> InteractiveConfig:
-    config = _checked(InteractiveConfig, INTERACTIVE_LIMITS, values, prefix)
+    config = checked(InteractiveConfig, INTERACTIVE_LIMITS, values, prefix)
     return InteractiveConfig(**{**config.__dict__, "checkpoint_every": min(config.checkpoint_every,
                                                                            config.iterations)})
 
 
 def quality_config(values: dict, prefix: str = "quality.") -> QualityConfig:
-    return _checked(QualityConfig, QUALITY_LIMITS, values, prefix)
+    return checked(QualityConfig, QUALITY_LIMITS, values, prefix)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument
+from services.training.job_config import checked
 
 
 @dataclass(frozen=True)
@@ -24,18 +24,5 @@ LIMITS = {"steps": (1, 100000), "image_size": (16, 1024), "batch_size": (1, 256)
 
 def task_config(values: dict, prefix: str = "task.") -> TaskConfig:
     """A configuration from request values, 0 meaning the default; INVALID_ARGUMENT naming the field."""
-    defaults = TaskConfig()
-    chosen = {}
-    for f in fields(TaskConfig):
-        value = values.get(f.name) or getattr(defaults, f.name)
-        if f.name == "learning_rate":
-            if not 0 < float(value) <= 1:
-                raise InvalidArgument(f"{prefix}{f.name}", "must be in (0, 1]", reason="OUT_OF_RANGE")
-            chosen[f.name] = float(value)
-            continue
-        low, high = LIMITS[f.name]
-        if not low <= int(value) <= high:
-            raise InvalidArgument(f"{prefix}{f.name}", f"must be in [{low}, {high}]", reason="OUT_OF_RANGE")
-        chosen[f.name] = int(value)
-    chosen["checkpoint_every"] = min(chosen["checkpoint_every"], chosen["steps"])
-    return TaskConfig(**chosen)
+    config = checked(TaskConfig, LIMITS, values, prefix)
+    return TaskConfig(**{**config.__dict__, "checkpoint_every": min(config.checkpoint_every, config.steps)})
