@@ -21,8 +21,9 @@ from services.common.settings import get_settings
 from services.common.storage import make_engine, make_session_factory
 from services.selection.annotations import record_annotation
 from services.selection.pool import PoolStore
+from services.selection.pool_scoring import rescore_project
 from services.selection.pool_scoring import score_pool as score_pool_items
-from services.selection.predictor import ClassMapped, TritonPredictor
+from services.selection.predictor import TritonPredictor
 from services.selection.score_store import ScoreStore
 from services.selection.scoring import RegionSpec
 
@@ -52,23 +53,10 @@ def task_model_promoted(self, project_id: str, triton_model: str, class_names: l
     with it is predicted again through Triton (plain pass, flips, MC-dropout members; the model's classes laid
     out on the pool's by name) and re-scored for the image and for every region spec it had scores for, so the
     next picks follow the new model. A pool without a label in common is left as it is (named in the result)."""
-    pools, scores = _stores()
-    triton = TritonPredictor(get_settings().triton_grpc_url, triton_model)
-    out: dict = {"triton_model": triton_model, "pools": {}, "skipped": {}}
-    for pool_id in pools.pool_ids(project_id):
-        pool = pools.get_pool(project_id, pool_id)
-        shared = (set(pool.class_names) & set(class_names)) - {"background"}
-        if not shared:
-            out["skipped"][pool_id] = f"no label of {pool.class_names} is one of the model's {class_names}"
-            continue
-        predictor = ClassMapped(triton, list(class_names), list(pool.class_names))
-        specs = {RegionSpec("image")} | {RegionSpec(key.split(":")[0], int(key.split(":")[1]))
-                                         for key in scores.region_keys(project_id, pool_id) if ":" in key}
-        out["pools"][pool_id] = score_pool_items(
-            pools, scores, project_id, pool_id, sorted(specs, key=lambda spec: spec.key), force=True,
-            predictor=predictor, repredict=True,
-            progress=lambda done, total, message: report_progress(self, done, total, message))
-    return out
+    predictor = TritonPredictor(get_settings().triton_grpc_url, triton_model)
+    return {"triton_model": triton_model, **rescore_project(
+        *_stores(), project_id, predictor, list(class_names),
+        progress=lambda done, total, message: report_progress(self, done, total, message))}
 
 
 # IntegrityError: a concurrent delivery of the same event recorded it first; the retry finds it recorded.
