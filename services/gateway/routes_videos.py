@@ -1,20 +1,24 @@
-"""REST routes: videos as data (upload, listing, frames), propagation (on the video service, through
-gRPC) and the COCO export of a video's per-frame masks. Thin: wire format <-> VideoStore and the Video
-RPCs StartPropagation / GetPropagation / StreamPropagationMasks."""
+"""REST routes: videos as data (upload, listing, frames), click sessions on a frame (the segmentation
+service's, as for images; the finished mask is stored as the frame's human sample), propagation (on the
+video service, through gRPC) with its per-frame masks, and the COCO export of a video's per-frame masks.
+Thin: wire format <-> VideoStore and the Segmentation / Video RPCs."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from annotation.v1 import common_pb2, video_pb2
+from annotation.v1 import common_pb2, segmentation_pb2, video_pb2
 from services.common.errors import InvalidArgument, NotFound
 from services.common.masks import decode_rle, encode_rle
 from services.gateway.auth import Admin, Annotator, Reviewer
 from services.gateway.coco import coco_video_export
+from services.gateway.routes_sessions import check_label, session_out
+from services.gateway.text import LabelChoice
 
 router = APIRouter(prefix="/v1/projects/{project_id}/videos")
 UINT32 = 2**32 - 1
@@ -122,7 +126,9 @@ def start_propagation(request: Request, project_id: str, video_id: str, body: Pr
     shape = (meta["height"], meta["width"])
     for i, s in enumerate(body.samples):  # refused here, naming the sample, rather than failing the operation
         decode_rle(s.mask.size, s.mask.counts, shape, f"samples[{i}].mask")
-    given = body.samples or [SampleIn(frame_index=t, mask=MaskIn(size=size, counts=counts))
+    made = store.samples(project_id, video_id)  # the clicks behind masks made in a click session
+    given = body.samples or [SampleIn(frame_index=t, mask=MaskIn(size=size, counts=counts),
+                                      clicks=made.get(t, {}).get("clicks", 0))
                              for t, mask in store.masks(project_id, video_id).items()
                              for size, counts in [encode_rle(mask)]]
     if not given:
@@ -218,3 +224,120 @@ def export_video_coco(request: Request, project_id: str, video_id: str, who: Rev
     label = started.get(operation_id, {}).get("label", "")
     return coco_video_export(request.app.state.catalog.project(project_id), meta,
                              store.frame_names(project_id, video_id), masks, label)
+
+
+@router.get("/{video_id}/masks", tags=["videos"])
+def list_masks(request: Request, project_id: str, video_id: str, who: Annotator) -> dict:
+    """The stored human masks, per frame (COCO RLE), with the click session that made each, where one did."""
+    store = _store(request, project_id)
+    made = store.samples(project_id, video_id)
+    masks = []
+    for t, mask in store.masks(project_id, video_id).items():
+        size, counts = encode_rle(mask)
+        sample = made.get(t, {})
+        masks.append({"frame_index": t, "size": size, "counts": counts, "area_px": int(mask.sum()),
+                      "session_id": sample.get("session_id", ""), "clicks": sample.get("clicks", 0),
+                      "label": sample.get("label", "")})
+    return {"masks": masks}
+
+
+@router.get("/{video_id}/propagation/{operation_id}/masks", tags=["videos"])
+def propagation_masks(request: Request, project_id: str, video_id: str, operation_id: str, who: Annotator) -> dict:
+    """Every frame's propagated mask (COCO RLE), its confidence and whether a human made it; 409 until the
+    propagation SUCCEEDED."""
+    _store(request, project_id).video(project_id, video_id)
+    _propagation(request, project_id, video_id, operation_id, who.key)
+    frames = [{"frame_index": f.frame_index, "size": list(f.mask.size), "counts": f.mask.counts,
+               "confidence": round(f.confidence, 4), "human_annotated": f.human_annotated}
+              for f in request.app.state.upstream.stream(
+                  "video", "StreamPropagationMasks", video_pb2.StreamPropagationMasksRequest(
+                      project_id=project_id, operation_id=operation_id), who.key)]
+    return {"operation_id": operation_id, "frames": frames}
+
+
+# --- click sessions on a frame -------------------------------------------------------------------------------
+class FrameSessionIn(BaseModel):
+    label: LabelChoice = Field("", description="One of the project's labels; empty: decided at finish.")
+    initial_mask: MaskIn | None = Field(None, description=(
+        "The mask the first click refines (e.g. the frame's propagated mask, to correct it); default: the "
+        "frame's stored human mask, if it has one."))
+
+
+class FrameFinishIn(BaseModel):
+    outcome: Literal["submitted", "skipped", "abandoned"] = "submitted"
+    label: LabelChoice = Field("", description="One of the project's labels; empty: the session's.")
+
+
+def frame_image_id(video_id: str, index: int) -> str:
+    """A frame's image id in its sessions and their events: ``<video_id>/<index>``, as the video service
+    names frames (``_frame_of`` reads it back)."""
+    return f"{video_id}/{index}"
+
+
+@router.post("/{video_id}/frames/{index}/sessions", tags=["videos"], status_code=201)
+def start_frame_session(request: Request, project_id: str, video_id: str, who: Annotator,
+                        index: Annotated[int, Path(ge=0, le=UINT32)], body: FrameSessionIn) -> dict:
+    """A click session on one frame, in the segmentation service as an image's: clicks, undo and redo go to
+    ``.../sessions/{session_id}/clicks|undo|redo``; finish it with ``.../videos/{video_id}/sessions/
+    {session_id}/finish``, which stores the final mask as the frame's human sample."""
+    store = _store(request, project_id)
+    check_label(request.app.state.catalog.project(project_id), body.label)
+    meta = store.video(project_id, video_id)
+    path, _ = store.frame(project_id, video_id, index)
+    shape = (meta["height"], meta["width"])
+    initial = None
+    if body.initial_mask is not None:
+        decode_rle(body.initial_mask.size, body.initial_mask.counts, shape, "initial_mask")
+        initial = common_pb2.Mask(size=body.initial_mask.size, counts=body.initial_mask.counts)
+    elif (stored := store.mask(project_id, video_id, index)) is not None:
+        size, counts = encode_rle(stored)
+        initial = common_pb2.Mask(size=size, counts=counts)
+    reply = request.app.state.upstream.call("segmentation", "StartSession", segmentation_pb2.StartSessionRequest(
+        project_id=project_id, image=common_pb2.ImageRef(
+            image_id=frame_image_id(video_id, index), uri=path.resolve().as_uri(), video_id=video_id,
+            frame_index=index),
+        image_data=path.read_bytes(), session_id=uuid.uuid4().hex, annotator_id=who.annotator_id,
+        label=body.label, initial_mask=initial), who.key)
+    return {**session_out(reply.session), "video_id": video_id, "frame_index": index}
+
+
+@router.post("/{video_id}/sessions/{session_id}/finish", tags=["videos"])
+def finish_frame_session(request: Request, project_id: str, video_id: str, session_id: str, who: Annotator,
+                         body: FrameFinishIn) -> dict:
+    """Submit (the mask becomes the frame's human sample, replacing an earlier one; the next propagation
+    started without samples uses it), skip or abandon a frame's click session. The segmentation service sends
+    the session's event to the loop's queues as for an image's."""
+    store = _store(request, project_id)
+    check_label(request.app.state.catalog.project(project_id), body.label)
+    meta = store.video(project_id, video_id)
+    upstream = request.app.state.upstream
+    session = upstream.call("segmentation", "GetSession", segmentation_pb2.SegmentationGetSessionRequest(
+        project_id=project_id, session_id=session_id), who.key).session
+    prefix, _, tail = session.image.image_id.rpartition("/")
+    if prefix != video_id or not tail.isdigit() or int(tail) >= meta["frames"]:
+        raise NotFound(f"session {session_id!r} is not on a frame of video {video_id!r}", field="session_id")
+    index = int(tail)
+    active = session.state == segmentation_pb2.SEGMENTATION_SESSION_STATE_ACTIVE
+    shape = (meta["height"], meta["width"])
+    if active and body.outcome == "submitted":
+        current = decode_rle(list(session.mask.size), session.mask.counts, shape, "mask") if session.mask.counts \
+            else None
+        if current is None or not current.any():
+            raise InvalidArgument("outcome", "the frame's mask is empty: click on the object first, or finish "
+                                             "the session as skipped")
+    reply = upstream.call("segmentation", "FinishSession", segmentation_pb2.FinishSessionRequest(
+        project_id=project_id, session_id=session_id, label=body.label,
+        outcome=common_pb2.SessionOutcome.Value(f"SESSION_OUTCOME_{body.outcome.upper()}")), who.key)
+    s = reply.session
+    stored = None
+    # Stored once, by the call that finished it: a repeated finish must not overwrite a later session's mask.
+    if active and body.outcome == "submitted":
+        stored = store.store_mask(project_id, video_id, index, decode_rle(list(s.mask.size), s.mask.counts, shape,
+                                                                          "mask"),
+                                  {"session_id": s.session_id, "clicks": len(s.clicks), "label": s.label,
+                                   "annotator_id": s.annotator_id or who.annotator_id})
+    seconds = max(0.0, s.update_time.ToNanoseconds() - s.create_time.ToNanoseconds()) / 1e9
+    return {"session": session_out(s), "video_id": video_id, "frame_index": index, "stored": stored,
+            "masked_frames": store.masked_frames(project_id, video_id), "seconds": seconds,
+            "quality_operation_id": reply.quality_operation_id,
+            "byproducts_operation_id": reply.byproducts_operation_id}

@@ -3,10 +3,11 @@
 Stored in the layout the segmentation service reads (``video_queue.VIDEO_ROOT``, ``video_data``):
 ``VAR_DIR/videos/<project_id>/<video_id>/frames/<index>.jpg|png``, frame order = file-name order
 (zero-padded indices), plus ``video.json`` (display name, size, creation time, propagations started
-through the gateway) and ``labels/<index>.png`` (human masks, where uploaded) beside ``frames/``. An upload is written under ``VAR_DIR/videos/.partial/`` and
-renamed into place once complete, so a refused or failed upload leaves nothing behind (and one cut
-off by a crash is swept at the next start, ``sweep_partial``). The client's
-file and entry names are for display and ordering only; they never become paths.
+through the gateway, the click sessions behind human masks) and ``labels/<index>.png`` (human masks,
+uploaded or made in a click session on the frame) beside ``frames/``. An upload is written under
+``VAR_DIR/videos/.partial/`` and renamed into place once complete, so a refused or failed upload
+leaves nothing behind (and one cut off by a crash is swept at the next start, ``sweep_partial``).
+The client's file and entry names are for display and ordering only; they never become paths.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import zipfile
@@ -58,6 +60,7 @@ class VideoStore:
         self.root = Path(var_dir) / VIDEO_ROOT
         self.max_upload_bytes, self.max_frame_bytes = max_upload_bytes, max_frame_bytes
         self.max_pixels, self.max_frames = max_pixels, max_frames
+        self._meta_lock = threading.Lock()  # video.json is read, changed and rewritten (routes run in threads)
         self.sweep_partial()
 
     def sweep_partial(self, max_age_s: float = PARTIAL_MAX_AGE_S) -> None:
@@ -111,30 +114,59 @@ class VideoStore:
         return {t: cv2.imread(str(labels / f"{t:05d}.png"), cv2.IMREAD_GRAYSCALE) > 0
                 for t in self.masked_frames(project_id, video_id)}
 
+    def mask(self, project_id: str, video_id: str, index: int) -> np.ndarray | None:
+        """Frame ``index``'s stored human mask ((H, W) bool), or None."""
+        path = self.folder(project_id, video_id) / LABELS / f"{index:05d}.png"
+        return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 0 if path.is_file() else None
+
     def set_mask(self, project_id: str, video_id: str, index: int, data: bytes) -> dict:
         """Stores the human mask of frame ``index`` (an image at the frame's size; pixels over 127 are
         the object, so 0/255 PNGs and slightly lossy files read the same), replacing any earlier one."""
-        meta = self.video(project_id, video_id)
-        if not 0 <= index < meta["frames"]:
-            raise NotFound(f"no frame {index} in video {video_id!r} (0..{meta['frames'] - 1})", field="index")
+        meta = self._frame_meta(project_id, video_id, index)
         pixels = decode_image(data, self.max_frame_bytes, self.max_pixels, field="file")
         if pixels.shape[:2] != (meta["height"], meta["width"]):
             raise InvalidArgument("file", f"the mask is {pixels.shape[1]}x{pixels.shape[0]}, the frames "
                                           f"{meta['width']}x{meta['height']}")
-        mask = pixels.max(axis=2) > 127
+        return self.store_mask(project_id, video_id, index, pixels.max(axis=2) > 127)
+
+    def store_mask(self, project_id: str, video_id: str, index: int, mask: np.ndarray,
+                   sample: dict | None = None) -> dict:
+        """Writes frame ``index``'s human mask ((H, W) bool at the frame's size) and what made it (``sample``:
+        the click session's id, clicks, label; none for an uploaded mask), replacing any earlier one."""
+        self._frame_meta(project_id, video_id, index)
         labels = self.root / project_id / video_id / LABELS
         labels.mkdir(exist_ok=True)
         partial = labels / f".{index:05d}.png"
         cv2.imwrite(str(partial), mask.astype(np.uint8) * 255)
         os.replace(partial, labels / f"{index:05d}.png")
+        with self._meta_lock:
+            folder = self.folder(project_id, video_id)
+            meta = json.loads((folder / META).read_text())
+            samples = meta.setdefault("samples", {})
+            if sample is None:
+                samples.pop(str(index), None)
+            else:
+                samples[str(index)] = {**sample, "stored_at": datetime.now(UTC).isoformat()}
+            _write_json(folder / META, meta)
         return {"frame_index": index, "area_px": int(mask.sum())}
 
+    def samples(self, project_id: str, video_id: str) -> dict[int, dict]:
+        """What made each stored human mask, where a click session did: index -> {session_id, clicks, ...}."""
+        return {int(t): s for t, s in self.video(project_id, video_id).get("samples", {}).items()}
+
+    def _frame_meta(self, project_id: str, video_id: str, index: int) -> dict:
+        meta = self.video(project_id, video_id)
+        if not 0 <= index < meta["frames"]:
+            raise NotFound(f"no frame {index} in video {video_id!r} (0..{meta['frames'] - 1})", field="index")
+        return meta
+
     def record_propagation(self, project_id: str, video_id: str, operation_id: str, label: str) -> None:
-        folder = self.folder(project_id, video_id)
-        meta = json.loads((folder / META).read_text())
-        meta.setdefault("propagations", []).append(
-            {"operation_id": operation_id, "label": label, "started_at": datetime.now(UTC).isoformat()})
-        _write_json(folder / META, meta)
+        with self._meta_lock:
+            folder = self.folder(project_id, video_id)
+            meta = json.loads((folder / META).read_text())
+            meta.setdefault("propagations", []).append(
+                {"operation_id": operation_id, "label": label, "started_at": datetime.now(UTC).isoformat()})
+            _write_json(folder / META, meta)
 
     def delete(self, project_id: str, video_id: str) -> None:
         """Removes a video with its frames and human masks. It leaves the listing in one rename; the

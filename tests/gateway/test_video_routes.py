@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from services.common.masks import iou
+from services.common.masks import decode_rle, iou
 from services.common.video_layout import VIDEO_ROOT
 from services.gateway.config import GatewaySettings
 from services.gateway.videos import VideoStore
@@ -289,3 +289,69 @@ def test_propagation_through_the_gateway_exports_per_frame_rle(client, keys, set
     coco = client.get(f"{base}/exports/coco", headers=keys["reviewer"]).json()  # the latest propagation
     assert {a["attributes"]["operation_id"] for a in coco["annotations"]} == {operation}
     assert [c["name"] for c in coco["categories"]] == ["car"]
+
+
+def frames_zip(frames: list[np.ndarray]) -> bytes:
+    """Lossless frames (PNG in a zip): what the browser draws is the frame's pixels."""
+    return zipped({f"f{t}.png": png(frame) for t, frame in enumerate(frames)})
+
+
+def test_a_click_session_on_a_frame_stores_its_mask_as_a_human_sample(client, keys, settings, spawn, triton_server):
+    seg = settings.model_copy(update={"triton_grpc_url": triton_server.grpc_url,
+                                      "triton_http_port": triton_server.http_port})
+    start_service(spawn, "segmentation", seg)
+    video = upload(client, keys, frames_zip(davis()), "car.zip").json()
+    other = upload(client, keys, frames_zip(davis(2)), "other.zip").json()
+    base, who = f"/v1/projects/p1/videos/{video['video_id']}", keys["annotator"]
+    truth = davis(folder="masks", flag=cv2.IMREAD_GRAYSCALE)[1] > 0
+    rows, cols = np.nonzero(truth)
+    x, y = float(np.median(cols)), float(np.median(rows))
+    assert truth[int(y), int(x)]
+    assert client.get(f"{base}/masks", headers=who).json() == {"masks": []}
+
+    # refused: a frame past the video, a label not of the project, a key of another project, a bad initial mask
+    reply = client.post(f"{base}/frames/{FRAMES}/sessions", headers=who, json={})
+    assert reply.status_code == 404 and reply.json()["error"]["field"] == "index"
+    reply = client.post(f"{base}/frames/1/sessions", headers=who, json={"label": "boat"})
+    assert reply.status_code == 422 and reply.json()["error"]["field"] == "label"
+    assert client.post(f"{base}/frames/1/sessions", headers=keys["other"], json={}).status_code == 403
+    rle = mask_utils.encode(np.asfortranarray(np.ones((10, 10), np.uint8)))
+    reply = client.post(f"{base}/frames/1/sessions", headers=who,
+                        json={"initial_mask": {"size": [10, 10], "counts": rle["counts"].decode()}})
+    assert reply.status_code == 422 and reply.json()["error"]["field"] == "initial_mask.size", reply.text
+
+    session = client.post(f"{base}/frames/1/sessions", headers=who, json={"label": "car"}).json()
+    sid = session["session_id"]
+    assert session["image_id"] == f"{video['video_id']}/1" and session["frame_index"] == 1
+    assert (session["width"], session["height"]) == SIZE and session["state"] == "active"
+    finish = f"{base}/sessions/{sid}/finish"
+    reply = client.post(finish, headers=who, json={})  # no click yet: an empty mask is no sample
+    assert reply.status_code == 422 and reply.json()["error"]["field"] == "outcome", reply.text
+    # the image annotator's click route serves the frame's session
+    reply = client.post(f"/v1/projects/p1/sessions/{sid}/clicks", headers=who, json={"x": x, "y": y})
+    assert reply.status_code == 200, reply.text
+    clicked = reply.json()["mask"]
+    assert decode_rle(clicked["size"], clicked["counts"], SIZE[::-1], "mask")[int(y), int(x)]
+    wrong = f"/v1/projects/p1/videos/{other['video_id']}/sessions/{sid}/finish"
+    reply = client.post(wrong, headers=who, json={})
+    assert reply.status_code == 404 and reply.json()["error"]["field"] == "session_id"
+
+    reply = client.post(finish, headers=who, json={})
+    assert reply.status_code == 200, reply.text
+    done = reply.json()
+    mask = decode_rle(clicked["size"], clicked["counts"], SIZE[::-1], "mask")
+    assert done["frame_index"] == 1 and done["masked_frames"] == [1] and done["session"]["state"] == "finished"
+    assert done["stored"] == {"frame_index": 1, "area_px": int(mask.sum())} and done["quality_operation_id"]
+    assert client.get(base, headers=who).json()["masked_frames"] == [1]
+    (stored,) = client.get(f"{base}/masks", headers=who).json()["masks"]
+    assert (stored["frame_index"], stored["session_id"], stored["clicks"], stored["label"]) == (1, sid, 1, "car")
+    assert (decode_rle(stored["size"], stored["counts"], SIZE[::-1], "mask") == mask).all()
+    again = client.post(finish, headers=who, json={})  # idempotent, and it stores nothing twice
+    assert again.status_code == 200 and again.json()["stored"] is None
+
+    # a new session on the frame starts from its stored mask; one finished as skipped stores nothing
+    second = client.post(f"{base}/frames/1/sessions", headers=who, json={}).json()
+    assert second["mask"] == {"size": stored["size"], "counts": stored["counts"]}
+    reply = client.post(f"{base}/sessions/{second['session_id']}/finish", headers=who, json={"outcome": "skipped"})
+    assert reply.status_code == 200 and reply.json()["stored"] is None
+    assert client.get(f"{base}/masks", headers=who).json()["masks"][0]["session_id"] == sid
