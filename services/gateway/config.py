@@ -38,11 +38,14 @@ class GatewaySettings(BaseSettings):
         30.0, gt=0, description="Deadline of the dialog's NextQuestion, after which the fallback asks; longer than "
         "fallback_timeout_s since a live proposal runs the segmentation network (a question the dialog issued "
         "after the gateway gave up would hold its candidate while the fallback asks about the image).")
-    question_granularity: Literal["image", "patch"] = Field(
-        "image", description="What selection picks for the dialog's questions: whole images, or patches of "
-        "question_patch_size_px (asked as LABEL_REGION or, with a proposal, VERIFY/SEGMENT of the region) once a "
-        "task model has scored the pool by patch; whole images until then.")
+    question_granularity: Literal["image", "patch", "superpixel"] = Field(
+        "image", description="What selection picks for the dialog's questions: whole images, patches of "
+        "question_patch_size_px or SLIC superpixels of question_superpixels segments (asked as LABEL_REGION or, "
+        "with a proposal, VERIFY/SEGMENT of the region) once a task model has scored the pool at that "
+        "granularity; whole images until then.")
     question_patch_size_px: int = Field(64, ge=8, le=4096, description="Side of a patch for patch questions.")
+    question_superpixels: int = Field(200, ge=1, le=100_000, description="SLIC n_segments for superpixel "
+                                      "questions (the value selection scored the pool with).")
     selection_strategy: str = Field(
         "", max_length=64, description="Selection strategy the dialog draws each project's candidates with "
         "(a name from Selection.ListStrategies); empty: selection's default, combined once a task model has "

@@ -104,6 +104,9 @@ SHOWN_TYPES = [dialog_pb2.QUESTION_TYPE_VERIFY, dialog_pb2.QUESTION_TYPE_LABEL_R
                dialog_pb2.QUESTION_TYPE_SEGMENT, dialog_pb2.QUESTION_TYPE_SKIP]
 
 
+REGION_GRANULARITY = {"patch": common_pb2.GRANULARITY_PATCH, "superpixel": common_pb2.GRANULARITY_SUPERPIXEL}
+
+
 def _dialog_question(request: Request, project_id: str, who: Caller) -> Question | str:
     """The dialog policy's question over the project's selection pool, or why there is none (then the
     fallback asks; a policy with nothing left in the pool does not hide images the pool lacks)."""
@@ -114,17 +117,19 @@ def _dialog_question(request: Request, project_id: str, who: Caller) -> Question
             project_id=project_id, annotator_id=who.annotator_id,
             pool=dialog_pb2.PoolReference(
                 pool_id=POOL, strategy=gateway.selection_strategy, granularity=granularity,
-                patch_size_px=gateway.question_patch_size_px if granularity == common_pb2.GRANULARITY_PATCH else 0),
+                patch_size_px=gateway.question_patch_size_px if granularity == common_pb2.GRANULARITY_PATCH else 0,
+                n_superpixels=gateway.question_superpixels if granularity == common_pb2.GRANULARITY_SUPERPIXEL else 0),
             allowed_types=SHOWN_TYPES), who.key, gateway.question_timeout_s)
 
+    region = REGION_GRANULARITY.get(gateway.question_granularity)
     try:
-        if gateway.question_granularity == "patch":
+        if region is not None:
             try:
-                reply = ask(common_pb2.GRANULARITY_PATCH)
+                reply = ask(region)
             except DomainError as exc:
                 if exc.code != "FAILED_PRECONDITION":
                     raise
-                reply = ask(common_pb2.GRANULARITY_UNSPECIFIED)  # no task model has scored patches yet: whole images
+                reply = ask(common_pb2.GRANULARITY_UNSPECIFIED)  # no task model has scored regions yet: whole images
         else:
             reply = ask(common_pb2.GRANULARITY_UNSPECIFIED)
     except DomainError as exc:

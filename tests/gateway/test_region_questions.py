@@ -1,7 +1,7 @@
-"""Region questions reach the page through the gateway (ANNOT_GATEWAY_QUESTION_GRANULARITY=patch), with the real
-selection (server and worker) and dialog servers: before a task model has scored the pool by patch, the dialog
-asks about whole images; once it has, about a patch, as LABEL_REGION with the patch's box, whose labels the dialog
-records."""
+"""Region questions reach the page through the gateway (ANNOT_GATEWAY_QUESTION_GRANULARITY=patch or superpixel),
+with the real selection (server and worker) and dialog servers: before a task model has scored the pool at that
+granularity, the dialog asks about whole images; once it has, about a patch (its box) or a superpixel (its box and
+its pixels as a mask), as LABEL_REGION, whose labels the dialog records; a box outside the region is refused."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from PIL import Image
 
 from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, selection_pb2, selection_pb2_grpc
 from services.common.keys import KeyStore, Role
+from services.common.masks import decode_rle
 from services.common.storage import make_engine, make_session_factory
 from services.gateway.config import GatewaySettings
 from tests.conftest import PYTHON, start_service, wait_until
@@ -21,10 +22,13 @@ from tests.conftest import PYTHON, start_service, wait_until
 pytestmark = pytest.mark.integration
 
 
+SUPERPIXELS = 12  # SLIC segments of a 64x48 image: about 16x16 pixels each
+
+
 @pytest.fixture
-def gateway():
-    return GatewaySettings(_env_file=None, fallback_timeout_s=2.0, question_granularity="patch",
-                           question_patch_size_px=16)
+def gateway(request):
+    return GatewaySettings(_env_file=None, fallback_timeout_s=2.0, question_granularity=getattr(
+        request, "param", "patch"), question_patch_size_px=16, question_superpixels=SUPERPIXELS)
 
 
 def png(seed: int) -> bytes:
@@ -38,7 +42,10 @@ def png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_patch_questions_once_the_pool_is_scored(settings, spawn, client, keys):
+def scored_project(settings, spawn, client, keys, granularity: int, **sizes) -> dict:
+    """A project "p1" of two images, the dialog's first question a whole image, then the pool scored at
+    ``granularity`` from a task model's predictions; the headers of a second annotator (whose first question
+    comes after the scoring)."""
     start_service(spawn, "selection", settings)
     spawn([PYTHON, "-m", "celery", "-A", "services.selection.worker:app", "worker", "-Q", "selection",
            "-n", "selection-regions@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
@@ -56,7 +63,7 @@ def test_patch_questions_once_the_pool_is_scored(settings, spawn, client, keys):
     assert whole["policy"] != "fallback" and whole["question_id"], whole["reason"]
     assert whole["region"] == {"kind": "whole_image"}
 
-    # a task model's predictions, scored by patch (the training wing does this in a deployment)
+    # a task model's predictions, scored by region (the training wing does this in a deployment)
     metadata = [("authorization", admin["Authorization"])]
     with grpc.insecure_channel(settings.service_address("selection")) as channel:
         selection = selection_pb2_grpc.SelectionStub(channel)
@@ -72,14 +79,17 @@ def test_patch_questions_once_the_pool_is_scored(settings, spawn, client, keys):
                 item_id=image["image_id"], probabilities=probabilities(), model_version="m:1")])
             for image in uploaded["images"]]), metadata=metadata)
         op = selection.StartScoring(selection_pb2.StartScoringRequest(
-            project_id="p1", pool_id="default", granularities=[common_pb2.GRANULARITY_PATCH], patch_sizes_px=[16]),
-            metadata=metadata).operation
+            project_id="p1", pool_id="default", granularities=[granularity], **sizes), metadata=metadata).operation
         operations = operations_pb2_grpc.OperationsStub(channel)
         done = wait_until(lambda: (o := operations.GetOperation(operations_pb2.GetOperationRequest(
             project_id="p1", operation_id=op.id), metadata=metadata).operation).state in (
             common_pb2.Operation.SUCCEEDED, common_pb2.Operation.FAILED) and o, 120, "scoring done")
         assert done.state == common_pb2.Operation.SUCCEEDED, done.error
+    return second
 
+
+def test_patch_questions_once_the_pool_is_scored(settings, spawn, client, keys):
+    second = scored_project(settings, spawn, client, keys, common_pb2.GRANULARITY_PATCH, patch_sizes_px=[16])
     task = client.post("/v1/projects/p1/questions/next", headers=second).json()["task"]
     assert task["policy"] != "fallback" and task["question_type"] == "LABEL_REGION", task["reason"]
     assert task["region"]["kind"] == "patch" and "region" in task["prompt"]
@@ -87,4 +97,29 @@ def test_patch_questions_once_the_pool_is_scored(settings, spawn, client, keys):
     assert x % 16 == 0 and y % 16 == 0 and (w, h) == (16, 16)
     answered = client.post(f"/v1/projects/p1/tasks/{task['task_id']}/answer", headers=second, json={
         "labels": [{"label": "cup", "box": [x + 2, y + 2, 8, 8]}], "seconds": 2.0})
+    assert answered.status_code == 200 and answered.json()["dialog"] == "recorded", answered.text
+
+
+@pytest.mark.parametrize("gateway", ["superpixel"], indirect=True)
+def test_superpixel_questions_once_the_pool_is_scored(settings, spawn, client, keys):
+    second = scored_project(settings, spawn, client, keys, common_pb2.GRANULARITY_SUPERPIXEL,
+                            superpixel_counts=[SUPERPIXELS])
+    task = client.post("/v1/projects/p1/questions/next", headers=second).json()["task"]
+    assert task["policy"] != "fallback" and task["question_type"] == "LABEL_REGION", task["reason"]
+    region = task["region"]
+    assert region["kind"] == "superpixel" and "region" in task["prompt"]
+    # the page gets the superpixel's pixels, and its box is exactly theirs
+    inside = decode_rle(region["mask"]["size"], region["mask"]["counts"], (48, 64), "mask")
+    assert inside.shape == (48, 64) and 0 < inside.sum() < inside.size // 2
+    rows, cols = np.nonzero(inside)
+    x, y, w, h = region["box"]
+    assert (x, y, w, h) == (cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1)
+
+    # boxes are limited to the region: one reaching past it is refused, naming the box; one inside recorded
+    url = f"/v1/projects/p1/tasks/{task['task_id']}/answer"
+    past = [x, y, w + 1, h] if x + w < 64 else [x - 1, y, w + 1, h]  # one column beyond the region's box
+    outside = client.post(url, headers=second, json={"labels": [{"label": "cup", "box": past}], "seconds": 2.0})
+    assert outside.status_code == 422 and "labels[0].box" in outside.text, outside.text
+    answered = client.post(url, headers=second, json={"labels": [{"label": "cup", "box": [x, y, w, h]}],
+                                                       "seconds": 2.0})
     assert answered.status_code == 200 and answered.json()["dialog"] == "recorded", answered.text
