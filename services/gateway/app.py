@@ -182,6 +182,11 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     def review_page() -> FileResponse:
         return FileResponse(STATIC / "review.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/video", include_in_schema=False)
+    def video_page() -> FileResponse:
+        """The video annotator: click sessions on frames, propagation, the frame slider (static/video.js)."""
+        return FileResponse(STATIC / "video.html", headers={"Cache-Control": "no-cache"})
+
     @app.get("/docs", include_in_schema=False)
     def docs_page() -> FileResponse:
         """Swagger UI from the swagger-ui-bundle wheel (/docs/assets) and static/docs.js: offline, no inline script."""

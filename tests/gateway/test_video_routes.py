@@ -277,6 +277,11 @@ def test_propagation_through_the_gateway_exports_per_frame_rle(client, keys, set
     assert masks[0].shape == SIZE[::-1] and iou(masks[0] > 0, truth[0]) > 0.95
     assert iou(masks[2] > 0, truth[2]) > 0.5
     assert client.get(f"{base}", headers=keys["annotator"]).json()["propagations"] == [operation]
+    # the same masks for the page's slider, to an annotator
+    frames = client.get(f"{base}/propagation/{operation}/masks", headers=keys["annotator"]).json()["frames"]
+    assert [f["frame_index"] for f in frames] == list(range(FRAMES)) and frames[0]["human_annotated"]
+    assert [f["counts"] for f in frames] == [a["segmentation"]["counts"] for a in coco["annotations"]]
+    assert client.get(f"{base}/propagation/unknown/masks", headers=keys["annotator"]).status_code == 404
 
     # no samples in the request: the stored human masks are the samples
     assert client.put(f"{base}/masks/0", headers=keys["annotator"],
