@@ -11,6 +11,8 @@ Keys beside ``sessions.SessionStore``'s (same time-to-live, renewed by every cal
   ``seg:S:feat``    hash: the encoder's outputs, float16 bytes (SAM: EMBEDDING 256x64x64 = 2 MiB;
                     SAM 2: also HIGH_RES_0/1 = 8 MiB in all)
   ``seg:S:logits``  list: each applied step's 256 x 256 decoder logits (zlib'd float16), by step index.
+A box (AddBox) goes to the decoder natively, as SAM's box prompt (its corners with point labels 2 and 3, after
+the clicks), in its own step and in every later click of the object.
 Undo and redo only move ``SessionStore``'s maps (no model call): the logits list is indexed by step and
 trimmed when a new click drops the redo stack, so a redone step finds its logits where it left them.
 """
@@ -29,10 +31,9 @@ from tritonclient.utils import InferenceServerException
 
 from services.common.clicks import Click
 from services.common.errors import FailedPrecondition, Unavailable
-from services.common.masks import iou
 from services.common.published_models import triton_model_name
-from services.segmentation.probability_stats import probability_stats
-from services.segmentation.sessions import ACTIVE, Session, SessionStore, Update, check_click, pack_prob
+from services.models import box_prompt
+from services.segmentation.sessions import ACTIVE, Session, SessionStore, Update, check_click
 from services.segmentation.triton_foundation import FoundationModel
 
 
@@ -164,21 +165,42 @@ class FoundationSessionStore(SessionStore):
 
     def add_click(self, project_id: str, session_id: str, x: float, y: float, positive: bool,
                   t_ms: int = 0, owner: str | None = None) -> Update:
+        pair = self._pair(project_id, session_id, owner)
+        if pair is None:
+            return self._with_model(project_id, session_id, owner, lambda: super(FoundationSessionStore, self)
+                                    .add_click(project_id, session_id, x, y, positive, t_ms, owner))
+        with self._locked(session_id):
+            return self._foundation_step(pair, project_id, session_id, owner, t_ms, click=(x, y, positive))
+
+    def add_box(self, project_id: str, session_id: str, x: float, y: float, width: float, height: float,
+                t_ms: int = 0, owner: str | None = None) -> Update:
+        pair = self._pair(project_id, session_id, owner)
+        if pair is None:
+            return self._with_model(project_id, session_id, owner, lambda: super(FoundationSessionStore, self)
+                                    .add_box(project_id, session_id, x, y, width, height, t_ms, owner))
+        with self._locked(session_id):
+            return self._foundation_step(pair, project_id, session_id, owner, t_ms, box=(x, y, width, height))
+
+    def _pair(self, project_id: str, session_id: str, owner: str | None) -> FoundationModel | None:
+        """The session's foundation pair, or None for a click-network session."""
         # A session's model is fixed at start: reading it before the lock is safe.
         peek = self.load(project_id, session_id, owner=owner).meta
         if peek.get("foundation", False) is None:  # started while Triton was down: decide now
             peek = self._resolve(project_id, session_id, owner)
         if not peek.get("foundation"):
-            self._local.model = peek.get("model", self.models.default_model)
-            try:
-                return super().add_click(project_id, session_id, x, y, positive, t_ms, owner)
-            finally:
-                self._local.model = self.models.default_model
+            return None
         pair = self.models.foundation(peek["model"])
         if pair is None:
             raise FailedPrecondition(f"model {peek['model']!r} of this session is no longer a foundation decoder")
-        with self._locked(session_id):
-            return self._foundation_click(pair, project_id, session_id, x, y, positive, t_ms, owner)
+        return pair
+
+    def _with_model(self, project_id: str, session_id: str, owner: str | None, step):
+        """Runs the base store's ``step`` with the session's click network."""
+        self._local.model = self.load(project_id, session_id, owner=owner).meta.get("model", self.models.default_model)
+        try:
+            return step()
+        finally:
+            self._local.model = self.models.default_model
 
     def _resolve(self, project_id: str, session_id: str, owner: str | None) -> dict:
         with self._locked(session_id):
@@ -193,17 +215,24 @@ class FoundationSessionStore(SessionStore):
                 self._redis(pipe)
             return session.meta
 
-    def _foundation_click(self, pair: FoundationModel, project_id: str, session_id: str, x: float, y: float,
-                          positive: bool, t_ms: int, owner: str | None) -> Update:
+    def _foundation_step(self, pair: FoundationModel, project_id: str, session_id: str, owner: str | None,
+                         t_ms: int, click: tuple | None = None, box: tuple | None = None) -> Update:
+        """One click (``click`` = x, y, positive) or the object's box (``box`` = x, y, width, height)."""
         session = self.load(project_id, session_id, owner=owner)
         if session.meta["state"] != ACTIVE:
             raise FailedPrecondition(f"session {session_id!r} is finished")
-        if len(session.steps) >= self.max_clicks:
-            raise FailedPrecondition(f"the session has the maximum of {self.max_clicks} clicks")
         height, width = session.shape
-        pixel = check_click(x, y, width, height, "click")
-        clicks = [*session.clicks(), Click(pixel.x, pixel.y, positive)]
-        base, probs_key, redo_key = self._keys(session_id)
+        if box is not None:
+            new_box = self._check_box_step(session, *box)
+            clicks = []
+        else:
+            if len(session.steps) >= self.max_clicks:
+                raise FailedPrecondition(f"the session has the maximum of {self.max_clicks} clicks")
+            x, y, positive = click
+            pixel = check_click(x, y, width, height, "click")
+            clicks = [*session.user_clicks(), Click(pixel.x, pixel.y, positive)]
+            new_box = None
+        prompt_box = new_box or session.box()
         feat_key, logits_key = self._extra_keys(session_id)
         pipe = self.redis.pipeline()
         pipe.hgetall(feat_key)
@@ -222,29 +251,23 @@ class FoundationSessionStore(SessionStore):
             self._redis(pipe)
         side = pair.geometry.low_res
         previous_logits = unpack_logits(previous, side) if session.steps and previous is not None else None
-        logits, predicted_iou, decode_ms = pair.decode(features, clicks, session.shape, previous_logits)
+        corners = None if prompt_box is None else (prompt_box.x0, prompt_box.y0, prompt_box.x1, prompt_box.y1)
+        logits, predicted_iou, decode_ms = pair.decode(features, clicks, session.shape, previous_logits, corners)
         prob = pair.probability(logits, session.shape)
-        before = session.current_mask()
-        mask = prob > session.meta["threshold"]
-        click = {"x": float(x), "y": float(y), "positive": bool(positive), "t_ms": int(t_ms),
-                 "index": len(session.steps)}
-        stats = probability_stats(prob, session.meta["threshold"], clicks[-1], prob)
-        step = {"click": click, "stats": stats, "iou": iou(mask, before), "model_ms": decode_ms + encode_ms,
-                "model_version": session.meta.get("model_version", ""), "predicted_iou": predicted_iou}
-        session.meta["steps"].append(step)
-        session.meta["redo"] = []
-        session.meta["update_time"] = time.time()
+        if new_box is not None:
+            last = box_prompt.centre_click(new_box, session.shape)
+            step_click = {"x": float(last.x), "y": float(last.y), "positive": True, "t_ms": int(t_ms), "index": 0}
+        else:
+            last = clicks[-1]
+            step_click = {"x": float(x), "y": float(y), "positive": bool(positive), "t_ms": int(t_ms),
+                          "index": len(session.steps)}
         pipe = self.redis.pipeline()
-        pipe.rpush(probs_key, pack_prob(prob))
-        pipe.delete(redo_key)
         # drop the undone steps' logits (ltrim 0 -1 would keep them all)
-        pipe.ltrim(logits_key, 0, len(session.steps) - 2) if len(session.steps) > 1 else pipe.delete(logits_key)
+        pipe.ltrim(logits_key, 0, len(session.steps) - 1) if session.steps else pipe.delete(logits_key)
         pipe.rpush(logits_key, pack_logits(logits))
-        pipe.hset(base, "meta", json.dumps(session.meta))
-        self._touch(pipe, session_id, self.ttl_s)
-        self._redis(pipe)
-        session.last_prob = prob
-        return Update(session, click, mask, stats, step["iou"], step["model_ms"])
+        return self._apply(session, step_click, last, prob, prob, decode_ms + encode_ms, box=new_box, pipe=pipe,
+                           extra={"model_version": session.meta.get("model_version", ""),
+                                  "predicted_iou": predicted_iou})
 
     def save_meta(self, session: Session, ttl: int | None = None) -> None:
         super().save_meta(session, ttl)

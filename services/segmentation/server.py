@@ -35,6 +35,10 @@ def _mask_pb(mask) -> common_pb2.Mask:
     return common_pb2.Mask(size=size, counts=counts)
 
 
+def _box_pb(xywh: list | None) -> common_pb2.Box | None:
+    return None if not xywh else common_pb2.Box(x=xywh[0], y=xywh[1], width=xywh[2], height=xywh[3])
+
+
 def _click_pb(click: dict) -> common_pb2.Click:
     return common_pb2.Click(x=click["x"], y=click["y"], positive=click["positive"],
                             t_ms=click.get("t_ms", 0), index=click.get("index", 0))
@@ -90,6 +94,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
             else common_pb2.SESSION_OUTCOME_UNSPECIFIED,
             create_time=to_timestamp(m["create_time"]), update_time=to_timestamp(m["update_time"]),
             expire_time=to_timestamp(m["update_time"] + ttl),
+            box=_box_pb(session.steps[0].get("box") if session.steps else None),
         )
 
     def _update_pb(self, update: sess.Update, started: float) -> segmentation_pb2.MaskUpdate:
@@ -154,17 +159,27 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServicer):
         return segmentation_pb2.AddClickResponse(click=_click_pb(update.click),
                                                  update=self._update_pb(update, started))
 
+    def AddBox(self, request, context):
+        started = time.perf_counter()
+        if not request.HasField("box"):
+            raise InvalidArgument("box", "required: the box around the object (x, y, width, height)")
+        b = request.box
+        update = self.store.add_box(request.project_id, request.session_id, b.x, b.y, b.width, b.height,
+                                    request.t_ms, owner=caller().owner_scope)
+        return segmentation_pb2.AddBoxResponse(box=_box_pb(update.box), click=_click_pb(update.click),
+                                               update=self._update_pb(update, started))
+
     def Undo(self, request, context):
         started = time.perf_counter()
         update = self.store.undo(request.project_id, request.session_id, owner=caller().owner_scope)
         return segmentation_pb2.UndoResponse(undone_click=_click_pb(update.click),
-                                             update=self._update_pb(update, started))
+                                             update=self._update_pb(update, started), undone_box=_box_pb(update.box))
 
     def Redo(self, request, context):
         started = time.perf_counter()
         update = self.store.redo(request.project_id, request.session_id, owner=caller().owner_scope)
         return segmentation_pb2.RedoResponse(redone_click=_click_pb(update.click),
-                                             update=self._update_pb(update, started))
+                                             update=self._update_pb(update, started), redone_box=_box_pb(update.box))
 
     def FinishSession(self, request, context):
         outcome = OUTCOMES.get(request.outcome)

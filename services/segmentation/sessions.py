@@ -38,6 +38,8 @@ from services.common.errors import (
 )
 from services.common.masks import decode_rle, encode_rle, iou
 from services.common.request_context import time_remaining
+from services.models import box_prompt
+from services.models.box_prompt import Box
 from services.models.click_predictor import Predictor
 from services.segmentation.probability_stats import probability_stats
 
@@ -51,6 +53,14 @@ def check_click(x: float, y: float, width: int, height: int, field_name: str) ->
     if not math.isfinite(y) or not 0 <= y < height:
         raise InvalidArgument(f"{field_name}.y", f"y={y} is outside the image rows [0, {height})")
     return Click(int(x), int(y), True)
+
+
+def checked_box(x: float, y: float, width: float, height: float, image_width: int, image_height: int) -> Box:
+    """A box (left, top, width, height) inside the image, at least a pixel each way; else INVALID_ARGUMENT."""
+    try:
+        return box_prompt.check_box(x, y, width, height, image_width, image_height, "box")
+    except ValueError as exc:
+        raise InvalidArgument(*exc.args) from None
 
 
 def check_text(value: str, field_name: str) -> None:
@@ -70,8 +80,9 @@ def unpack_prob(blob: bytes, shape: tuple[int, int]) -> np.ndarray:
 
 @dataclass
 class Session:
-    """``meta["steps"]``: one dict per applied click (click, stats, iou, model_ms); ``meta["redo"]``:
-    undone steps, most recent last. ``last_prob``: the map of the last applied step."""
+    """``meta["steps"]``: one dict per applied click (click, stats, iou, model_ms; a box step, only ever the
+    first, also ``box`` [x, y, w, h] and its centre as the click); ``meta["redo"]``: undone steps, most recent
+    last. ``last_prob``: the map of the last applied step."""
 
     meta: dict
     image: np.ndarray | None = None
@@ -105,6 +116,20 @@ class Session:
     def clicks(self) -> list[Click]:
         return [Click(int(s["click"]["x"]), int(s["click"]["y"]), s["click"]["positive"]) for s in self.steps]
 
+    def box(self) -> Box | None:
+        """The box the object was started from, while that step is applied."""
+        first = self.steps[0] if self.steps else {}
+        return Box.from_xywh(first["box"]) if first.get("box") else None
+
+    def user_clicks(self) -> list[Click]:
+        """The clicks after the box step (all of them without one)."""
+        return [c for s, c in zip(self.steps, self.clicks()) if not s.get("box")]
+
+    def prompt_clicks(self) -> list[Click]:
+        """What a click network gets: the box's guidance clicks, then the person's clicks."""
+        box = self.box()
+        return (box_prompt.guidance_clicks(box, self.shape) if box else []) + self.user_clicks()
+
 
 @dataclass
 class Update:
@@ -116,6 +141,7 @@ class Update:
     stats: dict
     iou_with_previous: float
     model_latency_ms: float
+    box: list | None = None  # [x, y, w, h] when the step was a box
 
 
 class SessionStore:
@@ -208,29 +234,65 @@ class SessionStore:
                 raise FailedPrecondition(f"the session has the maximum of {self.max_clicks} clicks")
             height, width = session.shape
             pixel = check_click(x, y, width, height, "click")
-            clicks = [*session.clicks(), Click(pixel.x, pixel.y, positive)]
+            new = Click(pixel.x, pixel.y, positive)
+            clicks = [*session.prompt_clicks(), new]
             previous = session.current_prob()
             timings: dict = {}
             predictor: Predictor = self.predictor_factory()
             prob, network_prob = predictor.predict_with_network(session.image, clicks, previous, timings)
-            before = session.current_mask()
-            mask = prob > session.meta["threshold"]
+            box = session.box()
+            if box is not None:  # outside the box stays background until a positive click lands there
+                person = [*session.user_clicks(), new]
+                prob, network_prob = box_prompt.limit(prob, box, person), box_prompt.limit(network_prob, box, person)
             click = {"x": float(x), "y": float(y), "positive": bool(positive), "t_ms": int(t_ms),
                      "index": len(session.steps)}
-            step = {"click": click, "stats": probability_stats(prob, session.meta["threshold"], clicks[-1], network_prob),
-                    "iou": iou(mask, before), "model_ms": timings.get("model_ms", 0.0)}
-            base, probs_key, redo_key = self._keys(session_id)
-            session.meta["steps"].append(step)
-            session.meta["redo"] = []
-            session.meta["update_time"] = time.time()
-            pipe = self.redis.pipeline()
-            pipe.rpush(probs_key, pack_prob(prob))
-            pipe.delete(redo_key)
-            pipe.hset(base, "meta", json.dumps(session.meta))
-            self._touch(pipe, session_id, self.ttl_s)
+            return self._apply(session, click, new, prob, network_prob, timings.get("model_ms", 0.0))
+
+    def add_box(self, project_id: str, session_id: str, x: float, y: float, width: float, height: float,
+                t_ms: int = 0, owner: str | None = None) -> Update:
+        """A box as the object's first input (box_prompt: the click network's box encoding)."""
+        with self._locked(session_id):
+            session = self.load(project_id, session_id, with_image=True, owner=owner)
+            box = self._check_box_step(session, x, y, width, height)
+            timings: dict = {}
+            predictor: Predictor = self.predictor_factory()
+            prob, network_prob = box_prompt.predict(predictor, session.image, box, timings)
+            centre = box_prompt.centre_click(box, session.shape)
+            click = {"x": float(centre.x), "y": float(centre.y), "positive": True, "t_ms": int(t_ms), "index": 0}
+            return self._apply(session, click, centre, prob, network_prob, timings.get("model_ms", 0.0), box=box)
+
+    def _check_box_step(self, session: Session, x: float, y: float, width: float, height: float) -> Box:
+        self._require_active(session)
+        if session.steps:
+            raise InvalidArgument("box", f"a box is the first input of an object and this session has "
+                                  f"{len(session.steps)} click(s): undo them, or start a new session")
+        return checked_box(x, y, width, height, session.meta["width"], session.meta["height"])
+
+    def _apply(self, session: Session, click: dict, last: Click, prob: np.ndarray, network_prob: np.ndarray,
+               model_ms: float, box: Box | None = None, extra: dict | None = None, pipe=None) -> Update:
+        """Records one new step (its map, the meta; the redo stack dropped) and returns its update."""
+        before = session.current_mask()
+        mask = prob > session.meta["threshold"]
+        step = {"click": click, "stats": probability_stats(prob, session.meta["threshold"], last, network_prob),
+                "iou": iou(mask, before), "model_ms": model_ms, **(extra or {})}
+        if box is not None:
+            step["box"] = box.as_xywh()
+        session_id = session.meta["session_id"]
+        base, probs_key, redo_key = self._keys(session_id)
+        session.meta["steps"].append(step)
+        session.meta["redo"] = []
+        session.meta["update_time"] = time.time()
+        pipe = pipe if pipe is not None else self.redis.pipeline()
+        pipe.rpush(probs_key, pack_prob(prob))
+        pipe.delete(redo_key)
+        pipe.hset(base, "meta", json.dumps(session.meta))
+        self._touch(pipe, session_id, self.ttl_s)
+        try:
             pipe.execute()
-            session.last_prob = prob
-            return Update(session, click, mask, step["stats"], step["iou"], step["model_ms"])
+        except RedisError as exc:
+            raise Unavailable(f"session store (Redis): {exc}") from None
+        session.last_prob = prob
+        return Update(session, click, mask, step["stats"], step["iou"], step["model_ms"], step.get("box"))
 
     def undo(self, project_id: str, session_id: str, owner: str | None = None) -> Update:
         return self._move(project_id, session_id, undo=True, owner=owner)
@@ -263,7 +325,7 @@ class SessionStore:
             prob = session.current_prob()
             stats = session.steps[-1]["stats"] if session.steps else probability_stats(
                 np.zeros(session.shape, np.float32) if prob is None else prob, session.meta["threshold"], None)
-            return Update(session, moved["click"], mask, stats, iou(mask, before), 0.0)
+            return Update(session, moved["click"], mask, stats, iou(mask, before), 0.0, moved.get("box"))
 
     def finish(self, project_id: str, session_id: str, outcome: str, label: str = "",
                owner: str | None = None) -> tuple[Session, bool]:
