@@ -59,6 +59,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # public: the web pages, their static files, the API description, health and client config
     ("GET", "/"): PUBLIC,
     ("GET", "/review"): PUBLIC,
+    ("GET", "/video"): PUBLIC,
     ("*", "/static"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
@@ -93,6 +94,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", f"{P}/videos/{{video_id}}/masks/{{index}}"): Rule(A, "path"),
     ("POST", f"{P}/videos/{{video_id}}/propagation"): Rule(A, "path"),
     ("GET", f"{P}/videos/{{video_id}}/propagation/{{operation_id}}"): Rule(A, "path"),
+    ("GET", f"{P}/videos/{{video_id}}/propagation/{{operation_id}}/masks"): Rule(A, "path"),
+    ("GET", f"{P}/videos/{{video_id}}/masks"): Rule(A, "path"),
+    # a click session on a frame: started by any annotator of the project; finished by its own annotator only
+    ("POST", f"{P}/videos/{{video_id}}/frames/{{index}}/sessions"): Rule(A, "path"),
+    ("POST", f"{P}/videos/{{video_id}}/sessions/{{session_id}}/finish"): Rule(A, "path", owner=True),
     ("GET", f"{P}/videos/{{video_id}}/exports/coco"): Rule(R, "path"),
     # the annotation loop
     ("POST", f"{P}/questions/next"): Rule(A, "path"),

@@ -309,10 +309,11 @@ def finish_frame_session(request: Request, project_id: str, video_id: str, sessi
     the session's event to the loop's queues as for an image's."""
     store = _store(request, project_id)
     check_label(request.app.state.catalog.project(project_id), body.label)
-    meta = store.video(project_id, video_id)
     upstream = request.app.state.upstream
+    # first: another annotator's session is refused (403) whatever the video
     session = upstream.call("segmentation", "GetSession", segmentation_pb2.SegmentationGetSessionRequest(
         project_id=project_id, session_id=session_id), who.key).session
+    meta = store.video(project_id, video_id)
     prefix, _, tail = session.image.image_id.rpartition("/")
     if prefix != video_id or not tail.isdigit() or int(tail) >= meta["frames"]:
         raise NotFound(f"session {session_id!r} is not on a frame of video {video_id!r}", field="session_id")
