@@ -332,7 +332,10 @@ function follow(operationId) {
       }
       showPropagation(p);
     } catch (err) {
-      clearInterval(state.polling); showError(err);
+      clearInterval(state.polling);
+      if (err.status === 404) {  // operations expire in the video service; the stored frames stay
+        $("propagation-text").textContent = "the latest propagation is no longer kept: propagate again (P)";
+      } else showError(err);
     } finally { inFlight = false; }
   };
   state.polling = setInterval(poll, POLL_MS);
