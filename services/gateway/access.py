@@ -105,6 +105,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{P}/sessions"): Rule(A, "path", owner=True),  # on a task: the task's assignee only
     ("GET", f"{P}/sessions/{{session_id}}"): Rule(A, "path", owner=True),
     ("POST", f"{P}/sessions/{{session_id}}/clicks"): Rule(A, "path", owner=True),
+    ("POST", f"{P}/sessions/{{session_id}}/box"): Rule(A, "path", owner=True),  # as a click
     ("POST", f"{P}/sessions/{{session_id}}/undo"): Rule(A, "path", owner=True),
     ("POST", f"{P}/sessions/{{session_id}}/redo"): Rule(A, "path", owner=True),
     ("POST", f"{P}/sessions/{{session_id}}/finish"): Rule(A, "path", owner=True),

@@ -104,6 +104,12 @@ class GatewayClient:
         return self.request("POST", f"/v1/projects/{project_id}/sessions/{session_id}/clicks",
                             json={"x": x, "y": y, "positive": positive, "t_ms": t_ms})
 
+    def box(self, project_id: str, session_id: str, x: float, y: float, width: float, height: float,
+            t_ms: int = 0) -> dict:
+        """A box around the object as the session's first input (before any click)."""
+        return self.request("POST", f"/v1/projects/{project_id}/sessions/{session_id}/box",
+                            json={"x": x, "y": y, "width": width, "height": height, "t_ms": t_ms})
+
     def undo(self, project_id: str, session_id: str) -> dict:
         return self.request("POST", f"/v1/projects/{project_id}/sessions/{session_id}/undo")
 

@@ -60,6 +60,15 @@ class ClickIn(BaseModel):
     t_ms: int = Field(0, ge=0, le=2**32 - 1, description="Milliseconds since the session started.")
 
 
+class BoxIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+    x: float = Field(allow_inf_nan=False, description="Left edge in image pixels, >= 0.")
+    y: float = Field(allow_inf_nan=False, description="Top edge in image pixels, >= 0.")
+    width: float = Field(allow_inf_nan=False, description="Width in pixels, >= 1; x + width <= image width.")
+    height: float = Field(allow_inf_nan=False, description="Height in pixels, >= 1; y + height <= image height.")
+    t_ms: int = Field(0, ge=0, le=2**32 - 1, description="Milliseconds since the session started.")
+
+
 class FinishIn(BaseModel):
     outcome: Literal["submitted", "skipped", "abandoned"] = "submitted"
     label: LabelChoice = Field("", description="One of the project's labels; empty: the session's, else the "
@@ -90,13 +99,17 @@ def click_out(click: common_pb2.Click) -> dict:
     return {"x": click.x, "y": click.y, "positive": click.positive, "t_ms": click.t_ms, "index": click.index}
 
 
+def box_out(box: common_pb2.Box) -> dict:
+    return {"x": box.x, "y": box.y, "width": box.width, "height": box.height}
+
+
 def session_out(session: segmentation_pb2.SegmentationSession) -> dict:
     return {"session_id": session.session_id, "task_id": session.task_id, "image_id": session.image.image_id,
             "width": session.image.width, "height": session.image.height, "label": session.label,
             "state": segmentation_pb2.SegmentationSessionState.Name(session.state).rsplit("_", 1)[-1].lower(),
             "outcome": common_pb2.SessionOutcome.Name(session.outcome).rsplit("_", 1)[-1].lower(),
             "clicks": [click_out(c) for c in session.clicks], "mask": mask_out(session.mask),
-            "redo_depth": session.redo_depth}
+            "redo_depth": session.redo_depth, "box": box_out(session.box) if session.HasField("box") else None}
 
 
 # Every question type the web annotator shows (VERIFY, LABEL_REGION, SEGMENT, SKIP): each renders as itself.
@@ -245,18 +258,32 @@ def add_click(request: Request, project_id: str, session_id: str, who: Annotator
     return {"click": click_out(reply.click), **update_out(reply.update)}
 
 
+@router.post("/sessions/{session_id}/box", tags=["loop"])
+def add_box(request: Request, project_id: str, session_id: str, who: Annotator,
+            body: Annotated[BoxIn, Body()]) -> dict:
+    """A box around the object as its first input (before any click) -> the mask; Undo and Redo treat it as a
+    click (its centre is the session's first click). 422 naming the field for an empty, inverted or
+    out-of-image box, or a box after a click."""
+    reply = request.app.state.upstream.call("segmentation", "AddBox", segmentation_pb2.AddBoxRequest(
+        project_id=project_id, session_id=session_id, t_ms=body.t_ms,
+        box=common_pb2.Box(x=body.x, y=body.y, width=body.width, height=body.height)), who.key)
+    return {"box": box_out(reply.box), "click": click_out(reply.click), **update_out(reply.update)}
+
+
 @router.post("/sessions/{session_id}/undo", tags=["loop"])
 def undo(request: Request, project_id: str, session_id: str, who: Annotator) -> dict:
     reply = request.app.state.upstream.call("segmentation", "Undo", segmentation_pb2.UndoRequest(
         project_id=project_id, session_id=session_id), who.key)
-    return {"click": click_out(reply.undone_click), **update_out(reply.update)}
+    return {"click": click_out(reply.undone_click), **update_out(reply.update),
+            "box": box_out(reply.undone_box) if reply.HasField("undone_box") else None}
 
 
 @router.post("/sessions/{session_id}/redo", tags=["loop"])
 def redo(request: Request, project_id: str, session_id: str, who: Annotator) -> dict:
     reply = request.app.state.upstream.call("segmentation", "Redo", segmentation_pb2.RedoRequest(
         project_id=project_id, session_id=session_id), who.key)
-    return {"click": click_out(reply.redone_click), **update_out(reply.update)}
+    return {"click": click_out(reply.redone_click), **update_out(reply.update),
+            "box": box_out(reply.redone_box) if reply.HasField("redone_box") else None}
 
 
 @router.post("/sessions/{session_id}/finish", tags=["loop"])

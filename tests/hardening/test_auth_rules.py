@@ -268,6 +268,7 @@ ADDRESSES = ("session_id", "task_id", "question_id")
 # RPCs open to annotators that address one annotator's thing: each is driven below (OWNER_DRIVERS).
 OWNER_SCOPED_RPCS = {
     "annotation.v1.Segmentation.GetSession", "annotation.v1.Segmentation.AddClick", "annotation.v1.Segmentation.Undo",
+    "annotation.v1.Segmentation.AddBox",
     "annotation.v1.Segmentation.Redo", "annotation.v1.Segmentation.FinishSession",
     "annotation.v1.Byproducts.Record", "annotation.v1.Byproducts.RecordBatch", "annotation.v1.Dialog.RecordAnswer",
 }
@@ -518,6 +519,8 @@ OWNER_DRIVERS = {
         project_id="p1", session_id=o.session_id),
     "annotation.v1.Segmentation.AddClick": lambda o: segmentation_pb2.AddClickRequest(
         project_id="p1", session_id=o.session_id, click=common_pb2.Click(x=3, y=3, positive=True)),
+    "annotation.v1.Segmentation.AddBox": lambda o: segmentation_pb2.AddBoxRequest(
+        project_id="p1", session_id=o.session_id, box=common_pb2.Box(x=1, y=1, width=4, height=4)),
     "annotation.v1.Segmentation.Undo": lambda o: segmentation_pb2.UndoRequest(project_id="p1", session_id=o.session_id),
     "annotation.v1.Segmentation.Redo": lambda o: segmentation_pb2.RedoRequest(project_id="p1", session_id=o.session_id),
     "annotation.v1.Segmentation.FinishSession": lambda o: segmentation_pb2.FinishSessionRequest(
@@ -580,6 +583,8 @@ REST_OWNER_ROUTES = {
     ("GET", f"{P}/sessions/{{session_id}}"): lambda t: (f"/v1/projects/p1/sessions/{t['session_id']}", None),
     ("POST", f"{P}/sessions/{{session_id}}/clicks"): lambda t: (
         f"/v1/projects/p1/sessions/{t['session_id']}/clicks", {"x": 2, "y": 2}),
+    ("POST", f"{P}/sessions/{{session_id}}/box"): lambda t: (
+        f"/v1/projects/p1/sessions/{t['session_id']}/box", {"x": 1, "y": 1, "width": 4, "height": 4}),
     ("POST", f"{P}/sessions/{{session_id}}/undo"): lambda t: (f"/v1/projects/p1/sessions/{t['session_id']}/undo", None),
     ("POST", f"{P}/sessions/{{session_id}}/redo"): lambda t: (f"/v1/projects/p1/sessions/{t['session_id']}/redo", None),
     ("POST", f"{P}/sessions/{{session_id}}/finish"): lambda t: (

@@ -2,8 +2,9 @@
 //   VERIFY        the proposal (mask or box) over the image; Y yes, N no (then clicks correct it, starting
 //                 from the proposal as the session's initial mask);
 //   LABEL_REGION  the region highlighted; boxes dragged inside it, each with a label; clicks outside refused;
-//   SEGMENT       clicks (left positive, right or Shift negative) -> mask after every click; N keeps the object
-//                 and starts another on the same image; Enter when the image is done;
+//   SEGMENT       clicks (left positive, right or Shift negative) -> mask after every click; a box (B then drag,
+//                 or Alt+drag) as an object's first input, then clicks correct it; N keeps the object and starts
+//                 another on the same image; Enter when the image is done;
 //   SKIP          nothing to do: Enter goes on.
 // Answers without a segmentation session go to POST .../tasks/{id}/answer (the dialog's RecordAnswer) with the
 // seconds since the question was shown. ?correct=<session_id> opens a stored mask for a reviewer's correction.
@@ -14,7 +15,7 @@ const $ = (id) => document.getElementById(id);
 const PALETTE = [[30, 144, 255], [255, 133, 27], [46, 204, 64], [177, 13, 201], [255, 220, 0], [57, 204, 204]];
 const state = { whoami: null, config: null, project: null, question: null, mode: "idle", session: null, image: null,
   bitmap: null, overlay: null, clicks: [], mask: null, busy: false, recorder: null, shownAt: 0,
-  objects: [], proposal: null, region: null, boxes: [], drag: null, correcting: null };
+  objects: [], proposal: null, region: null, boxes: [], drag: null, correcting: null, boxTool: false };
 
 const STATUS_WORDS = { 400: "Refused, the request is invalid", 401: "Not logged in", 403: "Not allowed",
   404: "Not found", 409: "Refused, it changed meanwhile", 413: "Refused, too large", 422: "Refused, invalid input",
@@ -102,7 +103,7 @@ function setMode(mode, typeText) {
 function resetImage() {
   state.session = null; state.clicks = []; state.mask = null; state.overlay = null; state.objects = [];
   state.proposal = null; state.region = null; state.boxes = []; state.drag = null; state.redo = [];
-  delete $("canvas").dataset.sessionId; updateInfo();
+  setBoxTool(false); delete $("canvas").dataset.sessionId; updateInfo();
 }
 
 async function nextQuestion() {
@@ -183,6 +184,10 @@ function draw() {
   if (state.overlay) ctx.drawImage(state.overlay, 0, 0);
   const r = Math.max(4, Math.round(Math.max(canvas.width, canvas.height) / 120));
   for (const c of state.clicks) {
+    if (c.box) {  // the object's box (its first input): dashed, in the positive colour
+      ctx.lineWidth = lw; ctx.strokeStyle = "#2ecc40"; ctx.setLineDash([2 * lw, lw]); ctx.strokeRect(...c.box);
+      ctx.setLineDash([]); continue;
+    }
     ctx.beginPath(); ctx.arc(c.x, c.y, r, 0, 2 * Math.PI);
     ctx.fillStyle = c.positive ? "#2ecc40" : "#ff4136"; ctx.fill();
     ctx.lineWidth = Math.max(1, r / 3); ctx.strokeStyle = "white"; ctx.stroke();
@@ -284,6 +289,47 @@ function click(event, positive) {
   });
 }
 
+// A box around the object as its first input (B arms the tool, or Alt+drag): drawn while dragging, sent on release.
+function setBoxTool(on) {
+  state.boxTool = on;
+  document.body.dataset.tool = on ? "box" : "";
+  $("box-tool").setAttribute("aria-pressed", on ? "true" : "false");
+}
+function toggleBoxTool() {
+  if (state.mode !== "segment" || !state.session) return;
+  if (!state.boxTool && state.clicks.length) {
+    refuse("a box is the first input of an object: undo the clicks, or press N for another object"); return;
+  }
+  setBoxTool(!state.boxTool);
+  $("reason").textContent = state.boxTool ? "drag a box around the object" : $("reason").textContent;
+}
+function boxEnd(event) {
+  if (!state.drag) return;
+  dragMove(event);
+  const d = state.drag; state.drag = null; setBoxTool(false);
+  const canvas = $("canvas");
+  // whole pixels, inside the image: [x0, x1) x [y0, y1)
+  const x0 = Math.max(0, Math.floor(d.box[0])), y0 = Math.max(0, Math.floor(d.box[1]));
+  const x1 = Math.min(canvas.width, Math.ceil(d.box[0] + d.box[2])), y1 = Math.min(canvas.height, Math.ceil(d.box[1] + d.box[3]));
+  if (x1 - x0 < 3 || y1 - y0 < 3) { refuse("drag a box around the object"); draw(); return; }
+  const box = [x0, y0, x1 - x0, y1 - y0];
+  act(async () => {
+    if (state.clicks.length) { refuse("a box is the first input of an object: undo the clicks first"); draw(); return; }
+    const t0 = performance.now();
+    const reply = await Api.post(sessionPath("box"), { x: box[0], y: box[1], width: box[2], height: box[3],
+      t_ms: state.recorder.tMs() });
+    state.clicks.push({ x: reply.click.x, y: reply.click.y, positive: true, box }); state.redo = [];
+    // byproducts: the step as the click it is in the session (its centre), and the box itself
+    state.recorder.click(reply.click.x, reply.click.y, true, reply.click.index, 1 - reply.iou_with_previous,
+      performance.now() - t0);
+    const n = state.recorder.norm(box[0], box[1]), m = state.recorder.norm(box[0] + box[2], box[1] + box[3]);
+    state.recorder.emit("correction", { kind: "OTHER", click_index: reply.click.index, x: n.x, y: n.y,
+      detail: `box x0=${n.x.toFixed(4)} y0=${n.y.toFixed(4)} x1=${m.x.toFixed(4)} y1=${m.y.toFixed(4)}` });
+    document.body.dataset.lastBox = JSON.stringify(reply.box);
+    applyUpdate(reply);
+  });
+}
+
 const undo = () => act(async () => {
   if (state.mode === "label_region") {
     if (state.boxes.length) { state.boxes.pop(); updateInfo(); draw(); } else refuse("no object to remove");
@@ -301,7 +347,8 @@ const redo = () => act(async () => {
   if (!state.redo.length) { refuse("nothing to redo"); return; }
   const reply = await Api.post(sessionPath("redo"));
   state.redo.pop();
-  state.clicks.push({ x: reply.click.x, y: reply.click.y, positive: reply.click.positive });
+  const box = reply.box ? [reply.box.x, reply.box.y, reply.box.width, reply.box.height] : undefined;
+  state.clicks.push({ x: reply.click.x, y: reply.click.y, positive: reply.click.positive, box });
   state.recorder.redo(reply.click.index); applyUpdate(reply);
 });
 
@@ -414,16 +461,24 @@ function bindInput() {
   canvas.addEventListener("mousedown", (e) => {
     if (state.busy) return;
     if (state.mode === "label_region") { if (e.button === 0) dragStart(e); return; }
+    if (state.mode === "segment" && e.button === 0 && (state.boxTool || e.altKey)) {
+      if (state.clicks.length) { refuse("a box is the first input of an object: undo the clicks, or press N for another object"); return; }
+      dragStart(e); if (state.drag) state.drag.label = ""; return;
+    }
     if (e.button === 0) click(e, !e.shiftKey);
     else if (e.button === 2) click(e, false);
   });
-  canvas.addEventListener("mouseup", (e) => { if (state.mode === "label_region") dragEnd(e); });
+  canvas.addEventListener("mouseup", (e) => {
+    if (state.mode === "label_region") dragEnd(e);
+    else if (state.mode === "segment" && state.drag) boxEnd(e);
+  });
   canvas.addEventListener("contextmenu", (e) => e.preventDefault());
   canvas.addEventListener("mousemove", (e) => {
     if (state.mode === "label_region") { dragMove(e); return; }
+    if (state.drag) dragMove(e);
     if (state.session) { const p = toImage(e); state.recorder.mouse(p.x, p.y); }
   });
-  $("undo").onclick = undo; $("redo").onclick = redo; $("remove-box").onclick = undo;
+  $("undo").onclick = undo; $("redo").onclick = redo; $("box-tool").onclick = toggleBoxTool; $("remove-box").onclick = undo;
   $("next-object").onclick = nextObject; $("yes").onclick = () => verify(true); $("no").onclick = () => verify(false);
   $("submit").onclick = done; $("skip").onclick = skip; $("help-button").onclick = () => toggleHelp();
   $("label").onchange = () => state.recorder.category($("label").selectedIndex, $("label").value, false);
@@ -432,12 +487,13 @@ function bindInput() {
     const key = e.key.toLowerCase();
     let action = "";
     if (e.key === "?") { action = "help"; toggleHelp(); }
-    else if (e.key === "Escape") { action = "help"; toggleHelp(false); }
+    else if (e.key === "Escape") { action = "help"; toggleHelp(false); if (state.boxTool) { setBoxTool(false); state.drag = null; draw(); } }
     else if (!state.question) return;
     else if (state.mode === "verify" && key === "y" && !e.ctrlKey) { action = "yes"; verify(true); }
     else if (state.mode === "verify" && key === "n") { action = "no"; verify(false); }
     else if ((key === "z" && e.shiftKey) || key === "y") { action = "redo"; redo(); }
     else if (key === "z" || e.key === "Backspace") { action = "undo"; undo(); }
+    else if (key === "b" && state.mode === "segment") { action = "box_tool"; toggleBoxTool(); }
     else if (key === "n") { action = "next_object"; nextObject(); }
     else if (e.key === "Enter") { action = "submit"; done(); }
     else if (key === "s" && !e.ctrlKey) { action = "skip"; skip(); }
