@@ -188,7 +188,7 @@ def test_annotate_propagate_scrub_correct_propagate_again(platform, tmp_path):
         frames_out = api.get(f"{base}/propagation/{operation_id}/masks").json()["frames"]
         return {f["frame_index"]: f for f in frames_out}
 
-    driver = chromium()
+    driver = chromium(console_log=True)
     try:
         page = Page(driver, url, platform["key"])
         page.wait.until(lambda d: page.el("slider").get_attribute("max") == str(FRAMES - 1))
@@ -276,6 +276,8 @@ def test_annotate_propagate_scrub_correct_propagate_again(platform, tmp_path):
         assert page.el("help").is_displayed() and "Propagation" in page.el("help").text
         page.key(ESCAPE)
         assert not page.el("help").is_displayed()
+        violations = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+        assert not violations, violations
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "video.png", ARTIFACTS / "video-e2e.png")
     finally:
