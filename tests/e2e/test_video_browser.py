@@ -170,12 +170,18 @@ def test_annotate_propagate_scrub_correct_propagate_again(platform, tmp_path):
         mask = api.get(f"/v1/projects/cars/sessions/{session_id}").json()["mask"]
         return decode_rle(mask["size"], mask["counts"], SIZE[::-1], "mask")
 
-    def annotate(page: Page, t: int) -> str:
+    def annotate(page: Page, t: int, undo_redo: bool = False) -> str:
         page.on_frame(t, "none")
         x, y = on_car(t)
         page.click(x, y)
         page.wait.until(lambda d: page.data("mask-info", "clicks") == "1")
         session_id = page.data("canvas", "session-id")
+        if undo_redo:  # Z takes the click back (the frame shows no mask), Y puts it back
+            page.key("z")
+            page.wait.until(lambda d: page.data("mask-info", "clicks") == "0")
+            page.on_frame(t, "none")
+            page.key("y")
+            page.wait.until(lambda d: page.data("mask-info", "clicks") == "1")
         mask = session_mask(session_id)
         assert mask[int(y), int(x)]
         check_overlay(page, frames[t], mask, SESSION, away=(x, y))  # the clicked object is tinted
@@ -196,7 +202,7 @@ def test_annotate_propagate_scrub_correct_propagate_again(platform, tmp_path):
         page.key("p")  # nothing stored yet: the gateway refuses, and the page says why
         page.wait.until(lambda d: "Refused" in page.el("error").text and "samples" in page.el("error").text)
 
-        first = annotate(page, 0)
+        first = annotate(page, 0, undo_redo=True)
         page.key(END)
         last = annotate(page, FRAMES - 1)
         assert api.get(base).json()["masked_frames"] == [0, FRAMES - 1]
