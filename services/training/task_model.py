@@ -108,6 +108,7 @@ def train(data: Dataset, classes: int, config: TaskConfig, checkpoint: Path | No
             net.load_state_dict(state["model"])
             optimiser.load_state_dict(state["optimizer"])
             start = int(state["step"])
+            progress(start, config.steps, f"resumed at step {start}/{config.steps} from the checkpoint")
     x, y = torch.from_numpy(data.images), torch.from_numpy(data.targets)
     every, reported = max(1, config.steps // 100), time.monotonic()
     for step in range(start, config.steps):

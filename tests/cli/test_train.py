@@ -56,7 +56,7 @@ def platform(settings, spawn, monkeypatch):
 
 
 def test_train_start_refusals_and_versions(platform, tmp_path):
-    runner = CliRunner()
+    runner = CliRunner(env={"COLUMNS": "200"})  # rich tables: wide enough to read whole cells
 
     def annot(*args):
         return runner.invoke(app, list(args), env={"COLUMNS": "200"})  # the table unwrapped

@@ -6,30 +6,24 @@ worker publishes into. Annotations arrive the way the loop sends them: the Celer
 from __future__ import annotations
 
 import json
-import time
 
 import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
-from grpc_status import rpc_status
 
 from annotation.v1 import (
     common_pb2,
     operations_pb2,
-    operations_pb2_grpc,
     segmentation_pb2,
     segmentation_pb2_grpc,
     training_pb2,
-    training_pb2_grpc,
 )
 from services.common import annotation_events
-from services.common.celery_app import make_celery
 from services.common.image_files import load_image
 from services.common.images import encode_png
-from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle, iou
-from services.common.storage import make_engine, make_session_factory, migrate
+from services.common.storage import make_engine, make_session_factory
 from services.models.click_dataset import Sample
 from services.models.click_predictor import EncodingConfig, Predictor, torch_network
 from services.models.clicker import Clicker
@@ -38,83 +32,11 @@ from services.selection.score_store import ScoreStore
 from services.training.interactive_model import load_base
 from services.training.publishing import CLICK_BASE, triton_model_name
 from services.training.snapshots import is_heldout
-from tests.conftest import PYTHON, Triton, start_service, wait_until
+from tests.conftest import PYTHON, start_service, wait_until
 from tests.training.helpers import event, reviewed, write_project
+from tests.training.service_calls import FAST, INTERACTIVE, TASK, P, finished, refused, submit, train
 
 pytestmark = pytest.mark.integration
-P = "proj-loop"
-TASK = training_pb2.MODEL_KIND_TASK
-INTERACTIVE = training_pb2.MODEL_KIND_INTERACTIVE
-FAST = training_pb2.TaskModelConfig(steps=120, image_size=32, batch_size=8, checkpoint_every=40)
-
-
-@pytest.fixture(scope="module")
-def triton(tmp_path_factory):
-    """tritonserver on an empty repository that only the training worker fills, models loaded by API."""
-    repository = tmp_path_factory.mktemp("published")
-    server = Triton(tmp_path_factory.mktemp("training-triton"), model_repository=repository,
-                    args=("--model-control-mode=explicit",))
-    server.start()
-    yield server
-    server.stop()
-
-
-def _service(settings, spawn, triton, **update):
-    settings = settings.model_copy(update={"triton_grpc_url": triton.grpc_url,
-                                           "training_model_repository": str(triton.model_repository), **update})
-    migrate(settings.resolved_database_url)
-    admin = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0).create(
-        f"admin-{time.time_ns()}", Role.ADMIN, ["*"])[1]
-    start_service(spawn, "training", settings)
-    spawn([PYTHON, "-m", "celery", "-A", "services.training.worker:app", "worker", "-Q", "training",
-           "-n", "training-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"],
-          settings)
-    celery = make_celery("training", settings)
-    with grpc.insecure_channel(settings.service_address("training")) as channel:
-        yield {"stub": training_pb2_grpc.TrainingStub(channel), "ops": operations_pb2_grpc.OperationsStub(channel),
-               "admin": [("authorization", f"Bearer {admin}")], "celery": celery, "triton": triton,
-               "settings": settings}
-
-
-@pytest.fixture
-def service(settings, spawn, triton):
-    yield from _service(settings, spawn, triton, training_trigger_every=0)
-
-
-@pytest.fixture
-def triggering_service(settings, spawn, triton):
-    """Trains the task model after every 6 newly accepted annotations of a project."""
-    yield from _service(settings, spawn, triton, training_trigger_every=6, training_trigger_kinds="task")
-
-
-def submit(service, annotations) -> None:
-    """Sends each annotation as the loop does and waits until the worker stored it."""
-    results = [service["celery"].send_task("training.annotation_submitted", queue="training",
-                                           args=[annotation_events.encode(event(a))]) for a in annotations]
-    for result in results:
-        assert result.get(timeout=60)["recorded"] in (True, False)
-
-
-def refused(call) -> tuple[grpc.StatusCode, str, str]:
-    with pytest.raises(grpc.RpcError) as error:
-        call()
-    detail = common_pb2.ErrorDetail()
-    rpc_status.from_call(error.value).details[0].Unpack(detail)
-    return error.value.code(), detail.field, error.value.details()
-
-
-def finished(service, op_id: str, project: str = P, timeout_s: float = 240) -> common_pb2.Operation:
-    get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(
-        project_id=project, operation_id=op_id), metadata=service["admin"]).operation
-    done = (common_pb2.Operation.SUCCEEDED, common_pb2.Operation.FAILED, common_pb2.Operation.CANCELLED)
-    return wait_until(lambda: (o := get()).state in done and o, timeout_s, "training job finished")
-
-
-def train(service, project: str = P, config: training_pb2.TaskModelConfig = FAST) -> common_pb2.Operation:
-    op = service["stub"].StartTraining(training_pb2.StartTrainingRequest(project_id=project, kind=TASK, task=config),
-                                       metadata=service["admin"]).operation
-    assert op.kind == "training.train" and op.state == common_pb2.Operation.PENDING
-    return finished(service, op.id, project)
 
 
 def test_annotations_to_a_promoted_task_model_served_by_triton(service, tmp_path, spawn):
