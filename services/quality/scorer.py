@@ -8,6 +8,7 @@ The weights load on first use (``Scorer.load``), not at import.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +53,17 @@ class Scorer:
 
     @classmethod
     def load(cls, weights: Path = WEIGHTS, card: Path | None = None) -> "Scorer":
-        torch.set_num_threads(1)
-        blob = weights.read_bytes()
-        state = torch.load(weights, map_location="cpu", weights_only=True)
         card_path = card or weights.with_suffix(".json")
         info = json.loads(card_path.read_text()) if card_path.exists() else {}
-        return cls(Ensemble.from_state(state), hashlib.sha256(blob).hexdigest()[:12], info)
+        blob = weights.read_bytes()
+        return cls.from_bytes(blob, hashlib.sha256(blob).hexdigest()[:12], info)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, version: str, card: dict | None = None) -> "Scorer":
+        """A scorer of ``Ensemble.state()`` saved by ``torch.save`` (the shipped file, a project's version)."""
+        torch.set_num_threads(1)
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        return cls(Ensemble.from_state(state), version, card)
 
     def score(self, items: list[tuple[np.ndarray, np.ndarray]], threshold: float = DEFAULT_THRESHOLD,
               reasons: int = 5) -> list[Score]:

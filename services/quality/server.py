@@ -14,6 +14,7 @@ from services.common.masks import decode_rle
 from services.common.proto_time import to_timestamp
 from services.models.quality_gru import DEFAULT_THRESHOLD
 from services.quality import features, review_messages
+from services.quality.project_models import ProjectModels
 from services.quality.scorer import Score, Scorer
 from services.quality.sessions import check_threshold, score_summaries
 from services.quality.store import CORRECTED, QualityStore
@@ -61,8 +62,8 @@ def _sequence_summary(sequence: quality_pb2.ClickSequence, prefix: str) -> dict:
 
 
 class QualityServicer(quality_pb2_grpc.QualityServicer):
-    def __init__(self, store: QualityStore, scorer: Scorer, celery) -> None:
-        self.store, self.scorer, self.celery = store, scorer, celery
+    def __init__(self, store: QualityStore, models: ProjectModels, celery) -> None:
+        self.store, self.models, self.celery = store, models, celery
 
     def _score(self, project_id: str, subjects: list, threshold: float, prefixes: list[str]) -> list:
         """(which, value) subjects -> QualityScore messages; stored sessions are re-scored and stored."""
@@ -76,7 +77,7 @@ class QualityServicer(quality_pb2_grpc.QualityServicer):
                 stored.append("")
             else:
                 raise InvalidArgument(f"{prefix}subject", "set session_id or sequence")
-        scores = score_summaries(self.scorer, summaries, threshold, [
+        scores = score_summaries(self.models.scorer(project_id), summaries, threshold, [
             "" if sid else f"{p}sequence." for sid, p in zip(stored, prefixes)])
         out = []
         for summary, score, session_id in zip(summaries, scores, stored):
@@ -131,10 +132,10 @@ class QualityServicer(quality_pb2_grpc.QualityServicer):
         return quality_pb2.RecordReviewResponse(item=self._item(row))
 
     def GetModelInfo(self, request, context):
-        card = self.scorer.card
+        card = self.models.base.card  # the shipped model; a project's own version names itself in each score
         evaluation = card.get("evaluation", {}).get("model", {})
         info = quality_pb2.QualityGetModelInfoResponse(
-            model_name=card.get("model_name", "click-gru"), model_version=self.scorer.version,
+            model_name=card.get("model_name", "click-gru"), model_version=self.models.base.version,
             default_threshold=DEFAULT_THRESHOLD,
             features=[*(f"step.{n}" for n in features.STEP_FEATURES),
                       *(f"session.{n}" for n in features.SESSION_FEATURES)],
@@ -163,7 +164,7 @@ class QualityServicer(quality_pb2_grpc.QualityServicer):
 
 
 def register(server: grpc.Server, kit: Kit) -> None:
-    servicer = QualityServicer(QualityStore(kit.sessions), Scorer.load(), kit.celery)
+    servicer = QualityServicer(QualityStore(kit.sessions), ProjectModels(kit.sessions, Scorer.load()), kit.celery)
     quality_pb2_grpc.add_QualityServicer_to_server(servicer, server)
 
 

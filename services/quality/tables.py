@@ -1,10 +1,11 @@
-"""SQL table of the quality service (migration ``0004_quality``): one row per finished session."""
+"""SQL tables of the quality service: one row per finished session (migration ``0004_quality``); each
+project's quality model as the training service published it (``0012_quality_project_models``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.storage import Base
@@ -39,3 +40,16 @@ class ScoredSessionRow(Base):
     review_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     corrected_mask: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     true_iou: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ProjectModelRow(Base):
+    """The project's promoted quality model (``version`` 0 and no weights: back on the shipped model).
+    ``published_ns`` orders the messages: an older one arriving late changes nothing."""
+
+    __tablename__ = "quality_project_models"
+    project_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    weights: Mapped[bytes] = mapped_column(LargeBinary)
+    figures: Mapped[dict] = mapped_column(JSON)
+    published_ns: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

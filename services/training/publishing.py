@@ -9,6 +9,10 @@ reload is ready, then swaps. Rolling back re-points the config at the earlier ve
 rolling back the only version unloads the model and removes its folder (the project is back on the base
 model). The weights stay in the registry's artifact folder, so any version can be published again.
 
+A quality model is not served by Triton (the quality service runs it in process): publishing one sends its
+weights to the quality service as the Celery task ``quality.project_model_published`` (withdrawing: version
+0), through the ``send`` callable the server and the worker give (this module stays free of Celery).
+
 A task model is the selection example's model (``services/models/task_repository.py``); an interactive
 network is shaped like the served base click network it was fine-tuned from (``click_repository.py``:
 the base's config and ``model.py``, so clients encode clicks for it as for the base).
@@ -16,7 +20,10 @@ the base's config and ``model.py``, so clients encode clicks for it as for the b
 
 from __future__ import annotations
 
+import base64
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition, Unavailable
@@ -27,6 +34,8 @@ from services.models.task_repository import write_config, write_version
 from services.training.registry import ModelVersion
 
 TRITON_KINDS = ("task", "interactive")
+QUALITY_MODEL_PUBLISHED = "quality.project_model_published"  # args (project, version, weights b64, figures, ns)
+Send = Callable[[str, str, list], None]  # (task name, queue, args)
 CLICK_BASE = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
 
 
@@ -44,9 +53,10 @@ def scripted_path(weights: Path) -> Path:
 class TritonPublisher:
     """``publish(version)`` / ``withdraw(project, kind)``; ``url`` empty: write the repository only."""
 
-    def __init__(self, repository: Path, url: str, timeout_s: float = 120.0, click_base: Path = CLICK_BASE) -> None:
+    def __init__(self, repository: Path, url: str, timeout_s: float = 120.0, click_base: Path = CLICK_BASE,
+                 send: Send | None = None) -> None:
         self.repository, self.url, self.timeout_s = Path(repository), url, timeout_s
-        self.click_base = Path(click_base)
+        self.click_base, self.send = Path(click_base), send
 
     def _client(self):
         import tritonclient.grpc as triton  # noqa: PLC0415 - only where a model is published
@@ -78,9 +88,17 @@ class TritonPublisher:
             raise FailedPrecondition(f"{mv.kind} models are not served by Triton", field="kind")
         return model_dir
 
+    def _send_quality(self, project_id: str, version: int, weights: bytes, figures: dict) -> None:
+        if self.send is not None:
+            self.send(QUALITY_MODEL_PUBLISHED, "quality", [project_id, version, base64.b64encode(weights).decode(),
+                                                           figures, time.time_ns()])
+
     def publish(self, mv: ModelVersion) -> str:
         """Writes ``mv`` and has Triton serve it; the model's name. UNAVAILABLE when Triton refuses. A quality
-        model is not served by Triton (the quality service runs it in process): nothing to load, no name."""
+        model goes to the quality service in a message: no Triton model, no name."""
+        if mv.kind == "quality":
+            self._send_quality(mv.project_id, mv.version, Path(mv.artifact).read_bytes(), dict(mv.figures))
+            return ""
         if mv.kind not in TRITON_KINDS:
             return ""
         name = self.write(mv).name
@@ -95,10 +113,21 @@ class TritonPublisher:
         return name
 
     def withdraw(self, project_id: str, kind: str) -> None:
-        """Triton stops serving the project's model of ``kind``; its folder leaves the repository."""
+        """Triton stops serving the project's model of ``kind``; its folder leaves the repository (a quality
+        model: the quality service goes back to its shipped model)."""
+        if kind == "quality":
+            self._send_quality(project_id, 0, b"", {})
+            return
         if kind not in TRITON_KINDS:
             return
         name = triton_model_name(project_id, kind)
         if self.url:
             self._call(f"unload {name}", lambda client: client.unload_model(name, client_timeout=self.timeout_s))
         shutil.rmtree(self.repository / name, ignore_errors=True)
+
+
+def publisher_for(settings: Settings, send: Send | None) -> TritonPublisher:
+    """The deployment's publisher (the server's and the worker's alike): Triton when ``training_publish``."""
+    return TritonPublisher(settings.resolved_model_repository,
+                           settings.triton_grpc_url if settings.training_publish else "",
+                           click_base=click_base(settings), send=send)

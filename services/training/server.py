@@ -17,7 +17,7 @@ from services.common.proto_time import to_timestamp
 from services.training.annotations import AnnotationStore
 from services.training.jobs import JobStore
 from services.training.promotion import promote, rollback
-from services.training.publishing import TritonPublisher, click_base
+from services.training.publishing import publisher_for
 from services.training.registry import Registry, check_kind
 from services.training.reviews import ReviewStore
 from services.training.snapshots import Entry, Snapshot, SnapshotStore
@@ -83,9 +83,8 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
         self._annotations = AnnotationStore(kit.sessions)
         self._snapshots = SnapshotStore(kit.sessions, self._annotations)
         self._registry, self._jobs = Registry(kit.sessions), JobStore(kit.sessions)
-        self._publisher = TritonPublisher(settings.resolved_model_repository,
-                                          settings.triton_grpc_url if settings.training_publish else "",
-                                          click_base=click_base(settings))
+        self._publisher = publisher_for(settings, lambda task, queue, args: kit.celery.send_task(
+            task, queue=queue, args=args))
 
         def send(op_id: str, project_id: str, kind: str, snapshot_id: str, config: dict) -> None:
             kit.celery.send_task(TRAIN, task_id=op_id, queue=TRAINING_QUEUE, args=[project_id, kind, snapshot_id, config])

@@ -30,7 +30,7 @@ from services.common.storage import make_engine, make_session_factory
 from services.training import reviews
 from services.training.annotations import AnnotationStore, annotation_of
 from services.training.jobs import JobStore
-from services.training.publishing import TritonPublisher, click_base
+from services.training.publishing import TritonPublisher, click_base, publisher_for
 from services.training.registry import Registry
 from services.training.reviews import ReviewStore
 from services.training.snapshots import SnapshotStore
@@ -65,10 +65,7 @@ def _starter() -> Starter:
 
 
 def publisher() -> TritonPublisher:
-    settings = get_settings()
-    return TritonPublisher(settings.resolved_model_repository,
-                           settings.triton_grpc_url if settings.training_publish else "",
-                           click_base=click_base(settings))
+    return publisher_for(get_settings(), lambda task, queue, args: app.send_task(task, queue=queue, args=args))
 
 
 @app.task(name=ANNOTATION_SUBMITTED, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)

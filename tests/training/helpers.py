@@ -16,6 +16,7 @@ from PIL import Image
 
 from annotation.v1 import common_pb2
 from services.common.masks import encode_rle
+from services.quality import features
 from services.training.annotations import Annotation
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 60, 210)}
@@ -72,23 +73,27 @@ def event(a: Annotation) -> common_pb2.AnnotationSubmitted:
 
 
 STEP_NAMES, SESSION_NAMES = [f"s{i}" for i in range(4)], [f"g{i}" for i in range(3)]
+# the quality service's own features: a model trained on reviews with these scores its sessions
+SERVICE_NAMES = list(features.STEP_FEATURES), list(features.SESSION_FEATURES)
 
 
 def reviewed(image_ids: list[str], project_id: str, per_image: int = 4, seed: int = 0, shuffled: bool = False,
-             prefix: str = "s") -> list[dict]:
-    """``SessionReviewed`` payloads (proto3 JSON) of ``per_image`` sessions per image: the true IoU follows session
-    feature g1 (and noise); the base model's score is a random guess."""
+             prefix: str = "s", names: tuple[list[str], list[str]] = (STEP_NAMES, SESSION_NAMES)) -> list[dict]:
+    """``SessionReviewed`` payloads (proto3 JSON) of ``per_image`` sessions per image: the true IoU follows the
+    second session feature (and noise); the base model's score is a random guess."""
     rng = np.random.default_rng(seed)
+    step_names, session_names = names
     out = []
     for image_id in image_ids:
         for k in range(per_image):
             signal = rng.normal()
             iou = float(np.clip(0.85 + 0.08 * signal + rng.normal(0, 0.02), 0, 1))
-            steps = rng.normal(size=(int(rng.integers(1, 5)), len(STEP_NAMES)))
+            steps = rng.normal(size=(int(rng.integers(1, 5)), len(step_names)))
             out.append({"project_id": project_id, "session_id": f"{prefix}-{image_id}-{k}", "image_id": image_id,
                         "true_iou": iou, "steps": [{"values": row.tolist()} for row in steps],
-                        "session_features": [float(rng.normal()), float(signal), float(rng.normal())],
-                        "step_feature_names": STEP_NAMES, "session_feature_names": SESSION_NAMES,
+                        "session_features": [float(rng.normal()), float(signal),
+                                             *rng.normal(size=len(session_names) - 2).tolist()],
+                        "step_feature_names": step_names, "session_feature_names": session_names,
                         "base_probability_below": float(rng.random())})
     if shuffled:
         ious = [m["true_iou"] for m in out]

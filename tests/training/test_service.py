@@ -20,6 +20,7 @@ from annotation.v1 import (
     training_pb2,
 )
 from services.common import annotation_events
+from services.common.celery_app import make_celery
 from services.common.image_files import load_image
 from services.common.images import encode_png
 from services.common.masks import decode_rle, iou
@@ -33,7 +34,7 @@ from services.training.interactive_model import load_base
 from services.training.publishing import CLICK_BASE, triton_model_name
 from services.training.snapshots import is_heldout
 from tests.conftest import PYTHON, start_service, wait_until
-from tests.training.helpers import event, reviewed, write_project
+from tests.training.helpers import SERVICE_NAMES, event, reviewed, write_project
 from tests.training.service_calls import FAST, INTERACTIVE, TASK, P, finished, refused, submit, train
 
 pytestmark = pytest.mark.integration
@@ -282,13 +283,26 @@ def test_every_n_accepted_annotations_start_a_training_job(triggering_service, t
     assert finished(service, again[0]).state == common_pb2.Operation.CANCELLED
 
 
-def test_reviewed_sessions_retrain_the_quality_model(service, tmp_path):
+def test_reviewed_sessions_retrain_the_quality_model_which_the_quality_service_then_scores_with(
+        service, tmp_path, spawn):
     stub, admin = service["stub"], service["admin"]
-    submit(service, write_project(tmp_path / "images", P, 30))
+    items = write_project(tmp_path / "images", P, 30)
+    submit(service, items)
+    # The quality worker scores the project's submitted sessions; which model did is in each score.
+    spawn([PYTHON, "-m", "celery", "-A", "services.quality.worker:app", "worker", "-Q", "quality",
+           "-n", "quality-test@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"],
+          service["settings"])
+    quality = make_celery("quality", service["settings"])
+
+    def scored_with(a) -> str:
+        return quality.send_task("quality.annotation_submitted", queue="quality",
+                                 args=[annotation_events.encode(event(a))]).get(timeout=60)["model_version"]
+
+    shipped = scored_with(items[0])
     code, field, message = refused(lambda: stub.StartTraining(training_pb2.StartTrainingRequest(
         project_id=P, kind=training_pb2.MODEL_KIND_QUALITY), metadata=admin))
     assert (code, field) == (grpc.StatusCode.FAILED_PRECONDITION, "kind") and "0 reviewed sessions" in message
-    messages = reviewed([f"img{i:03d}" for i in range(30)], P)
+    messages = reviewed([f"img{i:03d}" for i in range(30)], P, names=SERVICE_NAMES)
     results = [service["celery"].send_task("training.session_reviewed", queue="training", args=[m])
                for m in messages]
     assert all(r.get(timeout=60)["session_id"] for r in results)
@@ -308,3 +322,9 @@ def test_reviewed_sessions_retrain_the_quality_model(service, tmp_path):
         project_id=P, kind=training_pb2.MODEL_KIND_QUALITY), metadata=admin).version
     assert version.figures["roc_auc"] > json.loads(version.gate_json)["current"]
     assert version.triton_model_name == ""  # the quality service runs its model itself: nothing in Triton
+    # Published to the quality service: the project's sessions are scored with version 1 from now on ...
+    wait_until(lambda: scored_with(items[1]) == f"project:{P}:v1", 60, "the quality service scores with version 1")
+    # ... until it is rolled back: the shipped model again.
+    stub.RollbackModelVersion(training_pb2.RollbackModelVersionRequest(
+        project_id=P, kind=training_pb2.MODEL_KIND_QUALITY, reason="test"), metadata=admin)
+    wait_until(lambda: scored_with(items[2]) == shipped, 60, "the quality service back on its shipped model")

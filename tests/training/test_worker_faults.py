@@ -35,8 +35,9 @@ def test_kill_9_mid_job_resumes_from_the_checkpoint_and_promotes_once_then_a_new
     submit(service, items)
 
     steps = 1000
-    op = stub.StartTraining(training_pb2.StartTrainingRequest(project_id=P, kind=TASK, task=training_pb2.TaskModelConfig(
-        steps=steps, image_size=32, batch_size=8, checkpoint_every=50)), metadata=admin).operation
+    slow = training_pb2.TaskModelConfig(steps=steps, image_size=32, batch_size=8, checkpoint_every=50)
+    op = stub.StartTraining(training_pb2.StartTrainingRequest(project_id=P, kind=TASK, task=slow),
+                            metadata=admin).operation
     get = lambda: service["ops"].GetOperation(operations_pb2.GetOperationRequest(
         project_id=P, operation_id=op.id), metadata=admin).operation
 
