@@ -9,6 +9,8 @@ ANNOT := $(VENV)/bin/annot
 PROTOS := $(wildcard protos/annotation/v1/*.proto)
 GEN := gen
 PYTEST_ARGS ?=
+# two pytest processes: the suite waits on servers more than it computes (about 0.8 of 2 cores used with one)
+PYTEST_WORKERS ?= 2
 
 .PHONY: sam-setup sam-export quality-train quality-eval quality-ceiling setup triton-setup system-deps browser-deps protos up down status demo test chaos test-hardening fuzz audit test-unit test-helm helm-tools images bench clean help
 
@@ -87,7 +89,7 @@ browser-deps:  ## install chromium and chromium-driver from Debian when missing
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 
 test: setup triton-setup sam-setup system-deps helm-tools browser-deps  ## the whole suite: unit, integration (real Redis/PostgreSQL/servers), e2e, chart
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 chaos: setup triton-setup system-deps  ## long fault-injection variants: kill -9, restarts, outages, full Redis, stalled consumer
 	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
