@@ -4,6 +4,7 @@ Not named platform.py: run as a script, that would shadow the standard library's
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -65,25 +66,32 @@ def status() -> None:
 def demo(wait: bool = typer.Option(True, "--wait/--no-wait",
                                    help="Keep the web annotator up until Ctrl-C (--no-wait: stop at once)."),
          keep: bool = typer.Option(False, help="Leave the platform running afterwards.")) -> None:
-    """Start the platform, walk one annotation session through the loop (question -> clicks -> mask ->
-    byproducts -> quality score) with timings, leave the web annotator up until Ctrl-C, stop."""
-    from services.gateway.client import GatewayClient  # noqa: PLC0415
-    from services.gateway.demo import PROJECT, walk  # noqa: PLC0415 - numpy, PIL: only the demo needs them
+    """Start the platform, walk the loop (question -> clicks -> mask -> byproducts -> quality score, then a
+    training round and the next question) with timings, leave the web annotator up until Ctrl-C, stop.
+    Exits 1 when a step falls back or fails."""
+    from services.gateway.client import GatewayClient, GatewayError  # noqa: PLC0415
+    from services.gateway.demo import DemoFailed, walk  # noqa: PLC0415 - numpy, PIL: only the demo needs them
 
     current = get_settings()
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops what the demo started, as Ctrl-C does
+    # a platform the demo starts holds out half the images, so a few sample images give a job both splits
+    os.environ.setdefault("ANNOT_TRAINING_HELDOUT_PERCENT", "50")
     try:
         up(timeout=180.0)
         key = ensure_admin_key(current)
         url = f"http://{current.host}:{current.gateway_port}"
-        console.rule("one session through the loop")
+        console.rule("the loop, as a person meets it")
         with GatewayClient(url, key) as client:
-            result = walk(client, lambda line: console.print(line, highlight=False))
+            try:
+                result = walk(client, lambda line: console.print(line, highlight=False))
+            except (DemoFailed, GatewayError) as exc:  # a refused request is a failed step too
+                console.print(f"[red]demo failed:[/] {exc}\nlogs: {current.var_dir / 'log'}")
+                raise typer.Exit(1) from None
         console.rule()
         console.print(f"loop walked in {time.monotonic() - started:.1f} s from start "
                       f"(clicks: {', '.join(f'{ms:.0f} ms' for ms in result['click_ms'])})")
-        console.print(f"web annotator: [bold]{url}/?project={PROJECT}[/]   review queue: {url}/review"
+        console.print(f"web annotator: [bold]{url}/?project={result['project']}[/]   review queue: {url}/review"
                       f"\nAPI key (paste it once in the page): {key}\nOpenAPI: {url}/docs")
         if wait:
             console.print("Ctrl-C stops everything.")

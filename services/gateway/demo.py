@@ -1,7 +1,12 @@
-"""The demo walk: one annotation session through the whole loop over REST, as a person would do it
-in the web annotator (question -> clicks -> mask -> byproducts -> quality score), with timings.
+"""The demo walk: the loop over REST, as a person meets it in the web annotator, with timings: the dialog's
+question about what selection chose, the answer, clicks, submit, the review score; then a training round
+(more sessions until the training service's snapshot holds a training and a held-out image, a small task-model
+job, the promotion gate's verdict) and the next question, asked with the project's model version after it.
 
-Sample photos ship with scikit-image (``skimage.data``); each has fixed clicks on its main object.
+Sample photos ship with scikit-image (``skimage.data``); each has fixed clicks on its main object, and its
+mirror image is a second sample (new pixels, so a new image: enough for a training and a held-out split).
+A step that falls back (no question from the dialog, a training job that fails or never ends) raises
+``DemoFailed``: the demo then exits non-zero, saying which step.
 """
 
 from __future__ import annotations
@@ -23,17 +28,38 @@ SAMPLES = {
     "astronaut.png": ("astronaut", "person", [(250, 330, True), (480, 40, False)]),
     "rocket.png": ("rocket", "rocket", [(320, 210, True), (30, 30, False)]),
 }
+MIRRORED = "mirrored-"  # filename prefix of a sample's left-right mirror image
+# The training round's job: the task model (selection's), small enough for a couple of CPU cores.
+TASK_JOB = {"steps": 120, "image_size": 64, "batch_size": 4}
+MIN_SESSIONS, MAX_SESSIONS = 4, 2 * len(SAMPLES)  # annotated images before the first snapshot, at most
+
+
+class DemoFailed(RuntimeError):
+    """A step of the walk fell back or failed; the message says which."""
 
 
 def sample_files() -> list[tuple[str, bytes]]:
-    from skimage import data  # noqa: PLC0415 - heavy import, only for the demo
+    from skimage import data  # heavy import, only for the demo
 
     files = []
-    for name, (loader, _label, _clicks) in SAMPLES.items():
-        buffer = io.BytesIO()
-        Image.fromarray(np.asarray(getattr(data, loader)())).convert("RGB").save(buffer, format="PNG")
-        files.append((name, buffer.getvalue()))
+    for prefix, flip in (("", False), (MIRRORED, True)):
+        for name, (loader, _label, _clicks) in SAMPLES.items():
+            pixels = np.asarray(Image.fromarray(np.asarray(getattr(data, loader)())).convert("RGB"))
+            buffer = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(pixels[:, ::-1] if flip else pixels)).save(buffer, format="PNG")
+            files.append((prefix + name, buffer.getvalue()))
     return files
+
+
+def sample_clicks(image: dict) -> tuple[str, list[tuple[float, float, bool]]]:
+    """The label and clicks of a sample photo (mirrored for its mirror image); a centre click otherwise."""
+    name = image["filename"].removeprefix(MIRRORED)
+    if name not in SAMPLES:
+        return "object", [(image["width"] / 2, image["height"] / 2, True)]
+    _loader, label, clicks = SAMPLES[name]
+    if image["filename"].startswith(MIRRORED):
+        clicks = [(image["width"] - 1 - x, y, positive) for x, y, positive in clicks]
+    return label, clicks
 
 
 def _timed(action: Callable):
@@ -42,52 +68,89 @@ def _timed(action: Callable):
     return result, (time.perf_counter() - start) * 1000
 
 
-def walk(client: GatewayClient, say: Callable[[str], None], quality_wait_s: float = 20.0) -> dict:
-    """Runs one session through the loop; returns what happened (for tests and the summary)."""
+def demo_project(client: GatewayClient) -> str:
+    """``demo``, or ``demo-N`` when earlier runs made those: each run starts from unannotated images and a
+    project on its base models, so the loop is walked from its start."""
+    taken = {p["project_id"] for p in client.request("GET", "/v1/projects")}
+    n = 1
+    while (PROJECT if n == 1 else f"{PROJECT}-{n}") in taken:
+        n += 1
+    return PROJECT if n == 1 else f"{PROJECT}-{n}"
+
+
+def walk(client: GatewayClient, say: Callable[[str], None], quality_wait_s: float = 20.0,
+         training_wait_s: float = 600.0) -> dict:
+    """Runs the loop once round; returns what happened (for tests and the summary). Raises DemoFailed."""
+    project = demo_project(client)
     labels = sorted({label for _loader, label, _c in SAMPLES.values()})
-    client.create_project(PROJECT, "Demo (scikit-image sample photos)", labels, exist_ok=True)
-    images, ms = _timed(lambda: client.upload(PROJECT, sample_files()))
-    say(f"uploaded {len(images)} sample photos from scikit-image in {ms:.0f} ms "
-        f"({sum(i['duplicate'] for i in images)} already there)")
+    client.create_project(project, "Demo (scikit-image sample photos)", labels, exist_ok=True)
+    images, ms = _timed(lambda: client.upload(project, sample_files()))
+    say(f"project {project}: uploaded {len(images)} sample photos from scikit-image (and their mirror images) "
+        f"in {ms:.0f} ms")
     by_id = {i["image_id"]: i for i in images}
 
-    question, ms = _timed(lambda: client.next_question(PROJECT))
+    first = _session(client, project, by_id, say)
+    score = _wait_for_score(client, project, first["session_id"], quality_wait_s, say)
+    sessions = [first]
+
+    say("-- a training round: the task model (selection's) on the project's accepted annotations")
+    snapshot = _snapshot_for_training(client, project, by_id, sessions, say)
+    training = _train(client, project, snapshot, training_wait_s, say)
+
+    after = _next_question(client, project, by_id, training, say)
+    return {"project": project, "session_id": first["session_id"], "image": first["image"],
+            "click_ms": first["click_ms"], "area_px": first["area_px"], "score": score,
+            "sessions": len(sessions), "training": training, "next_question": after}
+
+
+def _ask(client: GatewayClient, project: str, by_id: dict, say, heading: str = "question") -> tuple[dict, dict]:
+    """The dialog's next question (never the fallback's) and its image."""
+    question, ms = _timed(lambda: client.next_question(project))
     if question["exhausted"]:
-        say(f"question ({ms:.0f} ms): every image is annotated; segmenting coffee.png again")
-        image = images[0]
-        session, ms = _timed(lambda: client.start_session(PROJECT, image_id=image["image_id"]))
-    else:
-        task = question["task"]
-        image = by_id.get(task["image_id"], question["image"])
-        say(f"question ({ms:.0f} ms): {task['question_type']} {image['filename']} "
-            f"[{task['policy']}] {task['reason']}")
-        task = _answer_until_segment(client, task, say)
-        session, ms = _timed(lambda: client.start_session(PROJECT, task_id=task["task_id"]))
-    _loader, label, clicks = SAMPLES.get(image["filename"], ("", "object", [(image["width"] / 2, image["height"] / 2, True)]))
-    say(f"session {session['session_id']} started in {ms:.0f} ms ({image['width']}x{image['height']})")
+        raise DemoFailed("the dialog has no question left: every sample image is annotated")
+    task = question["task"]
+    if task["policy"] == "fallback":
+        raise DemoFailed(f"the question did not come from the dialog: {task['reason']}")
+    image = by_id.get(task["image_id"], question["image"])
+    say(f"{heading} ({ms:.0f} ms): {task['question_type']} about {_region(task)} of {image['filename']} "
+        f"[{task['policy']}] {task['reason']}")
+    return task, image
+
+
+def _region(task: dict) -> str:
+    region = task.get("region") or {"kind": "whole_image"}
+    if region["kind"] == "whole_image":
+        return "the whole image"
+    return f"a {region['kind']} at {[round(v) for v in region.get('box', [])]}"
+
+
+def _session(client: GatewayClient, project: str, by_id: dict, say) -> dict:
+    """One question of the dialog answered as a person would, ending in a submitted mask."""
+    task, image = _ask(client, project, by_id, say)
+    task = _answer_until_segment(client, project, task, say)
+    image = by_id.get(task["image_id"], image)
+    session, ms = _timed(lambda: client.start_session(project, task_id=task["task_id"]))
+    label, clicks = sample_clicks(image)
+    say(f"session {session['session_id']} on {image['filename']} started in {ms:.0f} ms "
+        f"({image['width']}x{image['height']})")
     t0 = time.perf_counter()
     click_ms = []
     for x, y, positive in clicks:
-        reply, ms = _timed(lambda: client.click(PROJECT, session["session_id"], x, y, positive,
-                                                int((time.perf_counter() - t0) * 1000)))
+        reply, ms = _timed(lambda x=x, y=y, positive=positive: client.click(
+            project, session["session_id"], x, y, positive, int((time.perf_counter() - t0) * 1000)))
         click_ms.append(ms)
-        say(f"  click {'+' if positive else '-'} ({x}, {y}): mask {reply['stats']['area_px']} px, "
+        say(f"  click {'+' if positive else '-'} ({x:.0f}, {y:.0f}): mask {reply['stats']['area_px']} px, "
             f"round trip {ms:.0f} ms (Triton {reply['model_latency_ms']:.0f} ms, service "
             f"{reply['service_latency_ms']:.0f} ms), IoU with previous {reply['iou_with_previous']:.2f}")
-    done, ms = _timed(lambda: client.finish(PROJECT, session["session_id"], "submitted", label))
+    done, ms = _timed(lambda: client.finish(project, session["session_id"], "submitted", label))
     say(f"submitted as '{label}' in {ms:.0f} ms: mask stored; one AnnotationSubmitted event sent to the "
         f"byproducts (task {done['byproducts_operation_id'][:8]}…), quality (task {done['quality_operation_id'][:8]}…), "
         "selection and training queues, and to the dialog's when it asked the question")
-    ingest = client.config()["byproducts_ingest"]
-    say(f"byproducts: REST ingest at {ingest}" if ingest else
-        "byproducts: the gateway has no REST ingest route yet; the finished session's summary went to the "
-        "byproducts queue (the web annotator keeps its trajectory events in the tab)")
-    score = _wait_for_score(client, session["session_id"], quality_wait_s, say)
-    return {"session_id": session["session_id"], "image": image["filename"], "click_ms": click_ms,
-            "area_px": reply["stats"]["area_px"], "score": score}
+    return {"session_id": session["session_id"], "image": image["filename"], "image_id": image["image_id"],
+            "click_ms": click_ms, "area_px": reply["stats"]["area_px"]}
 
 
-def _answer_until_segment(client: GatewayClient, task: dict, say: Callable[[str], None]) -> dict:
+def _answer_until_segment(client: GatewayClient, project: str, task: dict, say: Callable[[str], None]) -> dict:
     """Answers the questions that need no clicks as a person would in the web annotator (a proposal: "no",
     so that the clicks correct it; a region or nothing to do: skipped) until a SEGMENT task is asked."""
     for _ in range(5):
@@ -96,28 +159,117 @@ def _answer_until_segment(client: GatewayClient, task: dict, say: Callable[[str]
         if task["proposal_source"] or task["proposal"]:
             say(f"  proposal shown: {task['proposal_source'] or 'from the question'}; prompt: {task['prompt']}")
         body = {"verify": {"accepted": False}} if task["question_type"] == "VERIFY" else {"skip": {"reason": "demo"}}
-        path = f"/v1/projects/{PROJECT}/tasks/{task['task_id']}/answer"
+        path = f"/v1/projects/{project}/tasks/{task['task_id']}/answer"
         reply, ms = _timed(lambda p=path, b=body: client.request("POST", p, json={**b, "seconds": 2.0}))
         say(f"answer ({ms:.0f} ms): {'no' if 'verify' in body else 'skip'}, {reply['dialog']} by the dialog")
         if reply["follow_up"]:
             task = reply["follow_up"]["task"]
         else:
-            nxt = client.next_question(PROJECT)
+            nxt = client.next_question(project)
             if nxt["exhausted"]:
-                break
+                raise DemoFailed("the dialog has no question left to segment")
             task = nxt["task"]
-        say(f"question: {task['question_type']} [{task['policy']}] {task['reason']}")
+            if task["policy"] == "fallback":
+                raise DemoFailed(f"the question did not come from the dialog: {task['reason']}")
+        say(f"question: {task['question_type']} about {_region(task)} [{task['policy']}] {task['reason']}")
+    if task["question_type"] != "SEGMENT":
+        raise DemoFailed(f"the dialog asked no SEGMENT question in 5 answers (last: {task['question_type']})")
     return task
 
 
-def _wait_for_score(client: GatewayClient, session_id: str, wait_s: float, say) -> dict | None:
+def _snapshot_for_training(client: GatewayClient, project: str, by_id: dict, sessions: list[dict], say) -> dict:
+    """Sessions until there are MIN_SESSIONS and the training service's snapshot of the project holds a
+    training image and a held-out one (the split is a hash of each image id); waits for the submitted
+    annotations to reach it."""
+    while len(sessions) < MIN_SESSIONS:
+        say(f"a few more images before training ({len(sessions)} of {MIN_SESSIONS} annotated): the next question")
+        sessions.append(_session(client, project, by_id, say))
+    path = f"/v1/projects/{project}/training/snapshots"
+    while True:
+        annotated = len({s["image_id"] for s in sessions})
+        deadline, snapshot = time.monotonic() + 60, None
+        while snapshot is None or snapshot["image_count"] < annotated:  # the training queue stores them
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"the training service holds {snapshot['image_count'] if snapshot else 0} of the "
+                                 f"{annotated} annotated images after 60 s: its worker does not store them")
+            try:
+                snapshot, ms = _timed(lambda: client.request("POST", path))
+            except GatewayError as exc:
+                if exc.status != 404:
+                    raise DemoFailed(f"training snapshot: {exc.message}") from None
+                snapshot = None
+            if snapshot is None or snapshot["image_count"] < annotated:
+                time.sleep(0.5)
+        say(f"snapshot {snapshot['snapshot_id'][:8]} ({ms:.0f} ms): {snapshot['annotation_count']} annotations on "
+            f"{snapshot['image_count']} images, {snapshot['train_image_count']} to train on, "
+            f"{snapshot['heldout_image_count']} held out ({snapshot['heldout_percent']}% by a hash of the image id)")
+        if snapshot["train_image_count"] and snapshot["heldout_image_count"]:
+            return snapshot
+        if len(sessions) >= MAX_SESSIONS:
+            raise DemoFailed(f"{len(sessions)} images annotated and the snapshot still lacks a "
+                             f"{'held-out' if snapshot['train_image_count'] else 'training'} image")
+        say("a job needs a training and a held-out image: the next question")
+        sessions.append(_session(client, project, by_id, say))
+
+
+def _train(client: GatewayClient, project: str, snapshot: dict, wait_s: float, say) -> dict:
+    """A small task-model job on the snapshot, waited for until the registry has its version: promoted past
+    the gate or rejected by it (both are the loop working; a job that ends without a version is not)."""
+    base = f"/v1/projects/{project}/training"
+    t0 = time.perf_counter()
+    job = client.request("POST", base, json={"kind": "task", "snapshot_id": snapshot["snapshot_id"],
+                                             "config": TASK_JOB})
+    say(f"training job {job['operation_id'][:8]}… started: task model, {TASK_JOB['steps']} steps at "
+        f"{TASK_JOB['image_size']} px on snapshot {job['snapshot_id'][:8]}")
+    deadline = time.monotonic() + wait_s
+    while True:
+        listed = client.request("GET", f"{base}/versions", params={"kind": "task"})
+        mine = [v for v in listed["versions"] if v["operation_id"] == job["operation_id"]]
+        if mine and mine[0]["state"] != "candidate":  # registered before the gate: a candidate is being judged
+            break
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"training job {job['operation_id']} made no model version within {wait_s:.0f} s "
+                             "(failed, or the training worker is not running)" if not mine else
+                             f"task model v{mine[0]['version']} is still a candidate after {wait_s:.0f} s "
+                             f"({mine[0]['gate'].get('reason') or 'not judged by the gate'})")
+        time.sleep(1.0)
+    version, seconds = mine[0], time.perf_counter() - t0
+    gate = version["gate"]
+    verdict = gate.get("reason") or "no gate record"
+    current = listed["current"].get("task", 0)
+    if version["state"] == "promoted":
+        say(f"task model v{version['version']} trained in {seconds:.1f} s and promoted ({verdict}); the training "
+            "worker tells selection, which re-scores the project's pool with it")
+    elif version["state"] == "rejected":
+        say(f"task model v{version['version']} trained in {seconds:.1f} s and rejected by the promotion gate "
+            f"({verdict}): the project stays on {f'task model v{current}' if current else 'no task model'}")
+    else:
+        raise DemoFailed(f"task model v{version['version']} ended {version['state']} ({verdict})")
+    return {"version": version["version"], "state": version["state"], "current": current, "seconds": seconds,
+            "figures": version["figures"], "gate": gate}
+
+
+def _next_question(client: GatewayClient, project: str, by_id: dict, training: dict, say) -> dict:
+    """The next question after the round, named with the task model version the project is on (the training
+    service's current one, as the web annotator's progress line shows it)."""
+    models = client.request("GET", f"/v1/projects/{project}/progress")
+    if models.get("project_models_error"):
+        raise DemoFailed(f"the project's model versions: {models['project_models_error']}")
+    current = (models["project_models"].get("task") or {}).get("version", 0)
+    if current != training["current"]:
+        raise DemoFailed(f"the project is on task model v{current}, the registry said v{training['current']}")
+    served = f"task model v{current}" if current else "no task model (selection draws uniformly)"
+    task, image = _ask(client, project, by_id, say, heading=f"next question, asked with {served}")
+    return {"task_model_version": current, "question_type": task["question_type"], "image": image["filename"]}
+
+
+def _wait_for_score(client: GatewayClient, project: str, session_id: str, wait_s: float, say) -> dict:
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            items = client.review(PROJECT, 200)["items"]
+            items = client.review(project, 200)["items"]
         except GatewayError as exc:
-            say(f"quality: {exc.message}")
-            return None
+            raise DemoFailed(f"quality: {exc.message}") from None
         mine = [i for i in items if i["session_id"] == session_id]
         if mine:
             item = mine[0]
@@ -126,6 +278,5 @@ def _wait_for_score(client: GatewayClient, session_id: str, wait_s: float, say) 
                 "in the review queue")
             return item
         if time.monotonic() > deadline:
-            say(f"quality: no score for the session within {wait_s:.0f} s")
-            return None
+            raise DemoFailed(f"quality: no score for the session within {wait_s:.0f} s")
         time.sleep(0.5)

@@ -1,5 +1,5 @@
-"""REST routes of the loop's learning half (the training service, docs/training.md): start a training job
-of a project on demand, list its model versions. Admins only: a job costs minutes of CPU or GPU.
+"""REST routes of the loop's learning half (the training service, docs/training.md): freeze a snapshot, start
+a training job of a project on demand, list its model versions. Admins only: a job costs minutes of CPU or GPU.
 """
 
 from __future__ import annotations
@@ -54,6 +54,18 @@ def start_training(request: Request, project_id: str, who: Admin, body: Annotate
         **{body.kind: config}), who.key)
     return {"operation_id": reply.operation.id, "kind": body.kind, "snapshot_id": reply.snapshot_id,
             "state": common_pb2.Operation.State.Name(reply.operation.state).lower()}
+
+
+@router.post("/snapshots", tags=["training"])
+def create_snapshot(request: Request, project_id: str, who: Admin) -> dict:
+    """Freezes the project's accepted annotations as the training service has them (the same annotations give
+    the same snapshot): how many images are in the training and held-out splits, so a client knows whether a
+    job can start (it needs both). 404 while the training service has no annotation of the project."""
+    request.app.state.catalog.project(project_id)
+    s = _call(request, "CreateSnapshot", training_pb2.CreateSnapshotRequest(project_id=project_id), who.key).snapshot
+    return {"snapshot_id": s.snapshot_id, "annotation_count": s.annotation_count, "image_count": s.image_count,
+            "train_image_count": s.train_image_count, "heldout_image_count": s.heldout_image_count,
+            "heldout_percent": s.heldout_percent, "class_names": list(s.class_names)}
 
 
 def _version_out(v: training_pb2.ModelVersion) -> dict:
