@@ -18,6 +18,7 @@ from services.selection.pool import PoolStore
 from services.selection.predictions import digest
 from services.selection.predictor import ClassMapped, Predictor
 from services.selection.propagation import colour_histogram
+from services.selection.region_demand import RegionDemand
 from services.selection.score_store import ScoreStore
 from services.selection.scoring import (
     RegionSpec,
@@ -112,13 +113,13 @@ def superpixel_masks(pools: PoolStore, project_id: str, pool_id: str, spec: Regi
     return masks
 
 
-def rescore_project(pools: PoolStore, scores: ScoreStore, project_id: str, predictor: Predictor,
-                    model_classes: list[str],
+def rescore_project(pools: PoolStore, scores: ScoreStore, demand: RegionDemand, project_id: str,
+                    predictor: Predictor, model_classes: list[str],
                     progress: Callable[[int, int, str], None] = lambda done, total, message: None) -> dict:
     """After a new task model (``predictor``, over ``model_classes``): every pool of the project that shares a
     label with it is predicted again (the model's classes laid out on the pool's by name) and re-scored for the
-    image and every region spec it had scores for. A pool without a label in common is left as it is, named
-    under ``skipped``."""
+    image, every region spec it had scores for and every region spec it was asked for (``demand``). A pool
+    without a label in common is left as it is, named under ``skipped``."""
     out: dict = {"pools": {}, "skipped": {}}
     for pool_id in pools.pool_ids(project_id):
         pool = pools.get_pool(project_id, pool_id)
@@ -127,6 +128,7 @@ def rescore_project(pools: PoolStore, scores: ScoreStore, project_id: str, predi
             continue
         specs = {RegionSpec("image")} | {RegionSpec(key.split(":")[0], int(key.split(":")[1]))
                                          for key in scores.region_keys(project_id, pool_id) if ":" in key}
+        specs |= set(demand.wanted(project_id, pool_id))
         out["pools"][pool_id] = score_pool(
             pools, scores, project_id, pool_id, sorted(specs, key=lambda spec: spec.key), force=True,
             predictor=ClassMapped(predictor, model_classes, list(pool.class_names)), repredict=True,

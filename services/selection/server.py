@@ -15,6 +15,7 @@ from annotation.v1 import common_pb2, selection_pb2, selection_pb2_grpc
 from services.common.active_learning.heuristics import HEURISTICS
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Kit, serve
+from services.common.operations import status_from_task
 from services.common.proto_time import to_timestamp
 from services.common.request_context import caller
 from services.selection.batch import select_batch, select_unscored
@@ -24,6 +25,7 @@ from services.selection.pool import Item, PoolInfo, PoolStore
 from services.selection.pool_scoring import superpixel_masks
 from services.selection.predictions import build
 from services.selection.propagation import find_candidates
+from services.selection.region_demand import Demand, RegionDemand, ask_for_region
 from services.selection.score_store import Label, ScoreStore
 from services.selection.scoring import RegionSpec
 from services.selection.strategies import STRATEGIES, get_strategy, resolve_params
@@ -120,6 +122,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
     def __init__(self, kit: Kit) -> None:
         self._kit = kit
         self._pools, self._scores = PoolStore(kit.sessions), ScoreStore(kit.sessions)
+        self._demand = RegionDemand(kit.sessions)
 
     def CreatePool(self, request, context):
         info = self._pools.create_pool(request.project_id, request.pool_id, request.display_name,
@@ -180,15 +183,36 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
                     raise InvalidArgument(f"{field}[{n}]", "must be in [1, 100000]", reason="OUT_OF_RANGE")
                 specs.append([kind, int(size)])
         op_id = uuid.uuid4().hex
-        record = self._kit.operations.create(op_id, "selection.score_pool", request.project_id)
-        self._kit.celery.send_task("selection.score_pool", task_id=op_id, queue="selection",
-                                   args=[request.project_id, request.pool_id, specs, request.force,
-                                         request.triton_model])
+        record = self._enqueue_scoring(op_id, request.project_id, request.pool_id, specs, request.force,
+                                       request.triton_model)
         create = timestamp_pb2.Timestamp()
         create.FromNanoseconds(int(record.create_time * 1e9))
         return selection_pb2.StartScoringResponse(operation=common_pb2.Operation(
             id=op_id, kind=record.kind, project_id=request.project_id, state=common_pb2.Operation.PENDING,
             message="enqueued", create_time=create, update_time=create))
+
+    def _enqueue_scoring(self, op_id: str, project_id: str, pool_id: str, specs: list[list], force: bool = False,
+                         triton_model: str = ""):
+        record = self._kit.operations.create(op_id, "selection.score_pool", project_id)
+        self._kit.celery.send_task("selection.score_pool", task_id=op_id, queue="selection",
+                                   args=[project_id, pool_id, specs, force, triton_model])
+        return record
+
+    def _operation_running(self, op_id: str, project_id: str) -> bool:
+        try:
+            self._kit.operations.get(op_id, project_id)
+        except NotFound:
+            return False  # expired, or never sent (Celery reports an unknown id as PENDING)
+        task = self._kit.celery.AsyncResult(op_id)
+        return status_from_task(task.state, task.info).state in ("PENDING", "RUNNING")
+
+    def _ask_for_region(self, project_id: str, pool_id: str, spec: RegionSpec) -> Demand:
+        """No scores for a region spec: wanted from now on, scored from stored predictions (no Triton model)."""
+        return ask_for_region(
+            self._demand, self._pools, project_id, pool_id, spec, lambda: uuid.uuid4().hex,
+            lambda op_id: self._operation_running(op_id, project_id),
+            lambda op_id, wanted: self._enqueue_scoring(op_id, project_id, pool_id,
+                                                        [[wanted.granularity, wanted.scale]]))
 
     def SelectBatch(self, request, context):
         pool = self._pools.get_pool(request.project_id, request.pool_id)
@@ -203,6 +227,9 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
             items = self._pools.items(request.project_id, request.pool_id)
             candidates = unscored([i.item_id for i in items], [(i.height, i.width) for i in items],
                                   [i.labelled for i in items])
+        elif len(candidates) == 0 and spec.granularity != "image":
+            demand = self._ask_for_region(request.project_id, request.pool_id, spec)
+            raise FailedPrecondition(demand.explain(request.pool_id), field="granularity")
         elif len(candidates) == 0:
             raise FailedPrecondition(f"pool {request.pool_id!r} has no scores for {spec.key}; run StartScoring "
                                      "(only uniform selects among unscored images)", field="granularity")

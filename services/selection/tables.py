@@ -1,4 +1,5 @@
-"""SQL tables of the selection service (migrations ``0003_selection``, ``0010_selection_label_annotation``)."""
+"""SQL tables of the selection service (migrations ``0003_selection``, ``0010_selection_label_annotation``,
+``0013_selection_wanted_regions``)."""
 
 from __future__ import annotations
 
@@ -122,3 +123,13 @@ class BatchRow(Base):
     request: Mapped[dict] = mapped_column(JSON)
     regions: Mapped[list] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WantedRegionRow(Base):
+    """A region spec SelectBatch was asked for before the pool had scores for it (``region_demand.py``)."""
+    __tablename__ = "selection_wanted_regions"
+    project_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    pool_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    region_key: Mapped[str] = mapped_column(String(32), primary_key=True)  # patch:<px> | superpixel:<n>
+    operation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the last scoring enqueued
+    wanted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

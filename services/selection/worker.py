@@ -2,7 +2,8 @@
 
 Run: ``celery -A services.selection.worker:app worker -Q selection``.
 
-- ``selection.score_pool``: scores a pool's predicted items (StartScoring).
+- ``selection.score_pool``: scores a pool's predicted items (StartScoring, or SelectBatch asked for a region
+  spec the pool had no scores for: ``region_demand.py``).
 - ``selection.task_model_promoted``: the training service promoted a task model: the project's pools are
   predicted again through Triton with it and re-scored.
 - ``selection.annotation_submitted``: the loop's event of a submitted annotation (``AnnotationSubmitted``):
@@ -24,6 +25,7 @@ from services.selection.pool import PoolStore
 from services.selection.pool_scoring import rescore_project
 from services.selection.pool_scoring import score_pool as score_pool_items
 from services.selection.predictor import TritonPredictor
+from services.selection.region_demand import RegionDemand
 from services.selection.score_store import ScoreStore
 from services.selection.scoring import RegionSpec
 
@@ -31,9 +33,12 @@ app = make_celery("selection")
 
 
 @lru_cache(maxsize=1)
+def _sessions():
+    return make_session_factory(make_engine(get_settings().resolved_database_url))
+
+
 def _stores() -> tuple[PoolStore, ScoreStore]:
-    sessions = make_session_factory(make_engine(get_settings().resolved_database_url))
-    return PoolStore(sessions), ScoreStore(sessions)
+    return PoolStore(_sessions()), ScoreStore(_sessions())
 
 
 @app.task(name="selection.score_pool", bind=True)
@@ -51,11 +56,12 @@ def score_pool(self, project_id: str, pool_id: str, specs: list[list], force: bo
 def task_model_promoted(self, project_id: str, triton_model: str, class_names: list[str]) -> dict:
     """The training service promoted a task model of the project: every pool of the project that shares a label
     with it is predicted again through Triton (plain pass, flips, MC-dropout members; the model's classes laid
-    out on the pool's by name) and re-scored for the image and for every region spec it had scores for, so the
-    next picks follow the new model. A pool without a label in common is left as it is (named in the result)."""
+    out on the pool's by name) and re-scored for the image and for every region spec it had scores for or was
+    asked for, so the next picks follow the new model. A pool without a label in common is left as it is (named
+    in the result)."""
     predictor = TritonPredictor(get_settings().triton_grpc_url, triton_model)
     return {"triton_model": triton_model, **rescore_project(
-        *_stores(), project_id, predictor, list(class_names),
+        *_stores(), RegionDemand(_sessions()), project_id, predictor, list(class_names),
         progress=lambda done, total, message: report_progress(self, done, total, message))}
 
 
