@@ -52,11 +52,13 @@ def platform(settings, spawn, monkeypatch):
     with TestClient(create_app(settings, limits), headers={"Authorization": f"Bearer {token}"}) as http:
         client = InProcess(http)
         monkeypatch.setattr(rest, "_gateway_client", lambda url, key: client)
+        # rich sizes its tables by the terminal, 80 columns where there is none (pytest-xdist): cells were cut
+        monkeypatch.setattr(rest.console, "width", 200)
         yield sessions
 
 
 def test_train_start_refusals_and_versions(platform, tmp_path):
-    runner = CliRunner(env={"COLUMNS": "200"})  # rich tables: wide enough to read whole cells
+    runner = CliRunner()
 
     def annot(*args):
         return runner.invoke(app, list(args), env={"COLUMNS": "200"})  # the table unwrapped

@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -108,8 +108,9 @@ class Page:
         self.wait = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
         driver.get(url + "/")
         # log in once: the key is exchanged for an HttpOnly session cookie, the page keeps no key
-        login = self.wait.until(lambda d: d.find_element(By.ID, "key-input")
-                                if d.find_element(By.ID, "key-input").is_displayed() else None)
+        # while the page loads, Chromium may answer for a node the page has just replaced (an inspector error)
+        loading = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, WebDriverException))
+        login = loading.until(lambda d: (field := d.find_element(By.ID, "key-input")).is_displayed() and field)
         login.send_keys(key)
         driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
         self.wait.until(lambda d: d.find_element(By.ID, "work").is_displayed())

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -98,8 +99,15 @@ def triton(exported):
 
 
 def inference_counts(server: Triton) -> dict[str, int]:
-    """Triton's own count of inferences per model (its metrics endpoint)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+    """Triton's own count of inferences per model (its metrics endpoint, which may open a moment after Triton
+    reports ready: a restarted server is waited for)."""
+    def scrape() -> str:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+        except urllib.error.URLError:
+            return ""
+
+    text = wait_until(scrape, 30, "Triton's metrics endpoint")
     return {m.group(1): int(float(m.group(2)))
             for m in re.finditer(r'^nv_inference_count\{model="([^"]+)",version="\d+"\} (\S+)$', text, re.MULTILINE)}
 
