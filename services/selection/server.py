@@ -55,15 +55,22 @@ def _tensor(t: selection_pb2.Tensor) -> tuple:
     return list(t.shape), DTYPE.get(t.dtype, "UNSPECIFIED"), t.data
 
 
+MAX_REGION_SIZE = 100000  # patch pixels or SLIC segments, as StartScoring bounds them (a wanted spec gets scored)
+
+
 def _spec(granularity: int, patch: int, superpixels: int, where: str = "") -> RegionSpec:
     kind = GRANULARITY.get(granularity)
     if kind == "patch":
         if patch <= 0:
             raise InvalidArgument(f"{where}patch_size_px", "must be > 0 for PATCH", reason="REQUIRED")
+        if patch > MAX_REGION_SIZE:
+            raise InvalidArgument(f"{where}patch_size_px", f"must be in [1, {MAX_REGION_SIZE}]", reason="OUT_OF_RANGE")
         return RegionSpec("patch", patch)
     if kind == "superpixel":
         if superpixels <= 0:
             raise InvalidArgument(f"{where}n_superpixels", "must be > 0 for SUPERPIXEL", reason="REQUIRED")
+        if superpixels > MAX_REGION_SIZE:
+            raise InvalidArgument(f"{where}n_superpixels", f"must be in [1, {MAX_REGION_SIZE}]", reason="OUT_OF_RANGE")
         return RegionSpec("superpixel", superpixels)
     return RegionSpec("image")
 
@@ -178,9 +185,9 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
                 field = "patch_sizes_px" if kind == "patch" else "superpixel_counts"
                 raise InvalidArgument(field, f"needs at least one value for {kind} granularity", reason="REQUIRED")
             for n, size in enumerate(sizes):
-                if kind != "image" and not 0 < size <= 100000:
+                if kind != "image" and not 0 < size <= MAX_REGION_SIZE:
                     field = "patch_sizes_px" if kind == "patch" else "superpixel_counts"
-                    raise InvalidArgument(f"{field}[{n}]", "must be in [1, 100000]", reason="OUT_OF_RANGE")
+                    raise InvalidArgument(f"{field}[{n}]", f"must be in [1, {MAX_REGION_SIZE}]", reason="OUT_OF_RANGE")
                 specs.append([kind, int(size)])
         op_id = uuid.uuid4().hex
         record = self._enqueue_scoring(op_id, request.project_id, request.pool_id, specs, request.force,

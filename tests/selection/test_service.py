@@ -189,6 +189,11 @@ def test_bad_input_is_invalid_argument_naming_the_field(service):
             (dict(strategy="nope", budget=1), "strategy"),
             (dict(strategy="entropy", budget=2), "budget"),
             (dict(strategy="entropy", budget=1, granularity=common_pb2.GRANULARITY_PATCH), "patch_size_px"),
+            # bounded as StartScoring's sizes: a region spec asked for gets scored
+            (dict(strategy="entropy", budget=1, granularity=common_pb2.GRANULARITY_PATCH, patch_size_px=100001),
+             "patch_size_px"),
+            (dict(strategy="entropy", budget=1, granularity=common_pb2.GRANULARITY_SUPERPIXEL, n_superpixels=100001),
+             "n_superpixels"),
             (dict(strategy="score_band", budget=1, params={"nope": 1}), "params.nope")):
         with pytest.raises(grpc.RpcError) as err:
             stub.SelectBatch(selection_pb2.SelectBatchRequest(project_id=P, pool_id=pool, **request), metadata=admin)
