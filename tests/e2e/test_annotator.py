@@ -15,7 +15,6 @@ worker, the gateway), in headless Debian Chromium, on one platform start for the
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -24,7 +23,6 @@ import subprocess
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -34,7 +32,7 @@ from sqlalchemy import select
 
 from services.cli import local_platform
 from services.common.masks import decode_rle
-from services.common.settings import SERVICES, Settings
+from services.common.settings import Settings
 from services.common.storage import make_engine, make_session_factory
 from services.dialog.tables import QuestionRow
 from services.gateway.client import GatewayClient
@@ -42,11 +40,10 @@ from tests.browser import chromium
 from tests.conftest import (
     PYTHON,
     REPO,
-    free_port,
-    free_port_block,
     settings_env,
     wait_until,
 )
+from tests.e2e.annot_platform import annot_up
 
 pytestmark = pytest.mark.e2e
 
@@ -57,39 +54,10 @@ ARTIFACTS = REPO / "var" / "artifacts"
 ENTER, ESCAPE = "\ue007", "\ue00c"  # selenium's Keys
 
 
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("platform")
-    settings = Settings(
-        _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        gateway_port=free_port(), metrics_port_base=free_port_block(), triton_http_port=free_port(),
-        triton_grpc_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port(),
-        **{f"{name}_port": free_port() for name in SERVICES})
-    env = {**os.environ, **settings_env(settings)}
-
-    def annot(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-        return subprocess.run([PYTHON, "-m", "services.cli.main", *args], cwd=REPO, env=env, text=True,
-                              capture_output=True, timeout=timeout, check=False)
-
-    started = annot("up", "--timeout", "200")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        url = f"http://127.0.0.1:{settings.gateway_port}"
-        key = (settings.var_dir / "admin.key").read_text().strip()
-        with GatewayClient(url, key) as client:
-            client.create_project("web", "Web test", ["cup", "plate"])
-            images = client.upload("web", [(name, png(photo)) for name, photo in PHOTOS.items()])
-        yield {"settings": settings, "annot": annot, "url": url, "key": key,
-               "images": {i["image_id"]: i for i in images}}
-    finally:
-        annot("down")
-        assert local_platform.supervisor_pid(settings) is None
+    with annot_up(tmp_path_factory.mktemp("platform"), ["cup", "plate"], PHOTOS) as running:
+        yield running
 
 
 def dialog_answer(settings: Settings, question_id: str) -> QuestionRow | None:

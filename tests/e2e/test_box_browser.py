@@ -6,13 +6,8 @@ the mask, and Enter submits the object with the box and the click as its two inp
 
 from __future__ import annotations
 
-import io
-import os
-import subprocess
-
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import ndimage
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
@@ -20,12 +15,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from skimage import data as samples
 
-from services.cli import local_platform
 from services.common.masks import decode_rle
-from services.common.settings import SERVICES, Settings
 from services.gateway.client import GatewayClient
 from tests.browser import chromium
-from tests.conftest import PYTHON, REPO, free_port, free_port_block, settings_env, wait_until
+from tests.conftest import wait_until
+from tests.e2e.annot_platform import annot_up
 
 pytestmark = pytest.mark.e2e
 
@@ -35,38 +29,10 @@ BOXES = {"coffee.png": (170, 15, 245, 285), "chelsea.png": (5, 5, 390, 290)}
 ENTER = "\ue007"
 
 
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("platform")
-    settings = Settings(
-        _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        gateway_port=free_port(), metrics_port_base=free_port_block(), triton_http_port=free_port(),
-        triton_grpc_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port(),
-        **{f"{name}_port": free_port() for name in SERVICES})
-    env = {**os.environ, **settings_env(settings)}
-
-    def annot(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-        return subprocess.run([PYTHON, "-m", "services.cli.main", *args], cwd=REPO, env=env, text=True,
-                              capture_output=True, timeout=timeout, check=False)
-
-    started = annot("up", "--timeout", "200")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        url = f"http://127.0.0.1:{settings.gateway_port}"
-        key = (settings.var_dir / "admin.key").read_text().strip()
-        with GatewayClient(url, key) as client:
-            client.create_project("web", "Web test", ["cup", "cat"])
-            images = client.upload("web", [(name, png(photo)) for name, photo in PHOTOS.items()])
-        yield {"settings": settings, "url": url, "key": key, "images": {i["image_id"]: i for i in images}}
-    finally:
-        annot("down")
-        assert local_platform.supervisor_pid(settings) is None
+    with annot_up(tmp_path_factory.mktemp("platform"), ["cup", "cat"], PHOTOS) as running:
+        yield running
 
 
 class Page:

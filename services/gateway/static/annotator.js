@@ -11,47 +11,16 @@
 // User text (project names, labels, prompts, reasons) only ever reaches the page as text (textContent,
 // fillSelect): never as HTML.
 "use strict";
-const $ = (id) => document.getElementById(id);
 const PALETTE = [[30, 144, 255], [255, 133, 27], [46, 204, 64], [177, 13, 201], [255, 220, 0], [57, 204, 204]];
 const state = { whoami: null, config: null, project: null, question: null, mode: "idle", session: null, image: null,
   bitmap: null, overlay: null, clicks: [], mask: null, busy: false, recorder: null, shownAt: 0,
   objects: [], proposal: null, region: null, boxes: [], drag: null, correcting: null, boxTool: false };
 
-const STATUS_WORDS = { 400: "Refused, the request is invalid", 401: "Not logged in", 403: "Not allowed",
-  404: "Not found", 409: "Refused, it changed meanwhile", 413: "Refused, too large", 422: "Refused, invalid input",
-  429: "Too many requests, slow down", 503: "A service is unavailable" };
-
-function showError(err) {
-  if (!err) { $("error").textContent = ""; return; }
-  const words = err.status ? (STATUS_WORDS[err.status] || `Refused (${err.status})`) : "";
-  $("error").textContent = words ? `${words}: ${err.message}` : String(err.message || err);
-}
-function refuse(message) { $("error").textContent = `Refused: ${message}`; }
-
-function showLogin(message) {
-  $("login").hidden = false; $("work").hidden = true; $("logout").hidden = true;
-  $("login-error").textContent = message || "";
-}
-
 const base = () => `/v1/projects/${encodeURIComponent(state.project.project_id)}`;
 
 async function boot() {
-  $("logout").onclick = async (e) => {
-    e.preventDefault();
-    try { await Api.logout(); } catch (err) { showError(err); return; }
-    location.reload();
-  };
-  $("login-form").onsubmit = async (e) => {
-    e.preventDefault();
-    const input = $("key-input");
-    try { await Api.login(input.value.trim()); } catch (err) { input.value = ""; showLogin(err.message); return; }
-    input.value = "";  // the key leaves the page: only the HttpOnly cookie remains
-    location.reload();
-  };
-  state.whoami = await Api.whoami();
-  if (!state.whoami) { showLogin(""); return; }
-  $("login").hidden = true; $("work").hidden = false; $("logout").hidden = false;
-  $("whoami").textContent = `${state.whoami.name} (${state.whoami.role})`;
+  state.whoami = await signIn();
+  if (!state.whoami) return;
   state.config = await Api.get("/v1/config");
   state.recorder = new Recorder(state.config.byproducts_ingest);
   state.recorder.report();

@@ -5,45 +5,20 @@
 // video service suggests for the next round are marked ★ on the timeline (J / K jump to them).
 // User text (names, labels, messages) reaches the page as text only (textContent, fillSelect).
 "use strict";
-const $ = (id) => document.getElementById(id);
 const COLORS = { session: [30, 144, 255, 120], human: [46, 204, 64, 130], propagated: [255, 133, 27, 120] };
 const POLL_MS = 500, SUGGEST = 3;
 const state = { whoami: null, projects: [], project: null, video: null, frame: 0, bitmaps: new Map(),
   human: new Map(), propagated: new Map(), suggested: [], operation: null, session: null, clicks: [], redo: [],
   overlay: null, initial: null, busy: false, polling: 0 };
 
-const STATUS_WORDS = { 400: "Refused, the request is invalid", 401: "Not logged in", 403: "Not allowed",
-  404: "Not found", 409: "Refused, not ready or changed meanwhile", 413: "Refused, too large",
-  422: "Refused, invalid input", 429: "Too many requests, slow down", 503: "A service is unavailable" };
-
-function showError(err) {
-  if (!err) { $("error").textContent = ""; return; }
-  const words = err.status ? (STATUS_WORDS[err.status] || `Refused (${err.status})`) : "";
-  $("error").textContent = words ? `${words}: ${err.message}` : String(err.message || err);
-}
-function refuse(message) { $("error").textContent = `Refused: ${message}`; }
 function say(message) { $("reason").textContent = message; }
 
 const base = () => `/v1/projects/${encodeURIComponent(state.project.project_id)}`;
 const videoBase = () => `${base()}/videos/${encodeURIComponent(state.video.video_id)}`;
 
 async function boot() {
-  $("logout").onclick = async (e) => {
-    e.preventDefault();
-    try { await Api.logout(); } catch (err) { showError(err); return; }
-    location.reload();
-  };
-  $("login-form").onsubmit = async (e) => {
-    e.preventDefault();
-    const input = $("key-input");
-    try { await Api.login(input.value.trim()); } catch (err) { input.value = ""; showLogin(err.message); return; }
-    input.value = "";  // the key leaves the page: only the HttpOnly cookie remains
-    location.reload();
-  };
-  state.whoami = await Api.whoami();
-  if (!state.whoami) { showLogin(""); return; }
-  $("login").hidden = true; $("work").hidden = false; $("logout").hidden = false;
-  $("whoami").textContent = `${state.whoami.name} (${state.whoami.role})`;
+  state.whoami = await signIn();
+  if (!state.whoami) return;
   state.projects = await Api.get("/v1/projects");
   fillSelect($("project"), state.projects.map((p) => ({ value: p.project_id, text: p.name })));
   const params = new URLSearchParams(location.search);
@@ -53,11 +28,6 @@ async function boot() {
   $("video").onchange = () => guarded(() => openVideo($("video").value));
   bindInput();
   await loadProject(params.get("video"));
-}
-
-function showLogin(message) {
-  $("login").hidden = false; $("work").hidden = true; $("logout").hidden = true;
-  $("login-error").textContent = message || "";
 }
 
 // Switching project or video drops the frame's clicks: refused while a session is open.
