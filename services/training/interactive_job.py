@@ -13,18 +13,24 @@ as it is.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from services.common.errors import FailedPrecondition
 from services.training import interactive_model
 from services.training.job_config import InteractiveConfig, interactive_config
-from services.training.promotion import promote
+from services.training.job_context import (
+    Context,
+    Progress,
+    artifact_path,
+    check_splits_read,
+    checkpoint_path,
+    decide,
+    fraction_reporter,
+    registered,
+)
 from services.training.publishing import scripted_path
-from services.training.registry import CANDIDATE, REJECTED, Gate
+from services.training.registry import Gate
 from services.training.snapshots import check_trainable
-from services.training.task_job import Context, Progress, artifact_path, checkpoint_path, result
 
 KIND = "interactive"
 METRIC = "noc85+noc90"  # mean clicks to 85% plus mean clicks to 90% IoU: lower is better
@@ -42,12 +48,10 @@ def _score(figures: dict) -> float:
 
 def run(ctx: Context, operation_id: str, project_id: str, snapshot_id: str, config_values: dict,
         progress: Progress = lambda done, total, message: None) -> dict:
-    def report(fraction: float, message: str) -> None:
-        progress(int(fraction * 1000), 1000, message)
-
-    existing = ctx.registry.by_operation(operation_id)
-    if existing is not None and existing.state != CANDIDATE:
-        return result(existing, f"version {existing.version} was {existing.state} before this worker started")
+    report = fraction_reporter(progress)
+    existing, decided = registered(ctx, operation_id)
+    if decided is not None:
+        return decided
     config = interactive_config(config_values)
     snapshot = ctx.snapshots.get(project_id, snapshot_id)
     check_trainable(snapshot)
@@ -55,10 +59,7 @@ def run(ctx: Context, operation_id: str, project_id: str, snapshot_id: str, conf
     report(0.0, f"reading {snapshot.image_count} images")
     train_samples, train_unreadable = interactive_model.build_samples(entries, False, ctx.load_image)
     heldout, heldout_unreadable = interactive_model.build_samples(entries, True, ctx.load_image)
-    if not train_samples or not heldout:
-        split = "training" if not train_samples else "held-out"
-        raise FailedPrecondition(f"no image of the {split} split of snapshot {snapshot_id} could be read "
-                                 f"(unreadable: {(train_unreadable + heldout_unreadable)[:5]})", field="snapshot_id")
+    check_splits_read(snapshot_id, len(train_samples), len(heldout), train_unreadable + heldout_unreadable)
     current = ctx.registry.current(project_id, KIND)
     base_config = interactive_model.load_base(ctx.click_base)[1]
     checkpoint = checkpoint_path(ctx.var_dir, operation_id)
@@ -89,15 +90,4 @@ def run(ctx: Context, operation_id: str, project_id: str, snapshot_id: str, conf
     reference = interactive_model.noc_figures(reference_net, base_config, heldout)
     gate = Gate(METRIC, _score(figures), _score(reference), current.version if current else 0,
                 higher_is_better=False, extra={"current_figures": reference})
-    mv = ctx.registry.update(mv, figures=figures, gate=gate.record())
-    if not gate.passed:
-        mv = ctx.registry.update(mv, state=REJECTED)
-    else:
-        report(0.95, f"publishing version {mv.version}")
-        try:
-            mv = promote(ctx.registry, ctx.publisher, mv)
-        except FailedPrecondition as exc:  # the current version changed under the job (a manual promotion)
-            shutil.rmtree(checkpoint.parent, ignore_errors=True)
-            return result(mv, f"left a candidate: {exc.message}")
-    shutil.rmtree(checkpoint.parent, ignore_errors=True)
-    return result(mv)
+    return decide(ctx, mv, figures, gate, report, checkpoint)

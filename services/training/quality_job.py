@@ -27,11 +27,10 @@ from services.common.errors import FailedPrecondition
 from services.models.quality_gru import DEFAULT_THRESHOLD, Ensemble
 from services.models.quality_training import fit, probability_bad
 from services.training.job_config import QualityConfig, quality_config
-from services.training.promotion import promote
-from services.training.registry import CANDIDATE, REJECTED, Gate
+from services.training.job_context import Context, Progress, artifact_path, decide, fraction_reporter, registered
+from services.training.registry import Gate
 from services.training.reviews import MIN_TRAINING_SESSIONS, Review
 from services.training.snapshots import is_heldout
-from services.training.task_job import Context, Progress, artifact_path, result
 
 KIND = "quality"
 
@@ -52,12 +51,10 @@ def _auc(bad: np.ndarray, badness: np.ndarray) -> float:
 
 def run(ctx: Context, operation_id: str, project_id: str, snapshot_id: str, config_values: dict,
         progress: Progress = lambda done, total, message: None) -> dict:
-    def report(fraction: float, message: str) -> None:
-        progress(int(fraction * 1000), 1000, message)
-
-    existing = ctx.registry.by_operation(operation_id)
-    if existing is not None and existing.state != CANDIDATE:
-        return result(existing, f"version {existing.version} was {existing.state} before this worker started")
+    report = fraction_reporter(progress)
+    existing, decided = registered(ctx, operation_id)
+    if decided is not None:
+        return decided
     config = quality_config(config_values)
     snapshot = ctx.snapshots.get(project_id, snapshot_id)
     reviews = ctx.reviews.reviews(project_id)
@@ -99,12 +96,4 @@ def run(ctx: Context, operation_id: str, project_id: str, snapshot_id: str, conf
                "heldout_bad_fraction": float(bad.mean())}
     gate = Gate("roc_auc", candidate, reference, current.version if current else 0,
                 extra={"current_figures": {"roc_auc": reference}})
-    mv = ctx.registry.update(mv, figures=figures, gate=gate.record())
-    if not gate.passed:
-        return result(ctx.registry.update(mv, state=REJECTED))
-    report(0.95, f"promoting version {mv.version}")
-    try:
-        mv = promote(ctx.registry, ctx.publisher, mv)
-    except FailedPrecondition as exc:  # the current version changed under the job (a manual promotion)
-        return result(mv, f"left a candidate: {exc.message}")
-    return result(mv)
+    return decide(ctx, mv, figures, gate, report)

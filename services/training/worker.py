@@ -97,7 +97,7 @@ def session_reviewed(payload: dict) -> dict:
 def train(self, project_id: str, kind: str, snapshot_id: str, config: dict) -> dict:
     """One training job; its row stops blocking the project's next job however it ends."""
     # torch loads when a job runs, not at worker import
-    from services.training import interactive_job, quality_job, task_job  # noqa: PLC0415
+    from services.training import interactive_job, job_context, quality_job, task_job  # noqa: PLC0415
 
     _, snapshots, registry, jobs, review_store = _stores()
     jobs_by_kind = {task_job.KIND: task_job.run, interactive_job.KIND: interactive_job.run,
@@ -106,8 +106,9 @@ def train(self, project_id: str, kind: str, snapshot_id: str, config: dict) -> d
         if kind not in jobs_by_kind:
             raise ValueError(f"training {kind} models is not built")
         settings = get_settings()
-        context = task_job.Context(snapshots, registry, publisher(), settings.var_dir, click_base=click_base(settings),
-                                   reviews=review_store)
+        context = job_context.Context(snapshots, registry, publisher(), settings.var_dir,
+                                      click_base=click_base(settings),
+                                      reviews=review_store)
         out = jobs_by_kind[kind](context, self.request.id, project_id, snapshot_id, config,
                                  lambda done, total, message: report_progress(self, done, total, message))
     except Exception:

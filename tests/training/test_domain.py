@@ -12,7 +12,7 @@ from services.common import annotation_events
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.masks import encode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
-from services.training import task_job, task_model
+from services.training import job_context, task_job, task_model
 from services.training.annotations import REJECTED, AnnotationStore
 from services.training.promotion import promote, rollback
 from services.training.registry import PROMOTED, ROLLED_BACK, Registry
@@ -140,7 +140,7 @@ def test_task_config_defaults_and_ranges():
 
 def _job(stores, tmp_path, publisher, op_id: str, snapshot_id: str, **config):
     _, snapshots, registry = stores
-    context = task_job.Context(snapshots, registry, publisher, tmp_path / "var")
+    context = job_context.Context(snapshots, registry, publisher, tmp_path / "var")
     return task_job.run(context, op_id, P, snapshot_id, {**FAST, **config})
 
 
@@ -180,7 +180,7 @@ def test_a_redelivered_job_resumes_and_never_promotes_twice(stores, tmp_path):
         annotations.record(a)
     snapshot, _ = snapshots.freeze(P, 20)
     publisher = FakePublisher()
-    context = task_job.Context(snapshots, registry, publisher, tmp_path / "var")
+    context = job_context.Context(snapshots, registry, publisher, tmp_path / "var")
 
     def dies_at_step(step):
         def progress(done, total, message):
@@ -191,7 +191,7 @@ def test_a_redelivered_job_resumes_and_never_promotes_twice(stores, tmp_path):
     config = {**FAST, "steps": 60, "checkpoint_every": 20}
     with pytest.raises(SystemExit):
         task_job.run(context, "op-1", P, snapshot.snapshot_id, config, dies_at_step(45))
-    checkpoint = task_job.checkpoint_path(tmp_path / "var", "op-1")
+    checkpoint = job_context.checkpoint_path(tmp_path / "var", "op-1")
     assert torch.load(checkpoint, weights_only=True)["step"] == 40 and registry.by_operation("op-1") is None
     steps_seen = []
     result = task_job.run(context, "op-1", P, snapshot.snapshot_id, config,
@@ -202,7 +202,7 @@ def test_a_redelivered_job_resumes_and_never_promotes_twice(stores, tmp_path):
     # Uninterrupted, the same configuration ends with the same weights.
     fresh = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
     migrate(fresh)
-    uninterrupted = task_job.Context(snapshots, Registry(make_session_factory(make_engine(fresh))), FakePublisher(),
+    uninterrupted = job_context.Context(snapshots, Registry(make_session_factory(make_engine(fresh))), FakePublisher(),
                                      tmp_path / "var2")
     task_job.run(uninterrupted, "op-2", P, snapshot.snapshot_id, config)
     resumed = torch.load(registry.get(P, "task", 1).artifact, weights_only=True)
@@ -260,7 +260,7 @@ def test_job_refuses_a_snapshot_without_held_out_or_readable_images(stores, tmp_
         annotations.record(a)
     snapshot, _ = snapshots.freeze("tiny", 20)
     assert snapshot.heldout_image_count == 0
-    context = task_job.Context(snapshots, registry, FakePublisher(), tmp_path / "var")
+    context = job_context.Context(snapshots, registry, FakePublisher(), tmp_path / "var")
     with pytest.raises(FailedPrecondition) as refused:
         task_job.run(context, "op", "tiny", snapshot.snapshot_id, FAST)
     assert refused.value.field == "snapshot_id" and "held-out" in refused.value.message

@@ -17,11 +17,11 @@ from services.models import click_models
 from services.training import interactive_job, interactive_model
 from services.training.annotations import REJECTED, AnnotationStore
 from services.training.job_config import interactive_config
+from services.training.job_context import Context
 from services.training.publishing import CLICK_BASE, TritonPublisher, scripted_path
 from services.training.registry import PROMOTED, Registry
 from services.training.registry import REJECTED as MODEL_REJECTED
 from services.training.snapshots import Entry, SnapshotStore, is_heldout
-from services.training.task_job import Context
 from tests.training.helpers import write_project
 
 pytestmark = pytest.mark.unit

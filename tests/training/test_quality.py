@@ -15,10 +15,10 @@ from services.common.storage import make_engine, make_session_factory, migrate
 from services.models.quality_gru import Ensemble
 from services.training import quality_job
 from services.training.annotations import AnnotationStore
+from services.training.job_context import Context
 from services.training.registry import PROMOTED, Registry
 from services.training.reviews import ReviewStore, decode
 from services.training.snapshots import SnapshotStore, is_heldout
-from services.training.task_job import Context
 from tests.training.helpers import reviewed, write_project
 
 pytestmark = pytest.mark.unit

@@ -16,8 +16,8 @@ import tritonclient.grpc as triton_grpc
 
 from annotation.v1 import common_pb2, operations_pb2, training_pb2
 from services.common.image_files import load_image
+from services.training.job_context import checkpoint_path
 from services.training.publishing import triton_model_name
-from services.training.task_job import checkpoint_path
 from tests.conftest import wait_until
 from tests.training.conftest import start_worker
 from tests.training.helpers import write_project
