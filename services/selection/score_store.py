@@ -125,6 +125,15 @@ class ScoreStore:
                           num(6, np.int64), num(7, np.int64), num(8, np.float32), scores, num(9, bool), labels,
                           embeddings, sizes)
 
+    def model_versions(self, project_id: str, pool_id: str, region_key: str, item_ids: list[str]) -> dict[str, str]:
+        """The model version each item's scores at ``region_key`` came from (one per item: scored together)."""
+        if not item_ids:
+            return {}
+        with self._sessions() as session:
+            return dict(session.execute(select(ScoreRow.item_id, ScoreRow.model_version).where(
+                ScoreRow.project_id == project_id, ScoreRow.pool_id == pool_id, ScoreRow.region_key == region_key,
+                ScoreRow.item_id.in_(set(item_ids))).distinct()).all())
+
     def item_features(self, project_id: str, pool_id: str) -> list[tuple]:
         """(item_id, uri, labelled, image_labels, present_classes, histogram, embedding) of every item."""
         with self._sessions() as session:

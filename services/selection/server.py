@@ -267,6 +267,9 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
                 self._pools, request.project_id, request.pool_id, spec, candidates, chosen.rows).items()}
         items = {i.item_id: i for i in self._pools.items(request.project_id, request.pool_id,
                                                          [candidates.item_ids[k] for k in candidates.item_index[chosen.rows]])}
+        # provenance: which model's predictions each picked score came from (none when drawn unscored)
+        versions = {} if fresh else self._scores.model_versions(request.project_id, request.pool_id, spec.key,
+                                                                list(items))
         regions = []
         for rank, (row, score, reason, cls) in enumerate(zip(chosen.rows, chosen.scores, chosen.reasons,
                                                              chosen.class_index), start=1):
@@ -277,7 +280,7 @@ class SelectionServicer(selection_pb2_grpc.SelectionServicer):
                 region=_region(item_id, spec.key, int(candidates.segment[row]), box, items[item_id].image_id),
                 area_px=int(candidates.area_px[row]), class_index=int(cls), mask=masks.get(int(row)),
                 box=common_pb2.Box(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3])),
-                image=_image_ref(items[item_id])))
+                image=_image_ref(items[item_id]), model_version=versions.get(item_id, "")))
         selection_id = self._scores.record_batch(
             request.project_id, request.pool_id, strategy.name,
             {"granularity": spec.key, "budget": int(request.budget), "unit": unit, "params": dict(request.params),

@@ -53,14 +53,17 @@ def score_pool(self, project_id: str, pool_id: str, specs: list[list], force: bo
 
 
 @app.task(name="selection.task_model_promoted", bind=True)
-def task_model_promoted(self, project_id: str, triton_model: str, class_names: list[str]) -> dict:
+def task_model_promoted(self, project_id: str, triton_model: str, class_names: list[str],
+                        model_version: str = "") -> dict:
     """The training service promoted a task model of the project: every pool of the project that shares a label
     with it is predicted again through Triton (plain pass, flips, MC-dropout members; the model's classes laid
     out on the pool's by name) and re-scored for the image and for every region spec it had scores for or was
     asked for, so the next picks follow the new model. A pool without a label in common is left as it is (named
-    in the result)."""
-    predictor = TritonPredictor(get_settings().triton_grpc_url, triton_model)
-    return {"triton_model": triton_model, **rescore_project(
+    in the result). ``model_version`` (``<triton model>:<version>``; absent from older messages) is stored with
+    the predictions and scores, so a selected region names the model its score came from."""
+    model_version = model_version or triton_model
+    predictor = TritonPredictor(get_settings().triton_grpc_url, triton_model, model_version=model_version)
+    return {"triton_model": triton_model, "model_version": model_version, **rescore_project(
         *_stores(), RegionDemand(_sessions()), project_id, predictor, list(class_names),
         progress=lambda done, total, message: report_progress(self, done, total, message))}
 

@@ -104,6 +104,7 @@ def test_a_region_spec_asked_for_is_scored_from_stored_predictions_once(database
         batch = select(predicted, **patch64)
         assert len(batch.regions) == 2 and batch.candidates_considered == 3 * 6
         assert all(r.region.WhichOneof("kind") == "patch" and r.region.patch.size_px == 64 for r in batch.regions)
+        assert {r.model_version for r in batch.regions} == {"m:1"}  # the scores' predictions were m:1's
         assert [o.id for o in score_ops()] == [op_id]  # scores found: nothing more enqueued
 
 
@@ -149,3 +150,31 @@ def test_rescore_after_a_task_model_scores_the_wanted_specs_never_scored(tmp_pat
                            lambda op, spec: sent.append((op, spec)))  # the first one finished (or was lost)
     assert asked.state == "enqueued" and sent[-1] == ("op-4", RegionSpec("patch", 32))
     assert demand.wanted(P, "pool") == [RegionSpec("patch", 32), RegionSpec("patch", 64)]
+
+
+@pytest.mark.integration
+def test_selected_regions_name_the_promoted_task_model_their_scores_came_from(settings, spawn, tmp_path):
+    """What ``selection.task_model_promoted`` does with the promoted version (``rescore_project`` with a predictor
+    of that ``model_version``): SelectBatch's regions carry the version whose predictions they were scored from."""
+    migrate(settings.resolved_database_url)
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    keys = KeyStore(sessions, 0)
+    admin = [("authorization", f"Bearer {keys.create(f'admin-{time.time_ns()}', Role.ADMIN, [P])[1]}")]
+    pools, scores, demand = PoolStore(sessions), ScoreStore(sessions), RegionDemand(sessions)
+    pools.create_pool(P, "pool", "", ["background", "object"])
+    pools.register_items(P, "pool", [Item(f"im{i}", image_id=f"im{i}", uri=f"file://{path}")
+                                     for i, path in enumerate(_images(tmp_path, np.random.default_rng(2), 3))])
+    start_service(spawn, "selection", settings)
+    with grpc.insecure_channel(settings.service_address("selection")) as channel:
+        stub = selection_pb2_grpc.SelectionStub(channel)
+
+        def versions() -> set[str]:
+            batch = stub.SelectBatch(selection_pb2.SelectBatchRequest(project_id=P, pool_id="pool", budget=3),
+                                     metadata=admin)
+            assert len(batch.regions) == 3
+            return {r.model_version for r in batch.regions}
+
+        assert versions() == {""}  # no task model yet: a uniform draw, from no model's scores
+        for version in ("task-p:3", "task-p:4"):
+            rescore_project(pools, scores, demand, P, Constant(model_version=version), ["background", "object"])
+            assert versions() == {version}
