@@ -37,7 +37,7 @@ from services.training.snapshots import SnapshotStore
 from services.training.starting import Starter
 from services.training.tasks import ANNOTATION_SUBMITTED, SESSION_REVIEWED, TRAIN, TRAINING_QUEUE
 
-TASK_MODEL_PROMOTED = "selection.task_model_promoted"  # args (project id, Triton model, class names)
+TASK_MODEL_PROMOTED = "selection.task_model_promoted"  # args (project id, Triton model, class names, model version)
 app = make_celery("training")
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
 
@@ -119,5 +119,6 @@ def train(self, project_id: str, kind: str, snapshot_id: str, config: dict) -> d
         # selection re-scores the project's pools with the promoted model (its next picks follow it)
         promoted = registry.by_operation(self.request.id)
         app.send_task(TASK_MODEL_PROMOTED, queue="selection",
-                      args=[project_id, out["triton_model_name"], list(promoted.class_names)])
+                      args=[project_id, out["triton_model_name"], list(promoted.class_names),
+                            f'{out["triton_model_name"]}:{out["model_version"]}'])
     return out
