@@ -153,6 +153,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
             elif candidate.HasField("proposal_box"):
                 question.proposal_box.CopyFrom(candidate.proposal_box)
             question.proposal_source = candidate.proposal_source
+        question.selection_model_version = candidate.selection_model_version
         return question
 
     def _pool_candidates(self, request, context) -> list[dialog_pb2.Candidate]:
@@ -190,7 +191,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServicer):
             c = dialog_pb2.Candidate(
                 region=r.region, image=r.image if r.HasField("image") else common_pb2.ImageRef(),
                 selection_score=float(min(1.0, max(0.0, r.score))),
-                features={**dict(r.breakdown), "area_px": float(r.area_px)})
+                features={**dict(r.breakdown), "area_px": float(r.area_px)}, selection_model_version=r.model_version)
             c.image.image_id = r.region.image_id or r.image.image_id or r.item_id
             if r.region.WhichOneof("kind") not in ("whole_image", "frame", None) and r.HasField("box"):
                 c.region_box.CopyFrom(r.box)

@@ -112,10 +112,12 @@ def test_selections_patch_or_superpixel_pick_is_asked_as_a_region_question(regio
     assert (patch.region_box.width, patch.region_box.height) == (16, 16)
     assert (patch.image.width, patch.image.height) == (64, 48) and patch.image.image_id.startswith("im")
     assert "patch" in patch.reason and "region" in patch.prompt
+    assert patch.selection_model_version == "m:1"  # the version of the predictions selection scored it from
 
     superpixel = stub.NextQuestion(D.NextQuestionRequest(project_id=P, annotator_id=a1, pool=D.PoolReference(
         pool_id="default", granularity=common_pb2.GRANULARITY_SUPERPIXEL, n_superpixels=10)), metadata=ann).question
     assert superpixel.type == D.QUESTION_TYPE_LABEL_REGION and superpixel.region.WhichOneof("kind") == "superpixel"
+    assert superpixel.selection_model_version == "m:1"
     pixels = mask_utils.decode({"size": list(superpixel.region_mask.size),
                                 "counts": superpixel.region_mask.counts.encode()})
     assert pixels.shape == (48, 64) and 0 < pixels.sum() < 48 * 64
@@ -209,6 +211,7 @@ def test_verify_shows_a_proposal_made_live_by_segmentation_and_none_when_it_is_d
     pooled = stub.NextQuestion(D.NextQuestionRequest(project_id=P, annotator_id=a1, policy="verify_k_then_segment",
                                                      pool=D.PoolReference(pool_id="default")), metadata=ann).question
     assert pooled.type == D.QUESTION_TYPE_VERIFY and pooled.image.image_id == "pooled"
+    assert pooled.selection_model_version == ""  # a uniform draw: no model's scores
     assert pooled.proposal_mask.counts and pooled.proposal_source.startswith(f"segmentation {direct.model_version}")
 
     proposing["process"].stop()  # segmentation down: no proposal, not a made-up one
