@@ -85,6 +85,9 @@ def test_annotations_to_a_promoted_task_model_served_by_triton(service, tmp_path
     prediction, _ = pools.prediction(P, "pool", fresh[0].image_id)
     assert prediction.probabilities.shape[0] == 4 and not prediction.probabilities[2].any()  # "bird"
     np.testing.assert_allclose(prediction.probabilities.sum(axis=0), 1, atol=1e-2)
+    # the promotion message named the version: the scores (what SelectBatch picks by) say whose they are
+    assert ScoreStore(sessions).model_versions(P, "pool", "image", [a.image_id for a in fresh]) == \
+        {a.image_id: f"{name}:1" for a in fresh}
 
     # Triton serves version 1 in the selection task-model contract: K = 3 class probabilities, an embedding.
     client = triton_grpc.InferenceServerClient(service["triton"].grpc_url)
