@@ -1,7 +1,8 @@
 """The demo walk: the loop over REST, as a person meets it in the web annotator, with timings: the dialog's
 question about what selection chose, the answer, clicks, submit, the review score; then a training round
 (more sessions until the training service's snapshot holds a training and a held-out image, a small task-model
-job, the promotion gate's verdict) and the next question, asked with the project's model version after it.
+job, the promotion gate's verdict) and the next question: after a promotion, one selection picked from the
+promoted version's scores (the question names the model version of its scores).
 
 Sample photos ship with scikit-image (``skimage.data``); each has fixed clicks on its main object, and its
 mirror image is a second sample (new pixels, so a new image: enough for a training and a held-out split).
@@ -32,6 +33,8 @@ MIRRORED = "mirrored-"  # filename prefix of a sample's left-right mirror image
 # The training round's job: the task model (selection's), small enough for a couple of CPU cores.
 TASK_JOB = {"steps": 120, "image_size": 64, "batch_size": 4}
 MIN_SESSIONS, MAX_SESSIONS = 4, 2 * len(SAMPLES)  # annotated images before the first snapshot, at most
+# After a promotion selection re-scores the pool asynchronously: how long the next question may wait for it.
+SCORES_WAIT_S, SCORES_POLL_S = 120.0, 5.0
 
 
 class DemoFailed(RuntimeError):
@@ -103,17 +106,29 @@ def walk(client: GatewayClient, say: Callable[[str], None], quality_wait_s: floa
             "sessions": len(sessions), "training": training, "next_question": after}
 
 
-def _ask(client: GatewayClient, project: str, by_id: dict, say, heading: str = "question") -> tuple[dict, dict]:
-    """The dialog's next question (never the fallback's) and its image."""
-    question, ms = _timed(lambda: client.next_question(project))
+def _fetch(client: GatewayClient, project: str, by_id: dict, skip: bool = False) -> tuple[dict, dict, float]:
+    """The dialog's next question (never the fallback's), its image and the milliseconds it took; ``skip``
+    skips the question held first."""
+    path = f"/v1/projects/{project}/questions/next"
+    question, ms = _timed(lambda: client.request("POST", path, json={"skip": True}) if skip
+                          else client.next_question(project))
     if question["exhausted"]:
         raise DemoFailed("the dialog has no question left: every sample image is annotated")
     task = question["task"]
     if task["policy"] == "fallback":
         raise DemoFailed(f"the question did not come from the dialog: {task['reason']}")
-    image = by_id.get(task["image_id"], question["image"])
+    return task, by_id.get(task["image_id"], question["image"]), ms
+
+
+def _say_question(task: dict, image: dict, ms: float, say, heading: str) -> None:
     say(f"{heading} ({ms:.0f} ms): {task['question_type']} about {_region(task)} of {image['filename']} "
         f"[{task['policy']}] {task['reason']}")
+
+
+def _ask(client: GatewayClient, project: str, by_id: dict, say, heading: str = "question") -> tuple[dict, dict]:
+    """The dialog's next question (never the fallback's) and its image."""
+    task, image, ms = _fetch(client, project, by_id)
+    _say_question(task, image, ms, say, heading)
     return task, image
 
 
@@ -246,21 +261,46 @@ def _train(client: GatewayClient, project: str, snapshot: dict, wait_s: float, s
     else:
         raise DemoFailed(f"task model v{version['version']} ended {version['state']} ({verdict})")
     return {"version": version["version"], "state": version["state"], "current": current, "seconds": seconds,
-            "figures": version["figures"], "gate": gate}
+            "figures": version["figures"], "gate": gate, "triton_model_name": version["triton_model_name"]}
 
 
-def _next_question(client: GatewayClient, project: str, by_id: dict, training: dict, say) -> dict:
-    """The next question after the round, named with the task model version the project is on (the training
-    service's current one, as the web annotator's progress line shows it)."""
+def _next_question(client: GatewayClient, project: str, by_id: dict, training: dict, say,
+                   scores_wait_s: float = SCORES_WAIT_S) -> dict:
+    """The next question after the round. After a promotion it must come from the promoted version's scores
+    (the question's ``selection_model_version``): selection re-scores the pool asynchronously, so a question
+    picked from older scores (or drawn uniformly) is skipped and asked again until ``scores_wait_s``. After a
+    rejection it is named with the version the project stays on and the scores it came from."""
     models = client.request("GET", f"/v1/projects/{project}/progress")
     if models.get("project_models_error"):
         raise DemoFailed(f"the project's model versions: {models['project_models_error']}")
     current = (models["project_models"].get("task") or {}).get("version", 0)
     if current != training["current"]:
         raise DemoFailed(f"the project is on task model v{current}, the registry said v{training['current']}")
-    served = f"task model v{current}" if current else "no task model (selection draws uniformly)"
-    task, image = _ask(client, project, by_id, say, heading=f"next question, asked with {served}")
-    return {"task_model_version": current, "question_type": task["question_type"], "image": image["filename"]}
+    task, image, ms = _fetch(client, project, by_id)
+    if training["state"] == "promoted":
+        wanted = f"{training['triton_model_name']}:{training['version']}"
+        deadline = time.monotonic() + scores_wait_s
+        while task["selection_model_version"] != wanted:
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"no question from task model v{training['version']}'s scores ({wanted}) within "
+                                 f"{scores_wait_s:.0f} s: selection did not re-score the pool with it (is the "
+                                 "selection worker running?)")
+            say(f"  the question came from {_scores_of(task)}; waiting for selection to re-score the pool with "
+                f"task model v{training['version']} ({wanted}): skipped, asking again in {SCORES_POLL_S:.0f} s")
+            time.sleep(SCORES_POLL_S)
+            task, image, ms = _fetch(client, project, by_id, skip=True)
+        heading = f"next question, asked of task model v{training['version']}'s scores ({wanted})"
+    else:
+        served = f"task model v{current}" if current else "no task model"
+        heading = f"next question, asked with {served}, from {_scores_of(task)}"
+    _say_question(task, image, ms, say, heading)
+    return {"task_model_version": current, "question_type": task["question_type"], "image": image["filename"],
+            "selection_model_version": task["selection_model_version"]}
+
+
+def _scores_of(task: dict) -> str:
+    version = task.get("selection_model_version", "")
+    return f"the scores of {version}" if version else "no model's scores (selection drew uniformly)"
 
 
 def _wait_for_score(client: GatewayClient, project: str, session_id: str, wait_s: float, say) -> dict:

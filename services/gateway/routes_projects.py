@@ -72,7 +72,8 @@ def task_out(row: Task) -> dict:
             # what the page draws: the region (kind, box, superpixel mask), the proposal (mask or box)
             "region": detail.get("region", {"kind": "whole_image"}), "proposal": detail.get("proposal"),
             "proposed_label": detail.get("proposed_label", ""), "plan": detail.get("plan", [row.question_type]),
-            "proposal_source": detail.get("proposal_source", "")}
+            "proposal_source": detail.get("proposal_source", ""),
+            "selection_model_version": detail.get("selection_model_version", "")}
 
 
 def _selection(request: Request, method: str, message, key: str) -> str:

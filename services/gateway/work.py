@@ -37,7 +37,8 @@ class Question:
     policy: str = "fallback"
     reason: str = ""
     prompt: str = "Segment the main object: left click on it, right click on background."
-    # region {kind, box, mask}, proposal {mask | box}, proposed_label, plan: what the page draws
+    # region {kind, box, mask}, proposal {mask | box}, proposed_label, plan: what the page draws; and
+    # selection_model_version: whose scores picked the region
     detail: dict = field(default_factory=dict)
 
 
@@ -201,7 +202,9 @@ def question_detail(question, width: int, height: int, pixels=None) -> dict:
         region["box"] = _box(question.region_box)
         if question.HasField("region_mask"):
             region["mask"] = {"size": list(question.region_mask.size), "counts": question.region_mask.counts}
+    # selection_model_version: the task model whose scores picked the region ("" for a uniform draw)
     detail = {"region": region, "proposal_source": question.proposal_source,
+              "selection_model_version": question.selection_model_version,
               "proposed_label": question.proposed_label,
               "plan": [dialog_pb2.QuestionType.Name(t).removeprefix("QUESTION_TYPE_") for t in question.plan],
               "expected_seconds": question.expected_seconds,

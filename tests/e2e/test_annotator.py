@@ -9,8 +9,9 @@ worker, the gateway), in headless Debian Chromium, on one platform start for the
 - the review page: a reviewer's accept is persisted by quality; a correction opened from the stored mask is
   recorded as corrected;
 - `annot demo --no-wait` starts the platform and walks the loop: the dialog's question, clicks, the quality score,
-  a training round (a task model version promoted or rejected by the gate) and the next question named with
-  the version the project is on; it stops everything.
+  a training round (a task model version promoted or rejected by the gate) and the next question: after a
+  promotion one picked from the promoted version's scores, else named with the version the project is on; it
+  stops everything.
 """
 
 from __future__ import annotations
@@ -273,11 +274,15 @@ def test_the_demo(platform):
     trained = re.search(r"task model v(\d+) trained in [\d.]+ s and (promoted|rejected by the promotion gate)", out)
     assert trained, out
     version = int(trained[1]) if trained[2] == "promoted" else None
-    asked = re.search(r"next question, asked with (task model v(\d+)|no task model)[^:]*\(\d+ ms\): (\w+) about", out)
-    assert asked, out
-    if version is not None:
-        assert asked[2] and int(asked[2]) == version, out
-    assert out.index("next question, asked with") > out.index(trained[0]) > out.index("quality: predicted IoU")
+    if version is not None:  # picked from the promoted version's scores (selection re-scored the pool with it)
+        asked = re.search(r"next question, asked of task model v(\d+)'s scores \((task-[\w-]+):(\d+)\) \(\d+ ms\): "
+                          r"(\w+) about", out)
+        assert asked and int(asked[1]) == int(asked[3]) == version, out
+    else:  # rejected: named with the version the project stays on and the scores the question came from
+        asked = re.search(r"next question, asked with (task model v\d+|no task model), from (the scores of \S+|no "
+                          r"model's scores)[^:]*\(\d+ ms\): (\w+) about", out)
+        assert asked, out
+    assert out.index(asked[0]) > out.index(trained[0]) > out.index("quality: predicted IoU")
     assert local_platform.supervisor_pid(platform["settings"]) is None  # the demo stopped what it (re)started
     with pytest.raises(httpx.HTTPError):
         httpx.get(platform["url"] + "/healthz", timeout=2)
