@@ -121,6 +121,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # the loop's learning half: a training job costs minutes of CPU or GPU
     ("POST", f"{P}/training"): Rule(D, "path"),
     ("GET", f"{P}/training/versions"): Rule(D, "path"),
+    ("POST", f"{P}/training/snapshots"): Rule(D, "path"),  # freezing a snapshot: what a job starts from
     # byproducts: a key is required here; role and project are checked by the service
     ("POST", f"{B}/events"): Rule(A, "body", BYPRODUCTS + "RecordBatch", owner=True),
     ("GET", f"{B}/sessions"): Rule(R, "query", BYPRODUCTS + "ListSessions"),
