@@ -24,7 +24,7 @@ import subprocess
 import httpx
 import numpy as np
 import pytest
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -37,7 +37,7 @@ from services.common.settings import Settings
 from services.common.storage import make_engine, make_session_factory
 from services.dialog.tables import QuestionRow
 from services.gateway.client import GatewayClient
-from tests.browser import chromium
+from tests.browser import chromium, log_in
 from tests.conftest import (
     PYTHON,
     REPO,
@@ -75,14 +75,7 @@ class Page:
     def __init__(self, driver, url: str, key: str, path: str = "/?project=web") -> None:
         self.driver, self.by = driver, By
         self.wait = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
-        driver.get(url + "/")
-        # log in once: the key is exchanged for an HttpOnly session cookie, the page keeps no key
-        # while the page loads, Chromium may answer for a node the page has just replaced (an inspector error)
-        loading = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, WebDriverException))
-        login = loading.until(lambda d: (field := d.find_element(By.ID, "key-input")).is_displayed() and field)
-        login.send_keys(key)
-        driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
-        self.wait.until(lambda d: d.find_element(By.ID, "work").is_displayed())
+        log_in(driver, url + "/", key)
         if path != "/":
             driver.get(url + path)
 

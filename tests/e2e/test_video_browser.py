@@ -27,7 +27,7 @@ from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.video.tasks import VIDEO_QUEUE
-from tests.browser import chromium
+from tests.browser import chromium, log_in
 from tests.conftest import PYTHON, REPO, SHARED_DATA, start_service, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -93,12 +93,7 @@ class Page:
     def __init__(self, driver, url: str, key: str) -> None:
         self.driver = driver
         self.wait = WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
-        driver.get(url + "/video?project=cars")
-        login = self.wait.until(lambda d: d.find_element(By.ID, "key-input")
-                                if d.find_element(By.ID, "key-input").is_displayed() else None)
-        login.send_keys(key)
-        driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
-        self.wait.until(lambda d: d.find_element(By.ID, "work").is_displayed())
+        log_in(driver, url + "/video?project=cars", key)
 
     def el(self, element_id: str):
         return self.driver.find_element(By.ID, element_id)
