@@ -76,7 +76,7 @@ def task_out(row: Task) -> dict:
             "selection_model_version": detail.get("selection_model_version", "")}
 
 
-def _selection(request: Request, method: str, message, key: str) -> str:
+def selection_call(request: Request, method: str, message, key: str) -> str:
     """Best-effort call to the selection service; returns 'ok' or why it did not happen."""
     try:
         request.app.state.upstream.call("selection", method, message, key,
@@ -93,7 +93,7 @@ def _selection(request: Request, method: str, message, key: str) -> str:
 def create_project(request: Request, body: ProjectIn, who: CurrentCaller) -> dict:
     who.principal.authorize(Role.ADMIN, body.project_id)
     row = request.app.state.catalog.create_project(body.project_id, body.name, body.labels, who.annotator_id)
-    selection = _selection(request, "CreatePool", selection_pb2.CreatePoolRequest(
+    selection = selection_call(request, "CreatePool", selection_pb2.CreatePoolRequest(
         project_id=row.project_id, pool_id=POOL, display_name=row.name, class_names=pool_classes(row.labels)),
         who.key)
     return {**project_out(row), "selection": selection}
@@ -170,7 +170,7 @@ def upload_images(request: Request, project_id: str, who: Admin,
                                             image=common_pb2.ImageRef(
                                                 image_id=row.image_id, width=row.width, height=row.height,
                                                 uri=(catalog.image_dir / row.stored_name).resolve().as_uri())))
-    selection = _selection(request, "RegisterItems", selection_pb2.RegisterItemsRequest(
+    selection = selection_call(request, "RegisterItems", selection_pb2.RegisterItemsRequest(
         project_id=project_id, pool_id=POOL, items=items), who.key)
     return {"images": uploaded, "selection": selection}
 
@@ -244,7 +244,7 @@ def import_coco(request: Request, project_id: str, who: Admin, body: Annotated[C
             quality_operation_id="", byproducts_operation_id="", created_at=now))
         labelled.append(selection_pb2.LabelledItem(item_id=mask["image_id"], annotator_id=who.annotator_id,
                                                    mask=common_pb2.Mask(size=mask["size"], counts=mask["counts"])))
-    selection = _selection(request, "ReportLabels", selection_pb2.ReportLabelsRequest(
+    selection = selection_call(request, "ReportLabels", selection_pb2.ReportLabelsRequest(
         project_id=project_id, pool_id=POOL, labels=labelled), who.key) if labelled else "nothing to report"
     return {"imported": len(masks), "images": len({m["image_id"] for m in masks}), "unmatched_images": unmatched,
             "selection": selection}

@@ -12,19 +12,22 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from annotation.v1 import common_pb2, segmentation_pb2, video_pb2
+from annotation.v1 import common_pb2, segmentation_pb2, selection_pb2, video_pb2
 from services.common.errors import InvalidArgument, NotFound
 from services.common.masks import decode_rle, encode_rle
 from services.gateway.auth import Admin, Annotator, Reviewer
 from services.gateway.coco import coco_video_export
+from services.gateway.routes_projects import POOL, selection_call
 from services.gateway.routes_sessions import check_label, session_out
 from services.gateway.text import LabelChoice
+from services.gateway.videos import frame_image_id
 
 router = APIRouter(prefix="/v1/projects/{project_id}/videos")
 UINT32 = 2**32 - 1
 METHODS = {"finetune": video_pb2.PROPAGATION_METHOD_TEST_TIME_FINE_TUNING,
            "flowwarp": video_pb2.PROPAGATION_METHOD_FLOW_WARP,
            "interpolate": video_pb2.PROPAGATION_METHOD_INTERPOLATE}
+REGISTER_CHUNK = 5000  # frames per RegisterItems call (selection takes 10000 at most)
 FLOWS = {"dis": video_pb2.OPTICAL_FLOW_DIS, "farneback": video_pb2.OPTICAL_FLOW_FARNEBACK}
 
 
@@ -83,7 +86,27 @@ def upload_video(request: Request, project_id: str, who: Admin,
                  ) -> dict:
     """Multipart upload of one video. Zip entries are ordered by natural sort of their names; every frame
     must have one size, within the pixel limit; at most ANNOT_GATEWAY_MAX_VIDEO_FRAMES frames."""
-    return video_out(_store(request, project_id).add(project_id, file.file, file.filename or "", name), [])
+    store = _store(request, project_id)
+    meta = store.add(project_id, file.file, file.filename or "", name)
+    return {**video_out(meta, []), "selection": register_frames(request, store, meta, who.key)}
+
+
+def register_frames(request: Request, store, meta: dict, key: str) -> str:
+    """Tells selection about the video's frames (FRAME items ``<video_id>/<index>``), best effort as for
+    images: the dialog then asks about frames as about images. 'ok' or why not."""
+    video_id, project_id = meta["video_id"], meta["project_id"]
+    folder = store.folder(project_id, video_id) / "frames"
+    items = [selection_pb2.PoolItem(
+        item_id=frame_image_id(video_id, index), kind=selection_pb2.ITEM_KIND_FRAME,
+        image=common_pb2.ImageRef(image_id=frame_image_id(video_id, index), uri=(folder / name).resolve().as_uri(),
+                                  width=meta["width"], height=meta["height"], video_id=video_id, frame_index=index))
+        for index, name in enumerate(store.frame_names(project_id, video_id))]
+    for start in range(0, len(items), REGISTER_CHUNK):
+        outcome = selection_call(request, "RegisterItems", selection_pb2.RegisterItemsRequest(
+            project_id=project_id, pool_id=POOL, items=items[start:start + REGISTER_CHUNK]), key)
+        if outcome != "ok":
+            return outcome
+    return "ok"
 
 
 @router.get("", tags=["videos"])
@@ -266,12 +289,6 @@ class FrameSessionIn(BaseModel):
 class FrameFinishIn(BaseModel):
     outcome: Literal["submitted", "skipped", "abandoned"] = "submitted"
     label: LabelChoice = Field("", description="One of the project's labels; empty: the session's.")
-
-
-def frame_image_id(video_id: str, index: int) -> str:
-    """A frame's image id in its sessions and their events: ``<video_id>/<index>``, as the video service
-    names frames (``_frame_of`` reads it back)."""
-    return f"{video_id}/{index}"
 
 
 @router.post("/{video_id}/frames/{index}/sessions", tags=["videos"], status_code=201)

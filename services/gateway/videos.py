@@ -45,6 +45,18 @@ JPEG_QUALITY = 95
 MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
 
 
+def frame_image_id(video_id: str, index: int) -> str:
+    """A frame's image id in its sessions, tasks, annotations and selection items: ``<video_id>/<index>``, as
+    the video service names frames (catalog image ids have no '/')."""
+    return f"{video_id}/{index}"
+
+
+def parse_frame_image_id(image_id: str) -> tuple[str, int] | None:
+    """``(video_id, index)`` of a frame's image id, None for any other id."""
+    video_id, slash, tail = image_id.rpartition("/")
+    return (video_id, int(tail)) if slash and ID.match(video_id) and tail.isdigit() else None
+
+
 def natural_key(name: str) -> list:
     """'f2.jpg' before 'f10.jpg'."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
