@@ -1,10 +1,11 @@
 """Training export for learning using annotation byproducts (LUAB, Han et al., ICCV 2023).
 
 One JSON line per image over its SUBMITTED sessions, as the ImageNet-AB / COCO-AB loaders read them:
-the clicks, the mouse positions, the category histories, and a localisation target derived from
-them: a point (mean of each session's first positive click) and a heatmap (a Gaussian at every click,
-and at every mouse position weighted by ``mouse_weight``), kept compact as a low-resolution uint8 grid,
-base64, scaled so that its maximum is 255.
+the clicks, the mouse positions, the box prompts (``boxes``: x0, y0, x1, y1, t_ms, normalised), the
+category histories, and a localisation target derived from them: a point (mean of each session's first
+positive click; a box's step is a click at its centre) and a heatmap (a Gaussian at every click, and at
+every mouse position weighted by ``mouse_weight``), kept compact as a low-resolution uint8 grid, base64,
+scaled so that its maximum is 255.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from services.byproducts import queries
 from services.byproducts.tables import SessionRow
 from services.byproducts.validation import KINDS
 
-USED_KINDS = (KINDS["click"], KINDS["mouse"], KINDS["category_change"], KINDS["submit"])
+USED_KINDS = (KINDS["click"], KINDS["mouse"], KINDS["box"], KINDS["category_change"], KINDS["submit"])
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def heatmap(clicks: np.ndarray, mouse: np.ndarray, spec: HeatmapSpec) -> np.ndar
 
 def image_record(image: common_pb2.ImageRef, sessions: Sequence[tuple[pb.Session, list[pb.Event]]],
                  spec: HeatmapSpec) -> dict:
-    clicks, mouse, histories, labels, firsts = [], [], [], [], []
+    clicks, mouse, boxes, histories, labels, firsts = [], [], [], [], [], []
     for session, events in sessions:
         first = None
         for event in events:
@@ -61,6 +62,8 @@ def image_record(image: common_pb2.ImageRef, sessions: Sequence[tuple[pb.Session
                     first = (click.x, click.y)
             elif kind == "mouse":
                 mouse.extend([p.x, p.y, p.t_ms] for p in event.mouse.points)
+            elif kind == "box":
+                boxes.append([event.box.x0, event.box.y0, event.box.x1, event.box.y1, event.t_ms])
             elif kind == "category_change":
                 change = event.category_change
                 histories.append({"index": change.index, "name": change.name,
@@ -78,7 +81,7 @@ def image_record(image: common_pb2.ImageRef, sessions: Sequence[tuple[pb.Session
         "image_id": image.image_id, "uri": image.uri, "width": image.width, "height": image.height,
         "labels": labels, "sessions": [session.session_id for session, _ in sessions],
         "point": [float(v) for v in np.mean(firsts, axis=0)] if firsts else None,
-        "clicks": clicks, "mouse": mouse, "category_histories": histories,
+        "clicks": clicks, "mouse": mouse, "boxes": boxes, "category_histories": histories,
         "heatmap": {"size": [spec.size, spec.size], "dtype": "uint8",
                     "data": base64.b64encode(grid.tobytes(order="C")).decode()},
     }

@@ -15,7 +15,7 @@ import numpy as np
 from annotation.v1 import byproducts_pb2 as pb
 from annotation.v1 import common_pb2
 
-CORRECTIONS = ("undo", "redo", "correction")
+CORRECTIONS = ("undo", "redo", "correction")  # not "box": a box prompt is an input, logged with its click
 ENDINGS = ("submit", "skip", "session_end")
 
 

@@ -1,4 +1,5 @@
-"""Checks of one event that need no state: ids present, payload set, coordinates in [0, 1], times.
+"""Checks of one event that need no state: ids present, payload set, coordinates in [0, 1] (boxes not
+inverted), times.
 
 ``check_event`` returns the first problem of an event as an ``InvalidArgument`` whose field is the
 dotted path inside the request (``events[3].click.x``), or None. What needs the session's history
@@ -64,6 +65,19 @@ def _xy(message, at: str) -> InvalidArgument | None:
     return None
 
 
+def _box(box: pb.BoxEvent, at: str) -> InvalidArgument | None:
+    """Edges in [0, 1], and a box with an extent: x1 > x0 and y1 > y0 (INVERTED names the far edge)."""
+    for name in ("x0", "y0", "x1", "y1"):
+        value = getattr(box, name)
+        if not _unit(value):
+            return InvalidArgument(f"{at}.{name}", f"{value} is outside [0, 1]", reason="OUT_OF_RANGE")
+    for near, far in (("x0", "x1"), ("y0", "y1")):
+        if not getattr(box, far) > getattr(box, near):
+            return InvalidArgument(f"{at}.{far}", f"{far} ({getattr(box, far)}) must be greater than {near} "
+                                   f"({getattr(box, near)})", reason="INVERTED")
+    return None
+
+
 def _payload(event: pb.Event, kind: str, at: str) -> InvalidArgument | None:
     if kind == "mouse":
         return _points(event.mouse, event.t_ms, at)
@@ -75,6 +89,8 @@ def _payload(event: pb.Event, kind: str, at: str) -> InvalidArgument | None:
         return problem
     if kind == "correction":
         return _xy(event.correction, f"{at}.correction")
+    if kind == "box":
+        return _box(event.box, f"{at}.box")
     if kind == "zoom_pan":
         view = event.zoom_pan
         if not view.zoom > 0:

@@ -18,9 +18,9 @@ from services.common.masks import decode_rle, encode_rle
 from services.gateway.auth import Admin, Annotator, Reviewer
 from services.gateway.coco import coco_video_export
 from services.gateway.routes_projects import POOL, selection_call
-from services.gateway.routes_sessions import check_label, session_out
+from services.gateway.routes_sessions import check_label, record_finished, session_out
 from services.gateway.text import LabelChoice
-from services.gateway.videos import frame_image_id
+from services.gateway.videos import frame_image_id, parse_frame_image_id
 
 router = APIRouter(prefix="/v1/projects/{project_id}/videos")
 UINT32 = 2**32 - 1
@@ -331,13 +331,12 @@ def finish_frame_session(request: Request, project_id: str, video_id: str, sessi
     session = upstream.call("segmentation", "GetSession", segmentation_pb2.SegmentationGetSessionRequest(
         project_id=project_id, session_id=session_id), who.key).session
     meta = store.video(project_id, video_id)
-    prefix, _, tail = session.image.image_id.rpartition("/")
-    if prefix != video_id or not tail.isdigit() or int(tail) >= meta["frames"]:
+    frame = parse_frame_image_id(session.image.image_id)
+    if frame is None or frame[0] != video_id or frame[1] >= meta["frames"]:
         raise NotFound(f"session {session_id!r} is not on a frame of video {video_id!r}", field="session_id")
-    index = int(tail)
-    active = session.state == segmentation_pb2.SEGMENTATION_SESSION_STATE_ACTIVE
-    shape = (meta["height"], meta["width"])
-    if active and body.outcome == "submitted":
+    index = frame[1]
+    if session.state == segmentation_pb2.SEGMENTATION_SESSION_STATE_ACTIVE and body.outcome == "submitted":
+        shape = (meta["height"], meta["width"])
         current = decode_rle(list(session.mask.size), session.mask.counts, shape, "mask") if session.mask.counts \
             else None
         if current is None or not current.any():
@@ -346,16 +345,8 @@ def finish_frame_session(request: Request, project_id: str, video_id: str, sessi
     reply = upstream.call("segmentation", "FinishSession", segmentation_pb2.FinishSessionRequest(
         project_id=project_id, session_id=session_id, label=body.label,
         outcome=common_pb2.SessionOutcome.Value(f"SESSION_OUTCOME_{body.outcome.upper()}")), who.key)
-    s = reply.session
-    stored = None
-    # Stored once, by the call that finished it: a repeated finish must not overwrite a later session's mask.
-    if active and body.outcome == "submitted":
-        stored = store.store_mask(project_id, video_id, index, decode_rle(list(s.mask.size), s.mask.counts, shape,
-                                                                          "mask"),
-                                  {"session_id": s.session_id, "clicks": len(s.clicks), "label": s.label,
-                                   "annotator_id": s.annotator_id or who.annotator_id})
-    seconds = max(0.0, s.update_time.ToNanoseconds() - s.create_time.ToNanoseconds()) / 1e9
-    return {"session": session_out(s), "video_id": video_id, "frame_index": index, "stored": stored,
+    seconds, stored = record_finished(request, project_id, reply, body.label, who)
+    return {"session": session_out(reply.session), "video_id": video_id, "frame_index": index, "stored": stored,
             "masked_frames": store.masked_frames(project_id, video_id), "seconds": seconds,
             "quality_operation_id": reply.quality_operation_id,
             "byproducts_operation_id": reply.byproducts_operation_id}

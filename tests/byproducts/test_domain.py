@@ -30,7 +30,8 @@ def mouse(seq: int, *points: tuple[float, float, int]) -> pb.Event:
 
 def test_kinds_mirror_the_enum():
     assert KINDS["session_start"] == pb.EVENT_KIND_SESSION_START and KINDS["session_end"] == pb.EVENT_KIND_SESSION_END
-    assert KINDS["zoom_pan"] == pb.EVENT_KIND_ZOOM_PAN
+    assert KINDS["zoom_pan"] == pb.EVENT_KIND_ZOOM_PAN and KINDS["box"] == pb.EVENT_KIND_BOX
+    assert len(KINDS) == len(pb.EventKind.values()) - 1  # every payload has its kind (UNSPECIFIED aside)
 
 
 @pytest.mark.parametrize("mutate, field", [
@@ -63,6 +64,36 @@ def test_click_zoom_and_start_checks():
     other = event(1, 0, session_start=pb.SessionStart(session=pb.Session(annotator_id="a", session_id="zz")))
     assert check_event(other, "e").field == "e.session_start.session.session_id"
     assert check_event(start(), "e") is None
+
+
+def box(seq: int = 3, t_ms: int = 1200, **edges) -> pb.Event:
+    return event(seq, t_ms, box=pb.BoxEvent(**{"x0": 0.2, "y0": 0.3, "x1": 0.6, "y1": 0.7, "click_index": 0, **edges}))
+
+
+@pytest.mark.parametrize("edges, field, reason", [
+    ({"x0": -0.1}, "e.box.x0", "OUT_OF_RANGE"),
+    ({"y0": float("nan")}, "e.box.y0", "OUT_OF_RANGE"),
+    ({"x1": 1.2}, "e.box.x1", "OUT_OF_RANGE"),
+    ({"y1": float("inf")}, "e.box.y1", "OUT_OF_RANGE"),
+    ({"x0": 0.6, "x1": 0.2}, "e.box.x1", "INVERTED"),
+    ({"y1": 0.3}, "e.box.y1", "INVERTED"),  # no height
+])
+def test_box_checks_name_the_edge(edges, field, reason):
+    assert check_event(box(), "e") is None
+    problem = check_event(box(**edges), "e")
+    assert (problem.field, problem.reason) == (field, reason)
+
+
+def test_a_box_is_an_input_not_a_correction_and_reaches_luab():
+    events = [start(), event(2, 1200, click=pb.ClickEvent(x=0.4, y=0.5, positive=True)), box(3, 1200),
+              event(4, 3000, submit=pb.SubmitEvent()),
+              event(5, 3000, session_end=pb.SessionEnd(outcome=common_pb2.SESSION_OUTCOME_SUBMITTED))]
+    result = signals.compute(events, threshold_ms=5000)
+    assert result.correction_count == 0 and result.click_count == 1
+    record = luab.image_record(common_pb2.ImageRef(image_id="i"), [(pb.Session(session_id="s"), events)],
+                               luab.HeatmapSpec(size=8))
+    assert record["boxes"] == [[pytest.approx(0.2), pytest.approx(0.3), pytest.approx(0.6), pytest.approx(0.7), 1200]]
+    assert KINDS["box"] in luab.USED_KINDS
 
 
 def test_signals_of_a_hand_made_session():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import numpy as np
 import pytest
@@ -254,8 +256,8 @@ def test_a_finished_segmentation_session_is_kept_once(bp_settings, stub, worker,
     skip = stub.GetSession(pb.ByproductsGetSessionRequest(project_id="p1", session_id="seg-3"),
                            metadata=bearer(keys["reviewer"]), timeout=10)
     assert skip.session.outcome == common_pb2.SESSION_OUTCOME_SKIPPED
-    kinds = stub.ListEvents(pb.ListEventsRequest(project_id="p1", session_id="seg-3"), metadata=bearer(keys["reviewer"]),
-                            timeout=10).events
+    kinds = stub.ListEvents(pb.ListEventsRequest(project_id="p1", session_id="seg-3"),
+                            metadata=bearer(keys["reviewer"]), timeout=10).events
     assert [e.WhichOneof("payload") for e in kinds][-2:] == ["skip", "session_end"]
 
 
@@ -282,3 +284,75 @@ def test_a_full_broker_on_publish_is_resource_exhausted_not_unavailable(settings
     redis_server.stop()  # a broker that is gone is still UNAVAILABLE
     with pytest.raises(Unavailable):
         Ingestor._call(lambda: send_batch(celery, "batch-2"))
+
+
+def box_session(session_id: str) -> list[pb.Event]:
+    """A session as the web annotator logs a box prompt: the box's step as the click it became (its
+    centre, index 0), then the box itself, then a correcting click."""
+    session = pb.Session(image=common_pb2.ImageRef(image_id="img-box", width=200, height=100))
+    payloads = [
+        (0, {"session_start": pb.SessionStart(session=session)}),
+        (900, {"mouse": pb.MouseTrajectory(points=[pb.TrajectoryPoint(x=0.1, y=0.2, t_ms=400),
+                                                   pb.TrajectoryPoint(x=0.7, y=0.8, t_ms=900)])}),
+        (1000, {"click": pb.ClickEvent(x=0.4, y=0.5, positive=True, click_index=0, iou_change=1.0)}),
+        (1000, {"box": pb.BoxEvent(x0=0.1, y0=0.2, x1=0.7, y1=0.8, click_index=0)}),
+        (2500, {"click": pb.ClickEvent(x=0.65, y=0.75, positive=False, click_index=1, iou_change=0.1)}),
+        (4000, {"submit": pb.SubmitEvent(labels=["cat"], click_count=2)}),
+        (4000, {"session_end": pb.SessionEnd(outcome=common_pb2.SESSION_OUTCOME_SUBMITTED)}),
+    ]
+    return [pb.Event(project_id="p1", session_id=session_id, event_id=f"{session_id}-{n}", seq=n, t_ms=t_ms, **payload)
+            for n, (t_ms, payload) in enumerate(payloads, start=1)]
+
+
+def test_a_box_prompt_round_trips_as_a_box_event(stub, worker, keys, engine):
+    events = box_session("s-box")
+    summary = stub.RecordBatch(pb.EventBatch(project_id="p1", events=events), metadata=bearer(keys["annotator"]),
+                               timeout=10)
+    assert (summary.accepted, summary.duplicates) == (7, 0)
+    wait_until(lambda: stored(engine, "s-box") == 7, 20, "the box session stored")
+    reviewer = bearer(keys["reviewer"])
+
+    def listed(*kinds: int) -> list[pb.Event]:
+        return list(stub.ListEvents(pb.ListEventsRequest(project_id="p1", session_id="s-box", kinds=kinds),
+                                    metadata=reviewer, timeout=10).events)
+    assert listed(pb.EVENT_KIND_BOX) == [events[3]]  # stored as a box, losslessly
+    assert listed(pb.EVENT_KIND_CORRECTION) == []  # not a correction with the corners in a string
+    assert [e.WhichOneof("payload") for e in listed()] == ["session_start", "mouse", "click", "box", "click",
+                                                            "submit", "session_end"]
+    signals = wait_until(lambda: (s := stub.GetSignals(pb.GetSignalsRequest(project_id="p1", session_id="s-box"),
+                                                       metadata=reviewer, timeout=10).signals).complete and s,
+                         20, "signals of the ended session")
+    assert (signals.click_count, signals.correction_count) == (2, 0)
+    exported = b"".join(chunk.data for chunk in stub.ExportJsonl(
+        pb.ExportJsonlRequest(project_id="p1", filter=pb.SessionFilter(session_id="s-box"), kinds=[pb.EVENT_KIND_BOX]),
+        metadata=reviewer, timeout=10))
+    lines = [json.loads(line) for line in exported.splitlines()]
+    assert [line["type"] for line in lines] == ["session", "event"]
+    assert lines[1]["box"] == {"x0": pytest.approx(0.1), "y0": pytest.approx(0.2), "x1": pytest.approx(0.7),
+                               "y1": pytest.approx(0.8)}  # click_index 0 is the proto3 JSON default: left out
+    luab = b"".join(chunk.data for chunk in stub.ExportLuab(
+        pb.ExportLuabRequest(project_id="p1", filter=pb.SessionFilter(session_id="s-box"), heatmap_size=8),
+        metadata=reviewer, timeout=10))
+    image = json.loads(luab)
+    assert image["image_id"] == "img-box"
+    assert image["boxes"] == [[pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.7), pytest.approx(0.8), 1000]]
+
+
+def test_bad_boxes_are_refused_naming_the_edge(stub, worker, keys, engine):
+    inverted = box_session("s-badbox")
+    inverted[3].box.x1 = 0.05  # left of x0
+    with pytest.raises(grpc.RpcError) as err:
+        stub.RecordBatch(pb.EventBatch(project_id="p1", events=inverted), metadata=bearer(keys["annotator"]),
+                         timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [(d.field, d.reason) for d in details(err.value)] == [("events[3].box.x1", "INVERTED")]
+    outside = box_session("s-badbox")
+    outside[3].box.y0 = 1.5
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Record(iter(outside), metadata=bearer(keys["annotator"]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [(d.field, d.reason) for d in details(err.value)] == [("events[3].box.y0", "OUT_OF_RANGE")]
+    assert "the 3 events before it were accepted" in err.value.details()
+    wait_until(lambda: stored(engine, "s-badbox") == 3, 20, "the events before the bad box stored")
+    summary = stub.Record(iter(box_session("s-badbox")), metadata=bearer(keys["annotator"]), timeout=10)
+    assert (summary.accepted, summary.duplicates) == (4, 3)

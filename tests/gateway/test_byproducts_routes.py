@@ -99,3 +99,40 @@ def test_rest_errors_keep_the_fields_and_codes(client, tokens):
     assert client.get("/v1/byproducts/sessions", params={"project_id": "p1"},
                       headers=auth(tokens[Role.ANNOTATOR])).status_code == 403
     assert client.get("/v1/byproducts/sessions", params={"project_id": "p1"}).status_code == 401
+
+
+def recorded_box_session(session_id: str, x1: float = 0.85) -> list[dict]:
+    """Events as services/gateway/static/byproducts.js sends them after a box prompt (``click`` then ``box``)."""
+    def event(seq: int, t_ms: int, **payload) -> dict:
+        return {"project_id": "p1", "session_id": session_id, "event_id": f"{session_id}-{seq}", "seq": seq,
+                "t_ms": t_ms, **payload}
+    return [
+        event(1, 0, session_start={"session": {"image": {"image_id": "img-box", "width": 200, "height": 100}}}),
+        event(2, 700, click={"x": 0.475, "y": 0.5, "positive": True, "click_index": 0, "iou_change": 1}),
+        event(3, 700, box={"x0": 0.1, "y0": 0.1, "x1": x1, "y1": 0.9, "click_index": 0}),
+        event(4, 2000, submit={"labels": ["cat"], "click_count": 1}),
+        event(5, 2000, session_end={"outcome": "SESSION_OUTCOME_SUBMITTED"}),
+    ]
+
+
+def test_rest_ingest_keeps_a_box_prompt_as_a_box_event(client, tokens):
+    annotator, reviewer = auth(tokens[Role.ANNOTATOR]), auth(tokens[Role.REVIEWER])
+    inverted = client.post("/v1/byproducts/events", json={"project_id": "p1", "events": recorded_box_session(
+        "rest-box", x1=0.05)}, headers=annotator)
+    assert inverted.status_code == 422, inverted.text
+    error = inverted.json()["error"]
+    assert error["field"] == "events[2].box.x1" and [d["field"] for d in error["details"]] == ["events[2].box.x1"]
+    reply = client.post("/v1/byproducts/events", json={"project_id": "p1", "events": recorded_box_session("rest-box")},
+                        headers=annotator)
+    assert reply.status_code == 200 and reply.json()["accepted"] == "5", reply.text
+
+    def boxes():  # EventKind 13 = EVENT_KIND_BOX
+        got = client.get("/v1/byproducts/sessions/rest-box/events", params={"project_id": "p1", "kinds": 13},
+                         headers=reviewer)
+        return got.status_code == 200 and got.json()["events"]
+    found = wait_until(boxes, 30, "the box event stored")
+    assert [{k: round(v, 4) for k, v in e["box"].items()} for e in found] == \
+        [{"x0": 0.1, "y0": 0.1, "x1": 0.85, "y1": 0.9, "click_index": 0}]
+    corrections = client.get("/v1/byproducts/sessions/rest-box/events", params={"project_id": "p1", "kinds": 6},
+                             headers=reviewer).json()["events"]
+    assert corrections == []  # the box is not logged as a correction

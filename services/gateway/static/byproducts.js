@@ -1,5 +1,5 @@
 // Byproduct recorder: every trace of a session (start, sampled mouse trajectory, clicks with their
-// response times and mask change, undo/redo, key presses, label changes, submit/skip, end) as
+// response times and mask change, box prompts, undo/redo, key presses, label changes, submit/skip, end) as
 // annotation.v1.Event objects in proto JSON, with a client-made event_id and a per-session seq
 // (session_start is seq 1). Coordinates are normalised to the image ([0, 1]).
 // Batches go to the gateway's byproducts ingest route (POST /v1/byproducts/events, found through
@@ -57,6 +57,11 @@ class Recorder {
     this.flushTrajectory();
     this.emit("click", { ...this.norm(x, y), positive, click_index: index, iou_change: iouChange,
       response_ms: Math.round(responseMs) });
+  }
+  box(x, y, width, height, index) {  // image pixels, as Segmentation.AddBox; index = the click it became
+    this.flushTrajectory();
+    const a = this.norm(x, y), b = this.norm(x + width, y + height);
+    this.emit("box", { x0: a.x, y0: a.y, x1: b.x, y1: b.y, click_index: index });
   }
   undo(index) { this.flushTrajectory(); this.emit("undo", { click_index: index }); }
   redo(index) { this.flushTrajectory(); this.emit("redo", { click_index: index }); }
