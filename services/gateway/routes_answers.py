@@ -7,6 +7,7 @@ dialog's follow-up, or segmenting from the proposal). Also the annotator's progr
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -17,10 +18,12 @@ from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2, training_pb2
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from services.common.masks import decode_rle
 from services.gateway.auth import Annotator
-from services.gateway.routes_projects import image_out, task_out
+from services.gateway.pictures import picture
+from services.gateway.routes_projects import task_out
 from services.gateway.routes_sessions import check_label, question_of
 from services.gateway.tables import Annotation, Task
 from services.gateway.text import LabelChoice
+from services.gateway.videos import parse_frame_image_id
 from services.gateway.work import OPEN, SKIPPED, SUBMITTED, Question
 
 log = logging.getLogger(__name__)
@@ -73,9 +76,13 @@ def _check_fits(request: Request, project_id: str, task: Task, body: AnswerIn) -
         if task.question_type != "LABEL_REGION":
             raise InvalidArgument("labels", f"task {task.task_id!r} asks {task.question_type}, not LABEL_REGION")
         project = request.app.state.catalog.project(project_id)
-        image = request.app.state.catalog.image(project_id, task.image_id)
-        # boxes lie in the question's region (the page refuses drawing outside it), else in the image
-        rx, ry, rw, rh = ((task.detail or {}).get("region") or {}).get("box") or [0, 0, image.width, image.height]
+        image = picture(request.app.state, project_id, task.image_id)
+        # boxes lie in the question's region (the page refuses drawing outside it), else in the image; a
+        # superpixel's box also covers some of its pixels (its bounding box holds other superpixels too)
+        region = (task.detail or {}).get("region") or {}
+        rx, ry, rw, rh = region.get("box") or [0, 0, image.width, image.height]
+        pixels = decode_rle(region["mask"]["size"], region["mask"]["counts"], (image.height, image.width),
+                            "region") if region.get("mask") else None
         for index, item in enumerate(body.labels):
             try:
                 check_label(project, item.label)
@@ -86,6 +93,9 @@ def _check_fits(request: Request, project_id: str, task: Task, body: AnswerIn) -
                 if not (w > 0 and h > 0 and x >= rx and y >= ry and x + w <= rx + rw and y + h <= ry + rh):
                     raise InvalidArgument(f"labels[{index}].box", f"[x, y, width, height] must lie inside the "
                                           f"question's region {[rx, ry, rw, rh]} with width, height > 0")
+                if pixels is not None and not pixels[int(y):math.ceil(y + h), int(x):math.ceil(x + w)].any():
+                    raise InvalidArgument(f"labels[{index}].box", "the box covers no pixel of the question's "
+                                          "superpixel (only its bounding box)")
 
 
 def _record(request: Request, project_id: str, task: Task, body: AnswerIn, who: Annotator) -> dialog_pb2.Question | None:
@@ -117,11 +127,16 @@ def _accept_proposal(request: Request, project_id: str, task: Task, seconds: flo
         return
     area = int(decode_rle(mask["size"], mask["counts"], tuple(mask["size"]), "proposal").sum())
     label = (task.detail or {}).get("proposed_label") or request.app.state.catalog.project(project_id).labels[0]
-    request.app.state.work.record(Annotation(
+    row = Annotation(
         session_id=f"verify-{task.task_id}", project_id=project_id, image_id=task.image_id, task_id=task.task_id,
         annotator_id=who.annotator_id, outcome=SUBMITTED, label=label, mask_height=mask["size"][0],
         mask_width=mask["size"][1], mask_counts=mask["counts"], area_px=area, click_count=0, seconds=seconds,
-        quality_operation_id="", byproducts_operation_id="", created_at=datetime.now(UTC)))
+        quality_operation_id="", byproducts_operation_id="", created_at=datetime.now(UTC))
+    frame = parse_frame_image_id(task.image_id)
+    if request.app.state.work.record(row) is row and frame is not None and area:  # a frame's human sample too
+        request.app.state.videos.store_mask(project_id, *frame, decode_rle(mask["size"], mask["counts"], tuple(
+            mask["size"]), "proposal"), {"session_id": row.session_id, "clicks": 0, "label": label,
+                                         "annotator_id": who.annotator_id})
 
 
 @router.post("/tasks/{task_id}/answer", tags=["loop"])
@@ -149,8 +164,7 @@ def answer_task(request: Request, project_id: str, task_id: str, who: Annotator,
                              reason="the proposal was rejected: correct it", detail=task.detail or {},
                              prompt="Correct the proposed outline with clicks until the mask fits; then submit.")
         issued = work.issue(project_id, who.annotator_id, asked)
-        follow_up = {"task": task_out(issued), "image": image_out(request.app.state.catalog.image(project_id,
-                                                                                              issued.image_id))}
+        follow_up = {"task": task_out(issued), "image": picture(request.app.state, project_id, issued.image_id).out}
     return {"task": task_out(work.task(project_id, task_id)),
             "dialog": "recorded" if task.question_id else "no dialog question", "follow_up": follow_up}
 
@@ -164,8 +178,11 @@ def progress(request: Request, project_id: str, who: Annotator) -> dict:
     catalog = request.app.state.catalog
     catalog.project(project_id)
     _, total = catalog.images(project_id, 0, 0)
-    done = len({a.image_id for a in request.app.state.work.annotations(project_id)})
-    out = {"images": total, "done": done, "to_do": max(0, total - done), "model": None, "model_error": ""}
+    annotated = {a.image_id for a in request.app.state.work.annotations(project_id)}
+    frames = {i for i in annotated if parse_frame_image_id(i) is not None}
+    done = len(annotated - frames)
+    out = {"images": total, "done": done, "to_do": max(0, total - done), "frames_done": len(frames), "model": None,
+           "model_error": ""}
     try:
         info = request.app.state.upstream.call("segmentation", "GetModelInfo",
                                                segmentation_pb2.SegmentationGetModelInfoRequest(), who.key,

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from annotation.v1 import common_pb2, quality_pb2
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.gateway.auth import Reviewer
 from services.gateway.coco import coco_export, mask_pngs
+from services.gateway.pictures import picture
 from services.gateway.routes_sessions import mask_out
 
 router = APIRouter(prefix="/v1/projects/{project_id}")
@@ -84,8 +85,14 @@ def record_review(request: Request, project_id: str, session_id: str, who: Revie
 
 @router.get("/annotations/{session_id}", tags=["review"])
 def get_annotation(request: Request, project_id: str, session_id: str, who: Reviewer) -> dict:
+    """A finished session's stored mask, with what it was drawn on (``image``: an image's fields, a frame's also
+    video_id and frame_index), which a reviewer's correction opens."""
     row = request.app.state.work.annotation(project_id, session_id)
-    return {"session_id": row.session_id, "image_id": row.image_id, "task_id": row.task_id,
+    try:
+        image = picture(request.app.state, project_id, row.image_id).out
+    except NotFound:  # the image or video was deleted since
+        image = None
+    return {"session_id": row.session_id, "image_id": row.image_id, "image": image, "task_id": row.task_id,
             "annotator_id": row.annotator_id, "outcome": row.outcome.lower(), "label": row.label,
             "mask": {"size": [row.mask_height, row.mask_width], "counts": row.mask_counts},
             "area_px": row.area_px, "click_count": row.click_count, "seconds": row.seconds,

@@ -23,9 +23,11 @@ from annotation.v1 import common_pb2, dialog_pb2, segmentation_pb2
 from services.common.errors import DomainError, InvalidArgument, PermissionDenied
 from services.common.masks import decode_rle
 from services.gateway.auth import Annotator, Caller
-from services.gateway.routes_projects import POOL, image_out, task_out
+from services.gateway.pictures import picture
+from services.gateway.routes_projects import POOL, task_out
 from services.gateway.tables import Annotation, Project
 from services.gateway.text import LabelChoice
+from services.gateway.videos import parse_frame_image_id
 from services.gateway.work import OPEN, RELEASED, SKIPPED, Question, question_detail
 
 log = logging.getLogger(__name__)
@@ -157,14 +159,15 @@ def _dialog_question(request: Request, project_id: str, who: Caller) -> Question
 
 def question_of(request: Request, project_id: str, q: dialog_pb2.Question) -> Question | str:
     """A dialog Question as the gateway issues it: type, prompt and what the page draws (``detail``)."""
-    catalog = request.app.state.catalog
     image_id = q.image.image_id or q.region.image_id
     try:
-        image = catalog.image(project_id, image_id)
+        image = picture(request.app.state, project_id, image_id)
     except DomainError as exc:
-        return f"its question names an unknown image ({exc.message})"
+        return f"its question names an unknown image or frame ({exc.message})"
     detail = question_detail(q, image.width, image.height,
-                             lambda: np.asarray(PILImage.open(io.BytesIO(catalog.image_bytes(image))).convert("RGB")))
+                             lambda: np.asarray(PILImage.open(io.BytesIO(image.read())).convert("RGB")))
+    if image.video_id is not None:
+        detail["frame"] = {"video_id": image.video_id, "frame_index": image.frame_index}
     return Question(image_id=image_id, question_type=QUESTION_TYPES[q.type], question_id=q.question_id,
                     policy=q.policy or "dialog", reason=q.reason, prompt=q.prompt or Question.prompt, detail=detail)
 
@@ -184,11 +187,7 @@ def next_question(request: Request, project_id: str, who: Annotator,
     if task is None:
         asked = _dialog_question(request, project_id, who)
         if isinstance(asked, Question):
-            try:
-                catalog.image(project_id, asked.image_id)
-                task = work.issue(project_id, who.annotator_id, asked)
-            except DomainError as exc:
-                asked = f"its question names an unknown image ({exc.message})"
+            task = work.issue(project_id, who.annotator_id, asked)  # question_of resolved its image or frame
         if task is None:
             image_id = work.next_image(project_id, who.annotator_id)
             if image_id is not None:
@@ -199,8 +198,8 @@ def next_question(request: Request, project_id: str, who: Annotator,
     leases = {"held_by_others": held, "lease_expires_at": first_expiry.isoformat() if first_expiry else None}
     if task is None:
         return {"exhausted": True, "task": None, "image": None, **leases}
-    return {"exhausted": False, "task": task_out(task), "image": image_out(catalog.image(project_id, task.image_id)),
-            **leases}
+    return {"exhausted": False, "task": task_out(task),
+            "image": picture(request.app.state, project_id, task.image_id).out, **leases}
 
 
 @router.post("/sessions", tags=["loop"], status_code=201)
@@ -211,7 +210,7 @@ def start_session(request: Request, project_id: str, who: Annotator, body: Annot
     if body.task_id:
         task = work.task(project_id, body.task_id)
     elif body.image_id:
-        catalog.image(project_id, body.image_id)
+        picture(request.app.state, project_id, body.image_id)
         task = work.issue(project_id, who.annotator_id, Question(image_id=body.image_id, policy="client",
                                                                  reason="image chosen by the client"))
         issued = True
@@ -222,14 +221,13 @@ def start_session(request: Request, project_id: str, who: Annotator, body: Annot
                                "only on their own tasks", field="task_id")
     if task.state != OPEN:
         raise InvalidArgument("task_id", f"task {task.task_id!r} is already {task.state.lower()}")
-    image = catalog.image(project_id, task.image_id)
+    image = picture(request.app.state, project_id, task.image_id)
     session_id = uuid.uuid4().hex
     initial = body.initial_mask.model_dump() if body.initial_mask else ((task.detail or {}).get("proposal") or {}).get("mask")
     try:
         reply = request.app.state.upstream.call("segmentation", "StartSession", segmentation_pb2.StartSessionRequest(
-            project_id=project_id, image=common_pb2.ImageRef(
-                image_id=image.image_id, uri=(catalog.image_dir / image.stored_name).resolve().as_uri()),
-            image_data=catalog.image_bytes(image), session_id=session_id, annotator_id=who.annotator_id,
+            project_id=project_id, image=image.image_ref(), image_data=image.read(), session_id=session_id,
+            annotator_id=who.annotator_id,
             task_id=task.task_id, question_id=task.question_id or "", label=body.label,
             initial_mask=common_pb2.Mask(size=initial["size"], counts=initial["counts"]) if initial else None),
             who.key)
@@ -238,7 +236,7 @@ def start_session(request: Request, project_id: str, who: Annotator, body: Annot
             work.close(task, RELEASED)
         raise
     work.attach_session(task, session_id)
-    return {**session_out(reply.session), "image": image_out(image)}
+    return {**session_out(reply.session), "image": image.out}
 
 
 @router.get("/sessions/{session_id}", tags=["loop"])
@@ -297,14 +295,33 @@ def finish(request: Request, project_id: str, session_id: str, who: Annotator,
     reply = request.app.state.upstream.call("segmentation", "FinishSession", segmentation_pb2.FinishSessionRequest(
         project_id=project_id, session_id=session_id, label=body.label,
         outcome=common_pb2.SessionOutcome.Value(f"SESSION_OUTCOME_{outcome}")), who.key)
+    seconds, stored = record_finished(request, project_id, reply, body.label, who)
+    out = {"session": session_out(reply.session), "quality_operation_id": reply.quality_operation_id,
+           "byproducts_operation_id": reply.byproducts_operation_id, "seconds": seconds}
+    return {**out, "stored": stored} if stored is not None else out
+
+
+def record_finished(request: Request, project_id: str, reply: segmentation_pb2.FinishSessionResponse, label: str,
+                    who: Caller) -> tuple[float, dict | None]:
+    """Stores a finished session's result (its seconds are returned): the annotation row (image or frame: what
+    export, progress and review read; its task closed) and, for a frame's submitted mask, the frame's human
+    sample in the video store (returned), which the next propagation uses. Only the call that recorded the
+    session first stores the frame's mask: a repeated finish must not overwrite a later session's."""
     s = reply.session
     seconds = max(0.0, s.update_time.ToNanoseconds() - s.create_time.ToNanoseconds()) / 1e9
-    area = int(decode_rle(list(s.mask.size), s.mask.counts, tuple(s.mask.size), "mask").sum()) if s.mask.counts else 0
-    request.app.state.work.record(Annotation(
+    mask = decode_rle(list(s.mask.size), s.mask.counts, tuple(s.mask.size), "mask") if s.mask.counts else None
+    outcome = common_pb2.SessionOutcome.Name(s.outcome).removeprefix("SESSION_OUTCOME_")
+    row = Annotation(
         session_id=s.session_id, project_id=project_id, image_id=s.image.image_id, task_id=s.task_id,
-        annotator_id=s.annotator_id or who.annotator_id, outcome=outcome, label=s.label or body.label,
-        mask_height=s.mask.size[0], mask_width=s.mask.size[1], mask_counts=s.mask.counts, area_px=area,
-        click_count=len(s.clicks), seconds=seconds, quality_operation_id=reply.quality_operation_id,
-        byproducts_operation_id=reply.byproducts_operation_id, created_at=datetime.now(UTC)))
-    return {"session": session_out(s), "quality_operation_id": reply.quality_operation_id,
-            "byproducts_operation_id": reply.byproducts_operation_id, "seconds": seconds}
+        annotator_id=s.annotator_id or who.annotator_id, outcome=outcome, label=s.label or label,
+        mask_height=s.mask.size[0], mask_width=s.mask.size[1], mask_counts=s.mask.counts,
+        area_px=int(mask.sum()) if mask is not None else 0, click_count=len(s.clicks), seconds=seconds,
+        quality_operation_id=reply.quality_operation_id, byproducts_operation_id=reply.byproducts_operation_id,
+        created_at=datetime.now(UTC))
+    first = request.app.state.work.record(row) is row
+    frame = parse_frame_image_id(s.image.image_id)
+    if not (first and frame is not None and outcome == "SUBMITTED" and mask is not None and mask.any()):
+        return seconds, None
+    video_id, index = frame
+    return seconds, request.app.state.videos.store_mask(project_id, video_id, index, mask, {
+        "session_id": s.session_id, "clicks": len(s.clicks), "label": row.label, "annotator_id": row.annotator_id})

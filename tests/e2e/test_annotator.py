@@ -16,11 +16,14 @@ worker, the gateway), in headless Debian Chromium, on one platform start for the
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
+import zipfile
 
+import cv2
 import httpx
 import numpy as np
 import pytest
@@ -41,6 +44,7 @@ from tests.browser import chromium, log_in
 from tests.conftest import (
     PYTHON,
     REPO,
+    SHARED_DATA,
     settings_env,
     wait_until,
 )
@@ -53,6 +57,7 @@ OBJECT = {"coffee.png": (300, 180), "chelsea.png": (200, 170)}
 PHOTOS = {"coffee.png": samples.coffee(), "chelsea.png": samples.chelsea()}
 ARTIFACTS = REPO / "var" / "artifacts"
 ENTER, ESCAPE = "\ue007", "\ue00c"  # selenium's Keys
+CLIP, CLIP_FRAMES, CLIP_SIZE = SHARED_DATA / "video" / "car-shadow", 4, (320, 180)  # a short slice, (W, H)
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +90,11 @@ class Page:
     def body(self, name: str) -> str | None:
         return self.driver.execute_script(f"return document.body.dataset.{name} || null")
 
-    def task(self, client: GatewayClient, previous: str | None = None) -> dict:
+    def task(self, client: GatewayClient, previous: str | None = None, project: str = "web") -> dict:
         """The task the page shows (waits for one other than ``previous``), as the API has it."""
         task_id = self.wait.until(lambda d: (t := self.body("taskId")) and t != previous and
                                   self.body("mode") not in (None, "idle") and t)
-        return client.request("GET", f"/v1/projects/web/tasks/{task_id}")
+        return client.request("GET", f"/v1/projects/{project}/tasks/{task_id}")
 
     def key(self, keys: str) -> None:
         ActionChains(self.driver).send_keys(keys).perform()
@@ -244,6 +249,108 @@ def test_review_accept_and_correct(platform):
             driver.quit()
         reviewed = client.request("GET", "/v1/projects/web/review", params={"include_reviewed": True})["items"]
         assert {i["session_id"]: i["verdict"] for i in reviewed}[session_id] == "corrected"
+
+
+def car_clip() -> tuple[bytes, list[np.ndarray], list[np.ndarray]]:
+    """A zip of the first CLIP_FRAMES frames of a DAVIS sequence (lossless PNG, made small), the frames (RGB) and
+    their object masks."""
+    names = sorted((CLIP / "frames").iterdir())[:CLIP_FRAMES]
+    if not names:
+        pytest.fail(f"{CLIP} is missing: the frame-question test reads a DAVIS sequence there")
+    frames = [cv2.resize(cv2.imread(str(p), cv2.IMREAD_COLOR), CLIP_SIZE, interpolation=cv2.INTER_AREA) for p in names]
+    masks = [cv2.resize(cv2.imread(str(CLIP / "masks" / f"{p.stem}.png"), cv2.IMREAD_GRAYSCALE), CLIP_SIZE,
+                        interpolation=cv2.INTER_NEAREST) > 0 for p in names]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for t, frame in enumerate(frames):
+            archive.writestr(f"{t:03d}.png", cv2.imencode(".png", frame)[1].tobytes())
+    return buffer.getvalue(), [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames], masks
+
+
+def deep_inside(mask: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the mask's pixel farthest from its border."""
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return int(x), int(y)
+
+
+def test_a_video_frame_question_in_the_browser(platform):
+    """A project whose only data is a video: the dialog's question is about one of its frames (selection's pick;
+    the fallback knows images only), shown and answered as an image's; the mask becomes the frame's human
+    sample, the dialog hears the answer, the next question is about another frame, and a reviewer's correction
+    opens on the frame."""
+    settings, url, key = platform["settings"], platform["url"], platform["key"]
+    data, frames, truth = car_clip()
+    with GatewayClient(url, key) as client:
+        client.create_project("clip", "Clip", ["car"])
+        video = client.request("POST", "/v1/projects/clip/videos", files={"file": ("clip.zip", data, "application/zip")})
+        assert video["selection"] == "ok", video  # its frames are in selection's pool
+        driver = chromium()
+        try:
+            page = Page(driver, url, key, "/?project=clip")
+            task = page.task(client, project="clip")
+            assert task["policy"] != "fallback" and task["question_id"], task["reason"]
+            prefix, _, index = task["image_id"].rpartition("/")
+            assert prefix == video["video_id"] and int(index) < CLIP_FRAMES, task
+            index = int(index)
+            assert page.body("frame") == task["image_id"] and f"frame {index + 1} of {CLIP_FRAMES}" in page.el("picture").text
+            frame, x, y = frames[index], *deep_inside(truth[index])
+            if task["question_type"] == "VERIFY":  # no: the clicks correct the proposal
+                page.key("n")
+                task = page.task(client, previous=task["task_id"], project="clip")
+            assert task["question_type"] == "SEGMENT" and task["image_id"] == f"{prefix}/{index}", task
+            canvas = page.el("canvas")
+            page.wait.until(lambda d: canvas.get_attribute("data-session-id"))
+            session_id = canvas.get_attribute("data-session-id")
+            # the frame is what the canvas shows (lossless: exactly, where no proposal is drawn)
+            proposal = (task.get("proposal") or {}).get("mask")
+            shown = decode_rle(proposal["size"], proposal["counts"], frame.shape[:2], "p") if proposal else \
+                np.zeros(frame.shape[:2], bool)
+            ox, oy = next((c, r) for r, c in ((3, 3), (3, CLIP_SIZE[0] - 4), (CLIP_SIZE[1] - 4, 3))
+                          if not shown[r, c] and not truth[index][r, c])
+            assert np.abs(page.pixel(ox, oy) - frame[oy, ox]).max() <= 3
+            page.click(x, y, {"width": CLIP_SIZE[0], "height": CLIP_SIZE[1]})
+            page.wait.until(lambda d: page.el("mask-info").get_attribute("data-clicks") == "1")
+            now = client.request("GET", f"/v1/projects/clip/sessions/{session_id}")["mask"]
+            inside = decode_rle(now["size"], now["counts"], frame.shape[:2], "mask")
+            assert inside[y, x] and (inside & truth[index]).sum() > 0.5 * inside.sum(), "the mask misses the car"
+            rows, cols = np.nonzero(inside)
+            far = (cols - x) ** 2 + (rows - y) ** 2 >= 8 ** 2
+            pick = int(np.argmax(far))
+            tx, ty = int(cols[pick]), int(rows[pick])
+            assert page.pixel(tx, ty)[2] > frame[ty, tx][2], "no overlay drawn over the frame's object"
+            page.key(ENTER)
+            page.wait.until(lambda d: page.body("lastSession") == session_id)
+            # the next question is about another frame of the video
+            second = page.task(client, previous=task["task_id"], project="clip")
+            assert second["policy"] != "fallback" and second["image_id"].startswith(prefix + "/"), second
+            assert second["image_id"] != task["image_id"], "the answered frame was asked again"
+        finally:
+            driver.quit()
+        # the frame's human sample (what the next propagation uses), the annotation row, the dialog's record
+        stored_video = client.request("GET", f"/v1/projects/clip/videos/{prefix}")
+        assert index in stored_video["masked_frames"], stored_video
+        stored = client.annotation("clip", session_id)
+        assert stored["image"]["video_id"] == prefix and stored["image"]["frame_index"] == index
+        row = wait_until(lambda: dialog_answer(settings, task["question_id"]), 30, "the dialog's answer")
+        assert row.answer_kind == "segment"
+        assert client.request("GET", "/v1/projects/clip/progress")["frames_done"] == 1
+
+        # a reviewer's correction opens on the frame, from its stored mask
+        wait_until(lambda: any(i["session_id"] == session_id for i in client.review("clip")["items"]), 60,
+                   "quality score of the frame's session")
+        driver = chromium()
+        try:
+            page = Page(driver, url, key, f"/?project=clip&correct={session_id}")
+            canvas = page.el("canvas")
+            page.wait.until(lambda d: canvas.get_attribute("data-session-id"))
+            assert page.el("question-type").text == "CORRECT" and page.body("frame") == f"{prefix}/{index}"
+            page.click(x, y, {"width": CLIP_SIZE[0], "height": CLIP_SIZE[1]})
+            page.wait.until(lambda d: page.el("mask-info").get_attribute("data-clicks") == "1")
+            page.key(ENTER)
+            page.wait.until(lambda d: page.body("lastVerdict") == "corrected")
+        finally:
+            driver.quit()
 
 
 @pytest.mark.timeout(900)

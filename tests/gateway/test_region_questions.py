@@ -120,6 +120,13 @@ def test_superpixel_questions_once_the_pool_is_scored(settings, spawn, client, k
     past = [x, y, w + 1, h] if x + w < 64 else [x - 1, y, w + 1, h]  # one column beyond the region's box
     outside = client.post(url, headers=second, json={"labels": [{"label": "cup", "box": past}], "seconds": 2.0})
     assert outside.status_code == 422 and "labels[0].box" in outside.text, outside.text
+    # inside the box but on none of the superpixel's own pixels (another superpixel's): refused too
+    gaps = np.argwhere(~inside[int(y):int(y + h), int(x):int(x + w)])
+    assert len(gaps), "the superpixel fills its bounding box: pick another test image"
+    gy, gx = gaps[0]
+    elsewhere = client.post(url, headers=second, json={"labels": [{"label": "cup", "box": [int(x + gx), int(y + gy),
+                                                                                          1, 1]}], "seconds": 2.0})
+    assert elsewhere.status_code == 422 and "superpixel" in elsewhere.text, elsewhere.text
     answered = client.post(url, headers=second, json={"labels": [{"label": "cup", "box": [x, y, w, h]}],
                                                        "seconds": 2.0})
     assert answered.status_code == 200 and answered.json()["dialog"] == "recorded", answered.text

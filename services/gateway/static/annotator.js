@@ -55,7 +55,9 @@ async function showProgress() {
     });
     el.dataset.projectModels = own.join("; ");
     const trained = own.length ? ` · project models: ${own.join("; ")}` : " · project models: base";
-    el.textContent = `${p.done} of ${p.images} images done · ${p.to_do} to do · ${model}${trained}`;
+    el.dataset.framesDone = p.frames_done || 0;
+    const frames = p.frames_done ? ` · ${p.frames_done} video frame${p.frames_done > 1 ? "s" : ""} done` : "";
+    el.textContent = `${p.done} of ${p.images} images done · ${p.to_do} to do${frames} · ${model}${trained}`;
   } catch (err) { $("progress").textContent = `progress unavailable: ${err.message}`; }
 }
 
@@ -101,12 +103,19 @@ async function showTask(task, image) {
   $("prompt").textContent = task.prompt;
   $("reason").textContent = `${task.policy}: ${task.reason}` + (task.proposal_source ? ` · proposal: ${task.proposal_source}` : "");
   document.body.dataset.taskId = task.task_id; document.body.dataset.questionType = task.question_type;
+  // a question about a video frame shows which one (the frame is drawn and answered as an image is)
+  document.body.dataset.frame = image.video_id ? `${image.video_id}/${image.frame_index}` : "";
+  $("picture").textContent = image.video_id ? `frame ${image.frame_index + 1} of ${image.frames} · ${image.filename}`
+    : image.filename || "";
   state.bitmap = await Api.imageBitmap(image.url);
   const canvas = $("canvas");
   canvas.width = image.width; canvas.height = image.height;
   const region = task.region || { kind: "whole_image" };
   state.region = region.box ? region : null;
-  if (region.mask) state.region.overlay = Rle.overlay(region.mask, [255, 255, 255, 0]).canvas;
+  if (region.mask) {  // a superpixel: its own pixels, not only its bounding box, bound what is drawn
+    state.region.overlay = Rle.overlay(region.mask, [255, 255, 255, 0]).canvas;
+    state.region.bits = Rle.bits(region.mask); state.region.stride = region.mask.size[1];
+  }
   if (task.proposed_label && state.project.labels.includes(task.proposed_label)) $("label").value = task.proposed_label;
   state.proposal = task.proposal || null;
   if (state.proposal && state.proposal.mask) state.proposal.overlay = Rle.overlay(state.proposal.mask, [255, 220, 0, 130]).canvas;
@@ -181,7 +190,17 @@ function toImage(event) {  // CSS pixels of the canvas -> image pixels
 function inRegion(p) {
   if (!state.region) return true;
   const [x, y, w, h] = state.region.box;
-  return p.x >= x && p.x < x + w && p.y >= y && p.y < y + h;
+  if (!(p.x >= x && p.x < x + w && p.y >= y && p.y < y + h)) return false;
+  return !state.region.bits || state.region.bits[Math.floor(p.y) * state.region.stride + Math.floor(p.x)] === 1;
+}
+
+function overlapsRegion(box) {  // a box with at least one pixel of the region (a superpixel is no rectangle)
+  if (!state.region || !state.region.bits) return true;
+  const { bits, stride } = state.region;
+  const x0 = Math.floor(box[0]), y0 = Math.floor(box[1]);
+  const x1 = Math.ceil(box[0] + box[2]), y1 = Math.ceil(box[1] + box[3]);
+  for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) if (bits[y * stride + x]) return true;
+  return false;
 }
 
 function applyUpdate(reply) {
@@ -392,6 +411,7 @@ function dragEnd(event) {
   dragMove(event);
   const d = state.drag; state.drag = null;
   if (d.box[2] < 3 || d.box[3] < 3) { refuse("drag a box around the object"); draw(); return; }
+  if (!overlapsRegion(d.box)) { refuse("the box must cover part of the highlighted region"); draw(); return; }
   state.boxes.push({ label: d.label, box: d.box.map((v) => Math.round(v * 10) / 10) });
   updateInfo(); draw();
 }
@@ -401,7 +421,8 @@ async function openCorrection(sessionId) {
   setMode("idle", "");
   resetImage();
   const stored = await Api.get(`${base()}/annotations/${encodeURIComponent(sessionId)}`);
-  const image = await Api.get(`${base()}/images/${encodeURIComponent(stored.image_id)}`);
+  if (!stored.image) throw new Error(`the image or video of session ${sessionId} was deleted`);
+  const image = stored.image;  // an image or a video frame
   state.correcting = sessionId;
   await showTask({ task_id: "", question_type: "CORRECT", prompt: "Correct the stored mask with clicks; Enter records the correction.",
     policy: "review", reason: `correcting session ${sessionId} (${stored.label})`, proposal: { mask: stored.mask },

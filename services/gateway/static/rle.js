@@ -18,6 +18,18 @@ const Rle = {
     return counts;
   },
 
+  // The mask as a row-major Uint8Array of 0/1 (h * w), to test points and boxes against it.
+  bits(mask) {
+    const [h, w] = mask.size;
+    const out = new Uint8Array(h * w);
+    let index = 0, value = 0;
+    for (const run of Rle.counts(mask.counts)) {
+      if (value) for (let i = index; i < index + run; i++) out[(i % h) * w + Math.floor(i / h)] = 1;
+      index += run; value = 1 - value;
+    }
+    return out;
+  },
+
   // Runs over pixels in column-major order, starting with zeros. Returns {canvas, area}.
   overlay(mask, rgba = [30, 144, 255, 120]) {
     const [h, w] = mask.size;
