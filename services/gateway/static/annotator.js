@@ -310,9 +310,7 @@ function boxEnd(event) {
     // byproducts: the step as the click it is in the session (its centre), and the box itself
     state.recorder.click(reply.click.x, reply.click.y, true, reply.click.index, 1 - reply.iou_with_previous,
       performance.now() - t0);
-    const n = state.recorder.norm(box[0], box[1]), m = state.recorder.norm(box[0] + box[2], box[1] + box[3]);
-    state.recorder.emit("correction", { kind: "OTHER", click_index: reply.click.index, x: n.x, y: n.y,
-      detail: `box x0=${n.x.toFixed(4)} y0=${n.y.toFixed(4)} x1=${m.x.toFixed(4)} y1=${m.y.toFixed(4)}` });
+    state.recorder.box(box[0], box[1], box[2], box[3], reply.click.index);
     document.body.dataset.lastBox = JSON.stringify(reply.box);
     applyUpdate(reply);
   });
