@@ -60,6 +60,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/review"): PUBLIC,
     ("GET", "/video"): PUBLIC,
+    ("GET", "/project"): PUBLIC,
     ("*", "/static"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
@@ -96,6 +97,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/videos/{{video_id}}/propagation/{{operation_id}}"): Rule(A, "path"),
     ("GET", f"{P}/videos/{{video_id}}/propagation/{{operation_id}}/masks"): Rule(A, "path"),
     ("GET", f"{P}/videos/{{video_id}}/masks"): Rule(A, "path"),
+    # selection's pick among a video's frames: asked of selection with the caller's key, so selection's own rule
+    # for SelectBatch (admin, in the proto) applies as well: an annotator's or reviewer's call is refused there (403)
+    ("GET", f"{P}/videos/{{video_id}}/selection"): Rule(A, "path"),
     # a click session on a frame: started by any annotator of the project; finished by its own annotator only
     ("POST", f"{P}/videos/{{video_id}}/frames/{{index}}/sessions"): Rule(A, "path"),
     ("POST", f"{P}/videos/{{video_id}}/sessions/{{session_id}}/finish"): Rule(A, "path", owner=True),

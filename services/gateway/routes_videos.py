@@ -6,6 +6,7 @@ Thin: wire format <-> VideoStore and the Segmentation / Video RPCs."""
 from __future__ import annotations
 
 import uuid
+import zlib
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
@@ -13,7 +14,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from annotation.v1 import common_pb2, segmentation_pb2, selection_pb2, video_pb2
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.common.masks import decode_rle, encode_rle
 from services.gateway.auth import Admin, Annotator, Reviewer
 from services.gateway.coco import coco_video_export
@@ -350,3 +351,67 @@ def finish_frame_session(request: Request, project_id: str, video_id: str, sessi
             "masked_frames": store.masked_frames(project_id, video_id), "seconds": seconds,
             "quality_operation_id": reply.quality_operation_id,
             "byproducts_operation_id": reply.byproducts_operation_id}
+
+
+# --- selection's pick among a video's frames ------------------------------------------------------------------
+SELECTION_MAX = 50  # frames one call asks selection for
+
+
+@router.get("/{video_id}/selection", tags=["videos"])
+def video_selection(request: Request, project_id: str, video_id: str, who: Annotator,
+                    count: Annotated[int, Query(ge=1, le=SELECTION_MAX, description="How many frames to ask for.")] = 5
+                    ) -> dict:
+    """The frames of this video the selection service would have annotated next: its active-learning pick over
+    the project's pool (``SelectBatch``, strategy ANNOT_GATEWAY_SELECTION_STRATEGY as the dialog's) restricted to
+    the video's frames, best first, labelled frames never among them. ``scored`` says whether a task model's
+    scores ranked them (each frame then names the model version and heuristic scores behind its score) or, before
+    any has, selection drew uniformly among the unlabelled frames (strategy ``uniform``, score 0.5; the draw's
+    seed is fixed per video, so the marks stay put between calls). ``null`` when no frame is left to pick.
+    Selection decides who may ask (SelectBatch's role, with the caller's key): 403 says so; 503 while it is
+    unreachable; 409 when the video's frames are not in the pool (uploaded while selection was unreachable)."""
+    meta = _store(request, project_id).video(project_id, video_id)
+    strategy, reply = _select_frames(request, project_id, meta, count, who.key)
+    frames = []
+    for r in reply.regions:
+        frame = parse_frame_image_id(r.item_id)
+        if frame is None or frame[0] != video_id:  # never another item, whatever selection answers
+            continue
+        frames.append({"frame_index": frame[1], "rank": r.rank, "score": round(r.score, 6), "reason": r.reason,
+                       "model_version": r.model_version,
+                       "breakdown": {name: round(value, 6) for name, value in sorted(r.breakdown.items())}})
+    scored = any(f["model_version"] or f["breakdown"] for f in frames) if frames else None
+    versions = sorted({f["model_version"] for f in frames if f["model_version"]})
+    return {"video_id": video_id, "pool_id": POOL, "selection_id": reply.selection_id,
+            "strategy": (strategy or "combined") if scored else "uniform" if scored is False else "",
+            "scored": scored, "model_versions": versions, "candidates_considered": reply.candidates_considered,
+            "frames": frames}
+
+
+def _select_frames(request: Request, project_id: str, meta: dict, count: int, key: str):
+    """(the strategy asked, selection's SelectBatchResponse) for the video's frames."""
+    video_id, gateway = meta["video_id"], request.app.state.gateway
+    frames = [frame_image_id(video_id, t) for t in range(meta["frames"])]
+    seed = zlib.crc32(f"{project_id}/{video_id}".encode()) or 1  # 0 would be a random seed
+
+    def ask(strategy: str) -> selection_pb2.SelectBatchResponse:
+        return request.app.state.upstream.call("selection", "SelectBatch", selection_pb2.SelectBatchRequest(
+            project_id=project_id, pool_id=POOL, strategy=strategy, budget=count, up_to_budget=True,
+            item_ids=frames, seed=seed), key)
+
+    strategy = gateway.selection_strategy
+    try:
+        try:
+            return strategy, ask(strategy)
+        except FailedPrecondition:
+            if strategy in ("", "uniform"):
+                raise
+            return "", ask("")  # the configured strategy needs scores no task model has made yet: the default
+    except InvalidArgument as exc:
+        if exc.field != "item_ids":
+            raise
+        raise FailedPrecondition(f"the frames of video {video_id!r} are not in selection's pool {POOL!r} (was it "
+                                 f"uploaded while selection was unreachable?): {exc.message}",
+                                 field="video_id") from None
+    except PermissionDenied as exc:
+        raise PermissionDenied(f"selection does not let this key ask for its pick of frames (SelectBatch): "
+                               f"{exc.message}") from None

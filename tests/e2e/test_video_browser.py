@@ -1,10 +1,12 @@
 """The video workflow a person uses, in headless Debian Chromium, on real servers (Redis, tritonserver, the
-segmentation service, the video service and its Celery worker, the gateway as a process): open a video, click
-on the object in two frames (the image annotator's click session; the overlay tints the clicked object), store
-them, propagate (the operation's progress reaches every frame), scrub with the slider to frames no one annotated
-and see their propagated masks, see the suggested frames marked on the timeline, correct a suggested frame
-(clicks start from its propagated mask), propagate again. Asserted on the canvas's and the timeline's pixels and
-on what the gateway stored, not on text.
+segmentation service, the video service and its Celery worker, the selection server, the gateway as a process):
+open a video, click on the object in two frames (the image annotator's click session; the overlay tints the
+clicked object), store them, propagate (the operation's progress reaches every frame), scrub with the slider to
+frames no one annotated and see their propagated masks, see the suggested frames marked on the timeline, correct a
+suggested frame (clicks start from its propagated mask), propagate again. Selection's pick among the frames (◆):
+refused to the annotator's key by selection (SelectBatch is an admin's), which the page says while the rest works;
+an admin's page marks the frames selection picks, apart from the propagation's. Asserted on the canvas's and the
+timeline's pixels and on what the gateway stored, not on text.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ pytestmark = pytest.mark.e2e
 SEQUENCE = SHARED_DATA / "video" / "car-shadow"
 FRAMES, SIZE = 6, (320, 180)  # a short slice, made small: (W, H)
 SESSION, PROPAGATED = (30, 144, 255, 120), (255, 133, 27, 120)  # video.js's overlay colours
+SUGGESTED, PICKED = (255, 220, 0), (225, 190, 231)  # video.css's timeline cells: the propagation's, selection's
 ENTER, ESCAPE, HOME, END, RIGHT = "\ue007", "\ue00c", "\ue011", "\ue010", "\ue014"  # selenium's Keys
 ARTIFACTS = REPO / "var" / "artifacts"
 
@@ -63,6 +66,7 @@ def platform(settings, spawn, triton_server):
     migrate(settings.resolved_database_url)
     start_service(spawn, "segmentation", settings)
     start_service(spawn, "video", settings)
+    start_service(spawn, "selection", settings)  # the upload registers the frames in the project's pool
     spawn([PYTHON, "-m", "celery", "-A", "services.video.worker:app", "worker", "-Q", VIDEO_QUEUE,
            "-n", "video-browser@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
     gateway = spawn([PYTHON, "-m", "services.gateway"], settings)
@@ -82,10 +86,11 @@ def platform(settings, spawn, triton_server):
     admin = store.create("admin", Role.ADMIN, ["*"])[1]
     annotator = store.create("annotator", Role.ANNOTATOR, ["cars"])[1]
     api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin}"}, timeout=60)
-    assert api.post("/v1/projects", json={"project_id": "cars", "labels": ["car"]}).status_code == 201
+    made = api.post("/v1/projects", json={"project_id": "cars", "labels": ["car"]})
+    assert made.status_code == 201 and made.json()["selection"] == "ok", made.text
     reply = api.post("/v1/projects/cars/videos", files={"file": ("car-shadow.zip", frames_zip(), "application/zip")})
-    assert reply.status_code == 201, reply.text
-    yield {"url": url, "api": api, "key": annotator, "video": reply.json()}
+    assert reply.status_code == 201 and reply.json()["selection"] == "ok", reply.text
+    yield {"url": url, "api": api, "key": annotator, "admin": admin, "video": reply.json()}
     api.close()
 
 
@@ -194,6 +199,9 @@ def test_annotate_propagate_scrub_correct_propagate_again(platform, tmp_path):
         page = Page(driver, url, platform["key"])
         page.wait.until(lambda d: page.el("slider").get_attribute("max") == str(FRAMES - 1))
         page.on_frame(0, "none")
+        # selection refuses its pick to an annotator's key: said beside the legend, the rest of the page works on
+        page.wait.until(lambda d: page.data("selection-info", "state") == "error")
+        assert "SelectBatch" in page.el("selection-info").text and not page.el("error").text
         page.key("p")  # nothing stored yet: the gateway refuses, and the page says why
         page.wait.until(lambda d: "Refused" in page.el("error").text and "samples" in page.el("error").text)
 
@@ -236,7 +244,7 @@ def test_annotate_propagate_scrub_correct_propagate_again(platform, tmp_path):
         plain = next((t for t in range(FRAMES) if t not in suggested and t not in (0, FRAMES - 1)), None)
         for t in suggested:
             colour = page.cell_colour(t)
-            assert np.abs(colour - (255, 220, 0)).max() <= 8, (t, colour)
+            assert np.abs(colour - SUGGESTED).max() <= 8, (t, colour)
             if plain is not None:
                 assert np.abs(colour - page.cell_colour(plain)).max() > 40
         driver.save_screenshot(str(tmp_path / "video.png"))
@@ -273,13 +281,35 @@ def test_annotate_propagate_scrub_correct_propagate_again(platform, tmp_path):
         check_overlay(page, frames[again], decode_rle(second_masks[again]["size"], second_masks[again]["counts"],
                                                       SIZE[::-1], "mask"), PROPAGATED)
 
+        # an admin's page: selection's pick (a uniform draw, no task model yet) marked ◆, apart from the ★
+        page.el("logout").click()
+        page.wait.until(lambda d: page.el("key-input").is_displayed())
+        log_in(driver, url + "/video?project=cars", platform["admin"])
+        page.wait.until(lambda d: page.data("selection-info", "state") == "ok")
+        pick = api.get(f"{base}/selection", params={"count": 5}).json()
+        picked = [f["frame_index"] for f in pick["frames"]]
+        assert pick["strategy"] == "uniform" and picked, pick
+        assert page.data("selection-info", "picked") == ",".join(map(str, picked))
+        marked = driver.find_elements(By.CSS_SELECTOR, "#timeline .cell.picked")
+        assert sorted(int(c.get_attribute("data-frame")) for c in marked) == sorted(picked)
+        page.wait.until(lambda d: page.data("propagation-info", "state") == "succeeded")
+        starred = {int(t) for t in (page.data("propagation-info", "suggested") or "").split(",") if t}
+        for t in set(picked) - starred:
+            assert np.abs(page.cell_colour(t) - PICKED).max() <= 8, (t, page.cell_colour(t))
+        driver.save_screenshot(str(tmp_path / "video-selection.png"))
+        page.on_frame(0, "human")
+        page.key("j")  # J walks through both marks
+        page.wait.until(lambda d: page.data("canvas", "frame") == str(min((set(picked) | starred) - {0})))
+
         page.key("?")
         assert page.el("help").is_displayed() and "Propagation" in page.el("help").text
+        assert "selection" in page.el("help").text
         page.key(ESCAPE)
         assert not page.el("help").is_displayed()
         violations = [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
         assert not violations, violations
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "video.png", ARTIFACTS / "video-e2e.png")
+        shutil.copy(tmp_path / "video-selection.png", ARTIFACTS / "video-selection-e2e.png")
     finally:
         driver.quit()

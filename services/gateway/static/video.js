@@ -2,14 +2,16 @@
 // positive, right or Shift negative, Z undo, Y redo, Enter stores the frame's mask as a human sample), propagate
 // the stored frames to every frame (P; the operation's progress shows), scrub the propagated masks with the
 // slider (arrows), correct a frame (clicks start from its propagated mask) and propagate again. The frames the
-// video service suggests for the next round are marked ★ on the timeline (J / K jump to them).
+// video service's propagation suggests for the next round are marked ★ on the timeline; the frames the selection
+// service would have annotated next (its active-learning pick, GET .../selection) are marked ◆; J / K jump to
+// either. Selection's pick is asked again when a video opens and after a frame is stored (R asks at will).
 // User text (names, labels, messages) reaches the page as text only (textContent, fillSelect).
 "use strict";
 const COLORS = { session: [30, 144, 255, 120], human: [46, 204, 64, 130], propagated: [255, 133, 27, 120] };
-const POLL_MS = 500, SUGGEST = 3;
+const POLL_MS = 500, SUGGEST = 3, PICK = 5, PICK_AGAIN_MS = 3000;  // PICK: frames asked of selection
 const state = { whoami: null, projects: [], project: null, video: null, frame: 0, bitmaps: new Map(),
-  human: new Map(), propagated: new Map(), suggested: [], operation: null, session: null, clicks: [], redo: [],
-  overlay: null, initial: null, busy: false, polling: 0 };
+  human: new Map(), propagated: new Map(), suggested: [], picked: [], operation: null, session: null, clicks: [],
+  redo: [], overlay: null, initial: null, busy: false, polling: 0, picks: 0 };
 
 function say(message) { $("reason").textContent = message; }
 
@@ -63,7 +65,7 @@ async function openVideo(videoId) {
   clearInterval(state.polling);
   state.video = await Api.get(`${base()}/videos/${encodeURIComponent(videoId)}`);
   state.bitmaps = new Map(); state.human = new Map(); state.propagated = new Map(); state.suggested = [];
-  state.operation = null; state.frame = 0;
+  state.picked = []; state.operation = null; state.frame = 0;
   document.body.dataset.videoId = state.video.video_id;
   $("prompt").textContent = `${state.video.name}: click on the object in a few frames (Enter stores each), ` +
     "then propagate (P)";
@@ -75,7 +77,38 @@ async function openVideo(videoId) {
   showPropagation(null);
   const last = state.video.propagations[state.video.propagations.length - 1];
   if (last) follow(last);  // the latest propagation: its progress, then its masks
+  $("selection-info").textContent = "asking selection for its pick…";
+  askSelection();
   await showFrame(0);
+}
+
+// Selection's pick among this video's frames (◆). Its failure (selection unreachable, or not letting this key
+// ask) is said beside the legend and leaves the rest of the page as it is; a later answer replaces an earlier one.
+async function askSelection() {
+  if (!state.video) return;
+  const videoId = state.video.video_id, asked = ++state.picks, info = $("selection-info");
+  info.dataset.state = "asking";
+  let pick;
+  try {
+    pick = await Api.get(`${videoBase()}/selection?count=${PICK}`);
+  } catch (err) {
+    if (asked !== state.picks || !state.video || state.video.video_id !== videoId) return;
+    state.picked = [];
+    info.dataset.state = "error"; info.dataset.picked = "";
+    info.textContent = `selection's pick unavailable: ${err.message}`;
+    renderTimeline(); updateInfo();
+    return;
+  }
+  if (asked !== state.picks || !state.video || state.video.video_id !== videoId) return;
+  state.picked = pick.frames.map((f) => f.frame_index);
+  info.dataset.state = "ok"; info.dataset.picked = state.picked.join(",");
+  info.dataset.strategy = pick.strategy; info.dataset.scored = String(pick.scored);
+  const how = pick.scored ? `${pick.strategy} scores of ${pick.model_versions.join(", ") || "an unnamed model"}`
+    : "uniform draw: no task model has scored the pool yet";
+  info.textContent = state.picked.length
+    ? `selection's pick: ${state.picked.map((t) => `◆ ${t + 1}`).join(", ")} (${how})`
+    : "selection's pick: none (no frame of this video is left unlabelled, or none has a task model's score)";
+  renderTimeline(); updateInfo();
 }
 
 function setHuman(index, mask) {
@@ -143,7 +176,10 @@ function renderTimeline() {
     const kinds = [];
     if (state.human.has(t)) kinds.push("human");
     else if (state.propagated.has(t)) kinds.push("propagated");
-    if (state.suggested.includes(t)) { kinds.push("suggested"); cell.textContent = "★"; }
+    const marks = [];
+    if (state.suggested.includes(t)) { kinds.push("suggested"); marks.push("★"); }
+    if (state.picked.includes(t)) { kinds.push("picked"); marks.push("◆"); }
+    cell.textContent = marks.join("");
     if (t === state.frame) kinds.push("current");
     cell.classList.add(...kinds);
     cell.title = `frame ${t}` + (kinds.length ? `: ${kinds.join(", ")}` : "");
@@ -158,7 +194,8 @@ function updateInfo(area, clicks = 0) {
   const what = { session: "your clicks", initial: "correcting the propagated mask", human: "human mask",
     propagated: "propagated mask", none: "no mask" }[kind];
   const conf = kind === "propagated" ? ` (confidence ${state.propagated.get(t).confidence.toFixed(3)})` : "";
-  const star = state.suggested.includes(t) ? " · ★ suggested for the next round" : "";
+  const star = (state.suggested.includes(t) ? " · ★ suggested by the propagation" : "") +
+    (state.picked.includes(t) ? ` · ◆ selection's pick #${state.picked.indexOf(t) + 1}` : "");
   $("frame-info").textContent = state.video ? `frame ${t + 1} of ${state.video.frames} · ${what}${conf}${star}` : "";
   $("frame-type").textContent = state.session ? "ANNOTATING" : kind.toUpperCase();
   const info = $("mask-info");
@@ -247,6 +284,10 @@ const store = () => act(async () => {
     `${reply.stored.area_px} px); ${reply.masked_frames.length} frame${reply.masked_frames.length > 1 ? "s" : ""} ` +
     "annotated: P propagates them");
   draw(); renderTimeline(); updateInfo();
+  // selection hears of the stored frame through the loop's event: asked now, and again once it has
+  askSelection();
+  const videoId = state.video.video_id;
+  setTimeout(() => { if (state.video && state.video.video_id === videoId) askSelection(); }, PICK_AGAIN_MS);
 });
 
 const discard = () => act(async () => {
@@ -324,9 +365,10 @@ async function loadPropagated(operationId, p) {
   draw(); renderTimeline(); updateInfo();
 }
 
-function jumpSuggested(step) {
-  if (!state.suggested.length) { refuse("no suggested frame: propagate first (P)"); return; }
-  const sorted = [...state.suggested].sort((a, b) => a - b);
+function jumpSuggested(step) {  // through both marks: the propagation's ★ and selection's ◆
+  const marked = new Set([...state.suggested, ...state.picked]);
+  if (!marked.size) { refuse("no suggested frame: propagate (P), or ask selection again (R)"); return; }
+  const sorted = [...marked].sort((a, b) => a - b);
   const next = step > 0 ? sorted.find((t) => t > state.frame) ?? sorted[0]
     : [...sorted].reverse().find((t) => t < state.frame) ?? sorted[sorted.length - 1];
   showFrame(next).catch(showError);
@@ -363,6 +405,7 @@ function bindInput() {
     else if (e.key === "End") showFrame(state.video.frames - 1).catch(showError);
     else if (key === "j") jumpSuggested(1);
     else if (key === "k") jumpSuggested(-1);
+    else if (key === "r" && !e.ctrlKey && !e.metaKey) askSelection();
     else if ((key === "z" && e.shiftKey) || key === "y") redo();
     else if (key === "z" || e.key === "Backspace") undo();
     else if (e.key === "Enter") store();
