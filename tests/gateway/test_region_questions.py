@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import io
 
-import grpc
 import numpy as np
 import pytest
 from PIL import Image
 
-from annotation.v1 import common_pb2, operations_pb2, operations_pb2_grpc, selection_pb2, selection_pb2_grpc
+from annotation.v1 import common_pb2
 from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle
 from services.common.storage import make_engine, make_session_factory
 from services.gateway.config import GatewaySettings
-from tests.conftest import PYTHON, start_service, wait_until
+from tests.conftest import PYTHON, start_service
+from tests.region_scoring import score_pool
 
 pytestmark = pytest.mark.integration
 
@@ -64,27 +64,8 @@ def scored_project(settings, spawn, client, keys, granularity: int, **sizes) -> 
     assert whole["region"] == {"kind": "whole_image"}
 
     # a task model's predictions, scored by region (the training wing does this in a deployment)
-    metadata = [("authorization", admin["Authorization"])]
-    with grpc.insecure_channel(settings.service_address("selection")) as channel:
-        selection = selection_pb2_grpc.SelectionStub(channel)
-        rng = np.random.default_rng(0)
-
-        def probabilities() -> selection_pb2.Tensor:
-            e = np.exp(rng.normal(size=(2, 48, 64)) * 3)
-            return selection_pb2.Tensor(shape=[2, 48, 64], dtype=selection_pb2.Tensor.FLOAT32,
-                                        data=(e / e.sum(axis=0)).astype("<f4").tobytes())
-
-        selection.PutPredictions(iter([selection_pb2.PutPredictionsRequest(
-            project_id="p1", pool_id="default", predictions=[selection_pb2.ItemPrediction(
-                item_id=image["image_id"], probabilities=probabilities(), model_version="m:1")])
-            for image in uploaded["images"]]), metadata=metadata)
-        op = selection.StartScoring(selection_pb2.StartScoringRequest(
-            project_id="p1", pool_id="default", granularities=[granularity], **sizes), metadata=metadata).operation
-        operations = operations_pb2_grpc.OperationsStub(channel)
-        done = wait_until(lambda: (o := operations.GetOperation(operations_pb2.GetOperationRequest(
-            project_id="p1", operation_id=op.id), metadata=metadata).operation).state in (
-            common_pb2.Operation.SUCCEEDED, common_pb2.Operation.FAILED) and o, 120, "scoring done")
-        assert done.state == common_pb2.Operation.SUCCEEDED, done.error
+    score_pool(settings, admin["Authorization"], "p1", [i["image_id"] for i in uploaded["images"]], (48, 64),
+               granularity, **sizes)
     return second
 
 
