@@ -187,6 +187,11 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
         """The video annotator: click sessions on frames, propagation, the frame slider (static/video.js)."""
         return FileResponse(STATIC / "video.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/project", include_in_schema=False)
+    def project_page() -> FileResponse:
+        """A project's data: images and labels, COCO JSON import, COCO and PNG-mask exports (static/project.js)."""
+        return FileResponse(STATIC / "project.html", headers={"Cache-Control": "no-cache"})
+
     @app.get("/docs", include_in_schema=False)
     def docs_page() -> FileResponse:
         """Swagger UI from the swagger-ui-bundle wheel (/docs/assets) and static/docs.js: offline, no inline script."""

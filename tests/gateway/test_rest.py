@@ -163,6 +163,7 @@ def test_rate_limit_per_key(settings):
 
 def test_pages_and_openapi_are_served(client):
     assert "canvas" in client.get("/").text and "Review queue" in client.get("/review").text
+    assert "Import COCO JSON" in client.get("/project").text
     assert client.get("/static/annotator.js").status_code == 200
     assert client.get("/v1/config").json()["byproducts_ingest"] == "/v1/byproducts/events"
     paths = client.get("/openapi.json").json()["paths"]

@@ -187,14 +187,15 @@ REQUIRED_CSP = ("default-src 'none'", "script-src 'self'", "style-src 'self'", "
 
 def test_every_response_carries_the_security_headers(web, platform, client):
     oversize = b'{"a": "' + b"x" * (2 << 20) + b'"}'
-    replies = [client.get("/"), client.get("/review"), client.get("/docs"), client.get("/static/api.js"),
+    replies = [client.get("/"), client.get("/review"), client.get("/project"), client.get("/docs"),
+               client.get("/static/api.js"),
                client.get("/docs/assets/swagger-ui-bundle.js"), client.get("/openapi.json"),
                client.get("/v1/config"), client.get("/v1/whoami"), client.get("/nope"),
                client.post("/v1/projects", content=oversize, headers={**bearer(platform.keys["admin"]),
                                                                        "Content-Type": "application/json"}),
                client.post("/v1/projects", json={"project_id": "a\x00"}, headers=bearer(platform.keys["admin"])),
                client.post("/v1/projects", json={"project_id": "bad id!"}, headers=bearer(platform.keys["admin"]))]
-    assert [r.status_code for r in replies] == [200, 200, 200, 200, 200, 200, 200, 401, 404, 413, 422, 422]
+    assert [r.status_code for r in replies] == [200, 200, 200, 200, 200, 200, 200, 200, 401, 404, 413, 422, 422]
     for reply in replies:
         csp = reply.headers["content-security-policy"]
         assert all(part in csp for part in REQUIRED_CSP), csp
