@@ -61,6 +61,9 @@ SERVICE_GRANTS: dict[str, frozenset[str]] = {
     # NextQuestion over a pool: the dialog asks selection for the pool's next candidates, and segmentation
     # for live proposals from automatic clicks (stateless Predict only: no session, nothing stored).
     "dialog": frozenset({"/annotation.v1.Selection/SelectBatch", "/annotation.v1.Segmentation/Predict"}),
+    # The video page marks selection's pick among a video's frames for any annotator of the project (the
+    # gateway checked the caller's project first); selection's own rule for SelectBatch is admin.
+    "gateway": frozenset({"/annotation.v1.Selection/SelectBatch"}),
 }
 
 

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.common import service_identity
 from services.common.errors import DomainError, PermissionDenied
 from services.common.keys import KeyStore, Principal, Role
 from services.common.metrics import HttpMetrics
@@ -143,6 +144,8 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     app.state.gateway = gateway
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
     app.state.keys = KeyStore(sessions, settings.auth_cache_ttl_s)
+    # the gateway's own key, for the calls it makes for callers whose role the service would refuse
+    app.state.service_key = service_identity.provision(app.state.keys, settings, "gateway")
     app.state.web_sessions = WebSessionStore(sessions, gateway.web_session_ttl_s)
     app.state.limiter = RateLimiter(gateway.rate_per_s, gateway.rate_burst)
     app.state.catalog = Catalog(sessions, settings.var_dir / "images", gateway.max_upload_bytes,

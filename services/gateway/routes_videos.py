@@ -367,10 +367,11 @@ def video_selection(request: Request, project_id: str, video_id: str, who: Annot
     scores ranked them (each frame then names the model version and heuristic scores behind its score) or, before
     any has, selection drew uniformly among the unlabelled frames (strategy ``uniform``, score 0.5; the draw's
     seed is fixed per video, so the marks stay put between calls). ``null`` when no frame is left to pick.
-    Selection decides who may ask (SelectBatch's role, with the caller's key): 403 says so; 503 while it is
-    unreachable; 409 when the video's frames are not in the pool (uploaded while selection was unreachable)."""
+    Any annotator of the project may ask: the gateway asks selection with its own service key (granted SelectBatch
+    only), after checking the caller's project here. 503 while selection is unreachable; 409 when the video's
+    frames are not in the pool (uploaded while selection was unreachable)."""
     meta = _store(request, project_id).video(project_id, video_id)
-    strategy, reply = _select_frames(request, project_id, meta, count, who.key)
+    strategy, reply = _select_frames(request, project_id, meta, count, request.app.state.service_key)
     frames = []
     for r in reply.regions:
         frame = parse_frame_image_id(r.item_id)
@@ -413,5 +414,5 @@ def _select_frames(request: Request, project_id: str, meta: dict, count: int, ke
                                  f"uploaded while selection was unreachable?): {exc.message}",
                                  field="video_id") from None
     except PermissionDenied as exc:
-        raise PermissionDenied(f"selection does not let this key ask for its pick of frames (SelectBatch): "
-                               f"{exc.message}") from None
+        raise PermissionDenied(f"selection refused the gateway's service key for SelectBatch (is the gateway's "
+                               f"ANNOT_SERVICE_KEY the one selection knows?): {exc.message}") from None

@@ -21,7 +21,8 @@
 {{- define "annot.workerNames" -}}selection segmentation byproducts quality dialog{{- end -}}
 {{/* Service-to-service gRPC calls (caller: callees), made with the caller's own service key
      (services/common/keys.py SERVICE_GRANTS says which RPCs): its Secret entry, its env, the NetworkPolicies. */}}
-{{- define "annot.serviceCalls" -}}dialog: [selection, segmentation]{{- end -}}
+{{- define "annot.serviceCalls" -}}dialog: [selection, segmentation]
+gateway: [selection]{{- end -}}
 {{- define "annot.serviceKeysSecret" -}}
 {{- .Values.serviceKeys.existingSecret | default (printf "%s-service-keys" (include "annot.fullname" .)) -}}
 {{- end -}}
