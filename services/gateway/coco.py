@@ -142,10 +142,19 @@ def decode_segmentation(annotation: dict, height: int, width: int, field: str) -
     raise InvalidArgument(f"{field}.segmentation", "give an RLE, polygons, or a bbox")
 
 
-def coco_import(coco: dict, images: list[Image], labels: list[str]) -> tuple[list[dict], list[str]]:
+def segmentation_kind(annotation: dict) -> str:
+    """Which of its shapes ``decode_segmentation`` reads: "rle", "polygon" or "box"."""
+    segmentation = annotation.get("segmentation")
+    if isinstance(segmentation, dict):
+        return "rle"
+    return "polygon" if isinstance(segmentation, list) and segmentation else "box"
+
+
+def coco_import(coco: dict, images: list[Image], labels: list[str]) -> tuple[list[dict], list[str], int]:
     """The masks of a COCO JSON for a project's images, matched by ``file_name`` (or ``platform_image_id``, as
-    exported here): ``[{image_id, label, size, counts}]``, and the COCO file names no project image matches.
-    A category not among the project's labels is refused (422 naming the annotation)."""
+    exported here): ``[{image_id, label, size, counts, kind}]`` (kind: rle, polygon or box, as the file gave
+    it), the COCO file names no project image matches, and how many annotations of matched images covered no
+    pixel (skipped). A category not among the project's labels is refused (422 naming the annotation)."""
     def key(value):  # COCO ids are ints; anything else is compared by its text, never hashed as it is
         return value if isinstance(value, int | str) else repr(value)
 
@@ -159,7 +168,7 @@ def coco_import(coco: dict, images: list[Image], labels: list[str]) -> tuple[lis
         else:
             coco_images[key(entry.get("id"))] = row
     names = {key(c.get("id")): str(c.get("name", "")) for c in coco.get("categories") or []}
-    out = []
+    out, empty = [], 0
     for index, annotation in enumerate(coco.get("annotations") or []):
         field = f"annotations[{index}]"
         row = coco_images.get(key(annotation.get("image_id")))
@@ -171,8 +180,9 @@ def coco_import(coco: dict, images: list[Image], labels: list[str]) -> tuple[lis
                                   f"one of {labels[:20]}")
         mask = decode_segmentation(annotation, row.height, row.width, field)
         if not mask.any():
+            empty += 1
             continue
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
         out.append({"image_id": row.image_id, "label": label, "size": [row.height, row.width],
-                    "counts": rle["counts"].decode("ascii")})
-    return out, unmatched
+                    "counts": rle["counts"].decode("ascii"), "kind": segmentation_kind(annotation)})
+    return out, unmatched, empty

@@ -227,15 +227,19 @@ class CocoIn(BaseModel):
 def import_coco(request: Request, project_id: str, who: Admin, body: Annotated[CocoIn, Body()]) -> dict:
     """Existing annotations into the project: each mask of a COCO JSON whose image is uploaded here becomes a
     submitted annotation (exports, review, selection's labelled count). Idempotent: the same mask imported again
-    is the same annotation. ``unmatched_images``: the COCO file names no project image has."""
+    is the same annotation. ``kinds``: the imported annotations by the shape the file gave (rle, polygon, box);
+    ``skipped_empty``: annotations of matched images that covered no pixel; ``unmatched_images``: the COCO file
+    names no project image has."""
     catalog, work = request.app.state.catalog, request.app.state.work
     project = catalog.project(project_id)
     images, _ = catalog.images(project_id, 0, 1_000_000)
-    masks, unmatched = coco_import(body.model_dump(), images, project.labels)
+    masks, unmatched, empty = coco_import(body.model_dump(), images, project.labels)
     now = datetime.now(UTC)
     labelled = []
     for mask in masks:
-        digest = hashlib.sha256(json.dumps(mask, sort_keys=True).encode()).hexdigest()[:32]
+        # the annotation's identity is its mask and label, whatever shape the file gave it in
+        digest = hashlib.sha256(json.dumps({k: v for k, v in mask.items() if k != "kind"}, sort_keys=True)
+                                .encode()).hexdigest()[:32]
         area = int(decode_rle(mask["size"], mask["counts"], tuple(mask["size"]), "mask").sum())
         work.record(Annotation(
             session_id=f"import-{digest}", project_id=project_id, image_id=mask["image_id"], task_id="",
@@ -246,5 +250,6 @@ def import_coco(request: Request, project_id: str, who: Admin, body: Annotated[C
                                                    mask=common_pb2.Mask(size=mask["size"], counts=mask["counts"])))
     selection = selection_call(request, "ReportLabels", selection_pb2.ReportLabelsRequest(
         project_id=project_id, pool_id=POOL, labels=labelled), who.key) if labelled else "nothing to report"
-    return {"imported": len(masks), "images": len({m["image_id"] for m in masks}), "unmatched_images": unmatched,
-            "selection": selection}
+    kinds = {kind: sum(m["kind"] == kind for m in masks) for kind in ("rle", "polygon", "box")}
+    return {"imported": len(masks), "images": len({m["image_id"] for m in masks}), "kinds": kinds,
+            "skipped_empty": empty, "unmatched_images": unmatched, "selection": selection}

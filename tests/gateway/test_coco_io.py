@@ -62,12 +62,15 @@ def test_import_then_export_masks(client, keys):
             {"id": 3, "image_id": 1, "category_id": 9, "bbox": [40, 30, 10, 5]},
             {"id": 4, "image_id": 2, "category_id": 7, "segmentation": uncompressed(cup_b)},
             {"id": 5, "image_id": 3, "category_id": 7, "bbox": [0, 0, 5, 5]},
+            {"id": 6, "image_id": 2, "category_id": 7, "segmentation": rle(np.zeros((H, W), bool))},  # no pixel
         ],
     }
     assert client.post("/v1/projects/p1/imports/coco", json=coco, headers=keys["annotator"]).status_code == 403
     done = client.post("/v1/projects/p1/imports/coco", json=coco, headers=admin)
     assert done.status_code == 200, done.text
     assert done.json()["imported"] == 4 and done.json()["unmatched_images"] == ["missing.png"]
+    # by the shape the file gave (compressed and uncompressed RLE both rle), the empty mask counted apart
+    assert done.json()["kinds"] == {"rle": 2, "polygon": 1, "box": 1} and done.json()["skipped_empty"] == 1
     assert client.post("/v1/projects/p1/imports/coco", json=coco, headers=admin).json()["imported"] == 4
 
     exported = client.get("/v1/projects/p1/exports/coco", headers=keys["reviewer"]).json()

@@ -77,32 +77,6 @@ function describe(err) {
   return words ? `${words}: ${err.message}` : String(err.message || err);
 }
 
-// How the gateway reads each annotation (services/gateway/coco.py): a segmentation object is an RLE, a non-empty
-// list polygons, otherwise the bbox. Counted over the annotations whose image the gateway matched (not in its
-// unmatched_images); null when the file is not JSON (the gateway says why).
-function kindsOf(text, unmatched) {
-  let coco;
-  try { coco = JSON.parse(text); } catch (_) { return null; }
-  if (!coco || typeof coco !== "object") return null;
-  const key = (value) => `${typeof value}:${value}`;  // COCO ids are compared as the gateway does: 1 is not "1"
-  const outside = new Set(unmatched);
-  const matched = new Set();
-  for (const image of Array.isArray(coco.images) ? coco.images : []) {
-    if (!image || typeof image !== "object") continue;
-    const name = String(image.file_name !== undefined ? image.file_name : image.id);
-    if (!outside.has(name)) matched.add(key(image.id));
-  }
-  const kinds = { rle: 0, polygon: 0, box: 0 };
-  for (const annotation of Array.isArray(coco.annotations) ? coco.annotations : []) {
-    if (!annotation || typeof annotation !== "object" || !matched.has(key(annotation.image_id))) continue;
-    const segmentation = annotation.segmentation;
-    if (segmentation && typeof segmentation === "object" && !Array.isArray(segmentation)) kinds.rle += 1;
-    else if (Array.isArray(segmentation) && segmentation.length) kinds.polygon += 1;
-    else if (Array.isArray(annotation.bbox) && annotation.bbox.length === 4) kinds.box += 1;
-  }
-  return kinds;
-}
-
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 async function importCoco() {
@@ -119,7 +93,7 @@ async function importCoco() {
     const response = await fetch(`${base()}/imports/coco`, { method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": Api.csrf }, body: text });
     if (!response.ok) throw await refusal(response);
-    showImport(await response.json(), text, file.name);
+    showImport(await response.json(), file.name);
   } catch (err) {
     result.dataset.state = "error";
     $("import-status").textContent = `${file.name} was not imported.`;
@@ -129,18 +103,17 @@ async function importCoco() {
   }
 }
 
-function showImport(reply, text, fileName) {
+function showImport(reply, fileName) {
   const result = $("import-result");
   const unmatched = Array.isArray(reply.unmatched_images) ? reply.unmatched_images.map(String) : [];
-  const kinds = kindsOf(text, unmatched) || { rle: 0, polygon: 0, box: 0 };
+  const kinds = reply.kinds;  // the imported annotations by the shape the file gave them in
   Object.assign(result.dataset, { state: "done", imported: String(reply.imported), images: String(reply.images),
     rle: String(kinds.rle), polygon: String(kinds.polygon), box: String(kinds.box), unmatched: String(unmatched.length) });
   $("import-status").textContent = reply.imported
     ? `Imported ${plural(reply.imported, "annotation")} from ${fileName} onto ${plural(reply.images, "image")} of the project.`
     : `Nothing was imported from ${fileName}.`;
-  const lines = [`By kind in the file: ${kinds.rle} RLE, ${plural(kinds.polygon, "polygon")}, ${plural(kinds.box, "box")}` +
-    " (on the images the gateway matched)."];
-  const skipped = kinds.rle + kinds.polygon + kinds.box - reply.imported;
+  const lines = [`Imported by kind: ${kinds.rle} RLE, ${plural(kinds.polygon, "polygon")}, ${plural(kinds.box, "box")}.`];
+  const skipped = reply.skipped_empty;
   if (skipped > 0) lines.push(`${plural(skipped, "annotation")} covered no pixel of its image and ${skipped === 1 ? "was" : "were"} skipped.`);
   if (unmatched.length) {
     const shown = unmatched.slice(0, 20).join(", ") + (unmatched.length > 20 ? `, … (${unmatched.length - 20} more)` : "");
