@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -126,11 +127,15 @@ class Page:
         self.wait.until(lambda d: self.result()["state"] in ("done", "error"))
         return self.result()
 
-    def export(self, button: str, folder: Path, name: str) -> Path:
-        """Clicks an export button; the file Chromium saved into ``folder``, once complete."""
+    def export(self, button: str, folder: Path, name: str, key: str = "") -> Path:
+        """Clicks an export button (or presses its ``key``); the file Chromium saved into ``folder``, once
+        complete."""
         target = folder / name
         target.unlink(missing_ok=True)
-        self.el(button).click()
+        if key:
+            ActionChains(self.driver).send_keys(key).perform()
+        else:
+            self.el(button).click()
         self.wait.until(lambda d: self.el("export-status").get_attribute("data-state") in ("done", "error"))
         assert self.el("export-status").get_attribute("data-state") == "done", self.el("export-error").text
         deadline = time.monotonic() + 30
@@ -232,7 +237,12 @@ def test_import_coco_and_export_from_the_project_page(platform, tmp_path):
         for name in NAMES:
             assert np.array_equal(downloaded_masks[name], expected[name]), name
 
-        zip_path = page.export("export-masks", downloads, f"{PROJECT}-masks.zip")
+        page.driver.execute_script("document.activeElement && document.activeElement.blur()")
+        ActionChains(page.driver).send_keys("?").perform()  # the keys are listed
+        assert page.el("help").is_displayed() and "PNG masks" in page.el("help").text
+        ActionChains(page.driver).send_keys("\ue00c").perform()  # Escape
+        assert not page.el("help").is_displayed()
+        zip_path = page.export("export-masks", downloads, f"{PROJECT}-masks.zip", key="m")  # by its key
         with zipfile.ZipFile(zip_path) as archive:
             names = archive.namelist()
             category = {c["name"]: c["id"] for c in json.loads(archive.read("coco.json"))["categories"]}[LABEL]

@@ -23,6 +23,7 @@ async function boot() {
   $("import-form").onsubmit = (e) => { e.preventDefault(); importCoco(); };
   $("export-coco").onclick = () => download("exports/coco", "coco.json");
   $("export-masks").onclick = () => download("exports/masks.zip", "masks.zip");
+  bindKeys();
   await loadProject();
 }
 
@@ -161,6 +162,23 @@ async function download(route, suffix) {
   } finally {
     state.busy = false; document.body.classList.remove("busy");
   }
+}
+
+// Every action has a key (a disabled button's key does nothing, as the button).
+function bindKeys() {
+  document.addEventListener("keydown", (e) => {
+    if (e.target.tagName === "SELECT" || (e.target.tagName === "INPUT" && e.target.type !== "file") ||
+        e.ctrlKey || e.metaKey || e.altKey || $("work").hidden) return;
+    const key = e.key.toLowerCase();
+    const press = (id) => { if (!$(id).disabled) $(id).click(); };
+    if (e.key === "?") $("help").hidden = !$("help").hidden;
+    else if (e.key === "Escape") $("help").hidden = true;
+    else if (key === "i") press("import-file");  // a key press lets the page open the file chooser
+    else if (key === "e") press("export-coco");
+    else if (key === "m") press("export-masks");
+    else return;
+    e.preventDefault();
+  });
 }
 
 boot().catch(showError);
