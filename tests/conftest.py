@@ -198,6 +198,27 @@ def start_service(spawn, service: str, settings: Settings, timeout_s: float = 60
     return process
 
 
+def start_gateway(spawn, settings: Settings, timeout_s: float = 60) -> str:
+    """The gateway as a process (its REST API and pages); its URL once it answers; the test fails with its log
+    otherwise."""
+    import httpx  # noqa: PLC0415
+
+    process = spawn([PYTHON, "-m", "services.gateway"], settings)
+    url = f"http://127.0.0.1:{settings.gateway_port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, timeout_s, "gateway up")
+    except TimeoutError:
+        pytest.fail(f"the gateway did not start:\n{process.output()[-3000:]}")
+    return url
+
+
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator:
     """spawn(args, settings) starts a real process; every one is stopped at teardown."""

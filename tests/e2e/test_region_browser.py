@@ -26,7 +26,7 @@ from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
 from tests.browser import chromium, log_in
-from tests.conftest import PYTHON, start_service, wait_until
+from tests.conftest import PYTHON, start_gateway, start_service
 from tests.region_scoring import score_pool
 
 pytestmark = pytest.mark.e2e
@@ -55,19 +55,7 @@ def platform(settings, spawn, monkeypatch):
     spawn([PYTHON, "-m", "celery", "-A", "services.selection.worker:app", "worker", "-Q", "selection",
            "-n", "selection-region-browser@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
     start_service(spawn, "dialog", settings)
-    gateway = spawn([PYTHON, "-m", "services.gateway"], settings)
-    url = f"http://127.0.0.1:{settings.gateway_port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code in (200, 503)
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 60, "gateway up")
-    except TimeoutError:
-        pytest.fail(f"the gateway did not start:\n{gateway.output()[-3000:]}")
+    url = start_gateway(spawn, settings)
     store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
     admin = store.create("admin", Role.ADMIN, ["*"])[1]
     annotator = store.create("annotator", Role.ANNOTATOR, ["p1"])[1]

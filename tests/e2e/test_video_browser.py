@@ -29,7 +29,7 @@ from services.common.masks import decode_rle
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.video.tasks import VIDEO_QUEUE
 from tests.browser import chromium, log_in
-from tests.conftest import PYTHON, REPO, SHARED_DATA, start_service, wait_until
+from tests.conftest import PYTHON, REPO, SHARED_DATA, start_gateway, start_service
 
 pytestmark = pytest.mark.e2e
 
@@ -68,19 +68,7 @@ def platform(settings, spawn, triton_server):
     start_service(spawn, "selection", settings)  # the upload registers the frames in the project's pool
     spawn([PYTHON, "-m", "celery", "-A", "services.video.worker:app", "worker", "-Q", VIDEO_QUEUE,
            "-n", "video-browser@%h", "--concurrency", "1", "--without-gossip", "--without-mingle"], settings)
-    gateway = spawn([PYTHON, "-m", "services.gateway"], settings)
-    url = f"http://127.0.0.1:{settings.gateway_port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code in (200, 503)
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 60, "gateway up")
-    except TimeoutError:
-        pytest.fail(f"the gateway did not start:\n{gateway.output()[-3000:]}")
+    url = start_gateway(spawn, settings)
     store = KeyStore(make_session_factory(make_engine(settings.resolved_database_url)), 0)
     admin = store.create("admin", Role.ADMIN, ["*"])[1]
     annotator = store.create("annotator", Role.ANNOTATOR, ["cars"])[1]
