@@ -5,7 +5,10 @@ job, the promotion gate's verdict) and the next question: after a promotion, one
 promoted version's scores (the question names the model version of its scores).
 
 Sample photos ship with scikit-image (``skimage.data``); each has fixed clicks on its main object, and its
-mirror image is a second sample (new pixels, so a new image: enough for a training and a held-out split).
+mirror, upside-down and rotated (180°) images are three more samples (new pixels, so new images). The training
+service splits images by a hash of their random ids, so the walk annotates until the snapshot holds both
+splits: 16 images make a walk that never finds both (12 in a row on one side, 1 in 2048) or has none left to
+ask about afterwards vanishingly rare.
 A step that falls back (no question from the dialog, a training job that fails or never ends) raises
 ``DemoFailed``: the demo then exits non-zero, saying which step.
 """
@@ -29,10 +32,12 @@ SAMPLES = {
     "astronaut.png": ("astronaut", "person", [(250, 330, True), (480, 40, False)]),
     "rocket.png": ("rocket", "rocket", [(320, 210, True), (30, 30, False)]),
 }
-MIRRORED = "mirrored-"  # filename prefix of a sample's left-right mirror image
+# filename prefix of each variant of a sample -> (left-right flip, up-down flip)
+VARIANTS = {"": (False, False), "mirrored-": (True, False), "upside-down-": (False, True), "rotated-": (True, True)}
 # The training round's job: the task model (selection's), small enough for a couple of CPU cores.
 TASK_JOB = {"steps": 120, "image_size": 64, "batch_size": 4}
-MIN_SESSIONS, MAX_SESSIONS = 4, 2 * len(SAMPLES)  # annotated images before the first snapshot, at most
+# annotated images before the first snapshot, at most: a quarter of the images stay for the next question
+MIN_SESSIONS, MAX_SESSIONS = 4, 3 * len(SAMPLES)
 # After a promotion selection re-scores the pool asynchronously: how long the next question may wait for it.
 SCORES_WAIT_S, SCORES_POLL_S = 120.0, 5.0
 
@@ -45,24 +50,26 @@ def sample_files() -> list[tuple[str, bytes]]:
     from skimage import data  # heavy import, only for the demo
 
     files = []
-    for prefix, flip in (("", False), (MIRRORED, True)):
+    for prefix, (left_right, up_down) in VARIANTS.items():
         for name, (loader, _label, _clicks) in SAMPLES.items():
             pixels = np.asarray(Image.fromarray(np.asarray(getattr(data, loader)())).convert("RGB"))
+            pixels = pixels[::-1 if up_down else 1, ::-1 if left_right else 1]
             buffer = io.BytesIO()
-            Image.fromarray(np.ascontiguousarray(pixels[:, ::-1] if flip else pixels)).save(buffer, format="PNG")
+            Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
             files.append((prefix + name, buffer.getvalue()))
     return files
 
 
 def sample_clicks(image: dict) -> tuple[str, list[tuple[float, float, bool]]]:
-    """The label and clicks of a sample photo (mirrored for its mirror image); a centre click otherwise."""
-    name = image["filename"].removeprefix(MIRRORED)
+    """The label and clicks of a sample photo (flipped as its variant is); a centre click otherwise."""
+    prefix = next((p for p in VARIANTS if p and image["filename"].startswith(p)), "")
+    name = image["filename"].removeprefix(prefix)
     if name not in SAMPLES:
         return "object", [(image["width"] / 2, image["height"] / 2, True)]
     _loader, label, clicks = SAMPLES[name]
-    if image["filename"].startswith(MIRRORED):
-        clicks = [(image["width"] - 1 - x, y, positive) for x, y, positive in clicks]
-    return label, clicks
+    left_right, up_down = VARIANTS[prefix]
+    return label, [(image["width"] - 1 - x if left_right else x, image["height"] - 1 - y if up_down else y, positive)
+                   for x, y, positive in clicks]
 
 
 def _timed(action: Callable):
@@ -88,8 +95,8 @@ def walk(client: GatewayClient, say: Callable[[str], None], quality_wait_s: floa
     labels = sorted({label for _loader, label, _c in SAMPLES.values()})
     client.create_project(project, "Demo (scikit-image sample photos)", labels, exist_ok=True)
     images, ms = _timed(lambda: client.upload(project, sample_files()))
-    say(f"project {project}: uploaded {len(images)} sample photos from scikit-image (and their mirror images) "
-        f"in {ms:.0f} ms")
+    say(f"project {project}: uploaded {len(images)} sample photos from scikit-image (each also mirrored, upside "
+        f"down and rotated) in {ms:.0f} ms")
     by_id = {i["image_id"]: i for i in images}
 
     first = _session(client, project, by_id, say)
