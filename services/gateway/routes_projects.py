@@ -73,7 +73,8 @@ def task_out(row: Task) -> dict:
             "region": detail.get("region", {"kind": "whole_image"}), "proposal": detail.get("proposal"),
             "proposed_label": detail.get("proposed_label", ""), "plan": detail.get("plan", [row.question_type]),
             "proposal_source": detail.get("proposal_source", ""),
-            "selection_model_version": detail.get("selection_model_version", "")}
+            "selection_model_version": detail.get("selection_model_version", ""),
+            "frame": detail.get("frame")}  # {video_id, frame_index} when the question is about a video frame
 
 
 def selection_call(request: Request, method: str, message, key: str) -> str:

@@ -292,6 +292,7 @@ def test_a_video_frame_question_in_the_browser(platform):
             assert task["policy"] != "fallback" and task["question_id"], task["reason"]
             prefix, _, index = task["image_id"].rpartition("/")
             assert prefix == video["video_id"] and int(index) < CLIP_FRAMES, task
+            assert task["frame"] == {"video_id": prefix, "frame_index": int(index)}, task
             index = int(index)
             assert page.body("frame") == task["image_id"] and f"frame {index + 1} of {CLIP_FRAMES}" in page.el("picture").text
             frame, x, y = frames[index], *deep_inside(truth[index])
