@@ -26,16 +26,21 @@ def png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def platform_settings(tmp_path: Path) -> Settings:
+    """Settings of a whole local platform of its own: its var dir under ``tmp_path``, free ports, its own Redis."""
+    return Settings(
+        _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        gateway_port=free_port(), metrics_port_base=free_port_block(), triton_http_port=free_port(),
+        triton_grpc_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port(),
+        **{f"{name}_port": free_port() for name in SERVICES})
+
+
 @contextmanager
 def annot_up(tmp_path: Path, labels: list[str], photos: dict[str, np.ndarray],
              project: str = "web") -> Iterator[dict]:
     """``{"settings", "annot", "url", "key", "images"}`` of a running platform whose ``project`` holds
     ``photos`` (name -> RGB array) with ``labels``; ``annot(*args)`` runs the CLI against it."""
-    settings = Settings(
-        _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        gateway_port=free_port(), metrics_port_base=free_port_block(), triton_http_port=free_port(),
-        triton_grpc_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port(),
-        **{f"{name}_port": free_port() for name in SERVICES})
+    settings = platform_settings(tmp_path)
     env = {**os.environ, **settings_env(settings)}
 
     def annot(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
