@@ -20,7 +20,7 @@ from services.common.masks import decode_rle
 from services.gateway.auth import Annotator
 from services.gateway.pictures import picture
 from services.gateway.routes_projects import task_out
-from services.gateway.routes_sessions import check_label, question_of
+from services.gateway.routes_sessions import check_label, question_of, store_frame_sample
 from services.gateway.tables import Annotation, Task
 from services.gateway.text import LabelChoice
 from services.gateway.videos import parse_frame_image_id
@@ -125,18 +125,17 @@ def _accept_proposal(request: Request, project_id: str, task: Task, seconds: flo
     mask = ((task.detail or {}).get("proposal") or {}).get("mask")
     if not mask:
         return
-    area = int(decode_rle(mask["size"], mask["counts"], tuple(mask["size"]), "proposal").sum())
+    pixels = decode_rle(mask["size"], mask["counts"], tuple(mask["size"]), "proposal")
+    area = int(pixels.sum())
     label = (task.detail or {}).get("proposed_label") or request.app.state.catalog.project(project_id).labels[0]
     row = Annotation(
         session_id=f"verify-{task.task_id}", project_id=project_id, image_id=task.image_id, task_id=task.task_id,
         annotator_id=who.annotator_id, outcome=SUBMITTED, label=label, mask_height=mask["size"][0],
         mask_width=mask["size"][1], mask_counts=mask["counts"], area_px=area, click_count=0, seconds=seconds,
         quality_operation_id="", byproducts_operation_id="", created_at=datetime.now(UTC))
-    frame = parse_frame_image_id(task.image_id)
-    if request.app.state.work.record(row) is row and frame is not None and area:  # a frame's human sample too
-        request.app.state.videos.store_mask(project_id, *frame, decode_rle(mask["size"], mask["counts"], tuple(
-            mask["size"]), "proposal"), {"session_id": row.session_id, "clicks": 0, "label": label,
-                                         "annotator_id": who.annotator_id})
+    if request.app.state.work.record(row) is row:  # a frame's human sample too
+        store_frame_sample(request, project_id, task.image_id, pixels, {
+            "session_id": row.session_id, "clicks": 0, "label": label, "annotator_id": who.annotator_id})
 
 
 @router.post("/tasks/{task_id}/answer", tags=["loop"])

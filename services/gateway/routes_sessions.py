@@ -318,10 +318,17 @@ def record_finished(request: Request, project_id: str, reply: segmentation_pb2.F
         area_px=int(mask.sum()) if mask is not None else 0, click_count=len(s.clicks), seconds=seconds,
         quality_operation_id=reply.quality_operation_id, byproducts_operation_id=reply.byproducts_operation_id,
         created_at=datetime.now(UTC))
-    first = request.app.state.work.record(row) is row
-    frame = parse_frame_image_id(s.image.image_id)
-    if not (first and frame is not None and outcome == "SUBMITTED" and mask is not None and mask.any()):
+    if request.app.state.work.record(row) is not row or outcome != "SUBMITTED" or mask is None:
         return seconds, None
-    video_id, index = frame
-    return seconds, request.app.state.videos.store_mask(project_id, video_id, index, mask, {
+    return seconds, store_frame_sample(request, project_id, s.image.image_id, mask, {
         "session_id": s.session_id, "clicks": len(s.clicks), "label": row.label, "annotator_id": row.annotator_id})
+
+
+def store_frame_sample(request: Request, project_id: str, image_id: str, mask: np.ndarray,
+                       sample: dict) -> dict | None:
+    """A non-empty mask of a video frame (``image_id`` ``<video>/<index>``) stored as the frame's human sample,
+    which the next propagation uses (what the store says of it); None for an image or an empty mask."""
+    frame = parse_frame_image_id(image_id)
+    if frame is None or not mask.any():
+        return None
+    return request.app.state.videos.store_mask(project_id, *frame, mask, sample)
