@@ -1,14 +1,16 @@
 """How far the click-based ranking can go: the training recipe on a quarter, half and all of the
-training sessions (a learning curve), and on all of them with each session's true annotator profile
-appended, scored on the evaluation sessions, over several seeds.
+training sessions (a learning curve), on all of them with each session's true annotator profile
+appended, and on all of them with what an ImageNet encoder sees of the image and the final mask
+(``image_features``), scored on the evaluation sessions, over several seeds.
 
     python -m services.quality.ceiling --out var/quality/eval/ceiling.json   # 800 COCO-MVal sessions -> 300 GrabCut
 
 The profile (target IoU, speed, perception noise, click budget...) is what the simulated annotator drew
 for that session: no deployment knows it. A perfect annotator track record could at best tell it, so the
-``true profile`` figure bounds what reputation features could add. Uses the session caches of
-``services.quality.train`` and ``services.quality.evaluate``, simulating what they lack. Writes FILE.json
-and FILE.png (ROC-AUC per variant, mean and range over the seeds, against the best single-feature
+``true profile`` figure bounds what reputation features could add; the ``encoder's view`` figure is what
+reading the image beside the clicks adds (SAM predicts its masks' IoU from its image features). Uses the
+session caches of ``services.quality.train`` and ``services.quality.evaluate``, simulating what they lack. Writes
+FILE.json and FILE.png (ROC-AUC per variant, mean and range over the seeds, against the best single-feature
 baseline and the target).
 """
 
@@ -22,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from tqdm import tqdm
 
+from services.common.image_files import load_image
 from services.models.quality_gru import DEFAULT_THRESHOLD
+from services.quality import image_features
 from services.quality.evaluate import baselines
 from services.quality.metrics import ranking_metrics
 from services.quality.train import (
@@ -48,25 +53,42 @@ def with_profile(items: Items, records: list[dict]) -> Items:
             for (steps, session), r in zip(items, records)]
 
 
-def variants(count: int) -> dict[str, tuple[slice, bool]]:
-    """name -> (which of ``count`` training sessions, append the true profile): a learning curve, then
-    the oracle."""
-    out = {f"recipe, {len(range(count)[::k])} sessions": (slice(None, None, k), False) for k in (4, 2, 1)}
-    out[f"recipe + true profile, {count} sessions"] = (slice(None), True)
+def with_image(items: Items, records: list[dict], data: Path) -> Items:
+    """``items`` with ``image_features`` of the session's image (found in ``data`` by its stem) and final
+    mask appended to its session features."""
+    from services.quality import summary
+
+    out = []
+    for (steps, session), r in zip(tqdm(items, desc=f"encoder's view of {data.name}", unit="session"), records):
+        path = next((data / "images").glob(f"{r['stem']}.*"))
+        view = image_features.extract(load_image(str(path)), summary.validate(r["summary"]))
+        out.append((steps, np.concatenate([session, view]).astype(np.float32)))
     return out
 
 
-def measure(train: list[dict], test: list[dict], seeds: int, **fit_args) -> dict:
-    """Figures on ``test`` of each variant trained on ``train``, one row per seed, and the baselines."""
+def variants(count: int) -> dict[str, tuple[slice, str]]:
+    """name -> (which of ``count`` training sessions, what is appended to the session features: nothing,
+    the true profile or the encoder's view): a learning curve, the oracle, the image."""
+    out = {f"recipe, {len(range(count)[::k])} sessions": (slice(None, None, k), "") for k in (4, 2, 1)}
+    out[f"recipe + true profile, {count} sessions"] = (slice(None), "profile")
+    out[f"recipe + encoder's view, {count} sessions"] = (slice(None), "image")
+    return out
+
+
+def measure(train: list[dict], test: list[dict], seeds: int, data: Path, eval_data: Path, **fit_args) -> dict:
+    """Figures on ``test`` of each variant trained on ``train`` (images of ``data`` and ``eval_data``), one
+    row per seed, and the baselines."""
     train_items = featurise([r["summary"] for r in train])
     train_iou = np.asarray([r["true_iou"] for r in train], np.float32)
     test_items = featurise([r["summary"] for r in test])
     test_iou = np.asarray([r["true_iou"] for r in test], np.float32)
     rows: dict[str, list[dict]] = {}
-    for name, (part, oracle) in variants(len(train)).items():
+    for name, (part, extra) in variants(len(train)).items():
         items, scored = train_items[part], test_items
-        if oracle:
+        if extra == "profile":
             items, scored = with_profile(items, train[part]), with_profile(test_items, test)
+        elif extra == "image":
+            items, scored = with_image(items, train[part], data), with_image(test_items, test, eval_data)
         rows[name] = [evaluate_items(fit(items, train_iou[part], seed=seed, **fit_args), scored, test_iou)
                       for seed in range(seeds)]
         typer.echo(f"{name}: ROC-AUC per seed " + " ".join(str(r["roc_auc"]) for r in rows[name]))
@@ -127,10 +149,11 @@ def main(
     # sessions missing from the caches are simulated first, on one private stack each
     train = simulate_folder(data, folder / f"{data.name}.jsonl", limit, repeats)
     test = simulate_folder(eval_data, folder / f"{eval_data.name}.jsonl", 0, eval_repeats)
-    report = measure(train, test, seeds, members=members, epochs=epochs)
+    report = measure(train, test, seeds, data, eval_data, members=members, epochs=epochs)
     result = {"command": "python -m services.quality.ceiling " + shlex.join(sys.argv[1:]),
               "train_data": str(data), "train_count": len(train), "eval_data": str(eval_data),
               "eval_count": len(test), "threshold": DEFAULT_THRESHOLD, "profile_fields": list(PROFILE_FIELDS),
+              "image_features": list(image_features.FEATURES),
               **report}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -1,4 +1,5 @@
-"""The ceiling analysis: what the true annotator profile adds, from the caches, with its files."""
+"""The ceiling analysis: what the true annotator profile and the encoder's view of the image add, from the
+caches, with its files."""
 
 import dataclasses
 import json
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from services.quality import ceiling
 from services.simulation.annotator import Profile
-from tests.quality.helpers import make_summary
+from tests.quality.helpers import H, W, make_summary
 
 pytestmark = pytest.mark.unit
 
@@ -27,8 +28,10 @@ def records(n: int, seed: int) -> list[dict]:
     return out
 
 
-def test_the_true_profile_is_what_separates_sessions_the_clicks_cannot():
-    report = ceiling.measure(records(60, 0), records(30, 1), seeds=1, members=1, epochs=40)
+def test_the_true_profile_is_what_separates_sessions_the_clicks_cannot(tmp_path):
+    train, test = records(60, 0), records(30, 1)
+    data = folder(tmp_path / "data", [r["stem"] for r in train])  # one image for all: the same view
+    report = ceiling.measure(train, test, seeds=1, data=data, eval_data=data, members=1, epochs=40)
     aucs = {name: v["roc_auc_mean"] for name, v in report["variants"].items()}
     oracle = next(name for name in aucs if "true profile" in name)
     assert aucs[oracle] > 0.95
@@ -40,9 +43,10 @@ def folder(root, stems):
     """An image/mask folder whose sessions the cache already holds, so nothing is simulated."""
     for sub in ("images", "masks"):
         (root / sub).mkdir(parents=True)
+    image = np.random.default_rng(0).integers(0, 255, (H, W, 3), np.uint8)
     for stem in stems:
-        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / f"{stem}.png")
-        Image.fromarray(np.full((8, 8), 255, np.uint8)).save(root / "masks" / f"{stem}.png")
+        Image.fromarray(image).save(root / "images" / f"{stem}.png")
+        Image.fromarray(np.full((H, W), 255, np.uint8)).save(root / "masks" / f"{stem}.png")
     return root
 
 
@@ -65,6 +69,7 @@ def test_the_command_reads_the_caches_and_writes_json_and_plot(tmp_path):
     result = CliRunner().invoke(ceiling.app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert (report["train_count"], report["eval_count"], len(report["variants"])) == (20, 10, 4)
+    assert (report["train_count"], report["eval_count"], len(report["variants"])) == (20, 10, 5)
+    assert report["image_features"] == list(ceiling.image_features.FEATURES)
     assert all(len(v["per_seed"]) == 2 for v in report["variants"].values())
     assert out.with_suffix(".png").stat().st_size > 0
