@@ -34,7 +34,7 @@ def test_kill_9_mid_job_resumes_from_the_checkpoint_and_promotes_once_then_a_new
     items = write_project(tmp_path / "images", P, 40)
     submit(service, items)
 
-    steps = 1000
+    steps = 400  # enough that the kill lands mid-job and the resumed half outlives the 5 s visibility timeout
     slow = training_pb2.TaskModelConfig(steps=steps, image_size=32, batch_size=8, checkpoint_every=50)
     op = stub.StartTraining(training_pb2.StartTrainingRequest(project_id=P, kind=TASK, task=slow),
                             metadata=admin).operation
