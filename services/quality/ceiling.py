@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from services.common.image_files import load_image
 from services.models.quality_gru import DEFAULT_THRESHOLD
-from services.quality import image_features
+from services.quality import image_features, summary
 from services.quality.evaluate import baselines
 from services.quality.metrics import ranking_metrics
 from services.quality.train import (
@@ -56,8 +56,6 @@ def with_profile(items: Items, records: list[dict]) -> Items:
 def with_image(items: Items, records: list[dict], data: Path) -> Items:
     """``items`` with ``image_features`` of the session's image (found in ``data`` by its stem) and final
     mask appended to its session features."""
-    from services.quality import summary
-
     out = []
     for (steps, session), r in zip(tqdm(items, desc=f"encoder's view of {data.name}", unit="session"), records):
         path = next((data / "images").glob(f"{r['stem']}.*"))

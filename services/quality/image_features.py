@@ -22,12 +22,6 @@ from services.models.effnet_click_net import FEATURE_BLOCKS, pretrained_classifi
 SCALES = ((0, "s4"), (1, "s8"), (2, "s16"))  # index into FEATURE_BLOCKS, name
 PER_SCALE = ("leak", "miss", "band_contrast", "core_contrast")
 FEATURES = tuple(f"{name}_{f}" for _, name in SCALES for f in PER_SCALE)
-DESCRIPTIONS = {
-    "leak": ("cells just inside the boundary look like the surroundings", "the mask's rim looks like its core"),
-    "miss": ("cells just outside the boundary look like the object", "the outer rim looks like the surroundings"),
-    "band_contrast": ("little change across the boundary", "the boundary sits on a change of appearance"),
-    "core_contrast": ("object and surroundings look alike", "object and surroundings look different"),
-}
 CROP = 256  # the crop's side in pixels (the encoder's input)
 CONTEXT = 0.5  # the crop adds this share of the mask's box on each side
 MEAN = np.asarray([0.485, 0.456, 0.406], np.float32) * 255
@@ -43,7 +37,7 @@ def _crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    side = max(y1 - y0, x1 - x0, 16) * (1 + 2 * CONTEXT)  # square, so the encoder sees no distortion
+    side = max(y1 - y0, x1 - x0, 16) * (1 + 2 * CONTEXT)  # square, so only a border-clipped crop is stretched
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
     top, left = int(round(cy - side / 2)), int(round(cx - side / 2))
     return max(top, 0), min(top + int(side), h), max(left, 0), min(left + int(side), w)
