@@ -3,19 +3,18 @@
 Side by side in one run, on one 480x480 image (a GrabCut photo resized), at 1, 8 and 32 concurrent
 sessions, with Triton's dynamic batching on (the shipped config) and off (the same repository with
 the dynamic_batching block removed):
-  * ``triton``: the bare network call, a tritonclient load generator sending one encoded crop per
-    request (what perf_analyzer would measure; it is not installable here);
-  * ``service-raw``: AddClick through the segmentation service with GrabCut refinement off (click
-    encoding + Triton + RLE + Redis): the overhead ratio service-raw / triton is the service's cost;
-  * ``service``: AddClick as deployed by default (refinement on);
-  * ``triton-lite0``: the pretrained network's Triton model (``clickseg_lite0``: zoom-in, network and
-    focus pass), called with exactly what the service sends it (image, clicks, previous map fed back
-    from the last answer, sessions of 8 clicks), and ``service-lite0``: AddClick through a service on
-    that model; service-lite0 / triton-lite0 is that service's own cost.
+  * ``triton``: the served default model (``clickseg_lite0``: zoom-in, the pretrained network, focus pass
+    and GrabCut refinement, all in Triton), called with exactly what the service sends it (image, clicks,
+    previous map fed back from the last answer, sessions of 8 clicks);
+  * ``service``: AddClick through the segmentation service as deployed by default (on that model):
+    service / triton is the service's own cost (click bookkeeping, Redis, RLE);
+  * ``triton-clickseg``: the earlier network (``clickseg``, trained from scratch), one encoded crop per
+    request; ``service-clickseg-raw``: AddClick through a service on it with GrabCut refinement off
+    (its overhead ratio over triton-clickseg), ``service-clickseg``: with the refinement on, in the service.
 Reports p50/p95 per click, the ratios, and CPU milliseconds per click of the Triton process (with its
 Python-backend stubs) and of the service process during each row; absolute times hold only for the
-machine they were measured on (the CPU build of Triton here). While ``clickseg_lite0`` is a candidate
-(``deploy/triton/candidates``, weights exported there), the run's repository adds it.
+machine they were measured on (the CPU build of Triton here). Candidates with exported weights
+(``deploy/triton/candidates``) are added to the run's repository.
 
     python -m bench.segmentation_latency --out bench/results
 """
@@ -41,7 +40,7 @@ from PIL import Image
 from annotation.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.common.clicks import Click
 from services.common.images import encode_png
-from services.common.settings import REPO_ROOT
+from services.common.settings import REPO_ROOT, Settings
 from services.models.click_encoding import prepare
 from services.segmentation.export import repository_with_candidates
 from services.simulation.stack import LocalStack
@@ -68,10 +67,10 @@ def _clicks(mask: np.ndarray, n: int, seed: int) -> list[Click]:
     return out
 
 
-def _repositories(workdir: Path, lite0: bool) -> dict[str, Path]:
-    """batching -> model repository: the served models (+ the lite0 candidate), as shipped and with
-    every dynamic_batching block removed."""
-    linked = repository_with_candidates(workdir / "linked", None if lite0 else {})
+def _repositories(workdir: Path) -> dict[str, Path]:
+    """batching -> model repository: the served models (+ candidates), as shipped and with every
+    dynamic_batching block removed."""
+    linked = repository_with_candidates(workdir / "linked")
     repo = workdir / "models"
     shutil.copytree(linked, repo, symlinks=False)
     for config in repo.glob("*/config.pbtxt"):
@@ -126,8 +125,9 @@ def _run_for(concurrency: int, seconds: float, work) -> list[float]:
     return samples
 
 
-def measure_triton_lite0(url: str, image: np.ndarray, mask: np.ndarray, concurrency: int, seconds: float) -> dict:
-    """The pipeline model called as the service calls it: image, clicks so far, previous map (uint8)."""
+def measure_triton_pipeline(url: str, model: str, image: np.ndarray, mask: np.ndarray, concurrency: int,
+                            seconds: float) -> dict:
+    """A pipeline model called as the service calls it: image, clicks so far, previous map (uint8)."""
     clients = [triton.InferenceServerClient(url) for _ in range(concurrency)]
     state = [{"clicks": [], "n": 8, "prev": None} for _ in range(concurrency)]
     pixels = image[None]
@@ -146,7 +146,7 @@ def measure_triton_lite0(url: str, image: np.ndarray, mask: np.ndarray, concurre
             inputs.append(triton.InferInput("PREV", list(s["prev"].shape), "UINT8"))
             inputs[2].set_data_from_numpy(s["prev"])
         started = time.perf_counter()
-        prob = clients[i].infer("clickseg_lite0", inputs, outputs=[triton.InferRequestedOutput("PROB")],
+        prob = clients[i].infer(model, inputs, outputs=[triton.InferRequestedOutput("PROB")],
                                 client_timeout=60).as_numpy("PROB")
         elapsed = (time.perf_counter() - started) * 1000
         s["prev"] = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
@@ -157,7 +157,8 @@ def measure_triton_lite0(url: str, image: np.ndarray, mask: np.ndarray, concurre
     return _stats(_run_for(concurrency, seconds, work))
 
 
-def measure_triton(url: str, crop: np.ndarray, concurrency: int, seconds: float) -> dict:
+def measure_triton_encoded(url: str, crop: np.ndarray, concurrency: int, seconds: float) -> dict:
+    """``clickseg`` called with one encoded crop per request (the bare network call)."""
     clients = [triton.InferenceServerClient(url) for _ in range(concurrency)]
     batch = crop[None].astype(np.float32)
 
@@ -198,7 +199,7 @@ def measure_service(stack: LocalStack, name: str, image: np.ndarray, mask: np.nd
         return _stats(_run_for(concurrency, seconds, work))
 
 
-ROWS = ("triton", "service-raw", "service", "triton-lite0", "service-lite0")
+ROWS = ("triton", "service", "triton-clickseg", "service-clickseg-raw", "service-clickseg")
 
 
 def plot(results: dict, path: Path) -> None:
@@ -236,69 +237,69 @@ def _ratio(row: dict, a: str, b: str, key: str) -> float:
 @app.command()
 def main(out: Path = Path("bench/results"), seconds: float = 8.0,
          concurrency: list[int] = typer.Option([1, 8, 32]),
-         lite0: bool = typer.Option(True, help="also measure the pretrained network's model (clickseg_lite0)")) -> None:
+         clickseg: bool = typer.Option(True, help="also measure the earlier network (clickseg)")) -> None:
     out.mkdir(parents=True, exist_ok=True)
     image, mask = _image()
-    results: dict = {"image": f"{SIZE}x{SIZE}", "seconds_per_point": seconds}
+    default = Settings().triton_model_name
+    results: dict = {"image": f"{SIZE}x{SIZE}", "seconds_per_point": seconds, "model": default}
     workdir = Path(tempfile.mkdtemp(prefix="annot-bench-seg-"))
-    overrides = {"segmentation-raw": {"segmentation_refine": False}}
-    if lite0:
-        overrides["segmentation-lite0"] = {"triton_model_name": "clickseg_lite0"}
+    overrides = {"segmentation-clickseg-raw": {"triton_model_name": "clickseg", "segmentation_refine": False},
+                 "segmentation-clickseg": {"triton_model_name": "clickseg"}} if clickseg else {}
     try:
-        for batching, repository in _repositories(workdir, lite0).items():
+        for batching, repository in _repositories(workdir).items():
             with LocalStack(["segmentation"], triton_repository=repository, overrides=overrides) as stack:
                 url = stack.settings.triton_grpc_url
                 crop, _ = prepare(image, [Click(240, 240, True)], None)
                 rows = {}
                 for c in concurrency:
                     row = {
-                        "triton": _with_cpu(stack, "", lambda: measure_triton(url, crop, c, seconds)),
-                        "service-raw": _with_cpu(stack, "segmentation-raw", lambda: measure_service(
-                            stack, "segmentation-raw", image, mask, c, seconds)),
+                        "triton": _with_cpu(stack, "", lambda: measure_triton_pipeline(
+                            url, default, image, mask, c, seconds)),
                         "service": _with_cpu(stack, "segmentation", lambda: measure_service(
                             stack, "segmentation", image, mask, c, seconds)),
                     }
-                    row["overhead_ratio_p50"] = _ratio(row, "service-raw", "triton", "p50_ms")
-                    row["overhead_ratio_p95"] = _ratio(row, "service-raw", "triton", "p95_ms")
-                    row["refine_ratio_p50"] = _ratio(row, "service", "service-raw", "p50_ms")
-                    if lite0:
-                        row["triton-lite0"] = _with_cpu(stack, "", lambda: measure_triton_lite0(
-                            url, image, mask, c, seconds))
-                        row["service-lite0"] = _with_cpu(stack, "segmentation-lite0", lambda: measure_service(
-                            stack, "segmentation-lite0", image, mask, c, seconds))
-                        row["lite0_overhead_ratio_p50"] = _ratio(row, "service-lite0", "triton-lite0", "p50_ms")
-                        row["lite0_overhead_ratio_p95"] = _ratio(row, "service-lite0", "triton-lite0", "p95_ms")
+                    row["overhead_ratio_p50"] = _ratio(row, "service", "triton", "p50_ms")
+                    row["overhead_ratio_p95"] = _ratio(row, "service", "triton", "p95_ms")
+                    if clickseg:
+                        row["triton-clickseg"] = _with_cpu(stack, "", lambda: measure_triton_encoded(
+                            url, crop, c, seconds))
+                        for variant in ("clickseg-raw", "clickseg"):
+                            service = f"segmentation-{variant}"
+                            row[f"service-{variant}"] = _with_cpu(stack, service, lambda: measure_service(
+                                stack, service, image, mask, c, seconds))
+                        row["clickseg_overhead_ratio_p50"] = _ratio(row, "service-clickseg-raw", "triton-clickseg",
+                                                                    "p50_ms")
+                        row["clickseg_refine_ratio_p50"] = _ratio(row, "service-clickseg", "service-clickseg-raw",
+                                                                  "p50_ms")
                     rows[str(c)] = row
                     typer.echo(f"{batching:11s} c={c:2d}  " + " | ".join(
                         f"{name} p50 {row[name]['p50_ms']:7.1f} p95 {row[name]['p95_ms']:7.1f}"
-                        for name in ROWS if name in row) + f" | overhead x{row['overhead_ratio_p50']}"
-                        + (f", lite0 x{row['lite0_overhead_ratio_p50']}" if lite0 else ""))
+                        for name in ROWS if name in row) + f" | overhead x{row['overhead_ratio_p50']}")
                 results[batching] = rows
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     (out / "segmentation_latency.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, out / "segmentation_latency.png")
     lines = [f"# Segmentation per-click latency ({SIZE}x{SIZE} image, this machine, CPU Triton)", "",
-             "| batching | sessions | Triton p50/p95 ms | service (no refine) p50/p95 ms | overhead p50 | "
-             "service (refine, default) p50/p95 ms |", "|---|---|---|---|---|---|"]
+             f"Served default `{default}` (everything per click in Triton); CPU ms per click of each process", "",
+             "| batching | sessions | Triton p50/p95 ms | service p50/p95 ms | overhead p50 / p95 | "
+             "CPU ms/click: Triton, service |", "|---|---|---|---|---|---|"]
     for batching in ("batching", "no-batching"):
         for c, row in results[batching].items():
-            lines.append(f"| {batching} | {c} | {row['triton']['p50_ms']} / {row['triton']['p95_ms']} | "
-                         f"{row['service-raw']['p50_ms']} / {row['service-raw']['p95_ms']} | "
-                         f"x{row['overhead_ratio_p50']} | {row['service']['p50_ms']} / {row['service']['p95_ms']} |")
-    if lite0:
-        lines += ["", "Pretrained network (clickseg_lite0, everything per click in Triton); CPU ms per click "
-                  "of each process", "",
-                  "| batching | sessions | Triton p50/p95 ms | service p50/p95 ms | overhead p50 / p95 | "
-                  "CPU ms/click: Triton, service |", "|---|---|---|---|---|---|"]
+            t, sv = row["triton"], row["service"]
+            lines.append(f"| {batching} | {c} | {t['p50_ms']} / {t['p95_ms']} | {sv['p50_ms']} / {sv['p95_ms']} "
+                         f"| x{row['overhead_ratio_p50']} / x{row['overhead_ratio_p95']} | "
+                         f"{sv['triton_cpu_ms_per_click']}, {sv['service_cpu_ms_per_click']} |")
+    if clickseg:
+        lines += ["", "The earlier network (`clickseg`; the service encodes clicks and refines with GrabCut)", "",
+                  "| batching | sessions | Triton p50/p95 ms | service (no refine) p50/p95 ms | overhead p50 | "
+                  "service (refine) p50/p95 ms |", "|---|---|---|---|---|---|"]
         for batching in ("batching", "no-batching"):
             for c, row in results[batching].items():
-                t, sv = row["triton-lite0"], row["service-lite0"]
-                lines.append(f"| {batching} | {c} | {t['p50_ms']} / {t['p95_ms']} | {sv['p50_ms']} / {sv['p95_ms']} "
-                             f"| x{row['lite0_overhead_ratio_p50']} / x{row['lite0_overhead_ratio_p95']} | "
-                             f"{sv['triton_cpu_ms_per_click']}, {sv['service_cpu_ms_per_click']} |")
+                t, raw, ref = row["triton-clickseg"], row["service-clickseg-raw"], row["service-clickseg"]
+                lines.append(f"| {batching} | {c} | {t['p50_ms']} / {t['p95_ms']} | {raw['p50_ms']} / {raw['p95_ms']} "
+                             f"| x{row['clickseg_overhead_ratio_p50']} | {ref['p50_ms']} / {ref['p95_ms']} |")
     (out / "segmentation_latency.md").write_text("\n".join(lines) + "\n")
-    typer.echo(f"wrote {out / 'segmentation_latency.json'}, .md and .png")
 
 
 if __name__ == "__main__":

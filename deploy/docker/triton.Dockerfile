@@ -28,8 +28,8 @@ COPY services/models/__init__.py services/models/grabcut.py services/models/clic
 # Python backend models import from here (python3.12 in 25.01; resolved at build time).
 RUN site="$(python3 -c 'import site; print(site.getsitepackages()[0])')" \
  && mkdir -p "$site" && echo /opt/model-deps > "$site/model-deps.pth"
-# The model repository (clickseg: config.pbtxt for CPU, configs/gpu.pbtxt picked by the chart's
-# --model-config-name=gpu); this image carries it read-only.
+# The model repository (clickseg_lite0, the default, and clickseg: config.pbtxt for CPU, configs/gpu.pbtxt
+# picked by the chart's --model-config-name=gpu); this image carries it read-only.
 COPY --chown=root:root deploy/triton/models /models
 ENV HOME=/tmp
 # triton-server (uid 1000) is the non-root user of NVIDIA's image.

@@ -65,7 +65,9 @@ class Settings(BaseSettings):
         True, description="`annot up` starts tritonserver (from .venv-triton) with the platform; "
         "false when Triton runs elsewhere (Kubernetes, a container)."
     )
-    triton_model_name: str = Field("clickseg", description="Segmentation model in the repository.")
+    triton_model_name: str = Field(
+        "clickseg_lite0", description="Segmentation model in the repository (clickseg: the earlier network "
+        "trained from scratch, still served beside it).")
     triton_model_version: str = Field("", description="Model version to call; empty: Triton's policy.")
     segmentation_project_models: dict[str, str] = Field(
         default_factory=dict, description="Interactive model per project (JSON: project id -> Triton model; "

@@ -35,3 +35,34 @@ def load(checkpoint: str | Path) -> tuple[nn.Module, dict]:
     model = build(state["config"], pretrained=False)
     model.load_state_dict(state["model"])
     return model.eval(), state["config"]
+
+
+def is_pipeline(config: dict) -> bool:
+    """Whether the network is served as a whole per-click pipeline (``click_pipeline``: the Triton model
+    takes the image and the clicks) rather than alone (``click_net``: the service encodes the clicks)."""
+    return config.get("arch", "click_net") != "click_net"
+
+
+def export_served(net: nn.Module, config: dict, path: str | Path) -> Path:
+    """The TorchScript a Triton model folder runs (``<version>/model.pt``) for ``net`` trained with ``config``."""
+    if is_pipeline(config):
+        from services.models import click_pipeline
+
+        return click_pipeline.export(click_pipeline.from_config(net, config), path)
+    from services.models.click_net import export_torchscript
+
+    return export_torchscript(net, path, config.get("size", 192))
+
+
+def load_served(scripted: str | Path, config: dict) -> nn.Module:
+    """The trainable network inside a served TorchScript (a pipeline holds it as ``net``), in eval mode."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what Triton's backend loads
+        state = torch.jit.load(str(scripted), map_location="cpu").state_dict()
+    if is_pipeline(config):
+        state = {key.removeprefix("net."): value for key, value in state.items() if key.startswith("net.")}
+    net = build(config, pretrained=False)
+    net.load_state_dict(state)
+    return net.eval()

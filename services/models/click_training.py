@@ -32,7 +32,7 @@ from services.common.clicks import Click
 from services.models import click_pipeline
 from services.models.click_dataset import augmented_crop, load_folder, split_stems
 from services.models.click_encoding import encode
-from services.models.click_models import ARCHES, build
+from services.models.click_models import ARCHES, build, is_pipeline
 from services.models.click_predictor import Predictor
 from services.models.clicker import Clicker, evaluate
 
@@ -116,7 +116,7 @@ def validate(model, cfg, val_samples) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model.eval()
-    if cfg.get("arch", "click_net") == "click_net":
+    if not is_pipeline(cfg):
         segmenter = Predictor.from_model(model, cfg).segmenter
     else:
         pipeline = click_pipeline.from_config(model, cfg)

@@ -4,18 +4,18 @@ click-seeded baseline, with the standard clicker, in one run on the same images.
     python -m services.segmentation.evaluate --data ../shared/data/grabcut --out var/eval/grabcut.json
 
 DIR holds ``images/`` and ``masks/`` with matching stems (0 background, 255 object, 128 ignore).
-Methods: ``model`` (the service as deployed: network in Triton + GrabCut refinement), ``model-raw``
-(the network alone, refinement off), ``lite0`` (the service on the pretrained network's Triton model
-``clickseg_lite0``: zoom-in, network, focus pass and GrabCut refinement all in Triton, nothing computed in
-the service), ``lite0-raw`` (the same network alone: no GrabCut refinement), ``lite0-nofocus`` (the
-network alone without the focus pass either), ``grabcut`` (OpenCV GrabCut seeded from the clicks,
-in-process: the baseline is not a service). ``--model NAME`` (repeatable) adds the service on any model
-Triton serves as a project's interactive model (``segmentation_project_models``): the own network
-(``clickseg``), a fine-tuned one, or a foundation model's decoder (``sam_vit_b_decoder``, written by
-``export_foundation``; ``--repository DIR`` adds DIR's model folders to the private stack's repository), side by
-side with the methods in one run (results under ``model:NAME``). Without ``--address`` a private stack (Redis, tritonserver,
-the segmentation servers) is started for the run and stopped after it; while ``clickseg_lite0`` is a
-candidate (``deploy/triton/candidates``) its Triton repository adds the candidate to the served models.
+Methods: ``model`` (the service as deployed: the default ``clickseg_lite0``, zoom-in, the pretrained
+network, focus pass and GrabCut refinement all in Triton, nothing computed in the service), ``lite0`` (the
+service on ``clickseg_lite0`` by name, whatever the default), ``lite0-raw`` (the same network alone: no
+GrabCut refinement), ``lite0-nofocus`` (the network alone without the focus pass either), ``clickseg`` (the
+earlier network trained from scratch, GrabCut refinement in the service), ``clickseg-raw`` (that network
+alone), ``grabcut`` (OpenCV GrabCut seeded from the clicks, in-process: the baseline is not a service).
+``--model NAME`` (repeatable) adds the service on any model Triton serves as a project's interactive model
+(``segmentation_project_models``): a fine-tuned one, or a foundation model's decoder (``sam_vit_b_decoder``,
+written by ``export_foundation``; ``--repository DIR`` adds DIR's model folders to the private stack's
+repository), side by side with the methods in one run (results under ``model:NAME``). Without
+``--address`` a private stack (Redis, tritonserver, the segmentation servers) is started for the run and
+stopped after it; its Triton repository adds the ``lite0`` variants to the served models.
 Writes FILE.json (per-image IoU-per-click curves, mIoU@1..20, NoC@85/90, images never reaching 90%,
 per-click latency) and FILE.png (mIoU against clicks).
 """
@@ -42,15 +42,16 @@ from services.models.clicker import iou_curve, summarize
 from services.models.grabcut import grabcut_segmenter
 from services.simulation.segmentation_session import SegmentationSession
 
-METHODS = ("model", "model-raw", "lite0", "lite0-raw", "lite0-nofocus", "grabcut")
+METHODS = ("model", "lite0", "lite0-raw", "lite0-nofocus", "clickseg", "clickseg-raw", "grabcut")
 LOCAL_METHODS = ("grabcut",)
 # Segmentation-server settings of each service method (``model`` is the deployment's own).
 SERVER_SETTINGS = {
     "model": {},
-    "model-raw": {"segmentation_refine": False},
     "lite0": {"triton_model_name": "clickseg_lite0"},
     "lite0-raw": {"triton_model_name": "clickseg_lite0_raw"},
     "lite0-nofocus": {"triton_model_name": "clickseg_lite0_nofocus"},
+    "clickseg": {"triton_model_name": "clickseg"},
+    "clickseg-raw": {"triton_model_name": "clickseg", "segmentation_refine": False},
 }
 # Copies of ``clickseg_lite0`` (the same weights, linked) with some of its parameters changed.
 LITE0_VARIANTS = {
@@ -87,8 +88,8 @@ class ServiceSegmenter:
 
 
 def lite0_repository(target: Path) -> Path:
-    """Served models + ``clickseg_lite0`` (a candidate until promoted) + its ``LITE0_VARIANTS``: the
-    network alone (no GrabCut refinement) and, for measuring the focus pass, without it too."""
+    """Served models + ``clickseg_lite0``'s ``LITE0_VARIANTS``: the network alone (no GrabCut
+    refinement) and, for measuring the focus pass, without it too."""
     from services.segmentation.export import lite0_model_dir, repository_with_candidates, set_parameter
 
     source = lite0_model_dir()

@@ -8,8 +8,9 @@ configs (``input_size``, ``click_radius``, ``colour_prior``) to the checkpoint's
 encodes clicks exactly as the network was trained.
 
 A checkpoint of the pretrained network (``arch`` ``effnet_lite0``) goes to the ``clickseg_lite0`` model
-(in ``deploy/triton/models`` once promoted, ``deploy/triton/candidates`` until then) as the TorchScript of
-its whole per-click pipeline (``services/models/click_pipeline.py``).
+(``deploy/triton/models``, served by default; a ``deploy/triton/candidates`` folder of that name would be
+one not yet promoted) as the TorchScript of its whole per-click pipeline
+(``services/models/click_pipeline.py``).
 """
 
 from __future__ import annotations
@@ -22,16 +23,14 @@ import torch
 import typer
 
 from services.common.settings import REPO_ROOT
-from services.models import click_pipeline
-from services.models.click_models import load
-from services.models.click_net import export_torchscript
+from services.models.click_models import export_served, is_pipeline, load
 
 MODEL_DIR = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
 CANDIDATES = REPO_ROOT / "deploy" / "triton" / "candidates"
 
 
 def lite0_model_dir() -> Path:
-    """The pretrained network's model folder: served once promoted, a candidate until then."""
+    """The pretrained network's model folder: the served one unless only a candidate exists."""
     served = MODEL_DIR.parent / "clickseg_lite0"
     return served if served.exists() else CANDIDATES / "clickseg_lite0"
 
@@ -47,20 +46,18 @@ def set_parameter(config_text: str, key: str, value: str) -> str:
 
 def export(checkpoint: Path, model_dir: Path | None = None, version: int = 1) -> Path:
     model, config = load(checkpoint)
-    pipeline = config.get("arch", "click_net") != "click_net"
+    pipeline = is_pipeline(config)
     model_dir = model_dir or (lite0_model_dir() if pipeline else MODEL_DIR)
-    path = model_dir / str(version) / "model.pt"
-    if pipeline:
-        target = click_pipeline.export(click_pipeline.from_config(model, config), path)
-    else:
-        target = export_torchscript(model, path, config.get("size", 192))
+    target = export_served(model, config, model_dir / str(version) / "model.pt")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     figures_path = Path(checkpoint).parent / "figures.json"
     figures = json.loads(figures_path.read_text()) if figures_path.exists() else {}
     card = {
         "checkpoint": Path(checkpoint).name,
         "config": config,
-        "iterations": figures.get("iterations", state.get("iteration")),
+        # the checkpoint's own iteration (best.pt: the one validation chose) beside the run's total
+        "iteration": (figures.get("best") or {}).get("iteration", state.get("iteration")),
+        "run_iterations": figures.get("iterations", state.get("iteration")),
         "train_command": figures.get("command"),
         "wall_time_s": figures.get("wall_time_s"),
         "validation": figures.get("best"),
@@ -86,16 +83,14 @@ def export(checkpoint: Path, model_dir: Path | None = None, version: int = 1) ->
 def repository_with_candidates(target: Path, candidates: dict[str, Path] | None = None) -> Path:
     """A Triton model repository at ``target``: links to every served model plus the candidates
     (name -> folder; default: every candidate with exported weights), for measuring a candidate
-    end to end without serving it."""
+    end to end without serving it. A candidate named like a served model replaces it."""
     if candidates is None:
         candidates = {p.name: p for p in sorted(CANDIDATES.iterdir())
                       if (p / "config.pbtxt").exists() and (p / "1" / "model.pt").exists()}
+    served = {p.name: p for p in sorted(MODEL_DIR.parent.iterdir()) if (p / "config.pbtxt").exists()}
     target.mkdir(parents=True, exist_ok=True)
-    for folder in [*sorted(p for p in MODEL_DIR.parent.iterdir() if (p / "config.pbtxt").exists())]:
-        (target / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
-    for name, folder in candidates.items():
-        if not (target / name).exists():
-            (target / name).symlink_to(Path(folder).resolve(), target_is_directory=True)
+    for name, folder in {**served, **candidates}.items():
+        (target / name).symlink_to(Path(folder).resolve(), target_is_directory=True)
     return target
 
 

@@ -180,17 +180,18 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def segmentation_fingerprint() -> str:
-    """Short digest of what decides the service's masks and statistics (the shipped model repository,
-    the encoding, the refinement and the statistics code): simulation caches live under it, so a new
-    checkpoint is never read from a cache measured with an old one."""
+def segmentation_fingerprint(model_name: str | None = None) -> str:
+    """Short digest of what decides the service's masks and statistics (the served model's folder, the
+    encoding, the pipeline, the refinement and the statistics code): simulation caches live under it, so
+    a new checkpoint is never read from a cache measured with an old one."""
     import hashlib  # noqa: PLC0415
 
     digest = hashlib.sha256()
-    model_dir = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
+    model_dir = REPO_ROOT / "deploy" / "triton" / "models" / (model_name or Settings().triton_model_name)
     code = REPO_ROOT / "services"
     for path in [*sorted(model_dir.rglob("*.pt")), *sorted(model_dir.rglob("*.pbtxt")),
                  *(code / name for name in ("models/grabcut.py", "models/click_disks.py", "models/click_encoding.py",
-                                            "models/click_predictor.py", "segmentation/probability_stats.py"))]:
+                                            "models/click_predictor.py", "models/click_pipeline.py",
+                                            "segmentation/probability_stats.py"))]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

@@ -3,8 +3,9 @@
 Plain code (no grpc, no celery); progress is a callback. The training itself is the platform's click
 training (``services/models/click_training.py``), not a copy of it:
 
-- ``load_base``: the served network (``clickseg``: TorchScript in the Triton model folder and its
-  ``training.json`` card, whose config says how it was trained and how clicks are encoded).
+- ``load_base``: the served network (the default ``clickseg_lite0``, the whole per-click pipeline around
+  the pretrained network, or ``clickseg``, the network alone: TorchScript in the Triton model folder and
+  its ``training.json`` card, whose config says how it was trained and how clicks are encoded).
 - ``build_samples``: one ``click_dataset.Sample`` per annotation of a snapshot split (image read by URI,
   the mask as 0/255); pseudo-labels are trained on, never evaluated on.
 - ``fine_tune``: ``click_training.train_step`` (augmented crops, initial clicks, corrective clicks of the
@@ -22,7 +23,6 @@ import json
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -36,7 +36,6 @@ from services.common.image_files import load_image
 from services.common.masks import decode_rle
 from services.models import click_models, click_training
 from services.models.click_dataset import Sample
-from services.models.click_net import export_torchscript
 from services.training.job_config import InteractiveConfig
 from services.training.snapshots import Entry
 
@@ -50,15 +49,10 @@ def load_base(model_dir: Path) -> tuple[nn.Module, dict]:
     if not card_path.is_file():
         raise FailedPrecondition(f"the base click network has no training card at {card_path}", field="kind")
     config = dict(json.loads(card_path.read_text())["config"])
-    if config.get("arch", "click_net") != "click_net":
-        raise FailedPrecondition(f"fine-tuning {config['arch']} (a whole per-click pipeline) is not built; the "
-                                 "served base must be a click_net", field="kind")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what Triton's backend loads
-        scripted = torch.jit.load(str(version / "model.pt"), map_location="cpu")
-    net = click_models.build(config, pretrained=False)
-    net.load_state_dict(scripted.state_dict())
-    return net.eval(), config
+    if config.get("arch", "click_net") not in click_models.ARCHES:
+        raise FailedPrecondition(f"the base click network's arch {config['arch']!r} is not one training knows "
+                                 f"({', '.join(click_models.ARCHES)})", field="kind")
+    return click_models.load_served(version / "model.pt", config), config
 
 
 def load_version(weights: Path) -> tuple[nn.Module, dict]:
@@ -151,9 +145,9 @@ def noc_figures(net: nn.Module, base_config: dict, samples: list[Sample]) -> dic
 
 
 def save(net: nn.Module, base_config: dict, weights: Path, scripted: Path) -> None:
-    """The weights (click training's checkpoint format, so ``click_models.load`` reads them) and the traced
-    TorchScript Triton runs (written first: a weights file means both are complete)."""
+    """The weights (click training's checkpoint format, so ``click_models.load`` reads them) and the
+    TorchScript Triton runs, shaped like the base's (written first: a weights file means both are complete)."""
     staging = scripted.with_name(f".{scripted.name}.tmp")
-    export_torchscript(net.eval(), staging, int(base_config.get("size", 192)))
+    click_models.export_served(net.eval(), base_config, staging)
     os.replace(staging, scripted)
     _save_atomically({"model": net.state_dict(), "config": base_config}, weights)

@@ -36,7 +36,8 @@ from services.training.registry import ModelVersion
 TRITON_KINDS = ("task", "interactive")
 QUALITY_MODEL_PUBLISHED = "quality.project_model_published"  # args (project, version, weights b64, figures, ns)
 Send = Callable[[str, str, list], None]  # (task name, queue, args)
-CLICK_BASE = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
+# The default served click network (``Settings.triton_model_name``'s default)
+CLICK_BASE = REPO_ROOT / "deploy" / "triton" / "models" / Settings.model_fields["triton_model_name"].default
 
 
 def click_base(settings: Settings) -> Path:

@@ -1,9 +1,10 @@
 """Propagation of human labels to every frame of a video by test-time fine-tuning (Qiao et al., WACV 2023).
 
-The platform's click-conditioned network (the shipped weights of ``deploy/triton/models/clickseg``)
-is used as a mask refiner, as MaskTrack does: its previous-mask channel gets the current estimate of a
-frame, the click channels are empty and the colour-prior channel is 0.5 (what the network saw without
-positive clicks), and it outputs that frame's mask. On one video it is fine-tuned with
+The platform's earlier click-conditioned network (the shipped weights of ``deploy/triton/models/clickseg``,
+small enough to fine-tune per video on CPU; not the served default ``clickseg_lite0``) is used as a mask
+refiner, as MaskTrack does: its previous-mask channel gets the current estimate of a frame, the click
+channels are empty and the colour-prior channel is 0.5 (what the network saw without positive clicks), and
+it outputs that frame's mask. On one video it is fine-tuned with
 
   (a) BCE + Dice against the human-labelled pixels (whole frames, rectangles, superpixels: any pixel
       set with labels); the prior fed for a labelled frame is the current estimate (partial labels)

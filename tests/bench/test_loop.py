@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.loop import Settings, run
+from bench.loop import BASE_MODEL, Settings, run
 from services.common.published_models import triton_model_name
 from services.training.snapshots import is_heldout
 
@@ -69,7 +69,7 @@ def test_two_rounds_train_publish_and_serve_a_new_interactive_version(tmp_path):
     # Round 0 clicked with the frozen base network; round 1 with the version promoted after it, served by Triton.
     name = triton_model_name("loop-synthetic", "interactive")
     assert rows[0]["interactive_version"] == 0 and rows[1]["interactive_version"] >= 1
-    assert all(v.startswith("clickseg:") for v in rows[0]["promoted"]["model_versions"])
+    assert all(v.startswith(f"{BASE_MODEL}:") for v in rows[0]["promoted"]["model_versions"])
     assert rows[1]["promoted"]["model_versions"] == [f"{name}:{rows[1]['interactive_version']}"]
-    assert all(v.startswith("clickseg:") for v in rows[1]["frozen"]["model_versions"])
+    assert all(v.startswith(f"{BASE_MODEL}:") for v in rows[1]["frozen"]["model_versions"])
     assert report["click_saving_last_round"] == rows[1]["click_saving"]

@@ -106,4 +106,4 @@ def test_one_finish_session_reaches_every_wing_once(platform):
     with engine.connect() as db:
         assert db.scalar(select(ItemRow.labelled).where(ItemRow.item_id == "124080"))
         stored = db.execute(select(AnnotationRow.label, AnnotationRow.uri, AnnotationRow.model_version)).one()
-    assert stored.label == "flower" and stored.uri == IMAGE.resolve().as_uri() and stored.model_version.startswith("clickseg:")
+    assert stored.label == "flower" and stored.uri == IMAGE.resolve().as_uri() and stored.model_version.startswith(f"{settings.triton_model_name}:")

@@ -1,12 +1,14 @@
-"""The shipped Triton model repository: CPU config and its GPU variant in step, weights present,
-encoding parameters equal to the training config of the shipped weights."""
+"""The shipped Triton model repository (and any candidate): CPU config and its GPU variant in step, weights
+present, encoding parameters equal to the training config of the shipped weights."""
 
 import json
 import re
 
 import pytest
 
-from services.segmentation.export import MODEL_DIR, set_parameter
+from services.common.settings import Settings
+from services.models.click_models import is_pipeline
+from services.segmentation.export import CANDIDATES, MODEL_DIR, set_parameter
 
 pytestmark = pytest.mark.unit
 
@@ -21,19 +23,32 @@ def _body(text: str) -> str:
     return body.strip()
 
 
-def test_gpu_variant_differs_only_in_instance_kind_and_batching():
-    cpu = (MODEL_DIR / "config.pbtxt").read_text()
-    gpu = (MODEL_DIR / "configs" / "gpu.pbtxt").read_text()
+SERVED = sorted(p for p in MODEL_DIR.parent.iterdir() if (p / "config.pbtxt").exists())
+FOLDERS = SERVED + sorted(p for p in CANDIDATES.iterdir() if (p / "config.pbtxt").exists())
+
+
+def test_the_default_model_is_served_with_its_weights():
+    assert MODEL_DIR.parent / Settings().triton_model_name in SERVED
+    assert {p.name for p in SERVED} >= {"clickseg", "clickseg_lite0"}
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_gpu_variant_differs_only_in_instance_kind_and_batching(folder):
+    cpu = (folder / "config.pbtxt").read_text()
+    gpu = (folder / "configs" / "gpu.pbtxt").read_text()
     assert "kind: KIND_CPU" in cpu and "kind: KIND_GPU" in gpu
     assert _body(cpu) == _body(gpu)
+    assert f'name: "{folder.name}"' in cpu
 
 
-def test_encoding_parameters_match_the_shipped_weights():
-    card = json.loads((MODEL_DIR / "1" / "training.json").read_text())
-    config = (MODEL_DIR / "config.pbtxt").read_text()
+@pytest.mark.parametrize("folder", SERVED, ids=lambda p: p.name)
+def test_encoding_parameters_match_the_shipped_weights(folder):
+    card = json.loads((folder / "1" / "training.json").read_text())
+    config = (folder / "config.pbtxt").read_text()
     assert f'key: "input_size" value: {{ string_value: "{card["config"]["size"]}" }}' in config
-    assert f'dims: [ {card["config"]["in_channels"]}, -1, -1 ]' in config
-    assert (MODEL_DIR / "1" / "model.pt").stat().st_size > 100_000
+    if not is_pipeline(card["config"]):  # the service encodes the clicks: the input's channels are the encoding's
+        assert f'dims: [ {card["config"]["in_channels"]}, -1, -1 ]' in config
+    assert (folder / "1" / "model.pt").stat().st_size > 100_000
     assert card["train_command"] and card["validation"]["noc90"] > 0
 
 

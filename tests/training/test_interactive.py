@@ -1,8 +1,11 @@
 """The interactive-network job in process: fine-tuning the served click network on a project's masks with
 the iterative click simulation, its NoC gate, resume, and the Triton model folder it publishes.
 
-Tiny on purpose (64 px images, 96 px crops, a few dozen iterations): the served ``clickseg`` already finds
-the synthetic discs in about one click, so the gate's margins are small but deterministic (seeded).
+Tiny on purpose (64 px images, 96 px crops, a few dozen iterations) and mostly on ``clickseg``, the small
+network trained from scratch (served beside the default, fast to fine-tune): it already finds the synthetic
+discs in about one click, so the gate's margins are small but deterministic (seeded). The default base,
+``clickseg_lite0`` (a whole per-click pipeline around the pretrained network), is fine-tuned and
+re-exported here too, and through the training service in ``test_service.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from services.training.publishing import CLICK_BASE, TritonPublisher, scripted_p
 from services.training.registry import PROMOTED, Registry
 from services.training.registry import REJECTED as MODEL_REJECTED
 from services.training.snapshots import Entry, SnapshotStore, is_heldout
-from tests.training.helpers import write_project
+from tests.training.helpers import SCRATCH_BASE, write_project
 
 pytestmark = pytest.mark.unit
 P = "proj-clicks"
@@ -68,7 +71,7 @@ def test_fine_tune_beats_the_base_at_the_gate_and_shuffled_masks_are_rejected(st
         annotations.record(a)
     snapshot, _ = snapshots.freeze(P, 20)
     publisher = FakePublisher()
-    context = Context(snapshots, registry, publisher, tmp_path / "var")
+    context = Context(snapshots, registry, publisher, tmp_path / "var", click_base=SCRATCH_BASE)
     first = interactive_job.run(context, "op-real", P, snapshot.snapshot_id, FAST)
     assert first["state"] == "PROMOTED", first
     gate = first["gate"]
@@ -81,7 +84,7 @@ def test_fine_tune_beats_the_base_at_the_gate_and_shuffled_masks_are_rejected(st
     assert v1.config["iterations"] == 30 and v1.config["base"] == "clickseg"
     net, config = click_models.load(v1.artifact)  # click training's checkpoint format
     assert config["in_channels"] == 7 and scripted_path(Path(v1.artifact)).is_file()
-    base, _ = interactive_model.load_base(CLICK_BASE)
+    base, _ = interactive_model.load_base(SCRATCH_BASE)
     assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), base.state_dict().values()))
     again = interactive_job.run(context, "op-real", P, snapshot.snapshot_id, FAST)  # redelivered: decided already
     assert (again["state"], again["model_version"]) == ("PROMOTED", 1) and publisher.published == [1]
@@ -109,7 +112,7 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint_to_the_same_weights(tmp_
     assert len(samples) == 6 and not unreadable and samples[0].annotation.max() == 255
     config = interactive_config({"iterations": 6, "crop_size": 48, "batch_size": 2, "max_steps": 1,
                                  "checkpoint_every": 3})
-    base_config = interactive_model.load_base(CLICK_BASE)[1]
+    base_config = interactive_model.load_base(SCRATCH_BASE)[1]
 
     def dies_at(iteration):
         def progress(done, total, message):
@@ -119,14 +122,14 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint_to_the_same_weights(tmp_
 
     checkpoint = tmp_path / "job" / "checkpoint.pt"
     with pytest.raises(SystemExit):
-        interactive_model.fine_tune(interactive_model.load_base(CLICK_BASE)[0], base_config, samples, config,
+        interactive_model.fine_tune(interactive_model.load_base(SCRATCH_BASE)[0], base_config, samples, config,
                                     checkpoint, dies_at(4))
     assert torch.load(checkpoint, weights_only=False)["iteration"] == 3
     seen = []
-    resumed = interactive_model.fine_tune(interactive_model.load_base(CLICK_BASE)[0], base_config, samples, config,
+    resumed = interactive_model.fine_tune(interactive_model.load_base(SCRATCH_BASE)[0], base_config, samples, config,
                                           checkpoint, lambda done, total, message: seen.append(done))
     assert seen[0] == 4  # iterations 1-3 came from the checkpoint
-    straight = interactive_model.fine_tune(interactive_model.load_base(CLICK_BASE)[0], base_config, samples,
+    straight = interactive_model.fine_tune(interactive_model.load_base(SCRATCH_BASE)[0], base_config, samples,
                                            config)
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
         torch.testing.assert_close(a, b)
@@ -135,12 +138,12 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint_to_the_same_weights(tmp_
 def test_the_published_folder_is_the_base_model_renamed_serving_one_version(tmp_path):
     weights = tmp_path / "models" / "1" / "weights.pt"
     weights.parent.mkdir(parents=True)
-    scripted_path(weights).write_bytes((CLICK_BASE / "1" / "model.pt").read_bytes())
+    scripted_path(weights).write_bytes((SCRATCH_BASE / "1" / "model.pt").read_bytes())
 
     class Version:
         project_id, kind, version, artifact, class_names = "Proj One", "interactive", 3, str(weights), []
 
-    publisher = TritonPublisher(tmp_path / "repo", "")
+    publisher = TritonPublisher(tmp_path / "repo", "", click_base=SCRATCH_BASE)
     name = publisher.publish(Version())
     assert name.startswith("interactive-proj-one-")
     folder = tmp_path / "repo" / name
@@ -149,7 +152,50 @@ def test_the_published_folder_is_the_base_model_renamed_serving_one_version(tmp_
     assert "version_policy: { specific: { versions: [ 3 ] } }" in config
     assert 'key: "input_size" value: { string_value: "192" }' in config  # the base's click encoding
     assert (folder / "configs" / "gpu.pbtxt").read_text().count(f'name: "{name}"') == 1
-    assert (folder / "3" / "model.py").read_text() == (CLICK_BASE / "1" / "model.py").read_text()
-    assert (folder / "3" / "model.pt").read_bytes() == (CLICK_BASE / "1" / "model.pt").read_bytes()
+    assert (folder / "3" / "model.py").read_text() == (SCRATCH_BASE / "1" / "model.py").read_text()
+    assert (folder / "3" / "model.pt").read_bytes() == (SCRATCH_BASE / "1" / "model.pt").read_bytes()
     publisher.withdraw("Proj One", "interactive")
     assert not folder.exists()
+
+
+def test_the_default_pipeline_base_fine_tunes_and_is_published_as_a_pipeline(tmp_path):
+    """``clickseg_lite0``: the network comes out of the shipped pipeline TorchScript whole (re-exported, it
+    answers exactly as shipped), fine-tuning on the project's masks changes its answer, and the published
+    version is a pipeline TorchScript in a folder with the base's pipeline config."""
+    import numpy as np
+
+    from services.models import click_pipeline
+    from services.models.clicker import Clicker
+
+    assert CLICK_BASE.name == "clickseg_lite0"
+    net, config = interactive_model.load_base(CLICK_BASE)
+    assert config["arch"] == "effnet_lite0"
+    items = write_project(tmp_path / "images", P, 6, size=64)
+    entries = [Entry(a.annotation_id, a.image_id, a.uri, a.width, a.height, a.label, a.mask_counts, False)
+               for a in items]
+    samples, _ = interactive_model.build_samples(entries, False)
+    sample = samples[0]
+    clicker = Clicker(sample.annotation)
+    clicker.next_click(None)
+    shipped = torch.jit.load(str(CLICK_BASE / "1" / "model.pt"))
+    expected = click_pipeline.segmenter(shipped, sample.image)(clicker.clicks, None)
+
+    weights = tmp_path / "v1" / "weights.pt"
+    interactive_model.save(net, config, weights, scripted_path(weights))
+    again = click_pipeline.segmenter(torch.jit.load(str(scripted_path(weights))), sample.image)
+    np.testing.assert_allclose(again(clicker.clicks, None), expected, atol=1e-5)
+
+    tuned = interactive_model.fine_tune(net, config, samples, interactive_config(
+        {"iterations": 4, "crop_size": 64, "batch_size": 2, "max_steps": 1, "learning_rate": 1e-3}))
+    interactive_model.save(tuned, config, weights, scripted_path(weights))
+    after = click_pipeline.segmenter(torch.jit.load(str(scripted_path(weights))), sample.image)(clicker.clicks, None)
+    assert np.abs(after - expected).max() > 0.01
+    assert click_models.load(weights)[1]["arch"] == "effnet_lite0"
+
+    class Version:
+        project_id, kind, version, artifact, class_names = P, "interactive", 1, str(weights), []
+
+    folder = TritonPublisher(tmp_path / "repo", "").write(Version())
+    config_text = (folder / "config.pbtxt").read_text()
+    assert 'name: "IMAGE"' in config_text and 'key: "refine" value: { string_value: "grabcut" }' in config_text
+    assert (folder / "1" / "model.py").read_text() == (CLICK_BASE / "1" / "model.py").read_text()

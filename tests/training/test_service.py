@@ -31,10 +31,10 @@ from services.models.clicker import Clicker
 from services.selection.pool import Item, PoolStore
 from services.selection.score_store import ScoreStore
 from services.training.interactive_model import load_base
-from services.training.publishing import CLICK_BASE, triton_model_name
+from services.training.publishing import triton_model_name
 from services.training.snapshots import is_heldout
 from tests.conftest import PYTHON, start_service, wait_until
-from tests.training.helpers import SERVICE_NAMES, event, reviewed, write_project
+from tests.training.helpers import SCRATCH_BASE, SERVICE_NAMES, event, reviewed, write_project
 from tests.training.service_calls import FAST, INTERACTIVE, TASK, P, finished, refused, submit, train
 
 pytestmark = pytest.mark.integration
@@ -234,7 +234,7 @@ def test_annotations_fine_tune_the_click_network_which_triton_serves_as_the_proj
                       decode_rle(list(e.mask.size), e.mask.counts, (e.image.height, e.image.width), "mask")
                       .astype(np.uint8) * 255) for e in entries]
     project_ious = one_click_ious(served, samples)
-    base_ious = one_click_ious(torch_network(load_base(CLICK_BASE)[0]), samples)
+    base_ious = one_click_ious(torch_network(load_base(SCRATCH_BASE)[0]), samples)
     assert np.mean(project_ious) > np.mean(base_ious) + 0.03, (project_ious, base_ious)
 
     # The segmentation service serves the project's clicks with its promoted version, unasked (this Triton

@@ -38,8 +38,8 @@ class _Click:
 
 def _check(image, clicks, prev):
     """None, or what is wrong with one request's arrays (the message names the input)."""
-    if image.ndim != 4 or image.shape[3] != 3 or min(image.shape[1:3]) < 16:
-        return f"IMAGE must be (N, H, W, 3) with H, W >= 16, got {image.shape}"
+    if image.ndim != 4 or image.shape[3] != 3 or min(image.shape[1:3]) < 1:
+        return f"IMAGE must be (N, H, W, 3) with H, W >= 1, got {image.shape}"
     if clicks.ndim != 3 or clicks.shape[0] != image.shape[0] or clicks.shape[2] != 3 or clicks.shape[1] < 1:
         return f"CLICKS must be (N, K, 3) with K >= 1 and N as IMAGE's, got {clicks.shape}"
     height, width = image.shape[1:3]
