@@ -26,8 +26,9 @@ from services.models import click_encoding as encoding
 Network = Callable[[np.ndarray], np.ndarray]
 # (RGB image, probability, clicks) -> refined probability, all at image size.
 Refiner = Callable[[np.ndarray, np.ndarray, Sequence[Click]], np.ndarray]
-# (RGB image, clicks, previous probability or None) -> probability, at image size: a pipeline model.
-PipelineNetwork = Callable[[np.ndarray, Sequence[Click], "np.ndarray | None"], np.ndarray]
+# (RGB image, clicks, previous probability or None) -> (probability, the network's own before the model's
+# refinement), at image size: a pipeline model.
+PipelineNetwork = Callable[[np.ndarray, Sequence[Click], "np.ndarray | None"], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class EncodingConfig:
     radius: float = encoding.RADIUS
     with_prior: bool = True
     pipeline: bool = False  # the model takes image, clicks and previous map (``network.segment``)
+    network_output: bool = False  # a pipeline model also returns its network's map before its refinement
 
     @property
     def in_channels(self) -> int:
@@ -97,10 +99,10 @@ class Predictor:
         c = self.config
         if c.pipeline:
             start = time.perf_counter()
-            prob = self.network.segment(image, clicks, prev_prob)
+            prob, network_prob = self.network.segment(image, clicks, prev_prob)
             if timings is not None:
                 timings["model_ms"] = (time.perf_counter() - start) * 1000
-            return prob, prob
+            return prob, network_prob
         x, crop = encoding.prepare(image, clicks, prev_prob, c.size, c.radius, c.with_prior)
         start = time.perf_counter()
         prob = self.network(x[None])[0, 0]

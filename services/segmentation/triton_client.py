@@ -8,7 +8,6 @@ backoff, so the service recovers without a restart when Triton comes back.
 from __future__ import annotations
 
 import threading
-
 from collections.abc import Sequence
 
 import numpy as np
@@ -70,11 +69,13 @@ class TritonNetwork:
                 except InferenceServerException as exc:
                     raise self._error(exc, f"describe model {self.model!r}") from None
                 params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+                outputs = {o["name"] for o in config.get("output", [])}
                 self._encoding = EncodingConfig(
                     size=int(params.get("input_size", 192)),
                     radius=float(params.get("click_radius", 5)),
                     with_prior=params.get("colour_prior", "true").lower() == "true",
                     pipeline=params.get("interface", "encoded") == "pipeline",
+                    network_output="NET_PROB" in outputs,
                 )
             return self._encoding
 
@@ -91,8 +92,10 @@ class TritonNetwork:
             raise self._error(exc, "run the model") from None
         return result.as_numpy("PROB")
 
-    def segment(self, image: np.ndarray, clicks: Sequence[Click], prev: np.ndarray | None) -> np.ndarray:
-        """A pipeline model's probability (H, W) for the image, its clicks and the previous map.
+    def segment(self, image: np.ndarray, clicks: Sequence[Click],
+                prev: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """A pipeline model's probability (H, W) for the image, its clicks and the previous map, and the
+        network's own before the model's refinement (``NET_PROB``; the same map when the model has none).
 
         The previous map travels as uint8 (probability x 255): what the session store keeps anyway,
         a quarter of the bytes of float32.
@@ -107,14 +110,16 @@ class TritonNetwork:
             prev_u8 = np.clip(np.rint(np.asarray(prev, np.float32) * 255), 0, 255).astype(np.uint8)[None]
             inputs.append(triton.InferInput("PREV", list(prev_u8.shape), "UINT8"))
             inputs[2].set_data_from_numpy(prev_u8)
+        names = ["PROB", "NET_PROB"] if self.encoding().network_output else ["PROB"]
         try:
             result = self.client.infer(
                 self.model, inputs, model_version=self.version,
-                outputs=[triton.InferRequestedOutput("PROB")], client_timeout=self._timeout(),
+                outputs=[triton.InferRequestedOutput(name) for name in names], client_timeout=self._timeout(),
             )
         except InferenceServerException as exc:
             raise self._error(exc, "run the model") from None
-        return result.as_numpy("PROB")[0]
+        prob = result.as_numpy("PROB")[0]
+        return prob, result.as_numpy(names[-1])[0]
 
     def status(self) -> dict:
         """What GetModelInfo reports; never raises (ready = false and the error instead)."""

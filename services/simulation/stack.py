@@ -180,14 +180,14 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def segmentation_fingerprint(model_name: str | None = None) -> str:
+def segmentation_fingerprint() -> str:
     """Short digest of what decides the service's masks and statistics (the served model's folder, the
     encoding, the pipeline, the refinement and the statistics code): simulation caches live under it, so
     a new checkpoint is never read from a cache measured with an old one."""
     import hashlib  # noqa: PLC0415
 
     digest = hashlib.sha256()
-    model_dir = REPO_ROOT / "deploy" / "triton" / "models" / (model_name or Settings().triton_model_name)
+    model_dir = REPO_ROOT / "deploy" / "triton" / "models" / Settings().triton_model_name
     code = REPO_ROOT / "services"
     for path in [*sorted(model_dir.rglob("*.pt")), *sorted(model_dir.rglob("*.pbtxt")),
                  *(code / name for name in ("models/grabcut.py", "models/click_disks.py", "models/click_encoding.py",

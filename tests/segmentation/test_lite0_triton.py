@@ -69,11 +69,11 @@ def test_triton_runs_the_same_pipeline_as_in_process(lite0):
     clicks = [Click(120, 90, True), Click(20, 20, False)]
     prev = np.zeros(image.shape[:2], np.float32)
     prev[50:130, 70:170] = 200 / 255  # exactly representable as the uint8 that travels
-    got = network.segment(image, clicks, prev)
+    got, network_prob = network.segment(image, clicks, prev)
     expected = click_pipeline.segmenter(scripted, image)(clicks, prev)
     assert got.shape == image.shape[:2] and got.dtype == np.float32
-    assert np.allclose(got, expected, atol=1e-4)
-    first = network.segment(image, clicks[:1], None)
+    assert np.allclose(got, expected, atol=1e-4) and np.array_equal(network_prob, got)  # no refinement
+    first, _ = network.segment(image, clicks[:1], None)
     assert np.allclose(first, click_pipeline.segmenter(scripted, image)(clicks[:1], None), atol=1e-4)
     network.close()
 
@@ -86,7 +86,7 @@ def test_concurrent_requests_of_different_sizes_batch_and_come_back_to_their_sen
 
     def run(i: int) -> None:
         h, w = shapes[i]
-        results[i] = network.segment(_image(h, w, seed=i), [Click(w // 2, h // 2, True)], None)
+        results[i] = network.segment(_image(h, w, seed=i), [Click(w // 2, h // 2, True)], None)[0]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(shapes))]
     for t in threads:
@@ -105,9 +105,11 @@ def test_the_shipped_model_refines_with_grabcut_inside_triton(lite0):
     network = TritonNetwork(server.grpc_url, "clickseg_lite0")
     image = _image()
     clicks = [Click(120, 90, True), Click(20, 20, False)]
-    got = network.segment(image, clicks, None)
+    got, network_prob = network.segment(image, clicks, None)
     prob = click_pipeline.segmenter(scripted, image)(clicks, None)
     expected = grabcut.refine(image, prob, clicks)
+    # NET_PROB is the network's own map before the cut (what the service reads confidence off)
+    assert np.allclose(network_prob, prob, atol=1e-4) and not np.allclose(network_prob, got, atol=0.1)
     # GrabCut's cut, not the network's map: a 0/1 mask that differs from the map's threshold somewhere
     assert set(np.unique(got)) <= {0.0, 1.0}
     assert ((got > 0.5) != (prob > 0.5)).sum() > 0
@@ -171,9 +173,9 @@ def test_a_pipeline_model_never_gets_a_service_side_refiner():
 
     class Network:
         def segment(self, image, clicks, prev):
-            return np.full(image.shape[:2], 0.7, np.float32)
+            return np.ones(image.shape[:2], np.float32), np.full(image.shape[:2], 0.7, np.float32)
 
     predictor = Predictor(Network(), EncodingConfig(size=256, with_prior=False, pipeline=True), refine=refine)
     timings: dict = {}
     prob, raw = predictor.predict_with_network(np.zeros((20, 30, 3), np.uint8), [Click(1, 1, True)], None, timings)
-    assert prob.shape == (20, 30) and prob is raw and timings["model_ms"] >= 0
+    assert prob.shape == (20, 30) and (prob == 1).all() and (raw == 0.7).all() and timings["model_ms"] >= 0

@@ -5,7 +5,8 @@ then, with the parameter ``refine`` = ``grabcut``, GrabCut seeded by the network
 
 Inputs per request (leading batch dimension N, usually 1): ``IMAGE`` (N, H, W, 3) uint8 RGB, ``CLICKS``
 (N, K, 3) int32 rows ``(x, y, positive)``, optional ``PREV`` (N, H, W) uint8 previous probability x 255.
-Output ``PROB`` (N, H, W) float32 object probability. All requests of one dynamic batch, whatever their
+Outputs ``PROB`` (N, H, W) float32 object probability, ``NET_PROB`` the network's own before the
+refinement (what confidence is read off). All requests of one dynamic batch, whatever their
 image sizes, go through the pipeline together, so their network passes run as one batch.
 """
 
@@ -108,11 +109,14 @@ class TritonPythonModel:
                 owners.append(i)
         if images:
             with torch.inference_mode():
-                probs = [p.float().cpu().numpy() for p in self.pipeline(images, clicks, prevs)]
+                nets = [p.float().cpu().numpy() for p in self.pipeline(images, clicks, prevs)]
+            probs = nets
             if self.refine is not None:
                 probs = [self.refine(image.cpu().numpy(), prob, [_Click(*row) for row in click.cpu().tolist()])
-                         for image, click, prob in zip(images, clicks, probs)]
+                         for image, click, prob in zip(images, clicks, nets)]
             for i in sorted(set(owners)):
-                batch = np.stack([p for p, owner in zip(probs, owners) if owner == i])
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("PROB", batch)])
+                mine = [j for j, owner in enumerate(owners) if owner == i]
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("PROB", np.stack([probs[j] for j in mine])),
+                    pb_utils.Tensor("NET_PROB", np.stack([nets[j] for j in mine]))])
         return responses
