@@ -127,8 +127,10 @@ def _run_for(concurrency: int, seconds: float, work) -> list[float]:
 
 def measure_triton_pipeline(url: str, model: str, image: np.ndarray, mask: np.ndarray, concurrency: int,
                             seconds: float) -> dict:
-    """A pipeline model called as the service calls it: image, clicks so far, previous map (uint8)."""
+    """A pipeline model called as the service calls it: image, clicks so far, previous map (uint8); the
+    outputs the service asks for (the refined map and the network's own)."""
     clients = [triton.InferenceServerClient(url) for _ in range(concurrency)]
+    outputs = [o["name"] for o in clients[0].get_model_config(model, as_json=True)["config"]["output"]]
     state = [{"clicks": [], "n": 8, "prev": None} for _ in range(concurrency)]
     pixels = image[None]
 
@@ -146,7 +148,7 @@ def measure_triton_pipeline(url: str, model: str, image: np.ndarray, mask: np.nd
             inputs.append(triton.InferInput("PREV", list(s["prev"].shape), "UINT8"))
             inputs[2].set_data_from_numpy(s["prev"])
         started = time.perf_counter()
-        prob = clients[i].infer(model, inputs, outputs=[triton.InferRequestedOutput("PROB")],
+        prob = clients[i].infer(model, inputs, outputs=[triton.InferRequestedOutput(n) for n in outputs],
                                 client_timeout=60).as_numpy("PROB")
         elapsed = (time.perf_counter() - started) * 1000
         s["prev"] = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
@@ -300,6 +302,7 @@ def main(out: Path = Path("bench/results"), seconds: float = 8.0,
                 lines.append(f"| {batching} | {c} | {t['p50_ms']} / {t['p95_ms']} | {raw['p50_ms']} / {raw['p95_ms']} "
                              f"| x{row['clickseg_overhead_ratio_p50']} | {ref['p50_ms']} / {ref['p95_ms']} |")
     (out / "segmentation_latency.md").write_text("\n".join(lines) + "\n")
+    typer.echo(f"wrote {out / 'segmentation_latency.json'}, .md and .png")
 
 
 if __name__ == "__main__":
