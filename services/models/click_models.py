@@ -7,6 +7,7 @@ model; the default for checkpoints written before there was a choice) or ``effne
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,8 +57,6 @@ def export_served(net: nn.Module, config: dict, path: str | Path) -> Path:
 
 def load_served(scripted: str | Path, config: dict) -> nn.Module:
     """The trainable network inside a served TorchScript (a pipeline holds it as ``net``), in eval mode."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what Triton's backend loads
         state = torch.jit.load(str(scripted), map_location="cpu").state_dict()
