@@ -20,9 +20,9 @@ from pathlib import Path
 from supervisor.xmlrpc import SupervisorTransport
 
 from services.common.probes import grpc_health, http_ready, redis_ping
-from services.common.settings import REPO_ROOT, SERVICES, Settings
+from services.common.settings import REPO_ROOT, SERVICES, TRITON_MODELS, Settings
 
-TRITON_REPOSITORY = REPO_ROOT / "deploy" / "triton" / "models"
+TRITON_REPOSITORY = TRITON_MODELS
 
 
 TRITON_LAUNCHER = REPO_ROOT / "deploy" / "local" / "tritonserver.sh"

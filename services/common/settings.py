@@ -31,6 +31,7 @@ PROTO_SERVICES: dict[str, str] = {
 }
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TRITON_MODELS = REPO_ROOT / "deploy" / "triton" / "models"  # the shipped Triton model repository
 
 
 class Settings(BaseSettings):
@@ -239,3 +240,8 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Process-wide settings, read once; tests build ``Settings(...)`` and pass it explicitly."""
     return Settings()
+
+
+def served_model_dir(name: str | None = None) -> Path:
+    """A shipped Triton model folder: ``name``'s, or the default click model's (``triton_model_name``)."""
+    return TRITON_MODELS / (name or Settings.model_fields["triton_model_name"].default)

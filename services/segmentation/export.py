@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 import typer
 
-from services.common.settings import REPO_ROOT
+from services.common.settings import REPO_ROOT, served_model_dir
 from services.models.click_models import export_served, is_pipeline, load
 
-MODEL_DIR = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
+MODEL_DIR = served_model_dir("clickseg")
 CANDIDATES = REPO_ROOT / "deploy" / "triton" / "candidates"
 
 

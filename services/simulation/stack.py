@@ -27,7 +27,7 @@ import httpx
 
 from services.common.keys import KeyStore, Role
 from services.common.probes import grpc_health
-from services.common.settings import REPO_ROOT, SERVICES, Settings
+from services.common.settings import REPO_ROOT, SERVICES, Settings, served_model_dir
 from services.common.storage import make_engine, make_session_factory, migrate
 
 TRITON_LAUNCHER = REPO_ROOT / "deploy" / "local" / "tritonserver.sh"
@@ -187,7 +187,7 @@ def segmentation_fingerprint() -> str:
     import hashlib  # noqa: PLC0415
 
     digest = hashlib.sha256()
-    model_dir = REPO_ROOT / "deploy" / "triton" / "models" / Settings().triton_model_name
+    model_dir = served_model_dir(Settings().triton_model_name)
     code = REPO_ROOT / "services"
     for path in [*sorted(model_dir.rglob("*.pt")), *sorted(model_dir.rglob("*.pbtxt")),
                  *(code / name for name in ("models/grabcut.py", "models/click_disks.py", "models/click_encoding.py",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from services.common.errors import FailedPrecondition, Unavailable
 from services.common.published_models import triton_model_name
-from services.common.settings import REPO_ROOT, Settings
+from services.common.settings import Settings, served_model_dir
 from services.models import click_repository
 from services.models.task_repository import write_config, write_version
 from services.training.registry import ModelVersion
@@ -37,13 +37,13 @@ TRITON_KINDS = ("task", "interactive")
 QUALITY_MODEL_PUBLISHED = "quality.project_model_published"  # args (project, version, weights b64, figures, ns)
 Send = Callable[[str, str, list], None]  # (task name, queue, args)
 # The default served click network (``Settings.triton_model_name``'s default)
-CLICK_BASE = REPO_ROOT / "deploy" / "triton" / "models" / Settings.model_fields["triton_model_name"].default
+CLICK_BASE = served_model_dir()
 
 
 def click_base(settings: Settings) -> Path:
     """The served click network's model folder, which interactive jobs fine-tune and publish beside."""
     return Path(settings.training_interactive_base) if settings.training_interactive_base else \
-        REPO_ROOT / "deploy" / "triton" / "models" / settings.triton_model_name
+        served_model_dir(settings.triton_model_name)
 
 
 def scripted_path(weights: Path) -> Path:

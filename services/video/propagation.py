@@ -28,12 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from services.common.settings import REPO_ROOT
+from services.common.settings import served_model_dir
 from services.models.click_encoding import MEAN, STD
 from services.models.click_net import ClickSegNet, build
 from services.video.flow import Flows
 
-SHIPPED_MODEL = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg" / "1" / "model.pt"
+SHIPPED_MODEL = served_model_dir("clickseg") / "1" / "model.pt"
 Progress = Callable[[int, int, str], None]
 
 

@@ -19,12 +19,12 @@ from services.common import annotation_events
 from services.common.clicks import Click
 from services.common.keys import KeyStore, Role
 from services.common.masks import decode_rle, iou
-from services.common.settings import REPO_ROOT, Settings
+from services.common.settings import served_model_dir
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.models import click_pipeline, grabcut
 from tests.conftest import SHARED_DATA, start_service, wait_until
 
-MODEL_DIR = REPO_ROOT / "deploy" / "triton" / "models" / Settings.model_fields["triton_model_name"].default
+MODEL_DIR = served_model_dir()
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,12 @@ from PIL import Image
 
 from annotation.v1 import common_pb2
 from services.common.masks import encode_rle
-from services.common.settings import REPO_ROOT
+from services.common.settings import served_model_dir
 from services.quality import features
 from services.training.annotations import Annotation
 
 # The small network trained from scratch, served beside the default: quick to fine-tune in tests.
-SCRATCH_BASE = REPO_ROOT / "deploy" / "triton" / "models" / "clickseg"
+SCRATCH_BASE = served_model_dir("clickseg")
 
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 60, 210)}
 
