@@ -5,9 +5,9 @@ click-seeded baseline, with the standard clicker, in one run on the same images.
 
 DIR holds ``images/`` and ``masks/`` with matching stems (0 background, 255 object, 128 ignore).
 Methods: ``model`` (the service as deployed: the default ``clickseg_lite0``, zoom-in, the pretrained
-network, focus pass and GrabCut refinement all in Triton, nothing computed in the service), ``lite0`` (the
-service on ``clickseg_lite0`` by name, whatever the default), ``lite0-raw`` (the same network alone: no
-GrabCut refinement), ``lite0-nofocus`` (the network alone without the focus pass either), ``clickseg`` (the
+network and its focus pass all in Triton, nothing computed in the service), ``lite0`` (the service on
+``clickseg_lite0`` by name, whatever the default), ``lite0-grabcut`` (the same with GrabCut seeded by the
+network's map, inside Triton), ``lite0-nofocus`` (the network without the focus pass), ``clickseg`` (the
 earlier network trained from scratch, GrabCut refinement in the service), ``clickseg-raw`` (that network
 alone), ``grabcut`` (OpenCV GrabCut seeded from the clicks, in-process: the baseline is not a service).
 ``--model NAME`` (repeatable) adds the service on any model Triton serves as a project's interactive model
@@ -42,20 +42,20 @@ from services.models.clicker import iou_curve, summarize
 from services.models.grabcut import grabcut_segmenter
 from services.simulation.segmentation_session import SegmentationSession
 
-METHODS = ("model", "lite0", "lite0-raw", "lite0-nofocus", "clickseg", "clickseg-raw", "grabcut")
+METHODS = ("model", "lite0", "lite0-grabcut", "lite0-nofocus", "clickseg", "clickseg-raw", "grabcut")
 LOCAL_METHODS = ("grabcut",)
 # Segmentation-server settings of each service method (``model`` is the deployment's own).
 SERVER_SETTINGS = {
     "model": {},
     "lite0": {"triton_model_name": "clickseg_lite0"},
-    "lite0-raw": {"triton_model_name": "clickseg_lite0_raw"},
+    "lite0-grabcut": {"triton_model_name": "clickseg_lite0_grabcut"},
     "lite0-nofocus": {"triton_model_name": "clickseg_lite0_nofocus"},
     "clickseg": {"triton_model_name": "clickseg"},
     "clickseg-raw": {"triton_model_name": "clickseg", "segmentation_refine": False},
 }
 # Copies of ``clickseg_lite0`` (the same weights, linked) with some of its parameters changed.
 LITE0_VARIANTS = {
-    "clickseg_lite0_raw": {"refine": "none"},
+    "clickseg_lite0_grabcut": {"refine": "grabcut"},
     "clickseg_lite0_nofocus": {"refine": "none", "focus": "false"},
 }
 app = typer.Typer(add_completion=False)
@@ -88,8 +88,8 @@ class ServiceSegmenter:
 
 
 def lite0_repository(target: Path) -> Path:
-    """Served models + ``clickseg_lite0``'s ``LITE0_VARIANTS``: the network alone (no GrabCut
-    refinement) and, for measuring the focus pass, without it too."""
+    """Served models + ``clickseg_lite0``'s ``LITE0_VARIANTS``: with the GrabCut refinement and, for
+    measuring the focus pass, without that pass."""
     from services.segmentation.export import lite0_model_dir, repository_with_candidates, set_parameter
 
     source = lite0_model_dir()

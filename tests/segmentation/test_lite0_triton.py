@@ -1,8 +1,8 @@
-"""The pretrained click network's Triton model (``clickseg_lite0``): its whole per-click pipeline, GrabCut
-refinement included, runs in the real tritonserver, the service only sends image, clicks and previous map.
-The weights here are the ImageNet encoder with an untrained decoder: these tests check the serving path,
-not accuracy. ``clickseg_lite0_raw`` is the same model with the refinement off, compared exactly with the
-in-process TorchScript."""
+"""The pretrained click network's Triton model (``clickseg_lite0``): its whole per-click pipeline runs in
+the real tritonserver, the service only sends image, clicks and previous map. The weights here are the
+ImageNet encoder with an untrained decoder: these tests check the serving path, not accuracy. As shipped
+(no refinement) it is compared exactly with the in-process TorchScript; ``clickseg_lite0_grabcut`` is the
+same model with the GrabCut refinement on, which also runs inside Triton."""
 
 from __future__ import annotations
 
@@ -32,22 +32,22 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory):
-    """(tritonserver with the served models + clickseg_lite0 of known weights as shipped (GrabCut
-    refinement on) and the same as clickseg_lite0_raw (refinement off), the TorchScript)."""
+    """(tritonserver with the served models + clickseg_lite0 of known weights as shipped (no refinement)
+    and the same as clickseg_lite0_grabcut (GrabCut refinement on), the TorchScript)."""
     work = tmp_path_factory.mktemp("lite0")
     folder = work / "clickseg_lite0"
     shutil.copytree(lite0_model_dir(), folder, ignore=shutil.ignore_patterns("model.pt", "training.json"))
-    assert 'key: "refine" value: { string_value: "grabcut" }' in (folder / "config.pbtxt").read_text()
+    assert 'key: "refine" value: { string_value: "none" }' in (folder / "config.pbtxt").read_text()
     torch.manual_seed(0)
     net = build({"arch": "effnet_lite0"})
     torch.nn.init.normal_(net.maps_stem[2].weight, std=0.05)  # the clicks must matter
     path = click_pipeline.export(click_pipeline.from_config(net, {"size": 256}), folder / "1" / "model.pt")
-    raw = work / "clickseg_lite0_raw"
-    shutil.copytree(folder, raw)
-    config = (raw / "config.pbtxt").read_text().replace('name: "clickseg_lite0"', 'name: "clickseg_lite0_raw"')
-    (raw / "config.pbtxt").write_text(set_parameter(config, "refine", "none"))
+    cut = work / "clickseg_lite0_grabcut"
+    shutil.copytree(folder, cut)
+    config = (cut / "config.pbtxt").read_text().replace('name: "clickseg_lite0"', 'name: "clickseg_lite0_grabcut"')
+    (cut / "config.pbtxt").write_text(set_parameter(config, "refine", "grabcut"))
     server = Triton(work, model_repository=repository_with_candidates(
-        work / "repo", {"clickseg_lite0": folder, "clickseg_lite0_raw": raw}))
+        work / "repo", {"clickseg_lite0": folder, "clickseg_lite0_grabcut": cut}))
     server.start()
     yield server, torch.jit.load(str(path)).eval()
     server.stop()
@@ -62,7 +62,7 @@ def _image(height: int = 180, width: int = 240, seed: int = 0) -> np.ndarray:
 
 def test_triton_runs_the_same_pipeline_as_in_process(lite0):
     server, scripted = lite0
-    network = TritonNetwork(server.grpc_url, "clickseg_lite0_raw")
+    network = TritonNetwork(server.grpc_url, "clickseg_lite0")
     encoding = network.encoding()
     assert encoding.pipeline and encoding.size == 256 and not encoding.with_prior
     image = _image()
@@ -80,7 +80,7 @@ def test_triton_runs_the_same_pipeline_as_in_process(lite0):
 
 def test_concurrent_requests_of_different_sizes_batch_and_come_back_to_their_senders(lite0):
     server, scripted = lite0
-    network = TritonNetwork(server.grpc_url, "clickseg_lite0_raw")
+    network = TritonNetwork(server.grpc_url, "clickseg_lite0")
     shapes = [(120, 200), (180, 240), (64, 64), (200, 90)] * 2
     results: dict[int, np.ndarray] = {}
 
@@ -100,9 +100,9 @@ def test_concurrent_requests_of_different_sizes_batch_and_come_back_to_their_sen
     network.close()
 
 
-def test_the_shipped_model_refines_with_grabcut_inside_triton(lite0):
+def test_the_grabcut_variant_refines_inside_triton(lite0):
     server, scripted = lite0
-    network = TritonNetwork(server.grpc_url, "clickseg_lite0")
+    network = TritonNetwork(server.grpc_url, "clickseg_lite0_grabcut")
     image = _image()
     clicks = [Click(120, 90, True), Click(20, 20, False)]
     got, network_prob = network.segment(image, clicks, None)
@@ -135,7 +135,7 @@ def test_the_service_on_the_pretrained_model_calls_triton_and_refines_nothing_it
     server, scripted = lite0
     seg_settings = settings.model_copy(update={
         "triton_grpc_url": server.grpc_url, "triton_http_port": server.http_port,
-        "triton_model_name": "clickseg_lite0_raw", "segmentation_refine": True})
+        "triton_model_name": "clickseg_lite0", "segmentation_refine": True})
     migrate(seg_settings.resolved_database_url)
     token = KeyStore(make_session_factory(make_engine(seg_settings.resolved_database_url)), 0).create(
         "annotator", Role.ANNOTATOR, ["p1"])[1]
@@ -163,7 +163,7 @@ def test_the_service_on_the_pretrained_model_calls_triton_and_refines_nothing_it
             # GrabCut (refinement on in these settings) would not leave the network's mask as it is.
             assert (mask == (prob > 0.5)).mean() > 0.999
         info = stub.GetModelInfo(segmentation_pb2.SegmentationGetModelInfoRequest(), metadata=auth, timeout=30)
-        assert info.model_name == "clickseg_lite0_raw" and info.input_long_side_px == 256
+        assert info.model_name == "clickseg_lite0" and info.input_long_side_px == 256
 
 
 @pytest.mark.unit

@@ -93,16 +93,16 @@ def test_predict_runs_the_shipped_network_in_triton(call, seg_settings):
         project_id="p1", image_data=data,
         clicks=[common_pb2.Click(x=c.x, y=c.y, positive=c.positive) for c in clicks]))
     mask = decode_rle(reply.mask.size, reply.mask.counts, image.shape[:2], "mask")
-    # The shipped default's TorchScript in-process (its whole per-click pipeline, then the GrabCut refinement
-    # its Triton model applies) gives the same mask: the service really runs the shipped model through
-    # Triton, not something else (the earlier clickseg + GrabCut in the service gives IoU ~0.97 here).
+    # The shipped default's TorchScript in-process (its whole per-click pipeline, no refinement) gives the
+    # same mask: the service really runs the shipped model through Triton, not something else (with the
+    # GrabCut refinement on top, served until the refinement bench, IoU is 0.62 here).
     import torch
 
     assert seg_settings.triton_model_name == MODEL_DIR.name == "clickseg_lite0"
     pipeline = torch.jit.load(str(MODEL_DIR / "1" / "model.pt")).eval()
     prob = click_pipeline.segmenter(pipeline, image)(clicks, None)
-    expected = grabcut.refine(image, prob, clicks) > 0.5
-    assert iou(mask, expected) > 0.99
+    assert iou(mask, prob > seg_settings.segmentation_threshold) > 0.99
+    assert iou(mask, grabcut.refine(image, prob, clicks) > 0.5) < 0.9
     assert reply.model_latency_ms > 0 and reply.service_latency_ms >= reply.model_latency_ms
     assert reply.model_version.startswith("clickseg")
     assert (reply.image.width, reply.image.height) == (image.shape[1], image.shape[0])

@@ -197,5 +197,10 @@ def test_the_default_pipeline_base_fine_tunes_and_is_published_as_a_pipeline(tmp
 
     folder = TritonPublisher(tmp_path / "repo", "").write(Version())
     config_text = (folder / "config.pbtxt").read_text()
-    assert 'name: "IMAGE"' in config_text and 'key: "refine" value: { string_value: "grabcut" }' in config_text
+    assert 'name: "IMAGE"' in config_text and 'key: "interface" value: { string_value: "pipeline" }' in config_text
+
+    def parameters(text):
+        return [line for line in text.splitlines() if line.startswith("parameters:")]
+
+    assert parameters(config_text) == parameters((CLICK_BASE / "config.pbtxt").read_text())  # refine, focus, ...
     assert (folder / "1" / "model.py").read_text() == (CLICK_BASE / "1" / "model.py").read_text()
