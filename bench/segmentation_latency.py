@@ -3,8 +3,8 @@
 Side by side in one run, on one 480x480 image (a GrabCut photo resized), at 1, 8 and 32 concurrent
 sessions, with Triton's dynamic batching on (the shipped config) and off (the same repository with
 the dynamic_batching block removed):
-  * ``triton``: the served default model (``clickseg_lite0``: zoom-in, the pretrained network, focus pass
-    and GrabCut refinement, all in Triton), called with exactly what the service sends it (image, clicks,
+  * ``triton``: the served default model (``clickseg_lite0``: zoom-in, the pretrained network on ONNX
+    Runtime, focus pass, all in Triton), called with exactly what the service sends it (image, clicks,
     previous map fed back from the last answer, sessions of 8 clicks);
   * ``service``: AddClick through the segmentation service as deployed by default (on that model):
     service / triton is the service's own cost (click bookkeeping, Redis, RLE);

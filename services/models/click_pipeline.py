@@ -18,6 +18,7 @@ several requests (Triton's dynamic batching) run as one batch.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -173,28 +174,40 @@ class ClickPipeline(nn.Module):
         return self._square(height, width, (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0, side)
 
     # --- the passes ----------------------------------------------------------------------------
+    # Three exported stages around the two network passes, so that Triton's model can run the network
+    # itself on another runtime (ONNX Runtime on CPU) and this module does all the rest; ``forward`` is
+    # the same stages with the network in torch.
     def run_net(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(batch))[:, 0]
 
-    def forward(self, images: list[torch.Tensor], clicks: list[torch.Tensor],
-                prevs: list[torch.Tensor]) -> list[torch.Tensor]:
+    @torch.jit.export
+    def first_pass_inputs(self, images: list[torch.Tensor], clicks: list[torch.Tensor],
+                          prevs: list[torch.Tensor]) -> tuple[list[list[int]], torch.Tensor]:
+        """(zoom windows, the first pass's (N, 6, size, size) network input)."""
         windows: list[list[int]] = []
         inputs: list[torch.Tensor] = []
         for i, image in enumerate(images):
             window = self.zoom_window(image.shape[0], image.shape[1], clicks[i], prevs[i])
             windows.append(window)
             inputs.append(self.encode(image, clicks[i], prevs[i], window, self.size))
-        crops = self.run_net(torch.stack(inputs))
+        return windows, torch.stack(inputs)
+
+    @torch.jit.export
+    def focus_pass_inputs(self, images: list[torch.Tensor], clicks: list[torch.Tensor], prevs: list[torch.Tensor],
+                          windows: list[list[int]], inputs: torch.Tensor, crops: torch.Tensor
+                          ) -> tuple[list[torch.Tensor], list[int], list[list[int]], torch.Tensor]:
+        """The first pass's maps pasted into the images, and what the focus pass needs: which requests,
+        their windows and its network input (an empty tensor when no request gets a focus pass)."""
         outputs: list[torch.Tensor] = []
         for i, image in enumerate(images):
             base = prevs[i] if prevs[i].numel() > 0 else torch.zeros(
                 image.shape[0], image.shape[1], device=image.device)
             outputs.append(self.paste(crops[i], windows[i], base))
-        if not self.focus:
-            return outputs
         focus_ids: list[int] = []
         focus_windows: list[list[int]] = []
         focus_inputs: list[torch.Tensor] = []
+        if not self.focus:
+            return outputs, focus_ids, focus_windows, torch.zeros(0)
         for i, image in enumerate(images):
             if clicks[i].shape[0] == 0:
                 continue
@@ -207,11 +220,36 @@ class ClickPipeline(nn.Module):
             focus_windows.append(window)
             focus_inputs.append(self.encode(image, clicks[i], outputs[i], window, self.focus_size))
         if len(focus_ids) == 0:
-            return outputs
-        refined = self.run_net(torch.stack(focus_inputs))
+            return outputs, focus_ids, focus_windows, torch.zeros(0)
+        return outputs, focus_ids, focus_windows, torch.stack(focus_inputs)
+
+    @torch.jit.export
+    def paste_focus_pass(self, outputs: list[torch.Tensor], focus_ids: list[int], focus_windows: list[list[int]],
+                         refined: torch.Tensor) -> list[torch.Tensor]:
         for j, i in enumerate(focus_ids):
             outputs[i] = self.paste(refined[j], focus_windows[j], outputs[i])
         return outputs
+
+    def forward(self, images: list[torch.Tensor], clicks: list[torch.Tensor],
+                prevs: list[torch.Tensor]) -> list[torch.Tensor]:
+        windows, inputs = self.first_pass_inputs(images, clicks, prevs)
+        crops = self.run_net(inputs)
+        outputs, focus_ids, focus_windows, focus_inputs = self.focus_pass_inputs(
+            images, clicks, prevs, windows, inputs, crops)
+        if len(focus_ids) == 0:
+            return outputs
+        return self.paste_focus_pass(outputs, focus_ids, focus_windows, self.run_net(focus_inputs))
+
+
+class _NetworkProbability(nn.Module):
+    """What ``run_net`` computes, as one graph: the object probability (N, size, size) of a batch."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(batch))[:, 0]
 
 
 def from_config(net: nn.Module, config: dict, focus: bool | None = None) -> ClickPipeline:
@@ -239,9 +277,49 @@ def segmenter(pipeline: nn.Module, image):
     return run
 
 
+def served_segmenters(model_dir: str | Path):
+    """``image -> Segmenter`` running a pipeline model folder (``1/model.pt``, ``config.pbtxt``) in process
+    as its Triton model does: the focus pass and the refinement as its config's parameters set them. For
+    simulations that click thousands of times, where a server round trip per click buys nothing."""
+    from services.models import click_repository, grabcut
+
+    model_dir = Path(model_dir)
+    params = click_repository.parameters((model_dir / "config.pbtxt").read_text())
+    if params.get("interface") != "pipeline":
+        raise ValueError(f"{model_dir} is not a pipeline click model (parameter interface)")
+    refine = params.get("refine", "none")
+    if refine not in ("none", "grabcut"):
+        raise ValueError(f"{model_dir}: parameter refine must be none or grabcut, got {refine!r}")
+    pipeline = torch.jit.load(str(model_dir / "1" / "model.pt"), map_location="cpu").eval()
+    pipeline.focus = params.get("focus", "true").lower() == "true"
+
+    def make(image):
+        network = segmenter(pipeline, image)
+        if refine == "none":
+            return network
+        return lambda clicks, prev: grabcut.refine(image, network(clicks, prev), clicks)
+
+    return make
+
+
+def network_onnx_path(scripted: str | Path) -> Path:
+    """The network's ONNX graph kept beside a pipeline's TorchScript (``model.pt`` -> ``model.onnx``)."""
+    return Path(scripted).with_suffix(".onnx")
+
+
 def export(pipeline: ClickPipeline, path: str | Path) -> Path:
-    """TorchScript of the whole pipeline (what the Triton model loads)."""
+    """TorchScript of the whole pipeline (what the Triton model loads) and, beside it, the network alone
+    as ONNX (``network_onnx_path``; what the CPU Triton model runs on ONNX Runtime, 1.7x torch's speed
+    for this network here), batch size dynamic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(pipeline.eval()).save(str(path))
+    pipeline = pipeline.eval()
+    torch.jit.script(pipeline).save(str(path))
+    example = torch.zeros(1, 6, pipeline.size, pipeline.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notices
+        torch.onnx.export(_NetworkProbability(pipeline.net).eval(), (example,), str(network_onnx_path(path)),
+                          input_names=["INPUT"], output_names=["PROB"], opset_version=17, dynamo=False,
+                          dynamic_axes={"INPUT": {0: "batch", 2: "height", 3: "width"},
+                                        "PROB": {0: "batch", 1: "height", 2: "width"}})
     return path

@@ -19,6 +19,12 @@ from pathlib import Path
 
 _NAME = re.compile(r'^name: "[^"]*"\s*$', re.MULTILINE)
 _POLICY = re.compile(r"^version_policy:.*$", re.MULTILINE)
+_PARAMETER = re.compile(r'^parameters: \{ key: "([^"]+)" value: \{ string_value: "([^"]*)" \} \}', re.MULTILINE)
+
+
+def parameters(config_text: str) -> dict[str, str]:
+    """A model config's ``parameters`` (key -> string value), as the Python backend reads them."""
+    return dict(_PARAMETER.findall(config_text))
 
 
 def model_config(base_text: str, name: str, versions: list[int] | None = None) -> str:
@@ -52,7 +58,8 @@ def write_config(model_dir: Path, base_dir: Path, versions: list[int] | None = N
 
 
 def write_version(model_dir: Path, version: int, scripted: Path, base_dir: Path) -> Path:
-    """``model_dir/<version>/`` with the base's ``model.py`` and ``scripted`` as ``model.pt``."""
+    """``model_dir/<version>/`` with the base's ``model.py``, ``scripted`` as ``model.pt`` and the network's
+    ONNX graph beside ``scripted`` (same name, ``.onnx``: a pipeline's export writes it) as ``model.onnx``."""
     if version < 1:
         raise ValueError("Triton versions start at 1")
     model_dir = Path(model_dir)
@@ -60,6 +67,8 @@ def write_version(model_dir: Path, version: int, scripted: Path, base_dir: Path)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{version}."))
     shutil.copy(Path(base_dir) / "1" / "model.py", staging / "model.py")
     shutil.copy(scripted, staging / "model.pt")
+    if Path(scripted).with_suffix(".onnx").exists():
+        shutil.copy(Path(scripted).with_suffix(".onnx"), staging / "model.onnx")
     target = model_dir / str(version)
     if target.exists():
         shutil.rmtree(target)

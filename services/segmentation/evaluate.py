@@ -104,7 +104,7 @@ def lite0_repository(target: Path) -> Path:
         for key, value in params.items():
             config = set_parameter(config, key, value)
         (variant / "config.pbtxt").write_text(config)
-        for file in ("model.py", "model.pt"):
+        for file in ("model.py", "model.pt", "model.onnx"):
             (variant / "1" / file).symlink_to((source / "1" / file).resolve())
         models[name] = variant
     return repository_with_candidates(target / "repo", models)

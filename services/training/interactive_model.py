@@ -34,7 +34,7 @@ from torch import nn
 from services.common.errors import FailedPrecondition
 from services.common.image_files import load_image
 from services.common.masks import decode_rle
-from services.models import click_models, click_training
+from services.models import click_models, click_pipeline, click_training
 from services.models.click_dataset import Sample
 from services.training.job_config import InteractiveConfig
 from services.training.snapshots import Entry
@@ -149,5 +149,8 @@ def save(net: nn.Module, base_config: dict, weights: Path, scripted: Path) -> No
     TorchScript Triton runs, shaped like the base's (written first: a weights file means both are complete)."""
     staging = scripted.with_name(f".{scripted.name}.tmp")
     click_models.export_served(net.eval(), base_config, staging)
+    onnx = click_pipeline.network_onnx_path(staging)  # a pipeline's network graph, written beside it
+    if onnx.exists():
+        os.replace(onnx, click_pipeline.network_onnx_path(scripted))
     os.replace(staging, scripted)
     _save_atomically({"model": net.state_dict(), "config": base_config}, weights)

@@ -121,3 +121,35 @@ def test_scripted_pipeline_matches_eager(tmp_path):
     compiled = click_pipeline.segmenter(scripted, image)(clicks, prev)
     assert eager.shape == (100, 140)
     assert np.allclose(eager, compiled, atol=1e-4)
+
+
+def _model_folder(tmp_path, refine: str, interface: str = "pipeline"):
+    """A pipeline model folder like the shipped one: the BrightPixels pipeline scripted, its parameters."""
+    folder = tmp_path / f"m-{refine}-{interface}"
+    click_pipeline.export(ClickPipeline(BrightPixels(), size=64), folder / "1" / "model.pt")
+    (folder / "config.pbtxt").write_text("\n".join(
+        f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
+        for k, v in (("interface", interface), ("refine", refine))) + "\n")
+    return folder
+
+
+def test_served_segmenters_run_a_model_folder_as_its_config_says(tmp_path):
+    from services.models import grabcut
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 40, (90, 120, 3), dtype=np.uint8)
+    image[20:70, 30:90, 0] = 250  # a bright red object on a dark background
+    image[30:40, 10:20, 0] = 200  # and a second bright patch that the colour model may cut away
+    clicks = [Click(60, 45, True)]
+    scripted = torch.jit.load(str(_model_folder(tmp_path, "none") / "1" / "model.pt"))
+    network = click_pipeline.segmenter(scripted, image)(clicks, None)
+
+    plain = click_pipeline.served_segmenters(_model_folder(tmp_path, "none"))(image)(clicks, None)
+    np.testing.assert_allclose(plain, network, atol=1e-6)
+    cut = click_pipeline.served_segmenters(_model_folder(tmp_path, "grabcut"))(image)(clicks, None)
+    assert set(np.unique(cut)) <= {0.0, 1.0} and not np.allclose(cut, network, atol=0.1)
+    assert (cut == grabcut.refine(image, network, clicks)).mean() > 0.99  # OpenCV's k-means draws at random
+    with pytest.raises(ValueError, match="interface"):
+        click_pipeline.served_segmenters(_model_folder(tmp_path, "none", interface="encoding"))
+    with pytest.raises(ValueError, match="refine"):
+        click_pipeline.served_segmenters(_model_folder(tmp_path, "crf"))

@@ -32,24 +32,41 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory):
-    """(tritonserver with the served models + clickseg_lite0 of known weights as shipped (no refinement)
-    and the same as clickseg_lite0_grabcut (GrabCut refinement on), the TorchScript)."""
+    """(tritonserver with the served models + clickseg_lite0 of known weights as shipped (no refinement,
+    network passes on ONNX Runtime) and variants of it, {name: the TorchScript whose answers it should give}).
+    Variants: ``_grabcut`` (GrabCut refinement on), ``_torch`` (network passes in torch, as on a GPU),
+    ``_swapped`` (model.onnx of another network beside the same model.pt)."""
     work = tmp_path_factory.mktemp("lite0")
     folder = work / "clickseg_lite0"
-    shutil.copytree(lite0_model_dir(), folder, ignore=shutil.ignore_patterns("model.pt", "training.json"))
-    assert 'key: "refine" value: { string_value: "none" }' in (folder / "config.pbtxt").read_text()
-    torch.manual_seed(0)
-    net = build({"arch": "effnet_lite0"})
-    torch.nn.init.normal_(net.maps_stem[2].weight, std=0.05)  # the clicks must matter
-    path = click_pipeline.export(click_pipeline.from_config(net, {"size": 256}), folder / "1" / "model.pt")
-    cut = work / "clickseg_lite0_grabcut"
-    shutil.copytree(folder, cut)
-    config = (cut / "config.pbtxt").read_text().replace('name: "clickseg_lite0"', 'name: "clickseg_lite0_grabcut"')
-    (cut / "config.pbtxt").write_text(set_parameter(config, "refine", "grabcut"))
-    server = Triton(work, model_repository=repository_with_candidates(
-        work / "repo", {"clickseg_lite0": folder, "clickseg_lite0_grabcut": cut}))
+    shutil.copytree(lite0_model_dir(), folder,
+                    ignore=shutil.ignore_patterns("model.pt", "model.onnx", "training.json"))
+    shipped = (folder / "config.pbtxt").read_text()
+    assert 'key: "refine" value: { string_value: "none" }' in shipped
+    assert 'key: "network_runtime" value: { string_value: "onnxruntime" }' in shipped
+
+    def export(seed: int, target):
+        torch.manual_seed(seed)
+        net = build({"arch": "effnet_lite0"})
+        torch.nn.init.normal_(net.maps_stem[2].weight, std=0.05)  # the clicks must matter
+        return click_pipeline.export(click_pipeline.from_config(net, {"size": 256}), target)
+
+    path = export(0, folder / "1" / "model.pt")
+    assert click_pipeline.network_onnx_path(path).is_file()
+    other = export(1, work / "other" / "model.pt")
+    models = {"clickseg_lite0": folder}
+    for suffix, key, value in (("grabcut", "refine", "grabcut"), ("torch", "network_runtime", "torch"),
+                               ("swapped", "refine", "none")):
+        name = f"clickseg_lite0_{suffix}"
+        shutil.copytree(folder, work / name)
+        config = (work / name / "config.pbtxt").read_text().replace('name: "clickseg_lite0"', f'name: "{name}"')
+        (work / name / "config.pbtxt").write_text(set_parameter(config, key, value))
+        models[name] = work / name
+    shutil.copy(click_pipeline.network_onnx_path(other), work / "clickseg_lite0_swapped" / "1" / "model.onnx")
+    server = Triton(work, model_repository=repository_with_candidates(work / "repo", models))
     server.start()
-    yield server, torch.jit.load(str(path)).eval()
+    scripted = torch.jit.load(str(path)).eval()
+    yield server, scripted, {"clickseg_lite0": scripted, "clickseg_lite0_torch": scripted,
+                             "clickseg_lite0_swapped": torch.jit.load(str(other)).eval()}
     server.stop()
 
 
@@ -61,7 +78,7 @@ def _image(height: int = 180, width: int = 240, seed: int = 0) -> np.ndarray:
 
 
 def test_triton_runs_the_same_pipeline_as_in_process(lite0):
-    server, scripted = lite0
+    server, scripted, _ = lite0
     network = TritonNetwork(server.grpc_url, "clickseg_lite0")
     encoding = network.encoding()
     assert encoding.pipeline and encoding.size == 256 and not encoding.with_prior
@@ -78,8 +95,24 @@ def test_triton_runs_the_same_pipeline_as_in_process(lite0):
     network.close()
 
 
+@pytest.mark.parametrize("name", ["clickseg_lite0", "clickseg_lite0_torch", "clickseg_lite0_swapped"])
+def test_the_network_passes_run_on_the_configured_runtime(lite0, name):
+    """ONNX Runtime runs the network from model.onnx (a swapped graph changes the answer to that
+    network's), torch from model.pt; the pipeline around it is the same."""
+    server, scripted, expected_by = lite0
+    network = TritonNetwork(server.grpc_url, name)
+    image = _image()
+    clicks = [Click(120, 90, True), Click(20, 20, False)]
+    got, _ = network.segment(image, clicks, None)
+    expected = click_pipeline.segmenter(expected_by[name], image)(clicks, None)
+    assert np.allclose(got, expected, atol=1e-4)
+    if name.endswith("swapped"):
+        assert not np.allclose(got, click_pipeline.segmenter(scripted, image)(clicks, None), atol=0.01)
+    network.close()
+
+
 def test_concurrent_requests_of_different_sizes_batch_and_come_back_to_their_senders(lite0):
-    server, scripted = lite0
+    server, scripted, _ = lite0
     network = TritonNetwork(server.grpc_url, "clickseg_lite0")
     shapes = [(120, 200), (180, 240), (64, 64), (200, 90)] * 2
     results: dict[int, np.ndarray] = {}
@@ -101,7 +134,7 @@ def test_concurrent_requests_of_different_sizes_batch_and_come_back_to_their_sen
 
 
 def test_the_grabcut_variant_refines_inside_triton(lite0):
-    server, scripted = lite0
+    server, scripted, _ = lite0
     network = TritonNetwork(server.grpc_url, "clickseg_lite0_grabcut")
     image = _image()
     clicks = [Click(120, 90, True), Click(20, 20, False)]
@@ -119,7 +152,7 @@ def test_the_grabcut_variant_refines_inside_triton(lite0):
 
 
 def test_bad_requests_are_refused_naming_the_input(lite0):
-    server, _ = lite0
+    server, _, _ = lite0
     network = TritonNetwork(server.grpc_url, "clickseg_lite0")
     with pytest.raises(DomainError, match="CLICKS") as exc:
         network.segment(_image(), [Click(500, 10, True)], None)
@@ -132,7 +165,7 @@ def test_bad_requests_are_refused_naming_the_input(lite0):
 
 
 def test_the_service_on_the_pretrained_model_calls_triton_and_refines_nothing_itself(lite0, settings, spawn):
-    server, scripted = lite0
+    server, scripted, _ = lite0
     seg_settings = settings.model_copy(update={
         "triton_grpc_url": server.grpc_url, "triton_http_port": server.http_port,
         "triton_model_name": "clickseg_lite0", "segmentation_refine": True})

@@ -96,11 +96,8 @@ def test_predict_runs_the_shipped_network_in_triton(call, seg_settings):
     # The shipped default's TorchScript in-process (its whole per-click pipeline, no refinement) gives the
     # same mask: the service really runs the shipped model through Triton, not something else (with the
     # GrabCut refinement on top, served until the refinement bench, IoU is 0.62 here).
-    import torch
-
     assert seg_settings.triton_model_name == MODEL_DIR.name == "clickseg_lite0"
-    pipeline = torch.jit.load(str(MODEL_DIR / "1" / "model.pt")).eval()
-    prob = click_pipeline.segmenter(pipeline, image)(clicks, None)
+    prob = click_pipeline.served_segmenters(MODEL_DIR)(image)(clicks, None)
     assert iou(mask, prob > seg_settings.segmentation_threshold) > 0.99
     assert iou(mask, grabcut.refine(image, prob, clicks) > 0.5) < 0.9
     assert reply.model_latency_ms > 0 and reply.service_latency_ms >= reply.model_latency_ms

@@ -13,7 +13,9 @@ from services.segmentation.export import CANDIDATES, MODEL_DIR, set_parameter
 pytestmark = pytest.mark.unit
 
 GPU_ONLY = [r"kind: KIND_\w+", r"max_batch_size: \d+", r"preferred_batch_size: \[[^\]]*\]",
-            r"max_queue_delay_microseconds: \d+"]
+            r"max_queue_delay_microseconds: \d+",
+            # how the instance computes (ONNX Runtime on CPU, torch on CUDA; threads), not what
+            r'(key: "(?:network_runtime|onnx_threads|torch_threads)" value: \{ string_value: )"[^"]*"']
 
 
 def _body(text: str) -> str:

@@ -204,3 +204,4 @@ def test_the_default_pipeline_base_fine_tunes_and_is_published_as_a_pipeline(tmp
 
     assert parameters(config_text) == parameters((CLICK_BASE / "config.pbtxt").read_text())  # refine, focus, ...
     assert (folder / "1" / "model.py").read_text() == (CLICK_BASE / "1" / "model.py").read_text()
+    assert (folder / "1" / "model.onnx").stat().st_size > 1_000_000  # the CPU config runs the network from it
