@@ -6,7 +6,9 @@ The served default's TorchScript pipeline (``deploy/triton/models/clickseg_lite0
 torch thread, with the standard clicker to IoU 0.90 (at most 20 clicks), in variants side by side:
 ``network`` (what Triton serves: zoom-in, network, focus pass), ``nofocus`` (no focus pass), ``grabcut``
 (GrabCut seeded by the network's map, ``models.grabcut.refine``, the refinement served until this
-measurement) and ``grabcut-gated`` (the cut kept only where it agrees with the network, IoU >= 0.85).
+measurement) and ``grabcut-gated`` (the cut kept only where it agrees with the network, IoU >= 0.85);
+``clickseg-grabcut`` is the hybrid served before this wave (the earlier ``clickseg`` network, 192 px
+zoom-in crops, GrabCut refinement), for comparison.
 In-process is what Triton computes (``tests/segmentation/test_service.py`` holds the service to it).
 
 Three sets, so that no one small set decides: GrabCut's 50 images (large salient objects, the set GrabCut
@@ -34,7 +36,7 @@ from services.common.settings import REPO_ROOT, served_model_dir
 from services.models.click_dataset import Sample, load_folder
 from services.models.clicker import iou_curve, summarize
 
-VARIANTS = ("network", "nofocus", "grabcut", "grabcut-gated")
+VARIANTS = ("network", "nofocus", "grabcut", "grabcut-gated", "clickseg-grabcut")
 GATE_IOU = 0.85
 FRAME_STEP = 20
 DATA = REPO_ROOT.parent / "shared" / "data"
@@ -71,6 +73,17 @@ def refiner(variant: str) -> Callable | None:
     return None
 
 
+def earlier_hybrid() -> Callable:
+    """``image -> Segmenter`` of ``clickseg`` with GrabCut, as the service ran it before this wave."""
+    from services.models import click_models, grabcut
+    from services.models.click_predictor import Predictor
+
+    folder = served_model_dir("clickseg") / "1"
+    config = json.loads((folder / "training.json").read_text())["config"]
+    return Predictor.from_model(click_models.load_served(folder / "model.pt", config), config,
+                                refine=grabcut.refine).segmenter
+
+
 def run_variant(variant: str, sets: dict[str, list[Sample]], model_dir: Path, position: int = 0) -> dict:
     import torch
 
@@ -80,11 +93,12 @@ def run_variant(variant: str, sets: dict[str, list[Sample]], model_dir: Path, po
     pipeline = torch.jit.load(str(model_dir / "1" / "model.pt")).eval()
     pipeline.focus = variant != "nofocus"
     refine = refiner(variant)
+    hybrid = earlier_hybrid() if variant == "clickseg-grabcut" else None
     figures = {}
     for name, samples in sets.items():
         curves, seconds = [], []
         for sample in tqdm(samples, desc=f"{variant}/{name}", unit="img", position=position, leave=False):
-            network = click_pipeline.segmenter(pipeline, sample.image)
+            network = hybrid(sample.image) if hybrid else click_pipeline.segmenter(pipeline, sample.image)
 
             def segment(clicks, prev, network=network, image=sample.image):
                 started = time.perf_counter()
@@ -131,7 +145,7 @@ def main(
     grabcut: Path = typer.Option(DATA / "grabcut", exists=True, file_okay=False),
     coco: Path = typer.Option(DATA / "train" / "coco_mval", exists=True, file_okay=False),
     video: Path = typer.Option(DATA / "video", exists=True, file_okay=False),
-    variant: list[str] = typer.Option(list(VARIANTS), help=f"any of {', '.join(VARIANTS)}"),
+    variant: list[str] = typer.Option(list(VARIANTS[:4]), help=f"any of {', '.join(VARIANTS)}"),
     jobs: int = typer.Option(2, min=1, help="variants measured at once (one process, one thread each)"),
 ) -> None:
     unknown = sorted(set(variant) - set(VARIANTS))

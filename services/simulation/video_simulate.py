@@ -103,8 +103,8 @@ def _loop(granularity: str, video, flows, annotator, config: SimConfig, budget: 
 def simulate_sequence(folder: Path, config: SimConfig) -> dict:
     import torch
 
-    from services.models.click_predictor import Predictor
-    from services.models import grabcut
+    from services.common.settings import served_model_dir
+    from services.models.click_pipeline import served_segmenters
     from services.simulation.video_annotator import LEVELS, VideoAnnotator
     from services.video.flow import (
         compute_flows,
@@ -112,7 +112,6 @@ def simulate_sequence(folder: Path, config: SimConfig) -> dict:
         propagate_nearest,
     )
     from services.video.frames import load_sequence
-    from services.video.propagation import load_network
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -121,8 +120,9 @@ def simulate_sequence(folder: Path, config: SimConfig) -> dict:
         raise FileNotFoundError(f"{folder}: ground-truth masks are needed to simulate the annotator")
     clicked = load_sequence(folder, config.click_side, config.max_frames)
     flows = compute_flows(video.frames)
-    predictor = Predictor.from_model(load_network(), {"size": 192, "radius": 5}, refine=grabcut.refine)
-    annotator = VideoAnnotator(clicked.frames, clicked.masks, video.masks, video.scale, predictor.segmenter,
+    # the annotator clicks with the served default, run in process as Triton runs it
+    annotator = VideoAnnotator(clicked.frames, clicked.masks, video.masks, video.scale,
+                               served_segmenters(served_model_dir()),
                                config.frame_iou, config.max_clicks)
     length = len(video)
     # Every frame annotated interactively: clicks and mIoU estimated on every ``every_stride``-th frame.
