@@ -310,7 +310,7 @@ def network_onnx_path(scripted: str | Path) -> Path:
 def export(pipeline: ClickPipeline, path: str | Path) -> Path:
     """TorchScript of the whole pipeline (what the Triton model loads) and, beside it, the network alone
     as ONNX (``network_onnx_path``; what the CPU Triton model runs on ONNX Runtime, 1.7x torch's speed
-    for this network here), batch size dynamic."""
+    for this network here), batch and crop size dynamic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pipeline = pipeline.eval()
