@@ -1,8 +1,8 @@
 """The simulated annotator of a video and its cost model, in clicks.
 
 - **A whole frame** is segmented interactively: the standard clicker (``services.models.clicker``)
-  clicks on the errors of the platform's segmentation (the shipped network with the service's own
-  predictor code: zoom-in click encoding and GrabCut refinement) until the frame's IoU reaches
+  clicks on the errors of the platform's segmentation (a ``make_segmenter``: the simulation passes the
+  served default run in process, ``click_pipeline.served_segmenters``) until the frame's IoU reaches
   ``frame_iou`` or ``max_clicks`` clicks; cost = those clicks, label = the mask the annotator ends with
   (not the ground truth). The clicker also records NoC and the mask at every level of ``LEVELS``, which
   the every-frame baseline uses.
