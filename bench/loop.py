@@ -86,7 +86,7 @@ class Item:
 @dataclass
 class Settings:
     """Defaults sized for about 15 minutes a video project on 2 shared CPU cores: shorter interactive jobs than
-    the job's own default (100 iterations at 192 px, learning rate 2e-4), so a larger step."""
+    the job's own default (100 iterations, learning rate 2e-4), so a larger step; crops of the base's size."""
 
     rounds: int = 4
     per_round: int = 8
@@ -96,7 +96,7 @@ class Settings:
     max_clicks: int = 20
     strategy: str = "combined"
     interactive_iterations: int = 40
-    interactive_crop: int = 128
+    interactive_crop: int = 0  # 0: the job's default, the base network's own size
     interactive_batch: int = 4
     task_steps: int = 100
     task_size: int = 64
@@ -520,7 +520,8 @@ def main(
     target: float = typer.Option(Settings.target, min=0.5, max=1.0, help="the annotator stops at this IoU"),
     strategy: str = typer.Option(Settings.strategy, help="the project's selection strategy (ListStrategies)"),
     interactive_iterations: int = typer.Option(Settings.interactive_iterations, min=1),
-    interactive_crop: int = typer.Option(Settings.interactive_crop, min=32, max=512),
+    interactive_crop: int = typer.Option(Settings.interactive_crop, min=0, max=512,
+                                          help="0: the size the base network was trained at"),
     interactive_batch: int = typer.Option(Settings.interactive_batch, min=1, max=64),
     task_steps: int = typer.Option(Settings.task_steps, min=1),
     task_size: int = typer.Option(Settings.task_size, min=16),

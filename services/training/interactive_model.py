@@ -90,8 +90,18 @@ def training_cfg(base_config: dict, config: InteractiveConfig) -> dict:
     """``click_training``'s configuration: the base network's, with the job's sizes (serving keeps the
     base's encoding, which ``base_config`` gives ``noc_figures`` and the published model)."""
     augmentation = {"focus_p": 0.15, "paste_p": 0.25, "occlude_p": 0.15}  # click_training's defaults
-    return {**augmentation, **base_config, "size": config.crop_size, "batch": config.batch_size,
+    return {**augmentation, **base_config, "size": config.crop_size or base_config["size"],
+            "batch": config.batch_size,
             "max_steps": config.max_steps, "lr": config.learning_rate, "seed": config.seed, "channels_last": False}
+
+
+def parameter_groups(net: nn.Module, base_config: dict, lr: float) -> list[dict]:
+    """The base's recipe: a pretrained encoder learns at ``encoder_lr_mult`` times the rate, so a few
+    project masks adjust the decoder more than they wear down what ImageNet taught the encoder."""
+    if not hasattr(net, "encoder_parameters"):
+        return [{"params": list(net.parameters()), "lr": lr}]
+    return [{"params": net.encoder_parameters(), "lr": lr * float(base_config.get("encoder_lr_mult", 1.0))},
+            {"params": net.decoder_parameters(), "lr": lr}]
 
 
 def _freeze_batch_norm(net: nn.Module) -> None:
@@ -109,7 +119,7 @@ def fine_tune(net: nn.Module, base_config: dict, samples: list[Sample], config: 
     cfg = training_cfg(base_config, config)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    optimiser = torch.optim.AdamW(parameter_groups(net, base_config, config.learning_rate), weight_decay=1e-4)
     fingerprint = {"config": asdict(config), "samples": [s.stem for s in samples]}
     start = 0
     if checkpoint is not None and checkpoint.is_file():

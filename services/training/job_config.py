@@ -16,7 +16,7 @@ class InteractiveConfig:
     simulation) on a project's masks. Small on purpose: a few minutes of CPU per job."""
 
     iterations: int = 100
-    crop_size: int = 192  # the base network's training and serving size
+    crop_size: int = 0  # 0: the size the base network was trained and is served at (its training card)
     batch_size: int = 8
     learning_rate: float = 2e-4  # a tenth of training from scratch: the network keeps what it knows
     max_steps: int = 3  # corrective clicks simulated on the network's own prediction before the loss
@@ -47,6 +47,9 @@ def checked(cls, limits: dict, values: dict, prefix: str):
     chosen = {}
     for f in fields(cls):
         value = values.get(f.name) or getattr(defaults, f.name)
+        if value == 0:  # a default decided later (the interactive crop: the base network's size)
+            chosen[f.name] = 0
+            continue
         if f.name == "learning_rate":
             if not 0 < float(value) <= 1:
                 raise InvalidArgument(f"{prefix}{f.name}", "must be in (0, 1]", reason="OUT_OF_RANGE")

@@ -205,3 +205,22 @@ def test_the_default_pipeline_base_fine_tunes_and_is_published_as_a_pipeline(tmp
     assert parameters(config_text) == parameters((CLICK_BASE / "config.pbtxt").read_text())  # refine, focus, ...
     assert (folder / "1" / "model.py").read_text() == (CLICK_BASE / "1" / "model.py").read_text()
     assert (folder / "1" / "model.onnx").stat().st_size > 1_000_000  # the CPU config runs the network from it
+
+
+def test_fine_tuning_defaults_follow_the_base_network_recipe():
+    """The crop defaults to the size the base was trained and is served at (each base's card), and a
+    pretrained encoder learns at the card's ``encoder_lr_mult`` times the job's rate; the scratch network,
+    which has no encoder apart, learns at one rate."""
+    config = interactive_config({})
+    assert config.crop_size == 0
+    lite0, lite0_config = interactive_model.load_base(CLICK_BASE)
+    scratch, scratch_config = interactive_model.load_base(SCRATCH_BASE)
+    assert interactive_model.training_cfg(lite0_config, config)["size"] == lite0_config["size"] == 256
+    assert interactive_model.training_cfg(scratch_config, config)["size"] == scratch_config["size"] == 192
+    assert interactive_model.training_cfg(lite0_config, interactive_config({"crop_size": 96}))["size"] == 96
+
+    groups = interactive_model.parameter_groups(lite0, lite0_config, 2e-4)
+    assert [g["lr"] for g in groups] == pytest.approx([2e-4 * lite0_config["encoder_lr_mult"], 2e-4])
+    assert lite0_config["encoder_lr_mult"] < 1
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in lite0.parameters())
+    assert [g["lr"] for g in interactive_model.parameter_groups(scratch, scratch_config, 2e-4)] == [2e-4]
