@@ -9,13 +9,16 @@ torch thread, with the standard clicker to IoU 0.90 (at most 20 clicks), in vari
 measurement) and ``grabcut-gated`` (the cut kept only where it agrees with the network, IoU >= 0.85);
 ``clickseg-grabcut`` is the hybrid served before this wave (the earlier ``clickseg`` network, 192 px
 zoom-in crops, GrabCut refinement), for comparison.
+``--knob NAME=VALUE`` adds the served network with one of the pipeline's test-time settings changed
+(``size``, ``focus_size``, ``expand``, ``focus_expand``, ``min_fraction``, ``focus_min_px``,
+``focus_min_gain``), a variant ``network:NAME=VALUE`` each: do the served settings still pay on all three sets?
 In-process is what Triton computes (``tests/segmentation/test_service.py`` holds the service to it).
 
 Three sets, so that no one small set decides: GrabCut's 50 images (large salient objects, the set GrabCut
 was made for), the 60 COCO-MVal objects the shipped checkpoint was chosen on (held out of its training;
 ``training.json``'s ``val_stems``) and DAVIS 2016 frames (every 20th frame of each sequence under
-``--video``). Writes ``click_refinement.json`` (NoC@85/90, images never at 90%, p50/p95 per click of
-each variant on each set) and ``click_refinement.png``.
+``--video``). Writes ``click_refinement.json`` (NoC@85/90, images never at 90%, mIoU after one click,
+p50/p95 per click of each variant on each set) and ``click_refinement.png``.
 """
 
 from __future__ import annotations
@@ -84,6 +87,22 @@ def earlier_hybrid() -> Callable:
                                 refine=grabcut.refine).segmenter
 
 
+KNOBS = ("size", "focus_size", "expand", "focus_expand", "min_fraction", "focus_min_px", "focus_min_gain")
+
+
+def knob_variant(text: str) -> str:
+    """``NAME=VALUE`` -> the variant ``network:NAME=VALUE``, checked."""
+    name, _, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if name not in KNOBS or number is None or number <= 0:
+        raise typer.BadParameter(f"{text!r}: expected NAME=VALUE, NAME one of {', '.join(KNOBS)}, VALUE > 0",
+                                 param_hint="--knob")
+    return f"network:{name}={value}"
+
+
 def run_variant(variant: str, sets: dict[str, list[Sample]], model_dir: Path, position: int = 0) -> dict:
     import torch
 
@@ -92,6 +111,9 @@ def run_variant(variant: str, sets: dict[str, list[Sample]], model_dir: Path, po
     torch.set_num_threads(1)
     pipeline = torch.jit.load(str(model_dir / "1" / "model.pt")).eval()
     pipeline.focus = variant != "nofocus"
+    if variant.startswith("network:"):
+        name, value = variant.removeprefix("network:").split("=")
+        setattr(pipeline, name, type(getattr(pipeline, name))(float(value)))
     refine = refiner(variant)
     hybrid = earlier_hybrid() if variant == "clickseg-grabcut" else None
     figures = {}
@@ -110,7 +132,7 @@ def run_variant(variant: str, sets: dict[str, list[Sample]], model_dir: Path, po
             curves.append(iou_curve(segment, sample.annotation, 20, stop_at=0.90))
         summary = summarize(curves)
         figures[name] = {"images": summary["images"], "noc85": summary["noc85"], "noc90": summary["noc90"],
-                         "failed90": summary["failed90"],
+                         "failed90": summary["failed90"], "miou_at_1": round(float(summary["miou_at"][0]), 4),
                          "p50_ms": round(float(np.percentile(seconds, 50)) * 1000, 1),
                          "p95_ms": round(float(np.percentile(seconds, 95)) * 1000, 1)}
     return figures
@@ -146,11 +168,13 @@ def main(
     coco: Path = typer.Option(DATA / "train" / "coco_mval", exists=True, file_okay=False),
     video: Path = typer.Option(DATA / "video", exists=True, file_okay=False),
     variant: list[str] = typer.Option(list(VARIANTS[:4]), help=f"any of {', '.join(VARIANTS)}"),
+    knob: list[str] = typer.Option([], help=f"NAME=VALUE, one extra variant each; NAME one of {', '.join(KNOBS)}"),
     jobs: int = typer.Option(2, min=1, help="variants measured at once (one process, one thread each)"),
 ) -> None:
     unknown = sorted(set(variant) - set(VARIANTS))
     if unknown:
         raise typer.BadParameter(f"unknown variant(s) {unknown}; choose from {VARIANTS}", param_hint="--variant")
+    variant = list(variant) + [knob_variant(k) for k in knob]
     model_dir = served_model_dir()
     sets = load_sets(grabcut, coco, video, model_dir)
     started = time.perf_counter()
@@ -164,7 +188,7 @@ def main(
     (out / "click_refinement.json").write_text(json.dumps(report, indent=1) + "\n")
     plot(report, out / "click_refinement.png")
     for v, per_set in results.items():
-        print(f"{v:14s} " + "  ".join(f"{s} NoC@90 {f['noc90']:.2f} ({f['failed90']} never) p95 {f['p95_ms']:.0f} ms"
+        print(f"{v:24s} " + "  ".join(f"{s} NoC@90 {f['noc90']:.2f} ({f['failed90']} never) p95 {f['p95_ms']:.0f} ms"
                                       for s, f in per_set.items()))
     print(f"wrote {out / 'click_refinement.json'} and .png")
 
