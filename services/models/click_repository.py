@@ -27,6 +27,24 @@ def parameters(config_text: str) -> dict[str, str]:
     return dict(_PARAMETER.findall(config_text))
 
 
+def set_parameter(config_text: str, key: str, value: str) -> str:
+    """``config_text`` with the parameter ``key`` set to ``value``; ValueError when it has no such line."""
+    found = False
+
+    def swap(match: re.Match) -> str:
+        nonlocal found
+        if match.group(1) != key:
+            return match.group(0)
+        found = True
+        line, start = match.group(0), match.start(0)
+        return line[:match.start(2) - start] + value + line[match.end(2) - start:]
+
+    text = _PARAMETER.sub(swap, config_text)
+    if not found:
+        raise ValueError(f"parameter {key!r} missing from the model config")
+    return text
+
+
 def model_config(base_text: str, name: str, versions: list[int] | None = None) -> str:
     """The base's config text renamed ``name``; ``versions``: serve exactly these (``specific``)."""
     text, found = _NAME.subn(f'name: "{name}"', base_text)

@@ -90,7 +90,8 @@ class ServiceSegmenter:
 def lite0_repository(target: Path) -> Path:
     """Served models + ``clickseg_lite0``'s ``LITE0_VARIANTS``: with the GrabCut refinement and, for
     measuring the focus pass, without that pass."""
-    from services.segmentation.export import lite0_model_dir, repository_with_candidates, set_parameter
+    from services.models.click_repository import set_parameter
+    from services.segmentation.export import lite0_model_dir, repository_with_candidates
 
     source = lite0_model_dir()
     if not (source / "1" / "model.pt").exists():

@@ -24,6 +24,7 @@ import typer
 
 from services.common.settings import REPO_ROOT, served_model_dir
 from services.models.click_models import export_served, is_pipeline, load
+from services.models.click_repository import set_parameter
 
 MODEL_DIR = served_model_dir("clickseg")
 CANDIDATES = REPO_ROOT / "deploy" / "triton" / "candidates"
@@ -35,13 +36,6 @@ def lite0_model_dir() -> Path:
     return served if served.exists() else CANDIDATES / "clickseg_lite0"
 
 app = typer.Typer(add_completion=False)
-
-
-def set_parameter(config_text: str, key: str, value: str) -> str:
-    pattern = re.compile(r'(parameters: \{ key: "%s" value: \{ string_value: ")[^"]*(" \} \})' % key)
-    if not pattern.search(config_text):
-        raise ValueError(f"parameter {key!r} missing from the model config")
-    return pattern.sub(lambda m: m.group(1) + value + m.group(2), config_text)
 
 
 def export(checkpoint: Path, model_dir: Path | None = None, version: int = 1) -> Path:

@@ -23,7 +23,8 @@ from services.common.storage import make_engine, make_session_factory, migrate
 from services.models import click_pipeline, grabcut
 from services.models.click_models import build
 from services.models.click_predictor import EncodingConfig, Predictor
-from services.segmentation.export import lite0_model_dir, repository_with_candidates, set_parameter
+from services.models.click_repository import set_parameter
+from services.segmentation.export import lite0_model_dir, repository_with_candidates
 from services.segmentation.triton_client import TritonNetwork
 from tests.conftest import Triton, start_service
 

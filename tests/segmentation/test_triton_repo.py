@@ -6,9 +6,11 @@ import re
 
 import pytest
 
-from services.common.settings import Settings
+from services.common.settings import Settings, served_model_dir
+from services.models import click_repository
 from services.models.click_models import is_pipeline
-from services.segmentation.export import CANDIDATES, MODEL_DIR, set_parameter
+from services.models.click_repository import set_parameter
+from services.segmentation.export import CANDIDATES, MODEL_DIR
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +61,7 @@ def test_set_parameter_refuses_a_missing_key():
     assert set_parameter(text, "a", "2") == 'parameters: { key: "a" value: { string_value: "2" } }'
     with pytest.raises(ValueError):
         set_parameter(text, "b", "2")
+    shipped = (served_model_dir() / "config.pbtxt").read_text()
+    before = click_repository.parameters(shipped)
+    after = click_repository.parameters(set_parameter(shipped, "refine", "grabcut"))
+    assert before["refine"] == "none" and after == {**before, "refine": "grabcut"}
