@@ -62,6 +62,7 @@ def run(ctx: Context, operation_id: str, project_id: str, snapshot_id: str, conf
     check_splits_read(snapshot_id, len(train_samples), len(heldout), train_unreadable + heldout_unreadable)
     current = ctx.registry.current(project_id, KIND)
     base_config = interactive_model.load_base(ctx.click_base)[1]
+    config = interactive_model.resolved(config, base_config)  # the registry records the crop size used
     checkpoint = checkpoint_path(ctx.var_dir, operation_id)
 
     if existing is None or not Path(existing.artifact).is_file():

@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +86,17 @@ def _save_atomically(state: dict, path: Path) -> None:
     os.replace(tmp.name, path)
 
 
+def resolved(config: InteractiveConfig, base_config: dict) -> InteractiveConfig:
+    """``config`` with its defaults that depend on the base filled in: crop size 0 -> the base's ``size``."""
+    return replace(config, crop_size=config.crop_size or int(base_config["size"]))
+
+
 def training_cfg(base_config: dict, config: InteractiveConfig) -> dict:
     """``click_training``'s configuration: the base network's, with the job's sizes (serving keeps the
     base's encoding, which ``base_config`` gives ``noc_figures`` and the published model)."""
     augmentation = {"focus_p": 0.15, "paste_p": 0.25, "occlude_p": 0.15}  # click_training's defaults
-    return {**augmentation, **base_config, "size": config.crop_size or base_config["size"],
-            "batch": config.batch_size,
+    config = resolved(config, base_config)
+    return {**augmentation, **base_config, "size": config.crop_size, "batch": config.batch_size,
             "max_steps": config.max_steps, "lr": config.learning_rate, "seed": config.seed, "channels_last": False}
 
 
@@ -120,7 +125,9 @@ def fine_tune(net: nn.Module, base_config: dict, samples: list[Sample], config: 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     optimiser = torch.optim.AdamW(parameter_groups(net, base_config, config.learning_rate), weight_decay=1e-4)
-    fingerprint = {"config": asdict(config), "samples": [s.stem for s in samples]}
+    # the optimiser's groups too: a checkpoint from before the encoder had a group of its own cannot resume
+    fingerprint = {"config": asdict(config), "samples": [s.stem for s in samples],
+                   "groups": len(optimiser.param_groups)}
     start = 0
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)

@@ -81,7 +81,7 @@ def test_fine_tune_beats_the_base_at_the_gate_and_shuffled_masks_are_rejected(st
     assert publisher.published == [1]
     v1 = registry.get(P, "interactive", 1)
     assert v1.state == PROMOTED and v1.parent_version == 0 and "MODEL_KIND_INTERACTIVE" in v1.command
-    assert v1.config["iterations"] == 30 and v1.config["base"] == "clickseg"
+    assert v1.config["iterations"] == 30 and v1.config["base"] == "clickseg" and v1.config["crop_size"] == 96
     net, config = click_models.load(v1.artifact)  # click training's checkpoint format
     assert config["in_channels"] == 7 and scripted_path(Path(v1.artifact)).is_file()
     base, _ = interactive_model.load_base(SCRATCH_BASE)
@@ -218,6 +218,7 @@ def test_fine_tuning_defaults_follow_the_base_network_recipe():
     assert interactive_model.training_cfg(lite0_config, config)["size"] == lite0_config["size"] == 256
     assert interactive_model.training_cfg(scratch_config, config)["size"] == scratch_config["size"] == 192
     assert interactive_model.training_cfg(lite0_config, interactive_config({"crop_size": 96}))["size"] == 96
+    assert interactive_model.resolved(config, lite0_config).crop_size == 256  # what the registry records
 
     groups = interactive_model.parameter_groups(lite0, lite0_config, 2e-4)
     assert [g["lr"] for g in groups] == pytest.approx([2e-4 * lite0_config["encoder_lr_mult"], 2e-4])
