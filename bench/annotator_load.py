@@ -47,8 +47,9 @@ from annotation.v1 import (
 from services.byproducts.synthetic import session_events
 from services.byproducts.tables import EventRow
 from services.common.masks import decode_rle
-from services.common.settings import REPO_ROOT
+from services.common.settings import REPO_ROOT, served_model_dir
 from services.common.storage import make_engine
+from services.models import click_repository
 from services.quality.tables import ScoredSessionRow
 from services.simulation.annotator import SimulatedAnnotator, sample_profile
 from services.simulation.stack import LocalStack, _wait
@@ -213,6 +214,15 @@ def _pct(values, q) -> float:
     return round(float(np.percentile(values, q)), 1) if len(values) else 0.0
 
 
+def served_refinement(settings) -> str:
+    """What refines the served network's map: a pipeline model's own ``refine`` parameter (in Triton), or for a
+    network-only model the service's GrabCut (``segmentation_refine``)."""
+    params = click_repository.parameters((served_model_dir(settings.triton_model_name) / "config.pbtxt").read_text())
+    if params.get("interface") == "pipeline":
+        return f"{params.get('refine', 'none')} (in Triton)"
+    return "grabcut (in the segmentation service)" if settings.segmentation_refine else "none"
+
+
 def _plot(samples: list[dict], steps: list[dict], path: Path) -> None:
     import matplotlib  # noqa: PLC0415
 
@@ -372,7 +382,7 @@ def main(out: Path = typer.Option(REPO_ROOT / "bench" / "results", help="Folder 
     broken = next((s for s in steps if s["broken"]), None)
     summary = {
         "transport": "gRPC (segmentation and byproducts services), Celery workers for byproducts and quality",
-        "refine": settings.segmentation_refine, "speedup": speedup, "step_s": step_s, "timeout_s": timeout_s,
+        "model": settings.triton_model_name, "refine": served_refinement(settings), "speedup": speedup, "step_s": step_s, "timeout_s": timeout_s,
         "thresholds": {"click_p95_ms": max_p95_ms, "error_rate": max_error_rate},
         "steps": [{k: v for k, v in s.items() if k != "started"} for s in steps],
         "breaking_point": broken["annotators"] if broken else None,
@@ -400,7 +410,8 @@ def main(out: Path = typer.Option(REPO_ROOT / "bench" / "results", help="Folder 
     (out / f"{name}.md").write_text("\n".join([
         "# Annotator load test", "",
         f"Human-like simulated annotators over gRPC, {step_s:.0f} s per step, real human pace / {speedup}; "
-        f"GrabCut refinement {'on (as deployed)' if summary['refine'] else 'off'}; {os.cpu_count()} CPU cores shared. Breaking point: "
+        f"served model {summary['model']}, refinement {summary['refine']}; {os.cpu_count()} CPU cores shared. "
+        "Breaking point: "
         f"click p95 > {max_p95_ms:.0f} ms or error rate > {max_error_rate:.0%}.", "", *rows, "",
         f"Breaking point: {summary['breaking_point']} annotators (last good: {summary['last_good']}).",
         f"Byproducts: {summary['byproducts']}.", f"Quality: {summary['quality']}.", "",
