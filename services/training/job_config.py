@@ -47,7 +47,7 @@ def checked(cls, limits: dict, values: dict, prefix: str):
     chosen = {}
     for f in fields(cls):
         value = values.get(f.name) or getattr(defaults, f.name)
-        if value == 0:  # a default decided later (the interactive crop: the base network's size)
+        if value == 0:  # only where 0 is the default: a seed, or a size the job takes from the base
             chosen[f.name] = 0
             continue
         if f.name == "learning_rate":
