@@ -14,7 +14,8 @@ Per project, every ``--test-every``-th image is a fixed test split that is never
 pool. Two arms of the same project: the *strategy* arm (project ``loop-<name>``) picks each round's images by
 ``SelectBatch`` (``--strategy``, on a fresh pool of its unlabelled images scored by its current task model in
 Triton; the first round, with no task model, uniform), the *uniform* arm (``loop-<name>-uniform``) picks
-uniformly at random (seeded, in the bench). Both arms start from the same first batch. Every image is annotated by
+uniformly at random (seeded, in the bench). Both arms start from the same first batch and share the split key
+(``TRAINING_SPLIT_KEYS``): the training gate holds out the same images in both. Every image is annotated by
 the standard clicker (``services/models/clicker.py``) through a real segmentation session until IoU
 ``--target`` or ``--max-clicks`` and submitted by ``FinishSession`` (the one AnnotationSubmitted event the
 training worker stores). The segmentation server serves a project with its promoted interactive model by
@@ -269,15 +270,16 @@ def wait_served(platform: Platform, project: str, version: str, item: Item, time
         time.sleep(1.0)
 
 
-def wait_stored(platform: Platform, project: str, count: int, timeout_s: float = 300) -> None:
-    """Until the training worker stored ``count`` annotations of the project (a snapshot freezes them all)."""
+def wait_stored(platform: Platform, project: str, count: int, timeout_s: float = 300) -> training_pb2.Snapshot:
+    """The project's snapshot once the training worker stored ``count`` annotations of it (a snapshot freezes
+    them all)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             made = platform.training.CreateSnapshot(training_pb2.CreateSnapshotRequest(project_id=project),
                                                     metadata=platform.meta, timeout=30).snapshot
             if made.annotation_count >= count:
-                return
+                return made
         except grpc.RpcError as exc:
             if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 raise
@@ -408,8 +410,10 @@ def run_project(platform: Platform, name: str, items: list[Item], settings: Sett
         row["click_saving"] = round(1 - promoted_clicks / frozen_clicks, 4) if frozen_clicks else 0.0
         row["annotate_s"] = round(time.perf_counter() - started, 1)
         # Train between rounds.
-        wait_stored(platform, project, len(labelled["strategy"]))
-        wait_stored(platform, uniform_project, len(labelled["uniform"]))
+        stored = {arm: wait_stored(platform, p, len(labelled[arm]))
+                  for arm, p in (("strategy", project), ("uniform", uniform_project))}
+        row["split"] = {arm: {"key": s.split_key, "heldout_images": s.heldout_image_count,
+                              "train_images": s.train_image_count} for arm, s in stored.items()}
         row["training"] = {}
         if r < settings.rounds - 1:  # the last round's interactive model would be measured by no round
             row["training"]["interactive"] = train(platform, project, INTERACTIVE, settings)
@@ -470,11 +474,14 @@ def run(data: Path, out: Path, settings: Settings, sequences: list[str], work: P
     if not names:
         raise typer.BadParameter(f"no image/mask folders under {data} (or none named {sequences})",
                                  param_hint="--data")
-    # Rounds are started here; the worker's own trigger (every N annotations) would race them. The stack's
+    # Rounds are started here; the worker's own trigger (every N annotations) would race them. Both arms of a
+    # project share its split key: they gate on the same held-out images, not on two draws. The stack's
     # processes inherit the environment: set for this run only (a caller in the same process, a test suite,
     # must not inherit it).
+    split_keys = {f"loop-{n}-uniform": f"loop-{n}" for n in names}
     with mock.patch.dict(os.environ, {"ANNOT_TRAINING_TRIGGER_EVERY": "0",
-                                      "ANNOT_TRAINING_HELDOUT_PERCENT": str(settings.heldout_percent)}):
+                                      "ANNOT_TRAINING_HELDOUT_PERCENT": str(settings.heldout_percent),
+                                      "ANNOT_TRAINING_SPLIT_KEYS": json.dumps(split_keys)}):
         return _run(names, found, data, out, settings, work)
 
 

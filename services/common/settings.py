@@ -175,8 +175,12 @@ class Settings(BaseSettings):
     )
     training_heldout_percent: int = Field(
         20, ge=1, le=90, description="Share of a project's images held out for evaluation and the promotion "
-        "gate, chosen by a hash of project and image id (stable across snapshots)."
+        "gate, chosen by a hash of the project's split key and the image id (stable across snapshots)."
     )
+    training_split_keys: dict[str, str] = Field(
+        default_factory=dict, description="Split key per project (JSON: project id -> key; a project not named "
+        "is its own key). Projects sharing a key hold out the same image ids, so two arms of a comparison gate on "
+        "the same images. Fixed at a project's first snapshot: a later snapshot under another key is refused.")
     training_trigger_every: int = Field(
         50, ge=0, description="Start training a project's models (TRAINING_TRIGGER_KINDS) after every this many "
         "newly accepted annotations of it, counted since the snapshot its last job of the kind trained on "

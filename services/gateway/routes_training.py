@@ -65,7 +65,7 @@ def create_snapshot(request: Request, project_id: str, who: Admin) -> dict:
     s = _call(request, "CreateSnapshot", training_pb2.CreateSnapshotRequest(project_id=project_id), who.key).snapshot
     return {"snapshot_id": s.snapshot_id, "annotation_count": s.annotation_count, "image_count": s.image_count,
             "train_image_count": s.train_image_count, "heldout_image_count": s.heldout_image_count,
-            "heldout_percent": s.heldout_percent, "class_names": list(s.class_names)}
+            "heldout_percent": s.heldout_percent, "split_key": s.split_key, "class_names": list(s.class_names)}
 
 
 def _version_out(v: training_pb2.ModelVersion) -> dict:

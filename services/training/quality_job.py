@@ -61,8 +61,8 @@ def run(ctx: Context, operation_id: str, project_id: str, snapshot_id: str, conf
     names = max((r.feature_names for r in reviews), key=lambda n: sum(r.feature_names == n for r in reviews),
                 default={})
     reviews = [r for r in reviews if r.feature_names == names]  # one feature set (a later one after a change)
-    heldout = [r for r in reviews if is_heldout(project_id, r.image_id, snapshot.heldout_percent)]
-    train = [r for r in reviews if not is_heldout(project_id, r.image_id, snapshot.heldout_percent)]
+    heldout = [r for r in reviews if is_heldout(snapshot.split_key, r.image_id, snapshot.heldout_percent)]
+    train = [r for r in reviews if not is_heldout(snapshot.split_key, r.image_id, snapshot.heldout_percent)]
     bad = np.asarray([r.true_iou < DEFAULT_THRESHOLD for r in heldout])
     if len(train) < MIN_TRAINING_SESSIONS:
         raise FailedPrecondition(f"project {project_id!r} has {len(train)} reviewed sessions in the training split; "

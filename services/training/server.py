@@ -59,6 +59,7 @@ def _snapshot(s: Snapshot, entries: list[Entry] | None = None) -> training_pb2.S
         snapshot_id=s.snapshot_id, project_id=s.project_id, annotation_count=s.annotation_count,
         image_count=s.image_count, train_image_count=s.train_image_count, heldout_image_count=s.heldout_image_count,
         class_names=s.class_names, heldout_percent=s.heldout_percent, create_time=to_timestamp(s.created_at),
+        split_key=s.split_key,
         entries=[training_pb2.SnapshotEntry(
             annotation_id=e.annotation_id, label=e.label, heldout=e.heldout, pseudo_label=e.pseudo_label,
             image=common_pb2.ImageRef(image_id=e.image_id, uri=e.uri, width=e.width, height=e.height),
@@ -91,7 +92,8 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
 
         self._starter = Starter(self._annotations, self._snapshots, self._jobs, kit.operations, send,
                                 lambda other: kit.celery.AsyncResult(other).state in FINISHED,
-                                settings.training_heldout_percent, ReviewStore(kit.sessions))
+                                settings.training_heldout_percent, ReviewStore(kit.sessions),
+                                settings.training_split_keys)
 
     def _known(self, project_id: str) -> None:
         if not project_id:
@@ -102,7 +104,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServicer):
     def CreateSnapshot(self, request, context):
         if not request.project_id:
             raise InvalidArgument("project_id", "required", reason="REQUIRED")
-        snapshot, created = self._snapshots.freeze(request.project_id, self._kit.settings.training_heldout_percent)
+        snapshot, created = self._starter.freeze(request.project_id)
         return training_pb2.CreateSnapshotResponse(snapshot=_snapshot(snapshot), created=created)
 
     def GetSnapshot(self, request, context):

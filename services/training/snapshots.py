@@ -3,9 +3,11 @@
 A snapshot is its entries (annotation id, image id and size, label, mask RLE, split, pseudo-label flag);
 its id is the SHA-256 of their canonical JSON (sorted by annotation id, with the project and the held-out
 percentage), so the same annotations always give the same snapshot and every model names exactly what
-it learned from. The split is per image, by a hash of project and image id: an image is held out in
-every snapshot of its project or in none, so no model of the project ever trained on a held-out image
-and the gate compares versions on images neither saw. Entries are copied (not referenced): a later
+it learned from. The split is per image, by a hash of the project's split key (its id unless the
+TRAINING_SPLIT_KEYS setting names another) and the image id: an image is held out in every snapshot of its
+project or in none, so no model of the project ever trained on a held-out image and the gate compares
+versions on images neither saw. The key is fixed at the project's first snapshot; projects sharing one
+(the two arms of a comparison) hold out the same images. Entries are copied (not referenced): a later
 review that rejects an annotation changes later snapshots, never this one.
 """
 
@@ -28,9 +30,10 @@ BACKGROUND = "background"
 ID_HEX_DIGITS = 32
 
 
-def is_heldout(project_id: str, image_id: str, heldout_percent: int) -> bool:
-    """Whether ``image_id`` is in the project's held-out split: stable across snapshots and processes."""
-    digest = hashlib.sha256(f"{project_id}\x00{image_id}".encode()).digest()
+def is_heldout(split_key: str, image_id: str, heldout_percent: int) -> bool:
+    """Whether ``image_id`` is in the held-out split of the projects keyed ``split_key`` (a project's own id
+    by default): stable across snapshots and processes."""
+    digest = hashlib.sha256(f"{split_key}\x00{image_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % 100 < heldout_percent
 
 
@@ -58,6 +61,7 @@ class Snapshot:
     heldout_percent: int
     class_names: list[str]
     created_at: datetime
+    split_key: str
 
 
 def class_names(labels) -> list[str]:
@@ -83,19 +87,29 @@ def utc(value: datetime | None) -> datetime | None:
 
 def _snapshot(row: SnapshotRow) -> Snapshot:
     return Snapshot(row.project_id, row.snapshot_id, row.annotation_count, row.image_count, row.train_image_count,
-                    row.heldout_image_count, row.heldout_percent, list(row.class_names), utc(row.created_at))
+                    row.heldout_image_count, row.heldout_percent, list(row.class_names), utc(row.created_at),
+                    row.split_key)
 
 
 class SnapshotStore:
     def __init__(self, sessions: sessionmaker, annotations: AnnotationStore) -> None:
         self._sessions, self._annotations = sessions, annotations
 
-    def freeze(self, project_id: str, heldout_percent: int) -> tuple[Snapshot, bool]:
-        """The snapshot of the project's accepted annotations now; ``created`` False when it existed.
-        NOT_FOUND for a project without any annotation; FAILED_PRECONDITION when none is accepted (or
-        only pseudo-labels are)."""
+    def freeze(self, project_id: str, heldout_percent: int, split_key: str = "") -> tuple[Snapshot, bool]:
+        """The snapshot of the project's accepted annotations now, split by ``split_key`` (empty: the project
+        id); ``created`` False when it existed. NOT_FOUND for a project without any annotation;
+        FAILED_PRECONDITION when none is accepted (or only pseudo-labels are), or when the project's earlier
+        snapshots were split by another key (its models trained on images the new key would hold out)."""
+        split_key = split_key or project_id
         if self._annotations.count(project_id) == 0:
             raise NotFound(f"the training service has no annotation of project {project_id!r}", field="project_id")
+        with self._sessions() as session:
+            earlier = session.scalars(select(SnapshotRow.split_key).where(
+                SnapshotRow.project_id == project_id, SnapshotRow.split_key != split_key).limit(1)).first()
+        if earlier is not None:
+            raise FailedPrecondition(f"project {project_id!r} is split by key {earlier!r} since its first snapshot; "
+                                     f"the setting now says {split_key!r}, which would hold out images its models "
+                                     "trained on: restore TRAINING_SPLIT_KEYS for it", field="project_id")
         rows = self._annotations.accepted(project_id)
         if not any(not r.pseudo_label for r in rows):
             raise FailedPrecondition(f"project {project_id!r} has no accepted human annotation: the snapshot would "
@@ -103,7 +117,7 @@ class SnapshotStore:
         # Paint order within an image: submit time, then id (a later annotation covers an earlier one).
         order = {r.annotation_id: n for n, r in enumerate(sorted(rows, key=lambda r: (r.submit_time, r.annotation_id)))}
         entries = [Entry(r.annotation_id, r.image_id, r.uri, r.width, r.height, r.label, r.mask_counts,
-                         is_heldout(project_id, r.image_id, heldout_percent), r.pseudo_label) for r in rows]
+                         is_heldout(split_key, r.image_id, heldout_percent), r.pseudo_label) for r in rows]
         sid = snapshot_id(project_id, heldout_percent, entries)
         existing = self.find(project_id, sid)
         if existing is not None:
@@ -112,7 +126,7 @@ class SnapshotStore:
         heldout_images = sum(images.values())
         row = SnapshotRow(project_id=project_id, snapshot_id=sid, annotation_count=len(entries),
                           image_count=len(images), train_image_count=len(images) - heldout_images,
-                          heldout_image_count=heldout_images, heldout_percent=heldout_percent,
+                          heldout_image_count=heldout_images, heldout_percent=heldout_percent, split_key=split_key,
                           class_names=class_names(e.label for e in entries), created_at=datetime.now(UTC))
         try:
             with self._sessions.begin() as session:

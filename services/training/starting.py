@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.operations import OperationRecord, OperationStore
@@ -57,12 +57,20 @@ class Starter:
     is_finished: Callable[[str], bool]
     heldout_percent: int
     reviews: ReviewStore | None = None  # to refuse a quality job without the data at once, not in the worker
+    split_keys: Mapping[str, str] = field(default_factory=dict)  # TRAINING_SPLIT_KEYS
+
+    def split_key(self, project_id: str) -> str:
+        return self.split_keys.get(project_id) or project_id
+
+    def freeze(self, project_id: str) -> tuple[Snapshot, bool]:
+        """The project's snapshot now, with the configured split (``SnapshotStore.freeze``)."""
+        return self.snapshots.freeze(project_id, self.heldout_percent, self.split_key(project_id))
 
     def start(self, project_id: str, kind: str, snapshot_id: str, config: dict) -> tuple[OperationRecord, Snapshot]:
         if snapshot_id:
             snapshot = self.snapshots.get(project_id, snapshot_id)
         else:
-            snapshot, _ = self.snapshots.freeze(project_id, self.heldout_percent)
+            snapshot, _ = self.freeze(project_id)
         check_trainable(snapshot)
         if kind == "quality" and self.reviews is not None and self.reviews.count(project_id) < MIN_TRAINING_SESSIONS:
             raise FailedPrecondition(f"project {project_id!r} has {self.reviews.count(project_id)} reviewed sessions; "
@@ -108,5 +116,5 @@ class Starter:
         """Whether the project's human annotations cover a training and a held-out image (checked before
         freezing: a snapshot that cannot be gated is not written once per annotation)."""
         images = {r.image_id for r in self.annotations.accepted(project_id) if not r.pseudo_label}
-        held = sum(is_heldout(project_id, image, self.heldout_percent) for image in images)
+        held = sum(is_heldout(self.split_key(project_id), image, self.heldout_percent) for image in images)
         return 0 < held < len(images)

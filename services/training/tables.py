@@ -2,7 +2,8 @@
 
 - ``training_annotations``: every AnnotationSubmitted the service received (idempotent by id), with its
   state (accepted unless a review rejects it);
-- ``training_snapshots`` and ``training_snapshot_entries``: frozen, content-addressed sets of them;
+- ``training_snapshots`` and ``training_snapshot_entries``: frozen, content-addressed sets of them (with
+  the split key since ``0014_training_split_key``);
 - ``training_models``: the registry, one row per model version of a project and kind;
 - ``training_jobs``: training jobs; ``active`` is 1 while one runs (unique per project and kind: a second
   job is refused) and NULL once it finished;
@@ -58,6 +59,7 @@ class SnapshotRow(Base):
     heldout_percent: Mapped[int] = mapped_column(Integer)
     class_names: Mapped[list] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(TZ, index=True)
+    split_key: Mapped[str] = mapped_column(String(128))  # migration 0014: the images held out follow it
 
 
 class SnapshotEntryRow(Base):

@@ -61,7 +61,8 @@ def _starter() -> Starter:
     # The same Operations records as the training server's, so GetOperation there follows a triggered job.
     operations = OperationStore(Redis.from_url(settings.redis_url), "training", settings.operation_ttl_s)
     return Starter(annotations, snapshots, jobs, operations, send,
-                   lambda other: app.AsyncResult(other).state in FINISHED, settings.training_heldout_percent)
+                   lambda other: app.AsyncResult(other).state in FINISHED, settings.training_heldout_percent,
+                   split_keys=settings.training_split_keys)
 
 
 def publisher() -> TritonPublisher:

@@ -75,3 +75,6 @@ def test_two_rounds_train_publish_and_serve_a_new_interactive_version(tmp_path):
     assert rows[1]["promoted"]["model_versions"] == [f"{name}:{rows[1]['interactive_version']}"]
     assert all(v.startswith(f"{BASE_MODEL}:") for v in rows[1]["frozen"]["model_versions"])
     assert report["click_saving_last_round"] == rows[1]["click_saving"]
+    # Both arms gate on the same held-out images: the uniform arm is split by the strategy arm's key.
+    assert all(row["split"]["uniform"]["key"] == row["split"]["strategy"]["key"] == "loop-synthetic"
+               for row in rows)

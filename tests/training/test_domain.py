@@ -98,6 +98,50 @@ def test_a_snapshot_is_stable_same_annotations_same_id_and_split(stores, tmp_pat
     assert fewer.annotation_count == 31 and snapshots.get(P, first.snapshot_id).annotation_count == 30
 
 
+def test_projects_sharing_a_split_key_hold_out_the_same_images_and_the_key_is_fixed(stores, tmp_path):
+    annotations, snapshots, _ = stores
+    items = write_project(tmp_path / "images", "arm-a", 40)
+    for project in ("arm-a", "arm-b", "arm-c"):
+        for a in items:
+            annotations.record(replace(a, project_id=project))
+    own_a, _ = snapshots.freeze("arm-a", 20)
+    own_b, _ = snapshots.freeze("arm-b", 20)
+    shared, _ = snapshots.freeze("arm-c", 20, split_key="arm-a")
+
+    def split(project, snapshot):
+        return {e.image_id: e.heldout for e in snapshots.entries(project, snapshot.snapshot_id)}
+
+    assert (own_a.split_key, own_b.split_key, shared.split_key) == ("arm-a", "arm-b", "arm-a")
+    assert split("arm-a", own_a) != split("arm-b", own_b)  # by default each project draws its own split
+    assert split("arm-c", shared) == split("arm-a", own_a)
+    assert own_a.heldout_image_count == sum(is_heldout("arm-a", a.image_id, 20) for a in items) > 0
+
+    # The key is fixed at the first snapshot: another would hold out images the project's models trained on.
+    for project, key in (("arm-c", ""), ("arm-a", "arm-c")):
+        with pytest.raises(FailedPrecondition) as moved:
+            snapshots.freeze(project, 20, split_key=key)
+        assert moved.value.field == "project_id" and "split by key" in moved.value.message
+    assert snapshots.freeze("arm-c", 20, split_key="arm-a") == (shared, False)
+
+
+def test_the_split_key_migration_keys_earlier_snapshots_by_their_project(tmp_path):
+    from alembic import command  # noqa: PLC0415
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from services.common.storage import alembic_config  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    migrate(url, "0011_training_reviews")
+    with make_engine(url).begin() as db:
+        db.execute(text("INSERT INTO training_snapshots (project_id, snapshot_id, annotation_count, image_count, "
+                        "train_image_count, heldout_image_count, heldout_percent, class_names, created_at) "
+                        "VALUES ('old', 'abc', 1, 1, 1, 0, 20, '[\"background\"]', '2026-01-01 00:00:00')"))
+    migrate(url)
+    sessions = make_session_factory(make_engine(url))
+    assert SnapshotStore(sessions, AnnotationStore(sessions)).get("old", "abc").split_key == "old"
+    command.downgrade(alembic_config(url), "0011_training_reviews")
+
+
 def test_snapshot_errors_name_the_field(stores, tmp_path):
     annotations, snapshots, _ = stores
     with pytest.raises(NotFound) as unknown:
