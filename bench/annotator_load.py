@@ -218,8 +218,9 @@ def served_refinement(settings) -> str:
     """What refines the served network's map: a pipeline model's own ``refine`` parameter (in Triton), or for a
     network-only model the service's GrabCut (``segmentation_refine``)."""
     params = click_repository.parameters((served_model_dir(settings.triton_model_name) / "config.pbtxt").read_text())
-    if params.get("interface") == "pipeline":
-        return f"{params.get('refine', 'none')} (in Triton)"
+    refine = click_repository.pipeline_refinement(params)
+    if refine is not None:
+        return f"{refine} (in Triton)"
     return "grabcut (in the segmentation service)" if settings.segmentation_refine else "none"
 
 

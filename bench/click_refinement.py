@@ -87,11 +87,12 @@ def earlier_hybrid() -> Callable:
                                 refine=grabcut.refine).segmenter
 
 
-KNOBS = ("size", "focus_size", "expand", "focus_expand", "min_fraction", "focus_min_px", "focus_min_gain")
+KNOBS = {"size": int, "focus_size": int, "focus_min_px": int,  # the pipeline's attribute types
+         "expand": float, "focus_expand": float, "min_fraction": float, "focus_min_gain": float}
 
 
 def knob_variant(text: str) -> str:
-    """``NAME=VALUE`` -> the variant ``network:NAME=VALUE``, checked."""
+    """``NAME=VALUE`` -> the variant ``network:NAME=VALUE``, checked (a pixel count must be whole)."""
     name, _, value = text.partition("=")
     try:
         number = float(value)
@@ -100,6 +101,8 @@ def knob_variant(text: str) -> str:
     if name not in KNOBS or number is None or number <= 0:
         raise typer.BadParameter(f"{text!r}: expected NAME=VALUE, NAME one of {', '.join(KNOBS)}, VALUE > 0",
                                  param_hint="--knob")
+    if KNOBS[name] is int and not number.is_integer():
+        raise typer.BadParameter(f"{text!r}: {name} is a whole number of pixels", param_hint="--knob")
     return f"network:{name}={value}"
 
 
@@ -113,7 +116,7 @@ def run_variant(variant: str, sets: dict[str, list[Sample]], model_dir: Path, po
     pipeline.focus = variant != "nofocus"
     if variant.startswith("network:"):
         name, value = variant.removeprefix("network:").split("=")
-        setattr(pipeline, name, type(getattr(pipeline, name))(float(value)))
+        setattr(pipeline, name, KNOBS[name](float(value)))
     refine = refiner(variant)
     hybrid = earlier_hybrid() if variant == "clickseg-grabcut" else None
     figures = {}

@@ -285,11 +285,12 @@ def served_segmenters(model_dir: str | Path):
 
     model_dir = Path(model_dir)
     params = click_repository.parameters((model_dir / "config.pbtxt").read_text())
-    if params.get("interface") != "pipeline":
+    try:
+        refine = click_repository.pipeline_refinement(params)
+    except ValueError as exc:
+        raise ValueError(f"{model_dir}: {exc}") from None
+    if refine is None:
         raise ValueError(f"{model_dir} is not a pipeline click model (parameter interface)")
-    refine = params.get("refine", "none")
-    if refine not in ("none", "grabcut"):
-        raise ValueError(f"{model_dir}: parameter refine must be none or grabcut, got {refine!r}")
     pipeline = torch.jit.load(str(model_dir / "1" / "model.pt"), map_location="cpu").eval()
     pipeline.focus = params.get("focus", "true").lower() == "true"
 

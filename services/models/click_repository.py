@@ -27,6 +27,18 @@ def parameters(config_text: str) -> dict[str, str]:
     return dict(_PARAMETER.findall(config_text))
 
 
+def pipeline_refinement(params: dict[str, str]) -> str | None:
+    """What refines a pipeline click model's map inside Triton (its ``refine`` parameter, none or grabcut, read
+    as its model.py reads it); None for a model that is not a pipeline (``interface``), whose map the
+    segmentation service refines."""
+    if params.get("interface") != "pipeline":
+        return None
+    refine = params.get("refine", "none").lower()
+    if refine not in ("none", "grabcut"):
+        raise ValueError(f"parameter refine must be none or grabcut, got {refine!r}")
+    return refine
+
+
 def set_parameter(config_text: str, key: str, value: str) -> str:
     """``config_text`` with the parameter ``key`` set to ``value``; ValueError when it has no such line."""
     found = False

@@ -54,7 +54,8 @@ def test_one_variant_on_one_image_reports_noc_and_time(tmp_path):
 def test_a_knob_variant_runs_the_network_with_that_setting():
     """``--knob size=64``: the network sees the image at 64 px, not the served 256, and answers otherwise."""
     assert click_refinement.knob_variant("size=64") == "network:size=64"
-    for bad in ("radius=3", "size", "size=big", "expand=0"):
+    assert click_refinement.knob_variant("expand=1.25") == "network:expand=1.25"
+    for bad in ("radius=3", "size", "size=big", "expand=0", "size=384.5"):
         with pytest.raises(typer.BadParameter):
             click_refinement.knob_variant(bad)
     sample = click_refinement.load_folder(click_refinement.DATA / "grabcut")[:1]

@@ -65,3 +65,17 @@ def test_set_parameter_refuses_a_missing_key():
     before = click_repository.parameters(shipped)
     after = click_repository.parameters(set_parameter(shipped, "refine", "grabcut"))
     assert before["refine"] == "none" and after == {**before, "refine": "grabcut"}
+
+
+def test_pipeline_refinement_reads_what_refines_a_served_map():
+    def params(**values):
+        return {"interface": "pipeline", **values}
+
+    assert click_repository.pipeline_refinement(params()) == "none"
+    assert click_repository.pipeline_refinement(params(refine="GrabCut")) == "grabcut"  # as model.py reads it
+    assert click_repository.pipeline_refinement({"interface": "encoded", "refine": "grabcut"}) is None
+    assert click_repository.pipeline_refinement({}) is None
+    with pytest.raises(ValueError, match="refine must be none or grabcut"):
+        click_repository.pipeline_refinement(params(refine="crf"))
+    shipped = click_repository.parameters((served_model_dir() / "config.pbtxt").read_text())
+    assert click_repository.pipeline_refinement(shipped) == "none"
