@@ -224,7 +224,8 @@ def _snapshot_for_training(client: GatewayClient, project: str, by_id: dict, ses
                 time.sleep(0.5)
         say(f"snapshot {snapshot['snapshot_id'][:8]} ({ms:.0f} ms): {snapshot['annotation_count']} annotations on "
             f"{snapshot['image_count']} images, {snapshot['train_image_count']} to train on, "
-            f"{snapshot['heldout_image_count']} held out ({snapshot['heldout_percent']}% by a hash of the image id)")
+            f"{snapshot['heldout_image_count']} held out ({snapshot['heldout_percent']}% by a hash of split key "
+            f"{snapshot['split_key']!r} and the image id)")
         if snapshot["train_image_count"] and snapshot["heldout_image_count"]:
             return snapshot
         if len(sessions) >= MAX_SESSIONS:

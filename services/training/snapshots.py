@@ -179,4 +179,4 @@ def check_trainable(snapshot: Snapshot) -> None:
     if snapshot.heldout_image_count == 0:
         raise FailedPrecondition(f"snapshot {snapshot.snapshot_id} has no held-out image to gate on "
                                  f"({snapshot.image_count} images; {snapshot.heldout_percent}% are held out by "
-                                 "a hash of the image id): annotate more images", field="snapshot_id")
+                                 "a hash of the split key and image id): annotate more images", field="snapshot_id")
