@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # One service, one gRPC server, one Celery queue of the same name (order fixes the metrics ports).
@@ -32,6 +32,7 @@ PROTO_SERVICES: dict[str, str] = {
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRITON_MODELS = REPO_ROOT / "deploy" / "triton" / "models"  # the shipped Triton model repository
+SplitKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]  # the training tables' project id width
 
 
 class Settings(BaseSettings):
@@ -177,7 +178,7 @@ class Settings(BaseSettings):
         20, ge=1, le=90, description="Share of a project's images held out for evaluation and the promotion "
         "gate, chosen by a hash of the project's split key and the image id (stable across snapshots)."
     )
-    training_split_keys: dict[str, str] = Field(
+    training_split_keys: dict[str, SplitKey] = Field(
         default_factory=dict, description="Split key per project (JSON: project id -> key; a project not named "
         "is its own key). Projects sharing a key hold out the same image ids, so two arms of a comparison gate on "
         "the same images. Fixed at a project's first snapshot: a later snapshot under another key is refused.")

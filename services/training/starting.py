@@ -60,7 +60,7 @@ class Starter:
     split_keys: Mapping[str, str] = field(default_factory=dict)  # TRAINING_SPLIT_KEYS
 
     def split_key(self, project_id: str) -> str:
-        return self.split_keys.get(project_id) or project_id
+        return self.split_keys.get(project_id, project_id)
 
     def freeze(self, project_id: str) -> tuple[Snapshot, bool]:
         """The project's snapshot now, with the configured split (``SnapshotStore.freeze``)."""

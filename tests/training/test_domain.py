@@ -7,10 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from services.common import annotation_events
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.masks import encode_rle
+from services.common.settings import Settings
 from services.common.storage import make_engine, make_session_factory, migrate
 from services.training import job_context, task_job, task_model
 from services.training.annotations import REJECTED, AnnotationStore
@@ -122,6 +124,10 @@ def test_projects_sharing_a_split_key_hold_out_the_same_images_and_the_key_is_fi
             snapshots.freeze(project, 20, split_key=key)
         assert moved.value.field == "project_id" and "split by key" in moved.value.message
     assert snapshots.freeze("arm-c", 20, split_key="arm-a") == (shared, False)
+    # The setting refuses a key the snapshot table could not hold.
+    for bad in ("", "k" * 129):
+        with pytest.raises(ValidationError, match="training_split_keys"):
+            Settings(training_split_keys={"arm-a": bad})
 
 
 def test_the_split_key_migration_keys_earlier_snapshots_by_their_project(tmp_path):
