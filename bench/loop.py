@@ -14,7 +14,8 @@ Per project, every ``--test-every``-th image is a fixed test split that is never
 pool. Two arms of the same project: the *strategy* arm (project ``loop-<name>``) picks each round's images by
 ``SelectBatch`` (``--strategy``, on a fresh pool of its unlabelled images scored by its current task model in
 Triton; the first round, with no task model, uniform), the *uniform* arm (``loop-<name>-uniform``) picks
-uniformly at random (seeded, in the bench). Both arms start from the same first batch and share the split key
+uniformly at random (seeded, in the bench). Both arms start from the same first batch, take the same uniform draw
+while the strategy arm has no task model and the same images as the uniform arm, and share the split key
 (``TRAINING_SPLIT_KEYS``): the training gate holds out the same images in both. Every image is annotated by
 the standard clicker (``services/models/clicker.py``) through a real segmentation session until IoU
 ``--target`` or ``--max-clicks`` and submitted by ``FinishSession`` (the one AnnotationSubmitted event the
@@ -342,6 +343,25 @@ def select_strategy(platform: Platform, project: str, round_no: int, unlabelled:
     return [r.item_id for r in picked.regions], f"{strategy} by task model v{model.version}"
 
 
+def round_picks(select, pool: list[Item], labelled: dict[str, list[str]], rng: np.random.Generator,
+                count: int) -> tuple[dict[str, list[str]], str]:
+    """Stems each arm annotates next, and how the strategy arm's were picked. ``select(unlabelled) -> (stems,
+    how)`` is the strategy (no stems: no task model yet). Without a task model the strategy is uniform, so
+    while both arms have the same images they take the same draw: the comparison starts where the strategy
+    first chooses, not at two different draws."""
+    def draw(arm: str) -> list[str]:
+        unlabelled = [it for it in pool if it.stem not in labelled[arm]]
+        return [unlabelled[n].stem for n in sorted(rng.choice(len(unlabelled), count, replace=False))]
+
+    uniform = draw("uniform")
+    chosen, how = select([it for it in pool if it.stem not in labelled["strategy"]])
+    if not chosen and set(labelled["strategy"]) == set(labelled["uniform"]):
+        chosen, how = uniform, "uniform (no task model yet; the uniform arm's draw)"
+    elif not chosen:
+        chosen, how = draw("strategy"), "uniform (no task model yet)"
+    return {"strategy": chosen, "uniform": uniform}, how
+
+
 def area(budgets: list[int], mious: list[float]) -> float:
     """Trapezoid area under mIoU against budget, divided by the budget span (a mean mIoU in points)."""
     if len(budgets) == 1:
@@ -369,16 +389,9 @@ def run_project(platform: Platform, name: str, items: list[Item], settings: Sett
             picks = {"strategy": first, "uniform": first}
             row["strategy_pick"] = "uniform (first round)"
         else:
-            unl = [it for it in pool if it.stem not in labelled["strategy"]]
-            chosen, how = select_strategy(platform, project, r, unl, label, settings.per_round, settings.strategy)
-            if not chosen:
-                chosen = [unl[n].stem for n in sorted(rng.choice(len(unl), settings.per_round, replace=False))]
-                how = "uniform (no task model yet)"
-            row["strategy_pick"] = how
-            unl_u = [it for it in pool if it.stem not in labelled["uniform"]]
-            picks = {"strategy": chosen,
-                     "uniform": [unl_u[n].stem for n in sorted(rng.choice(len(unl_u), settings.per_round,
-                                                                          replace=False))]}
+            picks, row["strategy_pick"] = round_picks(
+                lambda unl: select_strategy(platform, project, r, unl, label, settings.per_round, settings.strategy),
+                pool, labelled, rng, settings.per_round)
         # Annotate: the strategy arm with its promoted interactive model (frozen alongside, not submitted).
         promoted = platform.current(project, INTERACTIVE)
         row["interactive_version"] = promoted.version if promoted else 0

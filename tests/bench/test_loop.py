@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.loop import BASE_MODEL, Settings, run
+from bench.loop import BASE_MODEL, Item, Settings, round_picks, run
 from services.common.published_models import triton_model_name
 from services.training.snapshots import is_heldout
 
@@ -78,3 +78,26 @@ def test_two_rounds_train_publish_and_serve_a_new_interactive_version(tmp_path):
     # Both arms gate on the same held-out images: the uniform arm is split by the strategy arm's key.
     assert all(row["split"]["uniform"]["key"] == row["split"]["strategy"]["key"] == "loop-synthetic"
                for row in rows)
+
+
+@pytest.mark.unit
+def test_without_a_task_model_the_strategy_arm_takes_the_uniform_arms_draw_while_their_images_agree():
+    pool = [Item(f"s{n:02d}", np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), "", b"") for n in range(20)]
+    no_model = lambda unlabelled: ([], "")  # noqa: E731
+    same = {"strategy": ["s00", "s01"], "uniform": ["s01", "s00"]}
+    picks, how = round_picks(no_model, pool, same, np.random.default_rng(0), 4)
+    assert picks["strategy"] == picks["uniform"] and "uniform arm's draw" in how
+    assert not set(picks["uniform"]) & {"s00", "s01"} and len(set(picks["uniform"])) == 4
+
+    # Once the arms hold different images each draws from its own unlabelled images.
+    apart = {"strategy": ["s00", "s01"], "uniform": ["s00", "s02"]}
+    picks, how = round_picks(no_model, pool, apart, np.random.default_rng(0), 4)
+    assert how == "uniform (no task model yet)"
+    assert not set(picks["strategy"]) & {"s00", "s01"} and not set(picks["uniform"]) & {"s00", "s02"}
+    assert picks["strategy"] != picks["uniform"]
+
+    # With a task model the strategy's own choice stands, whatever the uniform arm drew.
+    seen = []
+    chosen = lambda unlabelled: (seen.extend(it.stem for it in unlabelled) or ["s19", "s18"], "combined")  # noqa: E731
+    picks, how = round_picks(chosen, pool, same, np.random.default_rng(0), 2)
+    assert picks["strategy"] == ["s19", "s18"] and how == "combined" and not {"s00", "s01"} & set(seen)
