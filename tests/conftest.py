@@ -6,7 +6,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,30 +16,21 @@ from pathlib import Path
 import pytest
 
 from services.common.settings import SERVICES, Settings
+from services.simulation.stack import Ports, free_port
 from services.simulation.stack import connectable as _connectable
-from services.simulation.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def free_port_block(size: int = 20) -> int:
-    """A free port p with p+1..p+size free too (the metrics ports are BASE..BASE+17)."""
-    for _ in range(200):
-        base = free_port()
-        socks = []
-        try:
-            for offset in range(1, size + 1):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free block of ports")
+def platform_ports() -> dict:
+    """The Settings ports of one platform (gateway, services, metrics block, Triton), all distinct
+    (``Ports``: the gateway's port once fell inside the metrics block, and a metrics server answered for it)."""
+    ports = Ports()
+    metrics = ports.block()
+    return {"gateway_port": ports.one(), "metrics_port_base": metrics, "triton_http_port": ports.one(),
+            "triton_grpc_url": f"127.0.0.1:{ports.one()}", "triton_metrics_port": ports.one(),
+            **{f"{name}_port": ports.one() for name in SERVICES}}
 
 
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
@@ -152,12 +142,9 @@ def redis_server(tmp_path: Path) -> Iterator[Redis]:
 @pytest.fixture
 def settings(tmp_path: Path, redis_server: Redis) -> Settings:
     """Settings for one test: its own var dir, SQLite file, Redis and ports."""
-    ports = {f"{name}_port": free_port() for name in SERVICES}
     return Settings(
-        _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=redis_server.url,
-        gateway_port=free_port(), metrics_port_base=free_port_block(), health_interval_s=0.3,
-        dependency_timeout_s=0.5, triton_http_port=free_port(), triton_grpc_url=f"127.0.0.1:{free_port()}",
-        triton_metrics_port=free_port(), auth_cache_ttl_s=0, **ports)
+        _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=redis_server.url, health_interval_s=0.3,
+        dependency_timeout_s=0.5, auth_cache_ttl_s=0, **platform_ports())
 
 
 class Process:

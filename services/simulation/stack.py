@@ -39,6 +39,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Ports:
+    """Free ports for one stack, none handed out twice and none inside its metrics block: a free port is free
+    only until something binds it, and a stack's processes bind theirs one by one."""
+
+    def __init__(self) -> None:
+        self._taken: set[int] = set()
+
+    def one(self) -> int:
+        for _ in range(1000):
+            port = free_port()
+            if port not in self._taken:
+                self._taken.add(port)
+                return port
+        raise RuntimeError("no free port")
+
+    def block(self, size: int = 20) -> int:
+        """A base with BASE+1..BASE+size free (the metrics ports are BASE..BASE+17), reserved for it."""
+        for _ in range(200):
+            base = free_port()
+            span = set(range(base, base + size + 1))
+            if span & self._taken:
+                continue
+            socks = []
+            try:
+                for port in range(base + 1, base + size + 1):
+                    sock = socket.socket()
+                    socks.append(sock)
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            finally:
+                for sock in socks:
+                    sock.close()
+            self._taken |= span
+            return base
+        raise RuntimeError("no free block of ports")
+
+
 def _wait(predicate, timeout_s: float, what: str, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -99,17 +137,19 @@ class LocalStack:
         return self
 
     def _up(self) -> None:
-        redis_port = free_port()
+        ports = Ports()
+        redis_port = ports.one()
         (self.dir / "redis").mkdir()
         redis_log = self._start([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
                                  "--bind", "127.0.0.1", "--dir", str(self.dir / "redis"), "--save", "",
                                  "--appendonly", "no"], "redis")
-        ports = {f"{s}_port": free_port() for s in SERVICES}
-        triton_grpc, triton_http = free_port(), free_port()
+        metrics = ports.block()
+        service_ports = {f"{s}_port": ports.one() for s in SERVICES}
+        triton_grpc, triton_http = ports.one(), ports.one()
         self.settings = Settings(
             _env_file=None, env="test", var_dir=self.dir / "var", redis_url=f"redis://127.0.0.1:{redis_port}/0",
             triton_grpc_url=f"127.0.0.1:{triton_grpc}", triton_http_port=triton_http,
-            triton_metrics_port=free_port(), metrics_port_base=free_port() + 1000, log_json=True, **ports)
+            triton_metrics_port=ports.one(), metrics_port_base=metrics, log_json=True, **service_ports)
         _wait(lambda: connectable(redis_port), 10, "redis", redis_log)
         if self.triton:
             flags = ["--exit-timeout-secs", "2"]
@@ -129,9 +169,9 @@ class LocalStack:
         servers = [(s, s, {}) for s in self.services] + [
             (name, name.split("-")[0], changes) for name, changes in self.overrides.items()]
         for name, service, changes in servers:
-            port = free_port()
+            port = ports.one()
             settings = self.settings.model_copy(update={f"{service}_port": port,
-                                                        "metrics_port_base": free_port() + 2000, **changes})
+                                                        "metrics_port_base": ports.block(), **changes})
             log = self._start([sys.executable, "-m", f"services.{service}.server"], name, settings.to_env())
             self.addresses[name] = f"127.0.0.1:{port}"
             _wait(lambda a=self.addresses[name]: grpc_health(a, 0.5) == "SERVING", 60, name, log)

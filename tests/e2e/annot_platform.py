@@ -15,9 +15,9 @@ import numpy as np
 from PIL import Image
 
 from services.cli import local_platform
-from services.common.settings import SERVICES, Settings
+from services.common.settings import Settings
 from services.gateway.client import GatewayClient
-from tests.conftest import PYTHON, REPO, free_port, free_port_block, settings_env
+from tests.conftest import PYTHON, REPO, free_port, platform_ports, settings_env
 
 
 def png(array: np.ndarray) -> bytes:
@@ -30,9 +30,7 @@ def platform_settings(tmp_path: Path) -> Settings:
     """Settings of a whole local platform of its own: its var dir under ``tmp_path``, free ports, its own Redis."""
     return Settings(
         _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        gateway_port=free_port(), metrics_port_base=free_port_block(), triton_http_port=free_port(),
-        triton_grpc_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port(),
-        **{f"{name}_port": free_port() for name in SERVICES})
+        **platform_ports())
 
 
 @contextmanager

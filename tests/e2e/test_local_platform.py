@@ -14,7 +14,7 @@ import pytest
 from annotation.v1 import operations_pb2, operations_pb2_grpc
 from services.cli import local_platform
 from services.common.settings import SERVICES
-from tests.conftest import PYTHON, REPO, free_port, free_port_block, settings_env
+from tests.conftest import PYTHON, REPO, free_port, platform_ports, settings_env
 
 pytestmark = pytest.mark.e2e
 
@@ -31,9 +31,7 @@ def test_up_status_probe_down(tmp_path):
 
     settings = Settings(
         _env_file=None, env="test", var_dir=tmp_path / "var", redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        gateway_port=free_port(), metrics_port_base=free_port_block(), triton_http_port=free_port(),
-        triton_grpc_url=f"127.0.0.1:{free_port()}", triton_metrics_port=free_port(),
-        **{f"{name}_port": free_port() for name in SERVICES})
+        **platform_ports())
     env = {**os.environ, **settings_env(settings)}
 
     def annot(*args: str, check: bool = True) -> subprocess.CompletedProcess:

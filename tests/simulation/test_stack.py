@@ -50,3 +50,15 @@ def test_sigterm_stops_the_stack_servers():
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@pytest.mark.unit
+def test_ports_of_one_stack_are_distinct_and_stay_out_of_the_metrics_blocks():
+    from services.simulation.stack import Ports  # noqa: PLC0415
+
+    ports = Ports()
+    blocks = [ports.block() for _ in range(2)]
+    singles = [ports.one() for _ in range(200)]
+    reserved = {p for base in blocks for p in range(base, base + 21)}
+    assert len(set(singles)) == len(singles) and not reserved & set(singles)
+    assert abs(blocks[0] - blocks[1]) > 20
